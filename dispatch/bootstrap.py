@@ -1,0 +1,37 @@
+"""Open the configured database, creating or upgrading it where that is safe.
+
+The embedded SQLite default is created on first run, so a newcomer never has
+to run `dispatch init` first. A server database (PostgreSQL) is shared by many
+processes, so it is only ever migrated by an explicit `dispatch init`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from dispatch import db, taxonomy
+from dispatch.config import Settings
+from dispatch.errors import SchemaError
+
+
+def init_database(engine: Engine) -> int:
+    """Create or upgrade the schema and seed the regions; harmless to repeat.
+    Returns how many regions were added."""
+    db.upgrade(engine)
+    with db.session_scope(engine) as session:
+        return taxonomy.seed_regions(session)
+
+
+def open_engine(settings: Settings) -> Engine:
+    engine = db.create_engine(settings.database_url)
+    if db.is_current(engine):
+        return engine
+    if engine.dialect.name == "sqlite":
+        init_database(engine)
+        return engine
+    current = db.current_revision(engine)
+    state = "has no dispatch schema" if current is None else f"is at schema {current}"
+    raise SchemaError(
+        f"the database {engine.url.render_as_string(hide_password=True)} {state}; "
+        f"run `dispatch init` to create or upgrade it (schema {db.head_revision(engine)})"
+    )

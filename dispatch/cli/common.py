@@ -1,0 +1,94 @@
+"""What every command shares: settings, the database, output and errors."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from typer.core import TyperGroup
+
+from dispatch import bootstrap, db
+from dispatch.config import Settings, config_file_path, load_settings
+from dispatch.errors import DispatchError, InputError
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class DispatchGroup(TyperGroup):
+    """Turns our own errors into one clear line and an exit code, anywhere in
+    the command tree, instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            fail(str(exc), code=EXIT_BAD_INPUT)
+        except DispatchError as exc:
+            fail(str(exc), code=EXIT_FAILED)
+
+
+def fail(message: str, *, code: int = EXIT_FAILED):
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+class AppContext:
+    """Built once per invocation; opened lazily so `--help` needs no database."""
+
+    def __init__(self, overrides: dict[str, Any]):
+        self._overrides = {k: v for k, v in overrides.items() if v is not None}
+
+    @cached_property
+    def settings(self) -> Settings:
+        try:
+            return load_settings(**self._overrides)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+            )
+            fail(f"invalid settings (environment or {config_file_path()}): {problems}", code=EXIT_BAD_INPUT)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return bootstrap.open_engine(self.settings)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with db.session_scope(self.engine) as session:
+            yield session
+
+
+def app_context(ctx: typer.Context) -> AppContext:
+    return ctx.find_root().obj
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "admin"
+
+
+def split_values(values: list[str] | None) -> list[str] | None:
+    """--region a --region b and --region a,b mean the same."""
+    if values is None:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -1,0 +1,186 @@
+"""`dispatch sitrep …`: import, list, show, approve, withdraw, tag, edit."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from dispatch import sitrep_text, sitreps
+from dispatch.cli.common import (
+    EXIT_BAD_INPUT, app_context, console, current_user, err_console, fail, print_json, split_values,
+)
+from dispatch.errors import InputError
+from dispatch.models import SitrepStatus
+
+app = typer.Typer(help="Import, review, approve and withdraw SITREPs.", no_args_is_help=True)
+
+BY_OPTION = typer.Option(None, "--by", help="Who does this (recorded); default: your login name.")
+
+
+def read_sitrep_file(path: Path) -> sitrep_text.ParsedSitrep:
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise sitrep_text.SitrepFormatError(f"cannot read the file: {exc.strerror}", source=source) from exc
+    return sitrep_text.parse(sitrep_text.decode_source(raw, source=source), source=source)
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    files: list[Path] = typer.Argument(..., help="SITREP text files.", show_default=False),
+    approve: bool = typer.Option(False, "--approve", help="Approve each imported SITREP at once."),
+    region: list[str] = typer.Option(None, "--region", "-r",
+                                     help="Tag with these regions instead of the suggested ones."),
+    by: str = BY_OPTION,
+) -> None:
+    """Import SITREP text files as drafts (or approved, with --approve).
+
+    Regions are suggested from the places each text names; change them with
+    `dispatch sitrep tag`. Good files are imported even when others are bad;
+    the bad ones are listed and the exit code is 2.
+    """
+    actor = by or current_user()
+    appctx = app_context(ctx)
+    bad = 0
+    for path in files:
+        try:
+            parsed = read_sitrep_file(path)
+            with appctx.session() as session:
+                result = sitreps.import_parsed(
+                    session, parsed, actor=actor, approve=approve, regions=split_values(region)
+                )
+                s = result.sitrep
+                if result.created:
+                    console.print(
+                        f"imported [bold]#{s.id}[/] {escape(s.title)} ({s.event_date}) "
+                        f"[{s.status.value}] regions: {', '.join(sitreps.region_slugs(s))}",
+                        highlight=False,
+                    )
+                else:
+                    console.print(f"{path}: already there as #{s.id} {escape(s.title)} — skipped",
+                                  highlight=False)
+        except InputError as exc:
+            bad += 1
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    if bad:
+        err_console.print(f"{bad} of {len(files)} file(s) not imported")
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: SitrepStatus = typer.Option(None, "--status", help="Only this status."),
+    search: str = typer.Option(None, "--search", "-s", help="Text in the title or body."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """List SITREPs, newest event first."""
+    with app_context(ctx).session() as session:
+        rows = sitreps.list_sitreps(session, status=status, search=search)
+        if as_json:
+            print_json([sitreps.as_dict(s) for s in rows])
+            return
+        if not rows:
+            console.print("no SITREPs" + (f" with status {status.value}" if status else ""))
+            return
+        table = Table("id", "date", "status", "title", "regions", "approved by")
+        for s in rows:
+            table.add_row(str(s.id), s.event_date.isoformat(), s.status.value, escape(s.title),
+                          ", ".join(sitreps.region_slugs(s)), s.approved_by or "")
+        console.print(table)
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    sitrep_id: int = typer.Argument(..., metavar="ID"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Show one SITREP: bullets, commentary, regions and its history."""
+    with app_context(ctx).session() as session:
+        s = sitreps.get(session, sitrep_id)
+        data = sitreps.as_dict(s, full=True)
+    if as_json:
+        print_json(data)
+        return
+    console.print(f"[bold]#{data['id']} {escape(data['title'])}[/]  {data['event_date']}  [{data['status']}]",
+                  highlight=False)
+    console.print(f"regions: {', '.join(data['regions'])}", highlight=False)
+    console.print("\n[bold]What has Happened[/]")
+    for bullet in data["summary"]:
+        console.print(f"  • {escape(bullet)}", highlight=False)
+    if data["commentary"]:
+        console.print("\n[bold]Why it Matters[/]")
+        for quote in data["commentary"]:
+            who = " ".join(filter(None, [quote["title"], quote["analyst"]]))
+            console.print(f"  “{escape(quote['text'])}”\n    — {escape(who)}\n", highlight=False)
+    console.print("[bold]History[/]")
+    for change in data["changes"]:
+        console.print(f"  {change['at'][:19]}  {change['actor']}: {change['action']} {escape(change['detail'])}",
+                      highlight=False)
+
+
+@app.command()
+def approve(ctx: typer.Context, sitrep_id: int = typer.Argument(..., metavar="ID"), by: str = BY_OPTION) -> None:
+    """Approve a draft: it goes out in each subscriber's next window."""
+    with app_context(ctx).session() as session:
+        s = sitreps.approve_sitrep(session, sitrep_id, by=by or current_user())
+        console.print(f"approved #{s.id} {escape(s.title)}", highlight=False)
+
+
+@app.command()
+def withdraw(
+    ctx: typer.Context,
+    sitrep_id: int = typer.Argument(..., metavar="ID"),
+    reason: str = typer.Option("", "--reason", help="Why (recorded)."),
+    by: str = BY_OPTION,
+) -> None:
+    """Withdraw a SITREP: it is no longer delivered, even where already planned."""
+    with app_context(ctx).session() as session:
+        s = sitreps.withdraw_sitrep(session, sitrep_id, by=by or current_user(), reason=reason)
+        console.print(f"withdrew #{s.id} {escape(s.title)}", highlight=False)
+
+
+@app.command()
+def tag(
+    ctx: typer.Context,
+    sitrep_id: int = typer.Argument(..., metavar="ID"),
+    region: list[str] = typer.Option(..., "--region", "-r", help="Region slug or name; repeat or comma-separate."),
+    by: str = BY_OPTION,
+) -> None:
+    """Set the regions of a SITREP (replacing the suggested ones)."""
+    with app_context(ctx).session() as session:
+        s = sitreps.tag_sitrep(session, sitrep_id, split_values(region), by=by or current_user())
+        console.print(f"#{s.id} regions: {', '.join(sitreps.region_slugs(s))}", highlight=False)
+
+
+@app.command()
+def edit(
+    ctx: typer.Context,
+    sitrep_id: int = typer.Argument(..., metavar="ID"),
+    title: str = typer.Option(None, "--title"),
+    event_date: str = typer.Option(None, "--date", help="YYYY-MM-DD"),
+    priority: int = typer.Option(None, "--priority", help="Higher comes first in a digest."),
+    from_file: Path = typer.Option(None, "--from-file", help="Replace the content from corrected SITREP text."),
+    by: str = BY_OPTION,
+) -> None:
+    """Edit a SITREP, approved or not; every edit is recorded in its history."""
+    parsed_date = None
+    if event_date is not None:
+        try:
+            parsed_date = date.fromisoformat(event_date)
+        except ValueError:
+            fail(f"--date: {event_date!r} is not a date as YYYY-MM-DD", code=EXIT_BAD_INPUT)
+    content = read_sitrep_file(from_file) if from_file else None
+    with app_context(ctx).session() as session:
+        changes_before = len(sitreps.get(session, sitrep_id).changes)
+        s = sitreps.edit_sitrep(session, sitrep_id, by=by or current_user(), title=title,
+                                event_date=parsed_date, priority=priority, content=content)
+        outcome = s.changes[-1].detail if len(s.changes) > changes_before else "nothing changed"
+        console.print(f"#{s.id} {escape(s.title)}: {escape(outcome)}", highlight=False)

@@ -1,0 +1,214 @@
+"""`dispatch subscriber …` and `dispatch slack …`: the people and channels
+that receive digests, with their preferences."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from dispatch import subscribers
+from dispatch.cli.common import EXIT_BAD_INPUT, app_context, console, err_console, print_json, split_values
+from dispatch.models import Cadence, MailFormat, SubscriberKind, SubscriberStatus
+from dispatch.subscribers import Preferences
+
+app = typer.Typer(help="Manage email subscribers and their preferences.", no_args_is_help=True)
+slack_app = typer.Typer(help="Manage Slack channels (channel IDs or incoming-webhook URLs).",
+                        no_args_is_help=True)
+
+NAME = typer.Option(None, "--name", help="Display name.")
+REGION = typer.Option(None, "--region", "-r",
+                      help="Region slug or name; repeat or comma-separate. None: every region.")
+ANALYST = typer.Option(None, "--analyst", "-a",
+                       help="Analyst name ('Robert Walsh') or slug; repeat or comma-separate. None: all.")
+CADENCE = typer.Option(None, "--cadence", help="immediate | daily | weekly  [default: daily]")
+AT = typer.Option(None, "--at", help="Local delivery time, HH:MM  [default: 07:00]")
+TZ = typer.Option(None, "--tz", help="IANA time zone, e.g. Europe/London  [default: UTC]")
+WEEKDAY = typer.Option(None, "--weekday", help="Day of a weekly digest: mon … sun  [default: mon]")
+FORMAT = typer.Option(None, "--format", help="html | text  [default: html]")
+JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+
+
+def _prefs(name, region, analyst, cadence, at, tz, weekday, fmt) -> Preferences:
+    return Preferences(
+        name=name, regions=split_values(region), analysts=split_values(analyst),
+        cadence=cadence.value if isinstance(cadence, Cadence) else cadence,
+        send_at=at, timezone=tz, weekday=weekday,
+        format=fmt.value if isinstance(fmt, MailFormat) else fmt,
+    )
+
+
+def _describe(data: dict) -> str:
+    when = {"immediate": "as soon as approved", "daily": f"daily at {data['at']} {data['tz']}",
+            "weekly": f"weekly on {data['weekday']} at {data['at']} {data['tz']}"}[data["cadence"]]
+    regions = ", ".join(data["regions"]) or "all regions"
+    analysts = ", ".join(data["analysts"]) or "all analysts"
+    return f"{regions}; {analysts}; {when}; {data['format']}"
+
+
+def _print_table(rows: list[dict]) -> None:
+    table = Table("id", "kind", "address", "name", "status", "regions", "analysts", "cadence", "when")
+    for d in rows:
+        when = "—" if d["cadence"] == "immediate" else f"{d['at']} {d['tz']}"
+        if d["cadence"] == "weekly":
+            when = f"{d['weekday'][:3]} {when}"
+        table.add_row(str(d["id"]), d["kind"], escape(d["address"]), escape(d["name"]), d["status"],
+                      ", ".join(d["regions"]) or "all", ", ".join(d["analysts"]) or "all",
+                      d["cadence"], when)
+    console.print(table)
+
+
+def _add(ctx, kind, address, prefs) -> None:
+    with app_context(ctx).session() as session:
+        data = subscribers.as_dict(subscribers.add_subscriber(session, address, kind=kind, prefs=prefs))
+    console.print(f"added #{data['id']} {escape(data['address'])}: {escape(_describe(data))}", highlight=False)
+
+
+@app.command()
+def add(
+    ctx: typer.Context,
+    address: str = typer.Argument(..., help="Email address."),
+    name: str = NAME, region: list[str] = REGION, analyst: list[str] = ANALYST,
+    cadence: Cadence = CADENCE, at: str = AT, tz: str = TZ, weekday: str = WEEKDAY,
+    fmt: MailFormat = FORMAT,
+) -> None:
+    """Add an email subscriber (active at once: an admin vouches for them)."""
+    _add(ctx, SubscriberKind.email, address, _prefs(name, region, analyst, cadence, at, tz, weekday, fmt))
+
+
+@slack_app.command("add")
+def slack_add(
+    ctx: typer.Context,
+    channel: str = typer.Argument(..., metavar="CHANNEL_ID|WEBHOOK_URL",
+                                  help="A channel ID (posted with the bot token) or an incoming-webhook URL."),
+    name: str = NAME, region: list[str] = REGION, analyst: list[str] = ANALYST,
+    cadence: Cadence = CADENCE, at: str = AT, tz: str = TZ, weekday: str = WEEKDAY,
+) -> None:
+    """Add a Slack channel as a subscriber."""
+    _add(ctx, SubscriberKind.slack, channel, _prefs(name, region, analyst, cadence, at, tz, weekday, None))
+
+
+def _list(ctx, kind, status, region, search, as_json) -> None:
+    with app_context(ctx).session() as session:
+        rows = [subscribers.as_dict(s) for s in subscribers.list_subscribers(
+            session, kind=kind, status=status, region=region, search=search)]
+    if as_json:
+        print_json(rows)
+    elif not rows:
+        console.print("no subscribers match")
+    else:
+        _print_table(rows)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    region: str = typer.Option(None, "--region", "-r", help="Who receives this region (incl. 'all regions')."),
+    status: SubscriberStatus = typer.Option(None, "--status"),
+    kind: SubscriberKind = typer.Option(None, "--kind", help="email | slack"),
+    search: str = typer.Option(None, "--search", "-s", help="Text in the address or name."),
+    as_json: bool = JSON,
+) -> None:
+    """List subscribers (email and Slack) with their preferences."""
+    _list(ctx, kind, status, region, search, as_json)
+
+
+@slack_app.command("list")
+def slack_list(ctx: typer.Context, as_json: bool = JSON) -> None:
+    """List the Slack channels."""
+    _list(ctx, SubscriberKind.slack, None, None, None, as_json)
+
+
+@app.command()
+def show(ctx: typer.Context, ident: str = typer.Argument(..., metavar="ID|ADDRESS"), as_json: bool = JSON) -> None:
+    """Show one subscriber."""
+    with app_context(ctx).session() as session:
+        data = subscribers.as_dict(subscribers.get(session, ident))
+    if as_json:
+        print_json(data)
+        return
+    for key, value in data.items():
+        shown = ", ".join(value) if isinstance(value, list) else value
+        console.print(f"[bold]{key:>13}[/]  {escape(str(shown if shown not in ('', None, []) else '—'))}",
+                      highlight=False)
+
+
+@app.command()
+def edit(
+    ctx: typer.Context,
+    ident: str = typer.Argument(..., metavar="ID|ADDRESS"),
+    name: str = NAME, region: list[str] = REGION, analyst: list[str] = ANALYST,
+    cadence: Cadence = CADENCE, at: str = AT, tz: str = TZ, weekday: str = WEEKDAY,
+    fmt: MailFormat = FORMAT,
+    status: SubscriberStatus = typer.Option(None, "--status", help="e.g. disabled to pause, active to resume."),
+    all_regions: bool = typer.Option(False, "--all-regions", help="Clear the region filter."),
+    all_analysts: bool = typer.Option(False, "--all-analysts", help="Clear the analyst filter."),
+) -> None:
+    """Change a subscriber's preferences or status; options not given stay as they are."""
+    prefs = _prefs(name, region, analyst, cadence, at, tz, weekday, fmt)
+    if all_regions:
+        prefs.regions = []
+    if all_analysts:
+        prefs.analysts = []
+    with app_context(ctx).session() as session:
+        data = subscribers.as_dict(subscribers.edit_subscriber(session, ident, prefs, status=status))
+    console.print(f"#{data['id']} {escape(data['address'])} [{data['status']}]: {escape(_describe(data))}",
+                  highlight=False)
+
+
+@app.command()
+def remove(
+    ctx: typer.Context,
+    ident: str = typer.Argument(..., metavar="ID|ADDRESS"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a subscriber and its delivery log. To stop sending but keep the
+    history, use `subscriber edit ID --status disabled` instead."""
+    with app_context(ctx).session() as session:
+        target = subscribers.get(session, ident)
+        if not yes and not typer.confirm(f"Delete #{target.id} {target.address} and its delivery log?"):
+            raise typer.Exit(1)
+        subscribers.remove_subscriber(session, target.id)
+    console.print(f"removed #{target.id} {escape(target.address)}", highlight=False)
+
+
+@app.command("import")
+def import_csv(ctx: typer.Context, csv_file: Path = typer.Argument(..., metavar="CSV")) -> None:
+    """Import subscribers from CSV: a header row; `email` required; optional name,
+    regions, analysts (each ';'-separated), cadence, at, tz, weekday, format.
+    Good rows go in; rejected rows are listed with line numbers (exit code 2)."""
+    try:
+        text = csv_file.read_text("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        err_console.print(f"[bold red]error:[/] {csv_file}: cannot read it as UTF-8 text: {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    with app_context(ctx).session() as session:
+        report = subscribers.import_csv(session, text)
+    console.print(f"{len(report.added)} added, {len(report.already_there)} already there, "
+                  f"{len(report.rejected)} rejected")
+    for line, address in report.already_there:
+        console.print(f"  line {line}: {escape(address)} is already subscribed — skipped", highlight=False)
+    for line, reason in report.rejected:
+        err_console.print(f"  line {line}: {escape(reason)}", highlight=False)
+    if report.ignored_columns:
+        err_console.print(f"ignored unknown columns: {', '.join(report.ignored_columns)}")
+    if report.rejected:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@app.command("export")
+def export_csv(
+    ctx: typer.Context,
+    csv_file: str = typer.Argument("-", metavar="CSV", help="File to write, or - for standard output."),
+) -> None:
+    """Export email subscribers as CSV, in the columns `subscriber import` reads."""
+    with app_context(ctx).session() as session:
+        text = subscribers.export_csv(subscribers.list_subscribers(session, kind=SubscriberKind.email))
+    if csv_file == "-":
+        sys.stdout.write(text)
+    else:
+        Path(csv_file).write_text(text, "utf-8")
+        console.print(f"wrote {text.count(chr(10)) - 1} subscriber(s) to {csv_file}")

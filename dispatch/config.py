@@ -1,0 +1,107 @@
+"""Settings: DISPATCH_* environment variables over an optional dispatch.toml.
+
+Precedence, highest first: environment variables, then the TOML file named by
+DISPATCH_CONFIG (default ``dispatch.toml`` in the working folder, if present),
+then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "DISPATCH_CONFIG"
+DEFAULT_CONFIG_FILE = "dispatch.toml"
+
+
+def config_file_path() -> Path:
+    return Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
+
+
+class SmtpSecurity(str, Enum):
+    none = "none"
+    starttls = "starttls"
+    ssl = "ssl"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISPATCH_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///subscribers.db",
+        description="SQLAlchemy URL; postgresql+psycopg://user@host/db for PostgreSQL",
+    )
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_security: SmtpSecurity = SmtpSecurity.none
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout: float = Field(30.0, gt=0)
+    mail_from: str = "Dispatch <dispatch@localhost>"
+    reply_to: str | None = None
+    slack_bot_token: SecretStr | None = None
+    slack_base_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
+    public_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8000/")
+    secret_key: SecretStr | None = Field(
+        None, description="signs subscriber links; generated and stored in the database if unset"
+    )
+    templates_dir: Path | None = Field(
+        None, description="a folder whose templates override the shipped ones by name"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _url_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file_path())
+        return (init_settings, env_settings, toml)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain values, with every secret masked."""
+        shown: dict[str, Any] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                shown[name] = "********"
+            elif isinstance(value, Enum):
+                shown[name] = value.value
+            elif value is None:
+                shown[name] = None
+            else:
+                shown[name] = str(value)
+        shown["database_url"] = mask_url_password(self.database_url)
+        return shown
+
+
+def mask_url_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is reported elsewhere; show it as given
+        return url
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,82 @@
+"""Every error dispatch raises on purpose.
+
+    DispatchError                    anything dispatch reports to a person
+    ├── InputError                   bad input: say what and where, write nothing
+    │   ├── SitrepFormatError        a file that is not a readable SITREP
+    │   └── FieldError               one field of a record is invalid
+    ├── NotFoundError                no such SITREP / subscriber / analyst / region
+    ├── ConflictError                the request clashes with what is stored
+    │   ├── DuplicateError           it is already there
+    │   └── WorkflowError            not allowed from the current status
+    ├── SchemaError                  the database needs `dispatch init`
+    └── DeliveryError                sending failed (raised by the adapters)
+        ├── TransientError           worth retrying later (4xx, drops, 429, 5xx)
+        └── PermanentError           retrying cannot help (5xx on a recipient …)
+
+Library errors are translated where they enter our code (``raise X(...) from
+exc``), so callers decide from the type alone.
+"""
+
+from __future__ import annotations
+
+
+class DispatchError(Exception):
+    """Base class: its message is meant for the person at the terminal."""
+
+
+class InputError(DispatchError):
+    pass
+
+
+class SitrepFormatError(InputError):
+    def __init__(self, reason: str, *, source: str | None = None, line: int | None = None):
+        self.reason = reason
+        self.source = source
+        self.line = line
+        where = source or "<text>"
+        if line is not None:
+            where = f"{where}:{line}"
+        super().__init__(f"{where}: {reason}")
+
+
+class FieldError(InputError):
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class NotFoundError(DispatchError):
+    pass
+
+
+class ConflictError(DispatchError):
+    pass
+
+
+class DuplicateError(ConflictError):
+    def __init__(self, message: str, *, existing_id: int | None = None):
+        self.existing_id = existing_id
+        super().__init__(message)
+
+
+class WorkflowError(ConflictError):
+    pass
+
+
+class SchemaError(DispatchError):
+    pass
+
+
+class DeliveryError(DispatchError):
+    pass
+
+
+class TransientError(DeliveryError):
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class PermanentError(DeliveryError):
+    pass

@@ -1,0 +1,254 @@
+"""The tables, and nothing else. See DESIGN.md for what each one means."""
+
+
+from datetime import date, datetime, timezone
+from enum import Enum
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Column, Field, Relationship, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend.
+
+    SQLite keeps no offset, so values are stored as naive UTC and come back
+    tagged as UTC; PostgreSQL stores timestamptz.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: dispatch stores only aware datetimes")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def _utc(nullable: bool = True) -> Column:
+    return Column(UTCDateTime(), nullable=nullable)
+
+
+class SitrepStatus(str, Enum):
+    draft = "draft"
+    approved = "approved"
+    withdrawn = "withdrawn"
+
+
+class SubscriberKind(str, Enum):
+    email = "email"
+    slack = "slack"
+
+
+class Cadence(str, Enum):
+    immediate = "immediate"
+    daily = "daily"
+    weekly = "weekly"
+
+
+class MailFormat(str, Enum):
+    html = "html"
+    text = "text"
+
+
+class SubscriberStatus(str, Enum):
+    pending = "pending"
+    active = "active"
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+    disabled = "disabled"
+
+
+class DeliveryStatus(str, Enum):
+    pending = "pending"
+    sending = "sending"
+    sent = "sent"
+    failed = "failed"
+    skipped = "skipped"
+
+
+def _enum(enum_cls: type[Enum]) -> sa.Enum:
+    # Stored as plain strings with a CHECK: portable, and new values need no
+    # PostgreSQL enum-type dance in migrations.
+    return sa.Enum(
+        enum_cls,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        name=f"{enum_cls.__name__.lower()}_check",
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class Region(SQLModel, table=True):
+    slug: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+
+
+class Analyst(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    title: str | None = Field(default=None, max_length=100)  # "General", "Dr." …
+    slug: str = Field(max_length=200, sa_column_kwargs={"unique": True})
+
+
+class SitrepRegion(SQLModel, table=True):
+    __tablename__ = "sitrep_region"
+    sitrep_id: int = Field(foreign_key="sitrep.id", primary_key=True, ondelete="CASCADE")
+    region_slug: str = Field(foreign_key="region.slug", primary_key=True, max_length=64)
+
+
+class Sitrep(SQLModel, table=True):
+    __table_args__ = (sa.Index("ix_sitrep_status_approved_at", "status", "approved_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    title: str = Field(max_length=500)
+    event_date: date
+    status: SitrepStatus = Field(
+        default=SitrepStatus.draft, sa_column=Column(_enum(SitrepStatus), nullable=False)
+    )
+    approved_at: datetime | None = Field(default=None, sa_column=_utc())
+    approved_by: str | None = Field(default=None, max_length=200)
+    priority: int = 0
+    summary: list[str] = Field(default_factory=list, sa_column=Column(sa.JSON, nullable=False))
+    source_text: str = Field(sa_column=Column(sa.Text, nullable=False))
+    # Identifies "the same SITREP" across re-imports: normalised title + date.
+    fingerprint: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+
+    regions: list[Region] = Relationship(link_model=SitrepRegion)
+    commentary: list["Commentary"] = Relationship(
+        back_populates="sitrep",
+        sa_relationship_kwargs={
+            "order_by": "Commentary.position",
+            "cascade": "all, delete-orphan",
+        },
+    )
+    changes: list["SitrepChange"] = Relationship(
+        sa_relationship_kwargs={"order_by": "SitrepChange.id", "cascade": "all, delete-orphan"},
+    )
+
+
+class Commentary(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    sitrep_id: int = Field(foreign_key="sitrep.id", index=True, ondelete="CASCADE")
+    analyst_id: int = Field(foreign_key="analyst.id", index=True)
+    position: int
+    text: str = Field(sa_column=Column(sa.Text, nullable=False))
+
+    sitrep: Sitrep = Relationship(back_populates="commentary")
+    analyst: Analyst = Relationship(sa_relationship_kwargs={"lazy": "joined"})
+
+
+class SitrepChange(SQLModel, table=True):
+    """Who did what to a SITREP and when: import, approval, edits, withdrawal."""
+
+    __tablename__ = "sitrep_change"
+    id: int | None = Field(default=None, primary_key=True)
+    sitrep_id: int = Field(foreign_key="sitrep.id", index=True, ondelete="CASCADE")
+    at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    actor: str = Field(max_length=200)
+    action: str = Field(max_length=32)
+    detail: str = Field(default="", sa_column=Column(sa.Text, nullable=False))
+
+
+class SubscriberRegion(SQLModel, table=True):
+    __tablename__ = "subscriber_region"
+    subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
+    region_slug: str = Field(foreign_key="region.slug", primary_key=True, max_length=64)
+
+
+class SubscriberAnalyst(SQLModel, table=True):
+    __tablename__ = "subscriber_analyst"
+    subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
+    analyst_id: int = Field(foreign_key="analyst.id", primary_key=True)
+
+
+class Subscriber(SQLModel, table=True):
+    __table_args__ = (
+        sa.UniqueConstraint("kind", "address", name="uq_subscriber_kind_address"),
+        sa.Index("ix_subscriber_status", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: SubscriberKind = Field(
+        default=SubscriberKind.email, sa_column=Column(_enum(SubscriberKind), nullable=False)
+    )
+    # An email address, a Slack channel ID (bot token) or an incoming-webhook URL.
+    address: str = Field(max_length=500)
+    name: str = Field(default="", max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)
+    send_at: str = Field(default="07:00", max_length=5)  # local HH:MM
+    cadence: Cadence = Field(
+        default=Cadence.daily, sa_column=Column(_enum(Cadence), nullable=False)
+    )
+    weekday: int = Field(default=0, ge=0, le=6)  # Monday = 0; used by weekly cadence
+    format: MailFormat = Field(
+        default=MailFormat.html, sa_column=Column(_enum(MailFormat), nullable=False)
+    )
+    status: SubscriberStatus = Field(
+        default=SubscriberStatus.active, sa_column=Column(_enum(SubscriberStatus), nullable=False)
+    )
+    status_reason: str | None = Field(default=None, max_length=500)
+    bounce_count: int = 0
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    confirmed_at: datetime | None = Field(default=None, sa_column=_utc())
+
+    regions: list[Region] = Relationship(link_model=SubscriberRegion)
+    analysts: list[Analyst] = Relationship(link_model=SubscriberAnalyst)
+
+
+class Delivery(SQLModel, table=True):
+    __table_args__ = (
+        sa.UniqueConstraint("subscriber_id", "window_key", name="uq_delivery_subscriber_window"),
+        sa.Index("ix_delivery_status_next_attempt", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", ondelete="CASCADE")
+    window_key: str = Field(max_length=100)
+    sitrep_ids: list[int] = Field(default_factory=list, sa_column=Column(sa.JSON, nullable=False))
+    status: DeliveryStatus = Field(
+        default=DeliveryStatus.pending, sa_column=Column(_enum(DeliveryStatus), nullable=False)
+    )
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_column=_utc())
+    lease_until: datetime | None = Field(default=None, sa_column=_utc())
+    last_error: str | None = Field(default=None, sa_column=Column(sa.Text))
+    receipt: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    sent_at: datetime | None = Field(default=None, sa_column=_utc())
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    """Append-only: one row per attempt at a delivery. This is the log."""
+
+    __tablename__ = "delivery_attempt"
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(foreign_key="delivery.id", index=True, ondelete="CASCADE")
+    at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    outcome: str = Field(max_length=32)
+    detail: str = Field(default="", sa_column=Column(sa.Text, nullable=False))
+
+
+class StoredSetting(SQLModel, table=True):
+    """Values the application generates once and keeps, such as the link-signing key."""
+
+    __tablename__ = "stored_setting"
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_column=Column(sa.Text, nullable=False))

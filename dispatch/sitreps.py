@@ -1,0 +1,236 @@
+"""SITREPs as stored: import, approval workflow, edits, region tags.
+
+The workflow is draft → approved → withdrawn (a withdrawn SITREP may be
+approved again). Only approved SITREPs are ever delivered. Every change is
+recorded as a SitrepChange row: who, when, what.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import or_
+from sqlalchemy.orm import selectinload
+from sqlmodel import Session, col, select
+
+from dispatch import catalogue, taxonomy
+from dispatch.errors import DuplicateError, NotFoundError, WorkflowError
+from dispatch.models import Commentary, Sitrep, SitrepChange, SitrepStatus, utcnow
+from dispatch.sitrep_text import ParsedSitrep, sitrep_fingerprint
+
+
+FALLBACK_REGION = "global"
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    sitrep: Sitrep
+    created: bool  # False: it was already there
+
+
+def _record(session: Session, sitrep: Sitrep, *, actor: str, action: str, detail: str = "") -> None:
+    session.add(SitrepChange(sitrep_id=sitrep.id, actor=actor, action=action, detail=detail))
+
+
+def find_duplicate(session: Session, parsed: ParsedSitrep) -> Sitrep | None:
+    return session.exec(select(Sitrep).where(Sitrep.fingerprint == parsed.fingerprint)).first()
+
+
+def import_parsed(
+    session: Session,
+    parsed: ParsedSitrep,
+    *,
+    actor: str,
+    approve: bool = False,
+    regions: list[str] | None = None,
+) -> ImportResult:
+    """Store a parsed SITREP as a draft (or approve it at once).
+
+    Regions default to the ones the text is about (an editable suggestion).
+    Importing the same SITREP again returns the stored one, created=False.
+    """
+    existing = find_duplicate(session, parsed)
+    if existing is not None:
+        return ImportResult(sitrep=existing, created=False)
+    region_values = regions if regions is not None else catalogue.likely_regions(parsed.source_text)
+    if not region_values:
+        # A SITREP that names no place still reaches the all-regions readers.
+        region_values = [FALLBACK_REGION]
+    sitrep = Sitrep(
+        title=parsed.title,
+        event_date=parsed.event_date,
+        summary=list(parsed.summary),
+        source_text=parsed.source_text,
+        fingerprint=parsed.fingerprint,
+        regions=taxonomy.resolve_regions(session, region_values),
+    )
+    session.add(sitrep)
+    session.flush()
+    _replace_commentary(session, sitrep, parsed)
+    _record(session, sitrep, actor=actor, action="imported",
+            detail="regions: " + (", ".join(r.slug for r in sitrep.regions) or "none"))
+    if approve:
+        approve_sitrep(session, sitrep.id, by=actor)
+    return ImportResult(sitrep=sitrep, created=True)
+
+
+def _replace_commentary(session: Session, sitrep: Sitrep, parsed: ParsedSitrep) -> None:
+    sitrep.commentary.clear()
+    session.flush()
+    for position, quote in enumerate(parsed.commentary):
+        analyst = taxonomy.get_or_create_analyst(
+            session, name=quote.analyst_name, title=quote.analyst_title
+        )
+        sitrep.commentary.append(
+            Commentary(sitrep_id=sitrep.id, analyst_id=analyst.id, position=position, text=quote.text)
+        )
+    session.flush()
+
+
+def get(session: Session, sitrep_id: int) -> Sitrep:
+    sitrep = session.get(Sitrep, sitrep_id, options=[selectinload(Sitrep.regions)])
+    if sitrep is None:
+        raise NotFoundError(f"no SITREP with id {sitrep_id}")
+    return sitrep
+
+
+def list_sitreps(
+    session: Session, *, status: SitrepStatus | None = None, search: str | None = None, limit: int = 200
+) -> list[Sitrep]:
+    query = select(Sitrep).options(selectinload(Sitrep.regions))
+    if status is not None:
+        query = query.where(Sitrep.status == status)
+    if search:
+        pattern = f"%{search}%"
+        query = query.where(or_(col(Sitrep.title).ilike(pattern), col(Sitrep.source_text).ilike(pattern)))
+    query = query.order_by(col(Sitrep.event_date).desc(), col(Sitrep.id).desc()).limit(limit)
+    return list(session.exec(query).all())
+
+
+def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | None = None) -> Sitrep:
+    sitrep = get(session, sitrep_id)
+    if sitrep.status == SitrepStatus.approved:
+        raise WorkflowError(f"SITREP {sitrep_id} is already approved (by {sitrep.approved_by})")
+    if not sitrep.regions:
+        raise WorkflowError(
+            f"SITREP {sitrep_id} has no region; tag it first (dispatch sitrep tag {sitrep_id} --region …)"
+        )
+    sitrep.status = SitrepStatus.approved
+    sitrep.approved_at = at or utcnow()
+    sitrep.approved_by = by
+    sitrep.updated_at = utcnow()
+    _record(session, sitrep, actor=by, action="approved")
+    session.flush()
+    return sitrep
+
+
+def withdraw_sitrep(session: Session, sitrep_id: int, *, by: str, reason: str = "") -> Sitrep:
+    sitrep = get(session, sitrep_id)
+    if sitrep.status == SitrepStatus.withdrawn:
+        raise WorkflowError(f"SITREP {sitrep_id} is already withdrawn")
+    sitrep.status = SitrepStatus.withdrawn
+    sitrep.updated_at = utcnow()
+    _record(session, sitrep, actor=by, action="withdrawn", detail=reason)
+    session.flush()
+    return sitrep
+
+
+def tag_sitrep(session: Session, sitrep_id: int, regions: list[str], *, by: str) -> Sitrep:
+    sitrep = get(session, sitrep_id)
+    resolved = taxonomy.resolve_regions(session, regions)
+    if not resolved:
+        raise WorkflowError("give at least one region")
+    before = ", ".join(r.slug for r in sitrep.regions) or "none"
+    sitrep.regions = resolved
+    sitrep.updated_at = utcnow()
+    _record(session, sitrep, actor=by, action="tagged",
+            detail=f"regions: {before} → {', '.join(r.slug for r in resolved)}")
+    session.flush()
+    return sitrep
+
+
+def edit_sitrep(
+    session: Session,
+    sitrep_id: int,
+    *,
+    by: str,
+    title: str | None = None,
+    event_date: date | None = None,
+    priority: int | None = None,
+    summary: list[str] | None = None,
+    content: ParsedSitrep | None = None,
+) -> Sitrep:
+    """Change fields of a SITREP, approved or not; the change is recorded.
+
+    ``content`` replaces title, date, bullets and commentary from corrected
+    text. An approved SITREP stays approved: deliveries render the current
+    content when they are sent.
+    """
+    sitrep = get(session, sitrep_id)
+    changed: list[str] = []
+    if content is not None:
+        title, event_date, summary = content.title, content.event_date, list(content.summary)
+        sitrep.source_text = content.source_text
+        _replace_commentary(session, sitrep, content)
+        changed.append("commentary")
+    if title is not None and title.strip() and title.strip() != sitrep.title:
+        sitrep.title = title.strip()
+        changed.append("title")
+    if event_date is not None and event_date != sitrep.event_date:
+        sitrep.event_date = event_date
+        changed.append("date")
+    if priority is not None and priority != sitrep.priority:
+        sitrep.priority = priority
+        changed.append("priority")
+    if summary is not None:
+        cleaned = [line.strip() for line in summary if line.strip()]
+        if not cleaned:
+            raise WorkflowError("a SITREP needs at least one 'What has Happened' bullet")
+        if cleaned != sitrep.summary:
+            sitrep.summary = cleaned
+            changed.append("bullets")
+    if not changed:
+        return sitrep
+    new_fingerprint = sitrep_fingerprint(sitrep.title, sitrep.event_date)
+    if new_fingerprint != sitrep.fingerprint:
+        clash = session.exec(select(Sitrep).where(Sitrep.fingerprint == new_fingerprint)).first()
+        if clash is not None and clash.id != sitrep.id:
+            raise DuplicateError(
+                f"SITREP {clash.id} already has this title and date", existing_id=clash.id
+            )
+        sitrep.fingerprint = new_fingerprint
+    sitrep.updated_at = utcnow()
+    action = "edited after approval" if sitrep.status == SitrepStatus.approved else "edited"
+    _record(session, sitrep, actor=by, action=action, detail="changed: " + ", ".join(changed))
+    session.flush()
+    return sitrep
+
+
+def region_slugs(sitrep: Sitrep) -> list[str]:
+    return [region.slug for region in sitrep.regions]
+
+
+def as_dict(sitrep: Sitrep, *, full: bool = False) -> dict:
+    data = {
+        "id": sitrep.id,
+        "title": sitrep.title,
+        "event_date": sitrep.event_date.isoformat(),
+        "status": sitrep.status.value,
+        "regions": region_slugs(sitrep),
+        "approved_at": sitrep.approved_at.isoformat() if sitrep.approved_at else None,
+        "approved_by": sitrep.approved_by,
+        "priority": sitrep.priority,
+    }
+    if full:
+        data["summary"] = list(sitrep.summary)
+        data["commentary"] = [
+            {"analyst": c.analyst.name, "analyst_slug": c.analyst.slug, "title": c.analyst.title, "text": c.text}
+            for c in sitrep.commentary
+        ]
+        data["changes"] = [
+            {"at": ch.at.isoformat(), "actor": ch.actor, "action": ch.action, "detail": ch.detail}
+            for ch in sitrep.changes
+        ]
+    return data
+

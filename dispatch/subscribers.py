@@ -1,0 +1,329 @@
+"""Subscribers as stored: validation of every field, add, edit, remove, list,
+and CSV import/export (an export imports back unchanged).
+
+An admin-added subscriber (CLI, CSV) is active at once; double opt-in is for
+self-service sign-ups.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.orm import selectinload
+from sqlmodel import Session, col, select
+
+from dispatch import taxonomy
+from dispatch.errors import DuplicateError, FieldError, InputError, NotFoundError
+from dispatch.models import (
+    Cadence,
+    MailFormat,
+    Subscriber,
+    SubscriberKind,
+    SubscriberRegion,
+    SubscriberStatus,
+    utcnow,
+)
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+CSV_COLUMNS = ("email", "name", "regions", "analysts", "cadence", "at", "tz", "weekday", "format")
+LIST_SEPARATOR = ";"
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+# --- field validation (pure) -----------------------------------------------
+
+def _enum_value(enum_cls, value: str, field_name: str):
+    try:
+        return enum_cls(value.strip().lower())
+    except ValueError:
+        allowed = "|".join(m.value for m in enum_cls)
+        raise FieldError(field_name, f"{value!r} is not one of {allowed}") from None
+
+
+def check_email(address: str) -> str:
+    if any(ch in address for ch in "\r\n"):
+        raise FieldError("email", "must not contain line breaks")
+    try:
+        return validate_email(address.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise FieldError("email", f"{address!r} is not a valid address: {exc}") from exc
+
+
+def check_slack_address(address: str) -> str:
+    """A channel ID (posted with the bot token) or an incoming-webhook URL."""
+    address = address.strip()
+    if SLACK_CHANNEL_ID.match(address):
+        return address
+    parts = urlsplit(address)
+    if parts.scheme == "https" and parts.netloc:
+        return address
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+        return address  # the local Slack sink
+    raise FieldError(
+        "channel",
+        f"{address!r} is neither a Slack channel ID (like C0123ABCD) nor an https webhook URL",
+    )
+
+
+def check_timezone(name: str) -> str:
+    name = name.strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        close = sorted(tz for tz in available_timezones() if name.lower() in tz.lower())[:5]
+        hint = f"; did you mean {', '.join(close)}?" if close else " (an IANA name such as Europe/London)"
+        raise FieldError("tz", f"unknown time zone {name!r}{hint}") from None
+    return name
+
+
+def check_send_at(value: str) -> str:
+    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*", value)
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        raise FieldError("at", f"{value!r} is not a time of day as HH:MM (00:00–23:59)")
+    return f"{int(match.group(1)):02d}:{match.group(2)}"
+
+
+def check_weekday(value: str | int) -> int:
+    text = str(value).strip().lower()
+    if text.isdigit() and int(text) < 7:
+        return int(text)
+    for index, day in enumerate(WEEKDAYS):
+        if len(text) >= 3 and day.startswith(text):
+            return index
+    raise FieldError("weekday", f"{value!r} is not a weekday (mon … sun, or 0 = Monday … 6)")
+
+
+def check_name(name: str) -> str:
+    if any(ch in name for ch in "\r\n"):
+        raise FieldError("name", "must not contain line breaks")
+    name = name.strip()
+    if len(name) > 200:
+        raise FieldError("name", "at most 200 characters")
+    return name
+
+
+@dataclass
+class Preferences:
+    """What a subscriber chose; None leaves a field as it is when editing."""
+
+    name: str | None = None
+    regions: list[str] | None = None
+    analysts: list[str] | None = None
+    cadence: str | None = None
+    send_at: str | None = None
+    timezone: str | None = None
+    weekday: str | int | None = None
+    format: str | None = None
+
+
+def _apply(session: Session, subscriber: Subscriber, prefs: Preferences) -> None:
+    """Validate every given field first, then write them: all or nothing."""
+    values: dict = {}
+    if prefs.name is not None:
+        values["name"] = check_name(prefs.name)
+    if prefs.cadence is not None:
+        values["cadence"] = _enum_value(Cadence, prefs.cadence, "cadence")
+    if prefs.send_at is not None:
+        values["send_at"] = check_send_at(prefs.send_at)
+    if prefs.timezone is not None:
+        values["timezone"] = check_timezone(prefs.timezone)
+    if prefs.weekday is not None:
+        values["weekday"] = check_weekday(prefs.weekday)
+    if prefs.format is not None:
+        values["format"] = _enum_value(MailFormat, prefs.format, "format")
+    if prefs.regions is not None:
+        values["regions"] = taxonomy.resolve_regions(session, prefs.regions)
+    if prefs.analysts is not None:
+        values["analysts"] = taxonomy.resolve_analysts(session, prefs.analysts)
+    for key, value in values.items():
+        setattr(subscriber, key, value)
+
+
+# --- stored subscribers ------------------------------------------------------
+
+def check_address(kind: SubscriberKind, address: str) -> str:
+    return check_email(address) if kind == SubscriberKind.email else check_slack_address(address)
+
+
+def add_subscriber(
+    session: Session,
+    address: str,
+    *,
+    kind: SubscriberKind = SubscriberKind.email,
+    prefs: Preferences | None = None,
+    status: SubscriberStatus = SubscriberStatus.active,
+) -> Subscriber:
+    address = check_address(kind, address)
+    existing = find_by_address(session, address, kind=kind)
+    if existing is not None:
+        raise DuplicateError(f"{address} is already subscribed (id {existing.id})", existing_id=existing.id)
+    subscriber = Subscriber(kind=kind, address=address, status=status)
+    if kind == SubscriberKind.slack:
+        subscriber.send_at, subscriber.timezone = "08:00", "UTC"
+    _apply(session, subscriber, prefs or Preferences())
+    if status == SubscriberStatus.active:
+        subscriber.confirmed_at = utcnow()
+    session.add(subscriber)
+    session.flush()
+    return subscriber
+
+
+def find_by_address(session: Session, address: str, *, kind: SubscriberKind | None = None) -> Subscriber | None:
+    query = select(Subscriber).where(Subscriber.address == address)
+    if kind is not None:
+        query = query.where(Subscriber.kind == kind)
+    return session.exec(query).first()
+
+
+def get(session: Session, ident: str | int) -> Subscriber:
+    """By id, or by address (an email is matched case-insensitively)."""
+    text = str(ident).strip()
+    subscriber = session.get(Subscriber, int(text)) if text.isdigit() else None
+    if subscriber is None and not text.isdigit():
+        subscriber = find_by_address(session, text)
+        if subscriber is None and "@" in text:
+            subscriber = session.exec(
+                select(Subscriber).where(col(Subscriber.address).ilike(text))
+            ).first()
+    if subscriber is None:
+        raise NotFoundError(f"no subscriber {text!r} (give an id or an address)")
+    return subscriber
+
+
+def edit_subscriber(
+    session: Session, ident: str | int, prefs: Preferences, *, status: SubscriberStatus | None = None
+) -> Subscriber:
+    subscriber = get(session, ident)
+    _apply(session, subscriber, prefs)
+    if status is not None and status != subscriber.status:
+        subscriber.status = status
+        subscriber.status_reason = "set by an admin"
+        if status == SubscriberStatus.active:
+            subscriber.confirmed_at = subscriber.confirmed_at or utcnow()
+            subscriber.bounce_count = 0
+    session.flush()
+    return subscriber
+
+
+def remove_subscriber(session: Session, ident: str | int) -> Subscriber:
+    subscriber = get(session, ident)
+    session.delete(subscriber)
+    session.flush()
+    return subscriber
+
+
+def list_subscribers(
+    session: Session,
+    *,
+    kind: SubscriberKind | None = None,
+    status: SubscriberStatus | None = None,
+    region: str | None = None,
+    search: str | None = None,
+) -> list[Subscriber]:
+    query = select(Subscriber).options(
+        selectinload(Subscriber.regions), selectinload(Subscriber.analysts)
+    )
+    if kind is not None:
+        query = query.where(Subscriber.kind == kind)
+    if status is not None:
+        query = query.where(Subscriber.status == status)
+    if region is not None:
+        (wanted,) = taxonomy.resolve_regions(session, [region])
+        # A subscriber with no regions gets every region, so they count too.
+        has_any = select(SubscriberRegion.subscriber_id)
+        has_wanted = has_any.where(SubscriberRegion.region_slug == wanted.slug)
+        query = query.where(col(Subscriber.id).in_(has_wanted) | col(Subscriber.id).not_in(has_any))
+    if search:
+        pattern = f"%{search}%"
+        query = query.where(col(Subscriber.address).ilike(pattern) | col(Subscriber.name).ilike(pattern))
+    return list(session.exec(query.order_by(Subscriber.id)).all())
+
+
+def as_dict(subscriber: Subscriber) -> dict:
+    return {
+        "id": subscriber.id,
+        "kind": subscriber.kind.value,
+        "address": subscriber.address,
+        "name": subscriber.name,
+        "status": subscriber.status.value,
+        "status_reason": subscriber.status_reason,
+        "regions": [r.slug for r in subscriber.regions],
+        "analysts": [a.name for a in subscriber.analysts],
+        "cadence": subscriber.cadence.value,
+        "at": subscriber.send_at,
+        "tz": subscriber.timezone,
+        "weekday": WEEKDAYS[subscriber.weekday],
+        "format": subscriber.format.value,
+        "created_at": subscriber.created_at.isoformat(),
+        "confirmed_at": subscriber.confirmed_at.isoformat() if subscriber.confirmed_at else None,
+    }
+
+
+# --- CSV ---------------------------------------------------------------------
+
+@dataclass
+class CsvReport:
+    added: list[Subscriber] = field(default_factory=list)
+    already_there: list[tuple[int, str]] = field(default_factory=list)  # (line, address)
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+    ignored_columns: list[str] = field(default_factory=list)
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(LIST_SEPARATOR) if part.strip()]
+
+
+def import_csv(session: Session, text: str) -> CsvReport:
+    """Add every good row; report the others with their line numbers and reasons.
+    Each row goes in under its own savepoint, so one bad row loses nothing else."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    if "email" not in header:
+        raise InputError(f"the CSV needs a header row with an 'email' column; it has: {', '.join(header) or 'none'}")
+    reader.fieldnames = header
+    report = CsvReport(ignored_columns=[h for h in header if h not in CSV_COLUMNS])
+    for row in reader:
+        line = reader.line_num
+        row = {key: (value or "").strip() for key, value in row.items() if key}
+        prefs = Preferences(
+            name=row.get("name") or None,
+            regions=_split(row.get("regions")),
+            analysts=_split(row.get("analysts")),
+            cadence=row.get("cadence") or None,
+            send_at=row.get("at") or None,
+            timezone=row.get("tz") or None,
+            weekday=row.get("weekday") or None,
+            format=row.get("format") or None,
+        )
+        try:
+            with session.begin_nested():
+                report.added.append(add_subscriber(session, row.get("email", ""), prefs=prefs))
+        except DuplicateError:
+            report.already_there.append((line, row.get("email", "")))
+        except InputError as exc:
+            report.rejected.append((line, str(exc)))
+    return report
+
+
+def export_csv(subscribers: Iterable[Subscriber]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for s in subscribers:
+        if s.kind != SubscriberKind.email:
+            continue
+        writer.writerow([
+            s.address, s.name,
+            LIST_SEPARATOR.join(r.slug for r in s.regions),
+            LIST_SEPARATOR.join(a.name for a in s.analysts),
+            s.cadence.value, s.send_at, s.timezone, WEEKDAYS[s.weekday][:3], s.format.value,
+        ])
+    return out.getvalue()
