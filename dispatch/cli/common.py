@@ -21,8 +21,8 @@ from dispatch import bootstrap, db
 from dispatch.config import Settings, config_file_path, load_settings
 from dispatch.errors import DispatchError, InputError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2

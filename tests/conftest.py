@@ -1,0 +1,77 @@
+"""Shared fixtures: databases on SQLite and on the local PostgreSQL server.
+
+PostgreSQL tests create a database of their own on the server at
+DISPATCH_TEST_POSTGRES_URL (default: the local server, user postgres) and
+drop it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from dispatch import bootstrap, db
+
+FIXTURES = Path(__file__).parent / "fixtures"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "DISPATCH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch, tmp_path):
+    """No test reads the developer's own dispatch.toml or DISPATCH_* variables."""
+    for name in list(os.environ):
+        if name.startswith("DISPATCH_") and name != "DISPATCH_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DISPATCH_CONFIG", str(tmp_path / "no-such-dispatch.toml"))
+
+
+def _libpq_dsn(url: str) -> str:
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def postgres_url():
+    """A new, empty PostgreSQL database for one test."""
+    name = f"dispatch_test_{uuid.uuid4().hex[:12]}"
+    admin = _libpq_dsn(POSTGRES_ADMIN_URL)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'subscribers.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request):
+    """Runs the test once on SQLite and once on PostgreSQL."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = db.create_engine(database_url)
+    bootstrap.init_database(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine):
+    with db.session_scope(engine) as session:
+        yield session

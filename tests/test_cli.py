@@ -1,0 +1,198 @@
+"""The CLI through typer's test runner, on a SQLite file in a temporary folder."""
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from dispatch.cli import app
+
+from .conftest import FIXTURES
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(app, [str(a) for a in args], input=input)
+
+    return invoke
+
+
+def ok(result):
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_help_explains_every_group(run):
+    out = ok(run("--help")).output
+    for command in ("init", "config", "sitrep", "subscriber", "slack", "demo", "regions", "analysts"):
+        assert command in out
+
+
+def test_init_creates_the_default_database_and_is_repeatable(run, tmp_path):
+    assert "schema none → 0001; 7 region(s) added" in ok(run("init")).output
+    assert (tmp_path / "subscribers.db").exists()
+    assert "schema 0001 is current; 0 region(s) added" in ok(run("init")).output
+
+
+def test_batch_import_keeps_good_files_and_lists_bad_ones(run, tmp_path):
+    result = run("sitrep", "import", FIXTURES / "standard.txt", FIXTURES / "bad_date.txt",
+                 FIXTURES / "bad_binary.png", FIXTURES / "star_bullets_wrapped.txt")
+    assert result.exit_code == 2
+    assert "imported #1 Port Strike Halts Grain Shipments from Odesa" in result.stdout
+    assert "imported #2 Snap Election Called in Japan" in result.stdout
+    errors = result.stderr.splitlines()
+    assert any("bad_date.txt:3: cannot read the date" in line for line in errors)
+    assert any("bad_binary.png: this is a binary file" in line for line in errors)
+    assert "2 of 4 file(s) not imported" in result.stderr
+    listed = json.loads(ok(run("sitrep", "list", "--json")).stdout)
+    assert [s["title"] for s in listed] == ["Snap Election Called in Japan",
+                                            "Port Strike Halts Grain Shipments from Odesa"]
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("bad_empty.txt", "the file is empty"),
+    ("bad_no_title.txt", "no title and no date"),
+    ("bad_no_bullets.txt", "has no bullets"),
+    ("bad_no_sections.txt", "no 'What has Happened:' section"),
+    ("missing.txt", "cannot read the file"),
+])
+def test_bad_file_is_one_line_exit_2_and_writes_nothing(run, name, reason):
+    result = run("sitrep", "import", FIXTURES / name)
+    assert result.exit_code == 2
+    first = result.stderr.splitlines()[0]
+    assert name in first and reason in first
+    assert json.loads(ok(run("sitrep", "list", "--json")).stdout) == []
+
+
+def test_importing_the_same_file_twice_says_so(run, tmp_path):
+    ok(run("sitrep", "import", FIXTURES / "standard.txt"))
+    copy = tmp_path / "copy.txt"
+    shutil.copy(FIXTURES / "standard.txt", copy)
+    result = ok(run("sitrep", "import", copy))
+    assert "already there as #1" in result.stdout
+    assert len(json.loads(run("sitrep", "list", "--json").stdout)) == 1
+
+
+def test_approval_workflow_and_show(run):
+    ok(run("sitrep", "import", FIXTURES / "standard.txt"))
+    ok(run("sitrep", "tag", "1", "--region", "europe-eurasia"))
+    assert "approved #1" in ok(run("sitrep", "approve", "1", "--by", "chief")).stdout
+    again = run("sitrep", "approve", "1")
+    assert again.exit_code == 1 and "already approved" in again.stderr
+    ok(run("sitrep", "withdraw", "1", "--reason", "superseded", "--by", "chief"))
+    shown = json.loads(ok(run("sitrep", "show", "1", "--json")).stdout)
+    assert shown["status"] == "withdrawn" and shown["regions"] == ["europe-eurasia"]
+    assert [c["action"] for c in shown["changes"]] == ["imported", "tagged", "approved", "withdrawn"]
+    assert shown["commentary"][0]["analyst"] == "Dana Whitfield"
+    text = ok(run("sitrep", "show", "1")).stdout
+    assert "What has Happened" in text and "Colonel Dana Whitfield" in text
+    assert run("sitrep", "show", "42").exit_code == 1
+
+
+def test_edit_from_corrected_file(run, tmp_path):
+    ok(run("sitrep", "import", "--approve", FIXTURES / "standard.txt"))
+    corrected = tmp_path / "corrected.txt"
+    corrected.write_text((FIXTURES / "standard.txt").read_text().replace("a dozen", "twenty"))
+    out = ok(run("sitrep", "edit", "1", "--from-file", corrected)).stdout
+    assert "changed: commentary, bullets" in out
+    shown = json.loads(run("sitrep", "show", "1", "--json").stdout)
+    assert "about twenty grain carriers" in shown["summary"][0]
+    assert shown["status"] == "approved"
+    bad = run("sitrep", "edit", "1", "--date", "03/03/2025")
+    assert bad.exit_code == 2 and "--date" in bad.stderr
+
+
+def test_subscriber_add_list_show_edit_remove(run):
+    ok(run("sitrep", "import", FIXTURES / "standard.txt"))
+    out = ok(run("subscriber", "add", "reader@example.org", "--name", "Reader", "--region", "americas,europe-eurasia",
+                 "--analyst", "Dana Whitfield", "--cadence", "weekly", "--weekday", "fri", "--at", "6:30",
+                 "--tz", "Europe/London", "--format", "text")).stdout
+    assert "added #1 reader@example.org" in out and "weekly on friday at 06:30 Europe/London" in out
+    shown = json.loads(ok(run("subscriber", "show", "reader@example.org", "--json")).stdout)
+    assert shown["regions"] == ["americas", "europe-eurasia"] and shown["analysts"] == ["Dana Whitfield"]
+    assert shown["status"] == "active"
+    ok(run("subscriber", "edit", "1", "--all-regions", "--status", "disabled"))
+    listed = json.loads(ok(run("subscriber", "list", "--status", "disabled", "--json")).stdout)
+    assert [(s["id"], s["regions"]) for s in listed] == [(1, [])]
+    ok(run("subscriber", "remove", "1", "--yes"))
+    assert json.loads(run("subscriber", "list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["not-an-address"], "email: 'not-an-address' is not a valid address"),
+    (["r@example.org", "--tz", "Moon/Base"], "tz: unknown time zone 'Moon/Base'"),
+    (["r@example.org", "--at", "7pm"], "at: '7pm' is not a time of day as HH:MM"),
+    (["r@example.org", "--region", "atlantis"], "region: unknown region 'atlantis'; allowed: americas"),
+    (["r@example.org", "--cadence", "hourly"], "'hourly' is not one of"),
+])
+def test_subscriber_add_bad_input(run, args, message):
+    result = run("subscriber", "add", *args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert json.loads(ok(run("subscriber", "list", "--json")).stdout) == []
+
+
+def test_csv_import_and_export_round_trip(run, tmp_path):
+    ok(run("sitrep", "import", FIXTURES / "standard.txt"))
+    source = tmp_path / "in.csv"
+    source.write_text("email,name,regions,analysts,cadence,at,tz,format\n"
+                      "a@example.org,A,americas,Dana Whitfield,daily,07:00,America/Chicago,html\n"
+                      "broken,B,,,,,,\n"
+                      "c@example.org,C,europe-eurasia;global,,weekly,09:00,Asia/Tokyo,text\n")
+    result = run("subscriber", "import", source)
+    assert result.exit_code == 2
+    assert "2 added, 0 already there, 1 rejected" in result.stdout
+    assert "line 3: email: 'broken' is not a valid address" in " ".join(result.stderr.split())
+    out = tmp_path / "out.csv"
+    ok(run("subscriber", "export", out))
+    assert out.read_text().splitlines() == [
+        "email,name,regions,analysts,cadence,at,tz,weekday,format",
+        "a@example.org,A,americas,Dana Whitfield,daily,07:00,America/Chicago,mon,html",
+        "c@example.org,C,europe-eurasia;global,,weekly,09:00,Asia/Tokyo,mon,text",
+    ]
+    assert "2 already there" in ok(run("subscriber", "import", out)).stdout
+
+
+def test_slack_channels(run):
+    ok(run("slack", "add", "C0123ABCD", "--name", "#desk", "--region", "global", "--cadence", "immediate"))
+    ok(run("slack", "add", "https://hooks.slack.com/services/T0/B0/abc"))
+    bad = run("slack", "add", "#general")
+    assert bad.exit_code == 2 and "channel ID" in bad.stderr
+    listed = json.loads(ok(run("slack", "list", "--json")).stdout)
+    assert [(s["kind"], s["address"]) for s in listed] == [
+        ("slack", "C0123ABCD"), ("slack", "https://hooks.slack.com/services/T0/B0/abc")]
+
+
+def test_config_masks_secrets(run, monkeypatch):
+    monkeypatch.setenv("DISPATCH_SMTP_PASSWORD", "s3cret-pass")
+    monkeypatch.setenv("DISPATCH_SMTP_HOST", "relay.example.org")
+    shown = json.loads(ok(run("config", "--json")).stdout)
+    assert shown["smtp_host"] == "relay.example.org" and shown["smtp_password"] == "********"
+    assert "s3cret-pass" not in ok(run("config")).stdout
+
+
+def test_invalid_settings_are_one_clear_line(run, monkeypatch):
+    monkeypatch.setenv("DISPATCH_SMTP_PORT", "many")
+    result = run("sitrep", "list")
+    assert result.exit_code == 2 and "invalid settings" in result.stderr and "smtp_port" in result.stderr
+
+
+def test_database_url_option(run, tmp_path):
+    ok(run("--database-url", f"sqlite:///{tmp_path / 'other.db'}", "init"))
+    assert (tmp_path / "other.db").exists() and not (tmp_path / "subscribers.db").exists()
+
+
+def test_demo_from_a_clean_folder(run, tmp_path):
+    out = ok(run("demo")).stdout
+    assert (tmp_path / "subscribers.db").exists()
+    assert out.count("imported and approved") == 4
+    assert "C0DEMOASIA" in out
+    sitreps = json.loads(run("sitrep", "list", "--json").stdout)
+    assert {s["status"] for s in sitreps} == {"approved"}
+    again = ok(run("demo")).stdout  # re-running is harmless
+    assert again.count("already there") >= 4 + 7
