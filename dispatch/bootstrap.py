@@ -7,11 +7,17 @@ processes, so it is only ever migrated by an explicit `dispatch init`.
 
 from __future__ import annotations
 
+import secrets
+
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from dispatch import db, taxonomy
 from dispatch.config import Settings
 from dispatch.errors import SchemaError
+from dispatch.models import StoredSetting
+
+SECRET_KEY_SETTING = "secret_key"
 
 
 def init_database(engine: Engine) -> int:
@@ -35,3 +41,22 @@ def open_engine(settings: Settings) -> Engine:
         f"the database {engine.url.render_as_string(hide_password=True)} {state}; "
         f"run `dispatch init` to create or upgrade it (schema {db.head_revision(engine)})"
     )
+
+
+def secret_key(engine: Engine, settings: Settings) -> str:
+    """The key that signs subscribers' links: DISPATCH_SECRET_KEY if set,
+    else one generated on first use and kept in the database, so that every
+    process and every restart signs alike."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    with db.session_scope(engine) as session:
+        stored = session.get(StoredSetting, SECRET_KEY_SETTING)
+        if stored is not None:
+            return stored.value
+    try:
+        with db.session_scope(engine) as session:
+            session.add(StoredSetting(key=SECRET_KEY_SETTING, value=secrets.token_urlsafe(32)))
+    except IntegrityError:
+        pass  # another process stored one first: use theirs
+    with db.session_scope(engine) as session:
+        return session.get(StoredSetting, SECRET_KEY_SETTING).value

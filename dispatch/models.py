@@ -208,6 +208,9 @@ class Subscriber(SQLModel, table=True):
     bounce_count: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     confirmed_at: datetime | None = Field(default=None, sa_column=_utc())
+    # The end of the last window planned for this subscriber: the next window
+    # covers SITREPs approved after it. Schedule state lives here, not in a job store.
+    planned_through: datetime | None = Field(default=None, sa_column=_utc())
 
     regions: list[Region] = Relationship(link_model=SubscriberRegion)
     analysts: list[Analyst] = Relationship(link_model=SubscriberAnalyst)

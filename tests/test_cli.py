@@ -34,9 +34,9 @@ def test_help_explains_every_group(run):
 
 
 def test_init_creates_the_default_database_and_is_repeatable(run, tmp_path):
-    assert "schema none → 0001; 7 region(s) added" in ok(run("init")).output
+    assert "schema none → 0002; 7 region(s) added" in ok(run("init")).output
     assert (tmp_path / "subscribers.db").exists()
-    assert "schema 0001 is current; 0 region(s) added" in ok(run("init")).output
+    assert "schema 0002 is current; 0 region(s) added" in ok(run("init")).output
 
 
 def test_batch_import_keeps_good_files_and_lists_bad_ones(run, tmp_path):
@@ -190,9 +190,34 @@ def test_database_url_option(run, tmp_path):
 def test_demo_from_a_clean_folder(run, tmp_path):
     out = ok(run("demo")).stdout
     assert (tmp_path / "subscribers.db").exists()
-    assert out.count("imported and approved") == 4
+    assert out.count("imported #") == 4 and out.count("approved #") == 4
     assert "C0DEMOASIA" in out
     sitreps = json.loads(run("sitrep", "list", "--json").stdout)
     assert {s["status"] for s in sitreps} == {"approved"}
     again = ok(run("demo")).stdout  # re-running is harmless
     assert again.count("already there") >= 4 + 7
+
+
+def test_preview_shows_the_next_digest_or_says_why_not(run, tmp_path):
+    ok(run("demo"))
+    out = ok(run("preview", "ana.ortiz@example.org")).stdout
+    assert "next delivery" in out and "Subject: Chile and Argentina Agree on Lithium Export Rules" in out
+    assert "Manage your preferences: http://localhost:8000/preferences/" in out
+    page = tmp_path / "kenji.html"
+    out = ok(run("preview", "kenji.sato@example.org", "--html", page)).stdout
+    html = page.read_text()
+    # Kenji follows Dana Whitfield: her two SITREPs, her quotes marked.
+    assert "Undersea Cable Cut in the Baltic Sea" in html and "Large-Scale Drills" in html
+    assert "Fuel Blockade" not in html and "you follow" in html and 'style="' in html
+    slack = json.loads(ok(run("preview", "C0DEMOASIA", "--json")).stdout)
+    assert slack["would_send"] and slack["slack"][0]["text"] == "SITREP: Large-Scale Drills Near the Taiwan Strait"
+    # Before anything was approved, the window is empty: said plainly.
+    out = ok(run("preview", "ana.ortiz@example.org", "--at", "2020-01-01T08:00")).stdout
+    assert "Nothing would be sent: no SITREP has been approved in this window yet." in out
+    ok(run("subscriber", "edit", "amara.diallo@example.org", "--region", "south-central-asia"))
+    out = ok(run("preview", "amara.diallo@example.org")).stdout
+    assert "none matches the subscriber's regions South and Central Asia" in out
+    ok(run("subscriber", "edit", "amara.diallo@example.org", "--status", "disabled"))
+    assert "the subscriber is disabled" in ok(run("preview", "amara.diallo@example.org")).stdout
+    bad = run("preview", "ana.ortiz@example.org", "--at", "tomorrow")
+    assert bad.exit_code == 2 and "ISO-8601" in bad.stderr

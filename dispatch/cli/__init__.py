@@ -7,7 +7,7 @@ from rich.table import Table
 from sqlmodel import select
 
 from dispatch import __version__, bootstrap, db, taxonomy
-from dispatch.cli import demo_cmd, sitrep_cmds, subscriber_cmds
+from dispatch.cli import demo_cmd, preview_cmd, sitrep_cmds, subscriber_cmds
 from dispatch.cli.common import AppContext, DispatchGroup, app_context, console, print_json
 from dispatch.config import mask_url_password
 from dispatch.models import Analyst
@@ -23,6 +23,7 @@ app.add_typer(sitrep_cmds.app, name="sitrep")
 app.add_typer(subscriber_cmds.app, name="subscriber")
 app.add_typer(subscriber_cmds.slack_app, name="slack")
 app.command("demo")(demo_cmd.demo)
+app.command("preview")(preview_cmd.preview)
 
 
 def _version(value: bool) -> None:

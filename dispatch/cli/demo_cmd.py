@@ -12,7 +12,7 @@ from dispatch.cli import sitrep_cmds, subscriber_cmds
 from dispatch.cli.common import app_context, console
 from dispatch.config import mask_url_password
 from dispatch.errors import DuplicateError
-from dispatch.models import SubscriberKind
+from dispatch.models import SitrepStatus, SubscriberKind
 from dispatch.subscribers import Preferences
 
 DEMO_ACTOR = "demo-editor"
@@ -48,10 +48,14 @@ def demo(ctx: typer.Context) -> None:
     appctx = app_context(ctx)
     console.print(f"[bold]database[/] {mask_url_password(appctx.settings.database_url)}", highlight=False)
     with appctx.session() as session:
+        # Drafts first (they bring the analysts readers follow), then readers,
+        # then approval: immediate readers get only what is approved after they join.
+        imported = []
         for sample in sample_files():
             parsed = sitrep_text.parse(sample.read_text("utf-8"), source=sample.name)
-            result = sitreps.import_parsed(session, parsed, actor=DEMO_ACTOR, approve=True)
-            verb = "imported and approved" if result.created else "already there:"
+            result = sitreps.import_parsed(session, parsed, actor=DEMO_ACTOR)
+            imported.append(result.sitrep)
+            verb = "imported" if result.created else "already there:"
             console.print(f"{verb} #{result.sitrep.id} {escape(result.sitrep.title)}", highlight=False)
         for kind, address, prefs in DEMO_SUBSCRIBERS:
             try:
@@ -59,6 +63,10 @@ def demo(ctx: typer.Context) -> None:
                 console.print(f"added {kind.value} subscriber #{added.id} {address}", highlight=False)
             except DuplicateError:
                 console.print(f"already there: {address}", highlight=False)
+        for sitrep in imported:
+            if sitrep.status == SitrepStatus.draft:
+                sitreps.approve_sitrep(session, sitrep.id, by=DEMO_ACTOR)
+                console.print(f"approved #{sitrep.id}", highlight=False)
     console.print()
     sitrep_cmds.list_(ctx, status=None, search=None, as_json=False)
     subscriber_cmds.list_(ctx, region=None, status=None, kind=None, search=None, as_json=False)

@@ -1,0 +1,81 @@
+"""`dispatch preview`: what a subscriber would receive next."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.markup import escape
+
+from dispatch import compose, subscribers
+from dispatch.cli.common import EXIT_BAD_INPUT, app_context, console, fail, print_json
+
+
+def _parse_at(value: str, tz: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--at: {value!r} is not an ISO-8601 date and time (e.g. 2026-11-28T07:00)", code=EXIT_BAD_INPUT)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=ZoneInfo(tz))
+    return parsed.astimezone(timezone.utc)
+
+
+def _local(moment: datetime, tz: str) -> str:
+    return moment.astimezone(ZoneInfo(tz)).strftime("%a %d %b %Y %H:%M %Z")
+
+
+def preview(
+    ctx: typer.Context,
+    ident: str = typer.Argument(..., metavar="SUBSCRIBER", help="Subscriber id or address."),
+    at: str = typer.Option(None, "--at", metavar="DATETIME",
+                           help="Preview as of this moment (ISO-8601; without an offset it is the "
+                                "subscriber's local time). Default: now."),
+    html: Path = typer.Option(None, "--html", metavar="FILE", help="Write the HTML email to FILE."),
+    as_json: bool = typer.Option(False, "--json", help="Print the Slack payloads or email parts as JSON."),
+) -> None:
+    """Show what a subscriber would receive in their next window. Nothing is sent or recorded."""
+    appctx = app_context(ctx)
+    with appctx.session() as session:
+        subscriber = subscribers.get(session, ident)
+        now = _parse_at(at, subscriber.timezone) if at else datetime.now(timezone.utc)
+        result = compose.preview(session, subscriber.id, now=now, status=subscriber.status)
+    r = result.recipient
+    composer = compose.Composer(appctx.settings, appctx.engine) if result.digest else None
+    if as_json:
+        data = {"subscriber": r.address, "cadence": r.cadence, "window_start": result.window_start.isoformat(),
+                "window_end": result.window_end.isoformat(), "would_send": result.digest is not None,
+                "reason": result.reason}
+        if composer and r.kind == "slack":
+            data["slack"] = [{"text": m.text, "blocks": list(m.blocks)} for m in composer.slack(result.digest).messages]
+        elif composer:
+            email = composer.email(result.digest)
+            data["email"] = {"subject": email.subject, "text": email.text, "html": email.html}
+        print_json(data)
+        return
+    if r.cadence == "immediate":
+        when = "as soon as a matching SITREP is approved"
+    else:
+        when = f"{_local(result.window_end, r.timezone)} (window since {_local(result.window_start, r.timezone)})"
+    shown_format = "Slack" if r.kind == "slack" else r.format
+    console.print(f"[bold]{escape(r.address)}[/] ({r.cadence}, {shown_format}): next delivery {when}",
+                  highlight=False)
+    if composer is None:
+        console.print(f"[yellow]Nothing would be sent:[/] {escape(result.reason)}.", highlight=False)
+        return
+    if r.kind == "slack":
+        messages = composer.slack(result.digest).messages
+        for number, message in enumerate(messages, start=1):
+            console.print(f"[bold]message {number}/{len(messages)}[/] ({len(message.blocks)} blocks): "
+                          f"{escape(message.text)}", highlight=False)
+        return
+    email = composer.email(result.digest)
+    if html:
+        if email.html is None:
+            fail("this subscriber reads plain text; there is no HTML part", code=EXIT_BAD_INPUT)
+        html.write_text(email.html, "utf-8")
+        console.print(f"wrote the HTML email to {html} (open it in a browser)", highlight=False)
+    console.print(f"[bold]Subject:[/] {escape(email.subject)}\n", highlight=False)
+    console.print(escape(email.text), highlight=False)

@@ -1,0 +1,244 @@
+"""Who gets what, and when. Pure functions over plain values: no database,
+no clock (``now`` is always an argument), no I/O.
+
+Windows. A daily subscriber's window ends at its local ``send_at`` each day,
+a weekly one at ``send_at`` on its weekday, both in the subscriber's own IANA
+time zone. A window covers the SITREPs approved after the previous window's
+end, up to and including its own end. When several ends have passed since the
+last planning (the process was down), they collapse into one window ending at
+the latest of them: one digest, never a burst. An ``immediate`` subscriber has
+one window per SITREP.
+
+DST. A ``send_at`` that falls in a spring-forward gap is sent when the clocks
+reach the other side of the gap (02:30 that does not exist → 03:30); one that
+falls in an autumn overlap is sent at its first occurrence, once.
+
+Matching. An empty region or analyst set means "all". Regions are OR-ed with
+each other, analysts with each other, and the two facets are AND-ed. A SITREP
+matches an analyst when one of its quotes is by that analyst.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+UTC = timezone.utc
+
+# Immediate subscribers re-scan this far behind their last planning, so a
+# SITREP whose approval committed late is still found; the ledger's unique
+# (subscriber, window) key makes the overlap harmless.
+IMMEDIATE_OVERLAP = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Quote:
+    analyst_slug: str
+    analyst_name: str
+    analyst_title: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class SitrepView:
+    """An approved SITREP as digests see it."""
+
+    id: int
+    title: str
+    event_date: date
+    approved_at: datetime
+    regions: tuple[str, ...]
+    summary: tuple[str, ...]
+    commentary: tuple[Quote, ...] = ()
+    priority: int = 0
+    region_names: tuple[str, ...] = ()
+
+    @property
+    def analyst_slugs(self) -> frozenset[str]:
+        return frozenset(q.analyst_slug for q in self.commentary)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A subscriber's preferences as digests see them."""
+
+    id: int
+    kind: str  # email | slack
+    address: str
+    name: str = ""
+    timezone: str = "UTC"
+    send_at: str = "07:00"
+    cadence: str = "daily"  # immediate | daily | weekly
+    weekday: int = 0  # Monday = 0
+    format: str = "html"  # html | text
+    regions: frozenset[str] = frozenset()
+    analysts: frozenset[str] = frozenset()  # analyst slugs
+    region_names: tuple[str, ...] = ()  # for the "why you get this" line
+    analyst_names: tuple[str, ...] = ()
+    created_at: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+    planned_through: datetime | None = None
+
+
+# --- matching ------------------------------------------------------------------
+
+def matches(recipient: Recipient, sitrep: SitrepView) -> bool:
+    if recipient.regions and not recipient.regions.intersection(sitrep.regions):
+        return False
+    if recipient.analysts and not recipient.analysts.intersection(sitrep.analyst_slugs):
+        return False
+    return True
+
+
+# --- windows ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Window:
+    key: str  # unique per subscriber: the ledger's (subscriber, window) key
+    start: datetime  # exclusive
+    end: datetime  # inclusive
+    sitrep_ids: tuple[int, ...]
+
+
+def local_send_instant(day: date, send_at: str, tz: ZoneInfo) -> datetime:
+    """The UTC instant of ``send_at`` on a local calendar day.
+
+    zoneinfo resolves a wall time in a gap with the offset from before the
+    gap (PEP 495, fold=0), which lands just past the gap, and a wall time in
+    an overlap at its first occurrence — both what a reader expects.
+    """
+    hour, minute = (int(part) for part in send_at.split(":"))
+    return datetime.combine(day, time(hour, minute), tzinfo=tz).astimezone(UTC)
+
+
+def _is_send_day(recipient: Recipient, day: date) -> bool:
+    return recipient.cadence == "daily" or day.weekday() == recipient.weekday
+
+
+def latest_window_end(recipient: Recipient, at_or_before: datetime) -> datetime:
+    """The latest daily/weekly window end at or before the given instant."""
+    tz = ZoneInfo(recipient.timezone)
+    day = at_or_before.astimezone(tz).date()
+    for _ in range(9):  # a weekly end is at most 7 local days back
+        if _is_send_day(recipient, day):
+            end = local_send_instant(day, recipient.send_at, tz)
+            if end <= at_or_before:
+                return end
+        day -= timedelta(days=1)
+    raise AssertionError("unreachable: every week has a send day")
+
+
+def next_window_end(recipient: Recipient, after: datetime) -> datetime:
+    """The first daily/weekly window end strictly after the given instant."""
+    tz = ZoneInfo(recipient.timezone)
+    day = after.astimezone(tz).date()
+    for _ in range(9):
+        if _is_send_day(recipient, day):
+            end = local_send_instant(day, recipient.send_at, tz)
+            if end > after:
+                return end
+        day += timedelta(days=1)
+    raise AssertionError("unreachable: every week has a send day")
+
+
+def window_key(recipient: Recipient, end: datetime) -> str:
+    local_day = end.astimezone(ZoneInfo(recipient.timezone)).date().isoformat()
+    return f"{recipient.cadence}:{local_day}"
+
+
+def planned_from(recipient: Recipient) -> datetime:
+    """Where planning starts: the last planned end, or for a new subscriber
+    the window end before it joined (so its first digest is a normal one)."""
+    if recipient.planned_through is not None:
+        return recipient.planned_through
+    if recipient.cadence == "immediate":
+        return recipient.created_at
+    return latest_window_end(recipient, recipient.created_at)
+
+
+@dataclass(frozen=True)
+class Plan:
+    windows: tuple[Window, ...]
+    planned_through: datetime  # store this: the next planning starts here
+
+
+def plan(recipient: Recipient, sitreps: Iterable[SitrepView], *, now: datetime) -> Plan:
+    """The windows due for one subscriber at ``now`` that were not planned
+    before, each with the SITREPs it carries. Empty windows yield nothing but
+    still move ``planned_through`` forward."""
+    start = planned_from(recipient)
+    candidates = [s for s in sitreps if matches(recipient, s)]
+    if recipient.cadence == "immediate":
+        floor = max(recipient.created_at, start - IMMEDIATE_OVERLAP)
+        windows = tuple(
+            Window(key=f"sitrep:{s.id}", start=floor, end=now, sitrep_ids=(s.id,))
+            for s in sorted(candidates, key=lambda s: (s.approved_at, s.id))
+            if floor < s.approved_at <= now
+        )
+        return Plan(windows=windows, planned_through=max(start, now))
+    end = latest_window_end(recipient, now)
+    if end <= start:
+        return Plan(windows=(), planned_through=start)
+    ids = tuple(sorted(s.id for s in candidates if start < s.approved_at <= end))
+    windows = (Window(key=window_key(recipient, end), start=start, end=end, sitrep_ids=ids),) if ids else ()
+    return Plan(windows=windows, planned_through=end)
+
+
+def upcoming_window(recipient: Recipient, *, now: datetime) -> tuple[datetime, datetime]:
+    """(start, end) of the window that will be delivered next."""
+    start = planned_from(recipient)
+    if recipient.cadence == "immediate":
+        return start, now
+    due = latest_window_end(recipient, now)
+    if due > start:
+        return start, due
+    return start, next_window_end(recipient, now)
+
+
+# --- digests ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DigestQuote:
+    quote: Quote
+    followed: bool  # by an analyst the reader follows: shown first and marked
+
+
+@dataclass(frozen=True)
+class DigestItem:
+    sitrep: SitrepView
+    quotes: tuple[DigestQuote, ...]
+
+
+@dataclass(frozen=True)
+class Digest:
+    recipient: Recipient
+    window_key: str
+    items: tuple[DigestItem, ...] = field(default=())
+
+    @property
+    def sitrep_ids(self) -> tuple[int, ...]:
+        return tuple(item.sitrep.id for item in self.items)
+
+    def body_key(self) -> tuple:
+        """Digests with equal keys have byte-identical bodies (only the
+        personal parts differ), so they can share one rendering."""
+        followed = tuple(
+            tuple(q.quote.analyst_slug for q in item.quotes if q.followed) for item in self.items
+        )
+        return (self.recipient.kind, self.recipient.format, self.sitrep_ids, followed)
+
+
+def order_sitreps(sitreps: Iterable[SitrepView]) -> list[SitrepView]:
+    """Higher priority first, then the newest event, then the latest approval."""
+    return sorted(sitreps, key=lambda s: (-s.priority, -s.event_date.toordinal(), -s.approved_at.timestamp(), -s.id))
+
+
+def build_digest(recipient: Recipient, window_key: str, sitreps: Sequence[SitrepView]) -> Digest:
+    items = []
+    for sitrep in order_sitreps(sitreps):
+        marked = [DigestQuote(q, q.analyst_slug in recipient.analysts) for q in sitrep.commentary]
+        # Stable: followed analysts first, each group in the SITREP's own order.
+        marked.sort(key=lambda dq: not dq.followed)
+        items.append(DigestItem(sitrep=sitrep, quotes=tuple(marked)))
+    return Digest(recipient=recipient, window_key=window_key, items=tuple(items))

@@ -1,0 +1,170 @@
+"""Digest → what is sent: EmailContent (subject, text, HTML with inlined CSS)
+and SlackContent (Block Kit messages within Slack's limits).
+
+One Jinja2 environment, built once: templates compile once and are reused.
+A user's templates folder (setting ``templates_dir``) overrides any shipped
+template by name.
+
+Fan-out. Readers who get the same SITREPs in the same format get the same
+body; only a few personal values differ (greeting, links, why they get it).
+``EmailRenderer.shared`` renders a body once with markers in place of those
+values, and ``personalise`` fills them in: the result is byte for byte what
+``EmailRenderer.render`` gives for that reader alone.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import css_inline
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from dispatch.digest import Digest, Quote, Recipient
+
+SHIPPED_TEMPLATES = next(
+    (p for p in (Path(__file__).parent / "templates", Path(__file__).parent.parent / "templates") if p.is_dir()),
+    Path(__file__).parent / "templates",
+)
+PERSONAL_FIELDS = ("greeting", "reason", "preferences_url", "unsubscribe_url")
+MARKER = re.compile(r"@@dispatch:(\w+)@@")
+
+
+def build_environment(templates_dir: Path | None = None) -> Environment:
+    loaders = [FileSystemLoader(str(templates_dir))] if templates_dir else []
+    loaders.append(FileSystemLoader(str(SHIPPED_TEMPLATES)))
+    env = Environment(
+        loader=ChoiceLoader(loaders),
+        # select_autoescape matches name endings: "html.j2" must be listed itself.
+        autoescape=select_autoescape(enabled_extensions=("html", "htm", "xml", "html.j2")),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=False,
+    )
+    env.filters["wrap"] = wrap
+    env.filters["longdate"] = longdate
+    env.filters["analyst"] = analyst_label
+    return env
+
+
+def wrap(text: str, width: int = 72, first: str = "", rest: str | None = None) -> str:
+    return textwrap.fill(" ".join(str(text).split()), width=width, initial_indent=first,
+                         subsequent_indent=first if rest is None else rest,
+                         break_long_words=False, break_on_hyphens=False)
+
+
+def longdate(value: date) -> str:
+    return f"{value.day} {value.strftime('%B %Y')}"
+
+
+def analyst_label(quote: Quote) -> str:
+    return " ".join(part for part in (quote.analyst_title, quote.analyst_name) if part)
+
+
+def one_line(text: str) -> str:
+    """Header-safe: no CR/LF or other control characters, single spaces."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+
+
+def subject_for(digest: Digest) -> str:
+    titles = [item.sitrep.title for item in digest.items]
+    if len(titles) == 1:
+        return one_line(titles[0])
+    return one_line(f"{len(titles)} new SITREPs: {titles[0]} and more")
+
+
+def reason_for(recipient: Recipient) -> str:
+    regions = ", ".join(recipient.region_names) if recipient.region_names else "all regions"
+    analysts = ", ".join(recipient.analyst_names) if recipient.analyst_names else "all analysts"
+    return f"You receive this because you follow {regions}, from {analysts}."
+
+
+@dataclass(frozen=True)
+class Personal:
+    greeting: str
+    reason: str
+    preferences_url: str
+    unsubscribe_url: str
+
+    @classmethod
+    def for_recipient(cls, recipient: Recipient, *, preferences_url: str, unsubscribe_url: str) -> Personal:
+        name = one_line(recipient.name)
+        return cls(greeting=f"Hello {name}," if name else "Hello,", reason=reason_for(recipient),
+                   preferences_url=preferences_url, unsubscribe_url=unsubscribe_url)
+
+
+class _Markers:
+    """Stands in for Personal while a shared body renders."""
+
+    def __getattr__(self, name: str) -> Markup:
+        if name not in PERSONAL_FIELDS:
+            raise AttributeError(name)
+        return Markup(f"@@dispatch:{name}@@")
+
+
+@dataclass(frozen=True)
+class EmailContent:
+    subject: str
+    text: str
+    html: str | None  # None: the reader asked for plain text
+    preferences_url: str
+    unsubscribe_url: str
+
+
+@dataclass(frozen=True)
+class SharedEmail:
+    subject: str
+    text: str
+    html: str | None
+
+
+# What html5ever (inside css-inline) writes when it serialises the document:
+# personal values filled in after inlining must be escaped the same way.
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\u00a0": "&nbsp;"})
+_ATTR_ESCAPES = str.maketrans({"&": "&amp;", '"': "&quot;", "\u00a0": "&nbsp;"})
+_URL_FIELDS = {"preferences_url", "unsubscribe_url"}
+
+
+class EmailRenderer:
+    def __init__(self, *, templates_dir: Path | None = None, brand: str = "Dispatch Briefing",
+                 environment: Environment | None = None):
+        self.env = environment or build_environment(templates_dir)
+        self.brand = brand
+        self._html = self.env.get_template("email/digest.html.j2")
+        self._text = self.env.get_template("email/digest.txt.j2")
+        self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+
+    def _render(self, digest: Digest, personal, *, with_html: bool) -> SharedEmail:
+        subject = subject_for(digest)
+        context = {"digest": digest, "subject": subject, "personal": personal, "brand": self.brand}
+        text = self._text.render(context)
+        html = self._inliner.inline(self._html.render(context)) if with_html else None
+        return SharedEmail(subject=subject, text=text, html=html)
+
+    def render(self, digest: Digest, personal: Personal) -> EmailContent:
+        """One reader's email, rendered on its own."""
+        body = self._render(digest, personal, with_html=digest.recipient.format == "html")
+        return EmailContent(subject=body.subject, text=body.text, html=body.html,
+                            preferences_url=personal.preferences_url, unsubscribe_url=personal.unsubscribe_url)
+
+    def shared(self, digest: Digest) -> SharedEmail:
+        """The body every reader with this digest's ``body_key`` shares."""
+        return self._render(digest, _Markers(), with_html=digest.recipient.format == "html")
+
+    @staticmethod
+    def personalise(shared: SharedEmail, personal: Personal) -> EmailContent:
+        values = {name: getattr(personal, name) for name in PERSONAL_FIELDS}
+        html_values = {
+            name: value.translate(_ATTR_ESCAPES if name in _URL_FIELDS else _TEXT_ESCAPES)
+            for name, value in values.items()
+        }
+        text = MARKER.sub(lambda m: values[m.group(1)], shared.text)
+        html = MARKER.sub(lambda m: html_values[m.group(1)], shared.html) if shared.html else None
+        return EmailContent(subject=shared.subject, text=text, html=html,
+                            preferences_url=personal.preferences_url, unsubscribe_url=personal.unsubscribe_url)
