@@ -47,10 +47,22 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout: float = Field(30.0, gt=0)
+    smtp_ca_file: Path | None = Field(None, description="CA bundle to trust for STARTTLS/SSL (self-signed relays)")
+    smtp_pool_size: int = Field(2, ge=1, le=64, description="persistent SMTP connections kept open")
+    smtp_rate_limit: float = Field(0, ge=0, description="at most this many messages a second (0: no limit)")
     mail_from: str = "Dispatch <dispatch@localhost>"
     reply_to: str | None = None
+    list_id: str | None = Field(None, description="List-Id header; default from the From domain")
+    unsubscribe_mailto: str | None = Field(None, description="mailto unsubscribe address; default the From address")
     slack_bot_token: SecretStr | None = None
     slack_base_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
+    slack_min_interval: float = Field(1.0, ge=0, description="seconds between two posts to one channel")
+    sender_threads: int = Field(4, ge=1, le=64)
+    batch_size: int = Field(50, ge=1, le=5000, description="deliveries one sender claims at a time")
+    plan_interval: float = Field(60, gt=0, description="seconds between two planning runs")
+    lease_seconds: float = Field(300, gt=0, description="a claimed delivery returns to the queue after this")
+    max_attempts: int = Field(8, ge=1)
+    bounce_limit: int = Field(3, ge=1, description="hard bounces before an address is marked bounced")
     public_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8000/")
     secret_key: SecretStr | None = Field(
         None, description="signs subscriber links; generated and stored in the database if unset"

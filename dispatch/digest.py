@@ -7,7 +7,8 @@ time zone. A window covers the SITREPs approved after the previous window's
 end, up to and including its own end. When several ends have passed since the
 last planning (the process was down), they collapse into one window ending at
 the latest of them: one digest, never a burst. An ``immediate`` subscriber has
-one window per SITREP.
+one window per approval of a SITREP (``immediate_windows``), for SITREPs
+approved after it subscribed.
 
 DST. A ``send_at`` that falls in a spring-forward gap is sent when the clocks
 reach the other side of the gap (02:30 that does not exist → 03:30); one that
@@ -26,12 +27,6 @@ from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 UTC = timezone.utc
-
-# Immediate subscribers re-scan this far behind their last planning, so a
-# SITREP whose approval committed late is still found; the ledger's unique
-# (subscriber, window) key makes the overlap harmless.
-IMMEDIATE_OVERLAP = timedelta(minutes=10)
-
 
 @dataclass(frozen=True)
 class Quote:
@@ -161,28 +156,38 @@ def planned_from(recipient: Recipient) -> datetime:
 class Plan:
     windows: tuple[Window, ...]
     planned_through: datetime  # store this: the next planning starts here
+    next_due_at: datetime  # and this: no need to look at the subscriber before then
 
 
 def plan(recipient: Recipient, sitreps: Iterable[SitrepView], *, now: datetime) -> Plan:
-    """The windows due for one subscriber at ``now`` that were not planned
-    before, each with the SITREPs it carries. Empty windows yield nothing but
-    still move ``planned_through`` forward."""
-    start = planned_from(recipient)
-    candidates = [s for s in sitreps if matches(recipient, s)]
+    """The daily/weekly window due for one subscriber at ``now`` that was not
+    planned before, with the SITREPs it carries. Missed windows collapse into
+    the latest one. An empty window yields nothing but still moves
+    ``planned_through`` forward."""
     if recipient.cadence == "immediate":
-        floor = max(recipient.created_at, start - IMMEDIATE_OVERLAP)
-        windows = tuple(
-            Window(key=f"sitrep:{s.id}", start=floor, end=now, sitrep_ids=(s.id,))
-            for s in sorted(candidates, key=lambda s: (s.approved_at, s.id))
-            if floor < s.approved_at <= now
-        )
-        return Plan(windows=windows, planned_through=max(start, now))
+        raise ValueError("immediate subscribers are planned per SITREP: use immediate_windows()")
+    start = planned_from(recipient)
     end = latest_window_end(recipient, now)
     if end <= start:
-        return Plan(windows=(), planned_through=start)
-    ids = tuple(sorted(s.id for s in candidates if start < s.approved_at <= end))
+        return Plan(windows=(), planned_through=start, next_due_at=next_window_end(recipient, start))
+    ids = tuple(sorted(s.id for s in sitreps if start < s.approved_at <= end and matches(recipient, s)))
     windows = (Window(key=window_key(recipient, end), start=start, end=end, sitrep_ids=ids),) if ids else ()
-    return Plan(windows=windows, planned_through=end)
+    return Plan(windows=windows, planned_through=end, next_due_at=next_window_end(recipient, end))
+
+
+def immediate_key(sitrep: SitrepView) -> str:
+    # One per approval: a SITREP withdrawn and approved again goes out again.
+    return f"sitrep:{sitrep.id}@{sitrep.approved_at.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def immediate_windows(recipient: Recipient, sitreps: Iterable[SitrepView]) -> tuple[Window, ...]:
+    """One window per newly approved SITREP that the subscriber wants and
+    that was approved after it subscribed."""
+    return tuple(
+        Window(key=immediate_key(s), start=s.approved_at, end=s.approved_at, sitrep_ids=(s.id,))
+        for s in sorted(sitreps, key=lambda s: (s.approved_at, s.id))
+        if s.approved_at > recipient.created_at and matches(recipient, s)
+    )
 
 
 def upcoming_window(recipient: Recipient, *, now: datetime) -> tuple[datetime, datetime]:

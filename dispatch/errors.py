@@ -73,10 +73,20 @@ class DeliveryError(DispatchError):
 
 
 class TransientError(DeliveryError):
-    def __init__(self, message: str, *, retry_after: float | None = None):
+    """Try again later. ``retry_after`` (seconds) is the server's wish;
+    ``progress`` records what part of a multi-message delivery got through."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, progress: str | None = None):
         self.retry_after = retry_after
+        self.progress = progress
         super().__init__(message)
 
 
 class PermanentError(DeliveryError):
-    pass
+    """Retrying cannot help. ``blames_recipient``: the address itself is bad
+    (a hard bounce, an archived channel), so the subscriber is marked."""
+
+    def __init__(self, message: str, *, blames_recipient: bool = False, progress: str | None = None):
+        self.blames_recipient = blames_recipient
+        self.progress = progress
+        super().__init__(message)

@@ -113,7 +113,10 @@ class SitrepRegion(SQLModel, table=True):
 
 
 class Sitrep(SQLModel, table=True):
-    __table_args__ = (sa.Index("ix_sitrep_status_approved_at", "status", "approved_at"),)
+    __table_args__ = (
+        sa.Index("ix_sitrep_status_approved_at", "status", "approved_at"),
+        sa.Index("ix_sitrep_status_immediate", "status", "immediate_planned_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     title: str = Field(max_length=500)
@@ -123,6 +126,8 @@ class Sitrep(SQLModel, table=True):
     )
     approved_at: datetime | None = Field(default=None, sa_column=_utc())
     approved_by: str | None = Field(default=None, max_length=200)
+    # Set once this approval has been fanned out to the immediate subscribers.
+    immediate_planned_at: datetime | None = Field(default=None, sa_column=_utc())
     priority: int = 0
     summary: list[str] = Field(default_factory=list, sa_column=Column(sa.JSON, nullable=False))
     source_text: str = Field(sa_column=Column(sa.Text, nullable=False))
@@ -183,6 +188,7 @@ class Subscriber(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("kind", "address", name="uq_subscriber_kind_address"),
         sa.Index("ix_subscriber_status", "status"),
+        sa.Index("ix_subscriber_status_next_due", "status", "next_due_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -211,6 +217,9 @@ class Subscriber(SQLModel, table=True):
     # The end of the last window planned for this subscriber: the next window
     # covers SITREPs approved after it. Schedule state lives here, not in a job store.
     planned_through: datetime | None = Field(default=None, sa_column=_utc())
+    # When the next daily/weekly window ends, so that a planning tick reads
+    # only the subscribers that are due. None: to be computed (new or edited).
+    next_due_at: datetime | None = Field(default=None, sa_column=_utc())
 
     regions: list[Region] = Relationship(link_model=SubscriberRegion)
     analysts: list[Analyst] = Relationship(link_model=SubscriberAnalyst)

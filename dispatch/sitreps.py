@@ -119,6 +119,7 @@ def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | 
     sitrep.status = SitrepStatus.approved
     sitrep.approved_at = at or utcnow()
     sitrep.approved_by = by
+    sitrep.immediate_planned_at = None  # each approval is fanned out to immediate readers once
     sitrep.updated_at = utcnow()
     _record(session, sitrep, actor=by, action="approved")
     session.flush()

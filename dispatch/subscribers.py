@@ -145,6 +145,8 @@ def _apply(session: Session, subscriber: Subscriber, prefs: Preferences) -> None
         values["analysts"] = taxonomy.resolve_analysts(session, prefs.analysts)
     for key, value in values.items():
         setattr(subscriber, key, value)
+    if values.keys() & {"cadence", "send_at", "timezone", "weekday"}:
+        subscriber.next_due_at = None  # the planner recomputes it from the new schedule
 
 
 # --- stored subscribers ------------------------------------------------------
@@ -327,3 +329,27 @@ def export_csv(subscribers: Iterable[Subscriber]) -> str:
             s.cadence.value, s.send_at, s.timezone, WEEKDAYS[s.weekday][:3], s.format.value,
         ])
     return out.getvalue()
+
+
+# --- what deliveries teach us about an address --------------------------------
+
+def record_hard_bounce(session: Session, subscriber_id: int, *, reason: str, limit: int) -> Subscriber | None:
+    """Count a permanent refusal of the address; at ``limit`` the subscriber
+    is marked bounced and receives nothing more."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        return None
+    subscriber.bounce_count += 1
+    if subscriber.bounce_count >= limit and subscriber.status == SubscriberStatus.active:
+        subscriber.status = SubscriberStatus.bounced
+        subscriber.status_reason = f"{subscriber.bounce_count} hard bounces; last: {reason}"[:500]
+    return subscriber
+
+
+def disable_for(session: Session, subscriber_id: int, *, reason: str) -> Subscriber | None:
+    """Stop sending to an address that cannot receive (archived channel …)."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is not None and subscriber.status == SubscriberStatus.active:
+        subscriber.status = SubscriberStatus.disabled
+        subscriber.status_reason = reason[:500]
+    return subscriber

@@ -158,15 +158,25 @@ def test_weekly_on_its_weekday():
     assert window.end == utc(2025, 3, 7, 14)
 
 
-def test_immediate_one_window_per_sitrep_and_overlap_is_harmless():
-    r = reader(cadence="immediate", planned_through=utc(2025, 3, 7, 12))
-    approved = [sitrep(1, approved=utc(2025, 3, 7, 11, 55)),   # inside the re-scan overlap
+def test_immediate_one_window_per_approval_after_joining():
+    r = reader(cadence="immediate", created_at=utc(2025, 3, 7, 12), regions=frozenset({"europe-eurasia"}))
+    approved = [sitrep(1, approved=utc(2025, 3, 7, 11, 55)),   # before the reader joined
                 sitrep(2, approved=utc(2025, 3, 7, 12, 1)),
                 sitrep(3, approved=utc(2025, 3, 7, 12, 2), regions=("americas",)),
-                sitrep(4, approved=utc(2025, 3, 7, 11, 0))]    # long planned already
-    plan = digest.plan(replace(r, regions=frozenset({"europe-eurasia"})), approved, now=utc(2025, 3, 7, 12, 5))
-    assert [w.key for w in plan.windows] == ["sitrep:1", "sitrep:2"]
-    assert plan.planned_through == utc(2025, 3, 7, 12, 5)
+                sitrep(4, approved=utc(2025, 3, 7, 12, 3))]
+    windows = digest.immediate_windows(r, approved)
+    assert [(w.key, w.sitrep_ids) for w in windows] == [
+        ("sitrep:2@20250307T120100Z", (2,)), ("sitrep:4@20250307T120300Z", (4,))]
+    reapproved = replace(approved[1], approved_at=utc(2025, 3, 8, 9))
+    assert digest.immediate_windows(r, [reapproved])[0].key == "sitrep:2@20250308T090000Z"
+    with pytest.raises(ValueError):
+        digest.plan(r, approved, now=utc(2025, 3, 8))
+
+
+def test_next_due_is_the_following_window_end():
+    r = reader(timezone="Europe/London", send_at="07:00", planned_through=utc(2025, 3, 7, 7))
+    assert digest.plan(r, [], now=utc(2025, 3, 7, 12)).next_due_at == utc(2025, 3, 8, 7)
+    assert digest.plan(r, [], now=utc(2025, 3, 10, 8)).next_due_at == utc(2025, 3, 11, 7)
 
 
 def test_upcoming_window():

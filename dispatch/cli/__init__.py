@@ -7,7 +7,7 @@ from rich.table import Table
 from sqlmodel import select
 
 from dispatch import __version__, bootstrap, db, taxonomy
-from dispatch.cli import demo_cmd, preview_cmd, sitrep_cmds, subscriber_cmds
+from dispatch.cli import demo_cmd, preview_cmd, run_cmds, sitrep_cmds, subscriber_cmds
 from dispatch.cli.common import AppContext, DispatchGroup, app_context, console, print_json
 from dispatch.config import mask_url_password
 from dispatch.models import Analyst
@@ -24,6 +24,10 @@ app.add_typer(subscriber_cmds.app, name="subscriber")
 app.add_typer(subscriber_cmds.slack_app, name="slack")
 app.command("demo")(demo_cmd.demo)
 app.command("preview")(preview_cmd.preview)
+app.command("run")(run_cmds.run)
+app.command("log")(run_cmds.show_log)
+app.command("retry")(run_cmds.retry)
+app.command("sink")(run_cmds.sink)
 
 
 def _version(value: bool) -> None:

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from importlib import resources
+from pathlib import Path
 
 import typer
+from pydantic import SecretStr
 from rich.markup import escape
 
 from dispatch import sitrep_text, sitreps, subscribers
-from dispatch.cli import sitrep_cmds, subscriber_cmds
+from dispatch.cli import run_cmds, sitrep_cmds, subscriber_cmds
 from dispatch.cli.common import app_context, console
-from dispatch.config import mask_url_password
+from dispatch.config import SmtpSecurity, mask_url_password
+from dispatch.scheduler import Runner
+from dispatch.sink import SlackSink, SmtpSink
 from dispatch.errors import DuplicateError
 from dispatch.models import SitrepStatus, SubscriberKind
 from dispatch.subscribers import Preferences
 
 DEMO_ACTOR = "demo-editor"
+DEMO_SLACK_TOKEN = "xoxb-demo-token"
 
 # Readers with different tastes, time zones and formats, plus two Slack channels.
 DEMO_SUBSCRIBERS: list[tuple[SubscriberKind, str, Preferences]] = [
@@ -42,9 +48,13 @@ def sample_files() -> list:
     return sorted((f for f in folder.iterdir() if f.name.endswith(".txt")), key=lambda f: f.name)
 
 
-def demo(ctx: typer.Context) -> None:
-    """Set up the embedded database with sample SITREPs, subscribers and Slack
-    channels, approve the SITREPs and show what is there. Safe to re-run."""
+def demo(
+    ctx: typer.Context,
+    output: Path = typer.Option(Path("demo-output"), "--output", help="Where the sinks keep what they receive."),
+) -> None:
+    """The product end to end on the embedded database: import the sample
+    SITREPs, add readers and two Slack channels, approve, start local SMTP and
+    Slack sinks, run one delivery pass and show the log. Safe to re-run."""
     appctx = app_context(ctx)
     console.print(f"[bold]database[/] {mask_url_password(appctx.settings.database_url)}", highlight=False)
     with appctx.session() as session:
@@ -70,3 +80,35 @@ def demo(ctx: typer.Context) -> None:
     console.print()
     sitrep_cmds.list_(ctx, status=None, search=None, as_json=False)
     subscriber_cmds.list_(ctx, region=None, status=None, kind=None, search=None, as_json=False)
+    _deliver(ctx, output)
+
+
+def _deliver(ctx: typer.Context, output: Path) -> None:
+    """Start the local sinks, point dispatch at them and run one pass."""
+    appctx = app_context(ctx)
+    smtp = SmtpSink(output / "mail").start()
+    slack = SlackSink(output / "slack", token=DEMO_SLACK_TOKEN).start()
+    settings = appctx.settings.model_copy(update={
+        "smtp_host": smtp.host, "smtp_port": smtp.port, "smtp_security": SmtpSecurity.none,
+        "smtp_username": None, "smtp_password": None, "mail_from": "Dispatch Briefings <briefings@example.org>",
+        "slack_base_url": slack.base_url, "slack_bot_token": SecretStr(DEMO_SLACK_TOKEN),
+        "slack_min_interval": 0.0})
+    # Every reader's next window is tomorrow morning, their time: run as of then.
+    when = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=1)
+    console.print(f"\n[bold]run --once[/] as if it were {when.isoformat()}, so that every reader's "
+                  "next window is due", highlight=False)
+    runner = Runner(settings, appctx.engine, clock=lambda: when)
+    try:
+        summary = runner.run_once()
+    finally:
+        runner.close()
+        smtp.stop()
+        slack.stop()
+    run_cmds.print_summary(summary)
+    run_cmds.show_log(ctx, status=None, subscriber=None, since=None, limit=50, delivery=None, as_json=False)
+    mails = sorted((output / "mail").glob("*.eml"))
+    posts = sorted((output / "slack").rglob("*.json"))
+    console.print(f"\n[bold]Delivered emails[/] ({len(mails)}): {output / 'mail'}/*.eml — open one in a mail "
+                  f"client, or see the next one with `dispatch preview kenji.sato@example.org --html next.html`\n"
+                  f"[bold]Slack posts[/] ({len(posts)}): {output / 'slack'}/<channel>/*.json (Block Kit payloads)",
+                  highlight=False)

@@ -1,0 +1,210 @@
+"""Email over SMTP: a pool of persistent connections, STARTTLS or implicit
+TLS, AUTH, a sending-rate limit, and smtplib's errors mapped to ours.
+
+A new connection per message is several times slower than reusing one, so
+connections stay open and go back to the pool after each message. One that
+has been idle for a while is checked with NOOP before use, so a relay that
+dropped it is noticed before a message is at stake. A drop during a
+transaction is a TransientError: the message may or may not have arrived,
+and the deterministic Message-ID lets duplicates be told apart.
+"""
+
+from __future__ import annotations
+
+import queue
+import smtplib
+import socket
+import ssl
+import threading
+import time
+from datetime import datetime, timezone
+from email.headerregistry import Address
+from email.utils import parseaddr
+from pathlib import Path
+
+from dispatch import mime
+from dispatch.config import SmtpSecurity
+from dispatch.errors import PermanentError, TransientError
+from dispatch.render import EmailContent
+
+IDLE_CHECK_SECONDS = 20.0
+
+
+class RateLimiter:
+    """At most ``rate`` events a second, spread evenly; 0 means no limit.
+    Waiting happens before any I/O."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+class SmtpAdapter:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        security: SmtpSecurity = SmtpSecurity.none,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+        ca_file: Path | None = None,
+        mail_from: str,
+        reply_to: str | None = None,
+        list_id: str | None = None,
+        unsubscribe_mailto: str | None = None,
+        pool_size: int = 2,
+        rate_limit: float = 0.0,
+    ):
+        name, address = parseaddr(mail_from)
+        if "@" not in address or any(ch in mail_from for ch in "\r\n"):
+            raise ValueError(f"mail_from {mail_from!r} is not an address like 'Briefings <news@example.org>'")
+        if bool(username) != bool(password):
+            raise ValueError("set both smtp_username and smtp_password, or neither")
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise ValueError(f"smtp_ca_file {ca_file} does not exist")
+        self.host, self.port, self.security = host, port, SmtpSecurity(security)
+        self.username, self.password, self.timeout = username, password, timeout
+        self.envelope_from = address
+        self.domain = address.rsplit("@", 1)[1]
+        self.sender = str(Address(display_name=name, addr_spec=address)) if name else address
+        self.reply_to = reply_to
+        self.list_id = list_id or f"<briefings.{self.domain}>"
+        self.unsubscribe_mailto = unsubscribe_mailto or address
+        self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        self._idle: queue.LifoQueue[tuple[smtplib.SMTP, float]] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(pool_size)
+        self._rate = RateLimiter(rate_limit)
+
+    # --- connections ----------------------------------------------------------
+
+    def _connect(self) -> smtplib.SMTP:
+        try:
+            if self.security == SmtpSecurity.ssl:
+                conn = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._tls)
+            else:
+                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+                if self.security == SmtpSecurity.starttls:
+                    conn.starttls(context=self._tls)
+            if self.username:
+                conn.login(self.username, self.password)
+            return conn
+        except smtplib.SMTPAuthenticationError as exc:
+            raise TransientError(f"SMTP login to {self.host}:{self.port} refused: {_reply(exc)}") from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            raise TransientError(f"{self.host}:{self.port} does not offer {exc}") from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TransientError(f"cannot connect to SMTP server {self.host}:{self.port}: {_describe(exc)}") from exc
+
+    def _acquire(self) -> smtplib.SMTP:
+        while True:
+            try:
+                conn, idle_since = self._idle.get_nowait()
+            except queue.Empty:
+                return self._connect()
+            if time.monotonic() - idle_since < IDLE_CHECK_SECONDS:
+                return conn
+            try:
+                if conn.noop()[0] == 250:
+                    return conn
+            except (OSError, smtplib.SMTPException):
+                pass
+            _quietly_close(conn)
+
+    def _release(self, conn: smtplib.SMTP) -> None:
+        self._idle.put((conn, time.monotonic()))
+
+    def close(self) -> None:
+        while True:
+            try:
+                conn, _ = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                conn.quit()
+            except (OSError, smtplib.SMTPException):
+                _quietly_close(conn)
+
+    # --- sending --------------------------------------------------------------
+
+    def build(self, address: str, content: EmailContent, *, delivery_id: int) -> tuple[str, bytes]:
+        msg_id = mime.message_id(delivery_id, self.domain)
+        data = mime.build_message(content, sender=self.sender, to=address, msg_id=msg_id, list_id=self.list_id,
+                                  unsubscribe_mailto=self.unsubscribe_mailto, reply_to=self.reply_to,
+                                  date=datetime.now(timezone.utc))
+        return msg_id, data
+
+    def send(self, address: str, content: EmailContent, *, delivery_id: int, progress: str | None = None) -> str:
+        msg_id, data = self.build(address, content, delivery_id=delivery_id)
+        self.send_bytes(address, data)
+        return msg_id
+
+    def send_bytes(self, address: str, data: bytes) -> None:
+        self._rate.wait()
+        with self._slots:
+            conn = self._acquire()
+            try:
+                conn.sendmail(self.envelope_from, [address], data)
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, text = exc.recipients.get(address, (0, b""))
+                self._reset_and_release(conn)
+                message = f"{address} refused: {code} {_text(text)}"
+                if 500 <= code < 600:
+                    raise PermanentError(message, blames_recipient=True) from exc
+                raise TransientError(message) from exc
+            except smtplib.SMTPResponseException as exc:  # sender refused, data refused, 421 …
+                if exc.smtp_code == 421:
+                    _quietly_close(conn)  # the server is closing this connection
+                else:
+                    self._reset_and_release(conn)
+                message = f"server answered {exc.smtp_code} {_text(exc.smtp_error)}"
+                if 500 <= exc.smtp_code < 600 and not isinstance(exc, smtplib.SMTPSenderRefused):
+                    raise PermanentError(message) from exc
+                raise TransientError(message) from exc  # 4xx, or our own sender refused: fix and retry
+            except (OSError, smtplib.SMTPException) as exc:
+                _quietly_close(conn)
+                raise TransientError(f"connection to {self.host}:{self.port} lost: {_describe(exc)}") from exc
+            self._release(conn)
+
+    def _reset_and_release(self, conn: smtplib.SMTP) -> None:
+        try:
+            conn.rset()
+        except (OSError, smtplib.SMTPException):
+            _quietly_close(conn)
+            return
+        self._release(conn)
+
+
+def _quietly_close(conn: smtplib.SMTP) -> None:
+    try:
+        conn.close()
+    except OSError:
+        pass
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _reply(exc: smtplib.SMTPResponseException) -> str:
+    return f"{exc.smtp_code} {_text(exc.smtp_error)}"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, socket.timeout):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,181 @@
+"""`dispatch run`, `dispatch log`, `dispatch retry`, `dispatch sink`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dispatch import ledger
+from dispatch.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, app_context, console, fail, print_json
+from dispatch.models import DeliveryStatus
+
+
+def parse_instant(value: str, option: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{option}: {value!r} is not an ISO-8601 date and time (e.g. 2026-11-28T07:05:00Z)",
+             code=EXIT_BAD_INPUT)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def make_runner(ctx: typer.Context, *, clock=None):
+    from dispatch.scheduler import Runner, utcnow
+
+    appctx = app_context(ctx)
+    try:
+        return Runner(appctx.settings, appctx.engine, clock=clock or utcnow)
+    except ValueError as exc:  # an adapter refused its settings
+        fail(f"invalid settings: {exc}", code=EXIT_BAD_INPUT)
+
+
+def print_summary(summary) -> None:
+    counts = summary.by_status
+    table = Table("outcome", "deliveries", title=f"planned {summary.planned}, reclaimed {summary.reclaimed}")
+    for status in ("sent", "pending", "failed", "skipped", "released"):
+        if counts[status]:
+            label = "retry later" if status == "pending" else status
+            table.add_row(label, str(counts[status]))
+    if not summary.outcomes:
+        table.add_row("nothing due", "0")
+    console.print(table)
+    for o in summary.outcomes:
+        if o.status in ("failed", "pending"):
+            console.print(f"  #{o.delivery_id} {escape(o.address)} {o.status}: {escape(o.detail)}", highlight=False)
+
+
+def run(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, "--once", help="Plan and send everything due now, then exit."),
+    now: str = typer.Option(None, "--now", metavar="ISO-8601",
+                            help="With --once: act as if the clock read this instant (catch-up, tests)."),
+) -> None:
+    """Deliver digests: plan due windows and send them, logging one line per delivery.
+
+    Without --once it runs until stopped (Ctrl-C or SIGTERM finish the message in
+    flight and release the rest). --once exits 1 if any delivery failed.
+    """
+    setup_logging()
+    if now and not once:
+        fail("--now only goes with --once", code=EXIT_BAD_INPUT)
+    fixed = parse_instant(now, "--now") if now else None
+    runner = make_runner(ctx, clock=(lambda: fixed) if fixed else None)
+    if not once:
+        runner.run_forever()
+        return
+    try:
+        if sys.stderr.isatty():
+            with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console, transient=True) as bar:
+                task = bar.add_task("send", total=None)
+                summary = runner.run_once(on_planned=lambda due: bar.update(task, total=due),
+                                          on_outcome=lambda _o: bar.advance(task))
+        else:
+            summary = runner.run_once()
+    finally:
+        runner.close()
+    print_summary(summary)
+    if summary.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def show_log(
+    ctx: typer.Context,
+    status: DeliveryStatus = typer.Option(None, "--status"),
+    subscriber: str = typer.Option(None, "--subscriber", metavar="ID|ADDRESS"),
+    since: str = typer.Option(None, "--since", metavar="ISO-8601", help="Deliveries planned since then."),
+    limit: int = typer.Option(100, "--limit"),
+    delivery: int = typer.Option(None, "--delivery", metavar="ID", help="Every attempt of one delivery."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The delivery log, newest first (or one delivery's attempts)."""
+    from dispatch import subscribers as subs
+
+    appctx = app_context(ctx)
+    with appctx.session() as session:
+        if delivery is not None:
+            rows = [{"at": a.at.isoformat(), "outcome": a.outcome, "detail": a.detail}
+                    for a in ledger.attempts(session, delivery)]
+            if as_json:
+                print_json(rows)
+                return
+            table = Table("at", "outcome", "detail", title=f"delivery #{delivery}")
+            for r in rows:
+                table.add_row(r["at"][:19], r["outcome"], escape(r["detail"]))
+            console.print(table)
+            return
+        subscriber_id = subs.get(session, subscriber).id if subscriber else None
+        entries = ledger.log(session, status=status, subscriber_id=subscriber_id,
+                             since=parse_instant(since, "--since") if since else None, limit=limit)
+        rows = [{"id": e.delivery.id, "subscriber": e.address, "channel": e.kind, "window": e.delivery.window_key,
+                 "sitreps": e.delivery.sitrep_ids, "status": e.delivery.status.value,
+                 "attempts": e.delivery.attempts,
+                 "sent_at": e.delivery.sent_at.isoformat() if e.delivery.sent_at else None,
+                 "receipt": e.delivery.receipt, "error": e.delivery.last_error} for e in entries]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no deliveries yet")
+        return
+    table = Table("id", "subscriber", "channel", "window", "status", "tries", "receipt or error")
+    for r in rows:
+        table.add_row(str(r["id"]), escape(r["subscriber"]), r["channel"], r["window"], r["status"],
+                      str(r["attempts"]), escape((r["receipt"] if r["status"] == "sent" else r["error"]) or ""))
+    console.print(table)
+
+
+def retry(
+    ctx: typer.Context,
+    delivery_id: int = typer.Argument(None, metavar="DELIVERY_ID"),
+    failed: bool = typer.Option(False, "--failed", help="Every failed delivery."),
+) -> None:
+    """Put a failed delivery (or all of them) back in the queue."""
+    if (delivery_id is None) == (not failed):
+        fail("give a DELIVERY_ID or --failed", code=EXIT_BAD_INPUT)
+    with app_context(ctx).session() as session:
+        ids = ledger.retry_failed(session, now=datetime.now(timezone.utc), delivery_id=delivery_id)
+    if delivery_id is not None and not ids:
+        fail(f"delivery {delivery_id} is not a failed delivery")
+    console.print(f"requeued {len(ids)} deliver{'y' if len(ids) == 1 else 'ies'}; `dispatch run` sends them")
+
+
+def sink(
+    folder: Path = typer.Option(Path("sink"), "--folder", help="Where messages and posts are kept."),
+    smtp_port: int = typer.Option(8025, "--smtp-port"),
+    slack_port: int = typer.Option(8026, "--slack-port"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+) -> None:
+    """Run a local SMTP server and a local Slack API that keep what they receive,
+    for trying dispatch on a machine with no mail relay and no Slack."""
+    from dispatch.sink import SlackSink, SmtpSink
+
+    smtp = SmtpSink(folder / "mail", host=host, port=smtp_port).start()
+    slack = SlackSink(folder / "slack", host=host, port=slack_port).start()
+    console.print(f"SMTP sink on {host}:{smtp.port} → {folder / 'mail'}\n"
+                  f"Slack sink on {slack.base_url} → {folder / 'slack'}\n\nPoint dispatch at them with:\n"
+                  f"  export DISPATCH_SMTP_HOST={host} DISPATCH_SMTP_PORT={smtp.port}\n"
+                  f"  export DISPATCH_SLACK_BASE_URL={slack.base_url} DISPATCH_SLACK_BOT_TOKEN=xoxb-local\n\n"
+                  "Ctrl-C stops.", highlight=False)
+    stop = threading.Event()
+    try:
+        while not stop.wait(3600):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        smtp.stop()
+        slack.stop()

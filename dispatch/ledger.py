@@ -1,0 +1,214 @@
+"""The delivery ledger: the only code that writes Delivery and
+DeliveryAttempt rows, and so the only place that sets a delivery's status.
+
+    pending ──claim──▶ sending ──mark_sent──▶ sent
+       ▲                  │ ──mark_retry──▶ pending (later) | failed (exhausted)
+       │                  │ ──mark_failed─▶ failed
+       │                  │ ──mark_skipped▶ skipped
+       └──reclaim_expired─┘ (lease ran out: the worker died)
+
+Planning inserts one row per (subscriber, window) and relies on the unique
+key, so planning twice inserts nothing. Claiming takes due pending rows with
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so any number of workers share the
+work; on SQLite every transaction is BEGIN IMMEDIATE, which serialises claims.
+Each claim increments ``attempts``; finishing a delivery checks that number, so
+a worker whose lease expired cannot overwrite the work of the one that
+reclaimed it. Every finish appends a DeliveryAttempt row: the log.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
+
+from dispatch.digest import Window
+from dispatch.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscriber
+from dispatch.retry import RetryPolicy
+
+DEFAULT_LEASE = timedelta(minutes=5)
+_table = Delivery.__table__
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    subscriber_id: int
+    window_key: str
+    sitrep_ids: tuple[int, ...]
+    attempts: int  # this claim's number: finishing checks it
+    receipt: str | None  # progress of an earlier, partly sent attempt
+
+
+def _insert(session: Session):
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_table)
+
+
+def plan(session: Session, subscriber_id: int, windows: Iterable[Window], *, now: datetime) -> int:
+    """Insert a pending delivery per window; existing (subscriber, window)
+    rows are left alone. Returns how many rows are new."""
+    rows = [
+        {"subscriber_id": subscriber_id, "window_key": w.key, "sitrep_ids": list(w.sitrep_ids),
+         "status": DeliveryStatus.pending.value, "attempts": 0, "next_attempt_at": now, "created_at": now}
+        for w in windows
+    ]
+    if not rows:
+        return 0
+    statement = _insert(session).values(rows).on_conflict_do_nothing(
+        index_elements=["subscriber_id", "window_key"])
+    return session.execute(statement).rowcount
+
+
+def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE) -> list[Claimed]:
+    due = (
+        select(Delivery.id)
+        .where(Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= now)
+        .order_by(col(Delivery.next_attempt_at), col(Delivery.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        sa.update(_table)
+        .where(_table.c.id.in_(due.scalar_subquery()))
+        .values(status=DeliveryStatus.sending.value, lease_until=now + lease, attempts=_table.c.attempts + 1)
+        .returning(_table.c.id, _table.c.subscriber_id, _table.c.window_key, _table.c.sitrep_ids,
+                   _table.c.attempts, _table.c.receipt)
+    )
+    rows = session.execute(statement).all()
+    claimed = [Claimed(id=r.id, subscriber_id=r.subscriber_id, window_key=r.window_key,
+                       sitrep_ids=tuple(r.sitrep_ids), attempts=r.attempts, receipt=r.receipt) for r in rows]
+    return sorted(claimed, key=lambda c: c.id)
+
+
+def _finish(session: Session, claimed: Claimed, *, now: datetime, outcome: str, detail: str, **values) -> bool:
+    result = session.execute(
+        sa.update(_table)
+        .where(_table.c.id == claimed.id, _table.c.status == DeliveryStatus.sending.value,
+               _table.c.attempts == claimed.attempts)
+        .values(lease_until=None, **values)
+    )
+    owned = result.rowcount == 1
+    if not owned:
+        detail = f"{detail} (this worker's claim had expired and was taken over)"
+    session.add(DeliveryAttempt(delivery_id=claimed.id, at=now, outcome=outcome, detail=detail))
+    return owned
+
+
+def mark_sent(session: Session, claimed: Claimed, *, receipt: str, now: datetime) -> bool:
+    return _finish(session, claimed, now=now, outcome="sent", detail=receipt, status=DeliveryStatus.sent.value,
+                   receipt=receipt, sent_at=now, last_error=None)
+
+
+def mark_retry(
+    session: Session,
+    claimed: Claimed,
+    *,
+    error: str,
+    now: datetime,
+    policy: RetryPolicy,
+    retry_after: float | None = None,
+    progress: str | None = None,
+    rng: random.Random | None = None,
+) -> DeliveryStatus:
+    """Back to pending after a backoff, or failed when attempts are used up."""
+    receipt = progress if progress is not None else claimed.receipt
+    if policy.exhausted(claimed.attempts):
+        _finish(session, claimed, now=now, outcome="failed",
+                detail=f"gave up after {claimed.attempts} attempts: {error}",
+                status=DeliveryStatus.failed.value, last_error=error, receipt=receipt)
+        return DeliveryStatus.failed
+    at = now + policy.delay(claimed.attempts, retry_after=retry_after, rng=rng)
+    _finish(session, claimed, now=now, outcome="retry", detail=f"{error}; next attempt {at.isoformat()}",
+            status=DeliveryStatus.pending.value, next_attempt_at=at, last_error=error, receipt=receipt)
+    return DeliveryStatus.pending
+
+
+def mark_failed(session: Session, claimed: Claimed, *, error: str, now: datetime, progress: str | None = None) -> bool:
+    return _finish(session, claimed, now=now, outcome="failed", detail=error, status=DeliveryStatus.failed.value,
+                   last_error=error, receipt=progress if progress is not None else claimed.receipt)
+
+
+def mark_skipped(session: Session, claimed: Claimed, *, reason: str, now: datetime) -> bool:
+    return _finish(session, claimed, now=now, outcome="skipped", detail=reason,
+                   status=DeliveryStatus.skipped.value, last_error=reason)
+
+
+def release(session: Session, claimed: Sequence[Claimed], *, now: datetime) -> None:
+    """Hand claimed rows back untouched (clean shutdown): no attempt is counted."""
+    for c in claimed:
+        _finish(session, c, now=now, outcome="released", detail="released at shutdown before sending",
+                status=DeliveryStatus.pending.value, attempts=c.attempts - 1, next_attempt_at=now)
+
+
+def reclaim_expired(session: Session, *, now: datetime) -> int:
+    """Rows left in `sending` by a worker that died go back to pending."""
+    expired = session.execute(
+        select(Delivery.id).where(Delivery.status == DeliveryStatus.sending,
+                                  col(Delivery.lease_until) < now).with_for_update(skip_locked=True)
+    ).scalars().all()
+    if not expired:
+        return 0
+    session.execute(sa.update(_table).where(_table.c.id.in_(expired), _table.c.status == "sending")
+                    .values(status=DeliveryStatus.pending.value, lease_until=None, next_attempt_at=now))
+    session.add_all(DeliveryAttempt(delivery_id=i, at=now, outcome="reclaimed",
+                                    detail="lease expired while sending (worker stopped?); will be tried again")
+                    for i in expired)
+    return len(expired)
+
+
+def retry_failed(session: Session, *, now: datetime, delivery_id: int | None = None) -> list[int]:
+    """Put failed deliveries (one, or all) back in the queue, attempts reset."""
+    query = select(Delivery.id).where(Delivery.status == DeliveryStatus.failed)
+    if delivery_id is not None:
+        query = query.where(Delivery.id == delivery_id)
+    ids = list(session.execute(query).scalars().all())
+    if ids:
+        session.execute(sa.update(_table).where(_table.c.id.in_(ids))
+                        .values(status=DeliveryStatus.pending.value, attempts=0, next_attempt_at=now))
+        session.add_all(DeliveryAttempt(delivery_id=i, at=now, outcome="requeued", detail="retry requested")
+                        for i in ids)
+    return ids
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    delivery: Delivery
+    address: str
+    kind: str
+
+
+def log(
+    session: Session,
+    *,
+    status: DeliveryStatus | None = None,
+    subscriber_id: int | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> list[LogEntry]:
+    query = select(Delivery, Subscriber.address, Subscriber.kind).join(
+        Subscriber, Subscriber.id == Delivery.subscriber_id)
+    if status is not None:
+        query = query.where(Delivery.status == status)
+    if subscriber_id is not None:
+        query = query.where(Delivery.subscriber_id == subscriber_id)
+    if since is not None:
+        query = query.where(col(Delivery.created_at) >= since)
+    query = query.order_by(col(Delivery.id).desc()).limit(limit)
+    return [LogEntry(delivery=d, address=a, kind=k.value if hasattr(k, "value") else k)
+            for d, a, k in session.exec(query).all()]
+
+
+def attempts(session: Session, delivery_id: int) -> list[DeliveryAttempt]:
+    return list(session.exec(select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == delivery_id)
+                             .order_by(col(DeliveryAttempt.id))).all())
+
+
+def counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Delivery.status, sa.func.count()).group_by(Delivery.status)).all()
+    return {(s.value if hasattr(s, "value") else s): n for s, n in rows}

@@ -1,0 +1,173 @@
+"""Running dispatch: one pass (`run --once`) or for ever (`run`).
+
+APScheduler 3 only drives two loops — plan and send — with coalescing and
+no overlapping runs; every piece of schedule state lives in our tables, so
+there is no job store to share or to lose. Sending uses a pool of threads,
+each claiming batches from the ledger until nothing is due.
+
+Shutdown (SIGINT/SIGTERM): no new batch is claimed, the message being sent
+finishes, and the rest of a claimed batch is released back to the queue,
+so nothing is left half-recorded. A process killed outright leaves its
+claimed rows leased; they return to the queue when the lease runs out.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.engine import Engine
+from sqlmodel import col, func, select
+
+from dispatch import db, ledger, planner
+from dispatch.adapters.slack import SlackAdapter
+from dispatch.adapters.smtp import SmtpAdapter
+from dispatch.compose import Composer
+from dispatch.config import Settings
+from dispatch.models import Delivery, DeliveryStatus
+from dispatch.retry import RetryPolicy
+from dispatch.sender import Outcome, Sender
+
+log = logging.getLogger("dispatch.run")
+SEND_INTERVAL_SECONDS = 2.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def build_channels(settings: Settings) -> dict:
+    return {
+        "email": SmtpAdapter(
+            host=settings.smtp_host, port=settings.smtp_port, security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            timeout=settings.smtp_timeout, ca_file=settings.smtp_ca_file, mail_from=settings.mail_from,
+            reply_to=settings.reply_to, list_id=settings.list_id, unsubscribe_mailto=settings.unsubscribe_mailto,
+            pool_size=settings.smtp_pool_size, rate_limit=settings.smtp_rate_limit),
+        "slack": SlackAdapter(
+            token=settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
+            base_url=str(settings.slack_base_url), min_interval=settings.slack_min_interval),
+    }
+
+
+@dataclass
+class RunSummary:
+    planned: int = 0
+    reclaimed: int = 0
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def by_status(self) -> Counter:
+        return Counter(o.status for o in self.outcomes)
+
+    @property
+    def failed(self) -> int:
+        return self.by_status["failed"]
+
+
+class Runner:
+    def __init__(self, settings: Settings, engine: Engine, *, clock: Callable[[], datetime] = utcnow,
+                 channels: dict | None = None):
+        self.settings = settings
+        self.engine = engine
+        self.clock = clock
+        self.stop = threading.Event()
+        self.channels = channels or build_channels(settings)
+        self.sender = Sender(engine, composer=Composer(settings, engine), channels=self.channels,
+                             policy=RetryPolicy(max_attempts=settings.max_attempts),
+                             bounce_limit=settings.bounce_limit, clock=clock, stop=self.stop)
+        self.lease = timedelta(seconds=settings.lease_seconds)
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            channel.close()
+
+    # --- the two loops ----------------------------------------------------------
+
+    def plan(self) -> tuple[int, int]:
+        now = self.clock()
+        with db.session_scope(self.engine) as session:
+            reclaimed = ledger.reclaim_expired(session, now=now)
+        report = planner.plan_due(self.engine, now=now)
+        if report.deliveries_planned or reclaimed:
+            log.info("planned %s deliveries (%s subscribers checked); reclaimed %s",
+                     report.deliveries_planned, report.subscribers_checked, reclaimed)
+        return report.deliveries_planned, reclaimed
+
+    def due_count(self) -> int:
+        with db.session_scope(self.engine) as session:
+            return session.exec(select(func.count()).select_from(Delivery).where(
+                Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= self.clock())).one()
+
+    def drain(self, on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+        """Send everything due, with the configured number of sender threads."""
+        outcomes: list[Outcome] = []
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while not self.stop.is_set():
+                with db.session_scope(self.engine) as session:
+                    claimed = ledger.claim(session, now=self.clock(), limit=self.settings.batch_size,
+                                           lease=self.lease)
+                if not claimed:
+                    return
+                for outcome in self.sender.process(claimed):
+                    with lock:
+                        outcomes.append(outcome)
+                    if on_outcome:
+                        on_outcome(outcome)
+
+        with ThreadPoolExecutor(self.settings.sender_threads, thread_name_prefix="sender") as pool:
+            for future in [pool.submit(worker) for _ in range(self.settings.sender_threads)]:
+                future.result()
+        return outcomes
+
+    # --- the two ways to run ------------------------------------------------------
+
+    def run_once(self, on_outcome: Callable[[Outcome], None] | None = None,
+                 on_planned: Callable[[int], None] | None = None) -> RunSummary:
+        planned, reclaimed = self.plan()
+        if on_planned:
+            on_planned(self.due_count())
+        return RunSummary(planned=planned, reclaimed=reclaimed, outcomes=self.drain(on_outcome))
+
+    def run_forever(self, *, install_signal_handlers: bool = True) -> None:
+        if install_signal_handlers:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda signum, frame: self.request_stop(signal.Signals(signum).name))
+        scheduler = BackgroundScheduler(timezone=timezone.utc, job_defaults={"coalesce": True, "max_instances": 1})
+        scheduler.add_job(self._guarded(self.plan), "interval", seconds=self.settings.plan_interval,
+                          id="plan", next_run_time=datetime.now(timezone.utc))
+        scheduler.add_job(self._guarded(self.drain), "interval", seconds=SEND_INTERVAL_SECONDS, id="send",
+                          next_run_time=datetime.now(timezone.utc))
+        scheduler.start()
+        log.info("dispatch is running: planning every %ss, %s sender threads",
+                 self.settings.plan_interval, self.settings.sender_threads)
+        try:
+            self.stop.wait()
+        finally:
+            scheduler.shutdown(wait=True)  # lets a running send job release its batch
+            self.close()
+            log.info("stopped cleanly")
+
+    def request_stop(self, why: str = "stop requested") -> None:
+        log.info("%s: finishing the message in flight and releasing the rest", why)
+        self.stop.set()
+
+    def _guarded(self, job: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            if self.stop.is_set():
+                return
+            try:
+                job()
+            except Exception:  # keep the scheduler alive; the next tick tries again
+                log.exception("%s failed; will try again at the next tick", getattr(job, "__name__", "job"))
+        return run

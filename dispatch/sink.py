@@ -1,0 +1,226 @@
+"""Local stand-ins for a mail relay and for Slack, so dispatch runs end to
+end on a machine with neither: an SMTP server (aiosmtpd) that keeps each
+message as an .eml file, and an HTTP server that answers the Slack Web API
+calls dispatch makes (auth.test, chat.postMessage) and incoming-webhook
+posts, keeping each payload as JSON. It checks Block Kit limits as Slack does.
+
+For tests, ``SlackSink.fail_next`` queues error answers (429 with
+Retry-After, 500, channel_not_found …).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import time
+from collections import deque
+from email import message_from_bytes
+from email.policy import default as default_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+_unsafe = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class MailFolderHandler:
+    """aiosmtpd handler: every accepted message becomes one .eml file."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+        self.received: list[tuple[str, str]] = []  # (recipient, Message-ID)
+
+    async def handle_DATA(self, server, session, envelope):
+        data = envelope.original_content or envelope.content
+        message_id = message_from_bytes(data, policy=default_policy).get("Message-ID", "") or ""
+        with self._lock:
+            number = next(self._counter)
+            for rcpt in envelope.rcpt_tos:
+                self.received.append((rcpt, message_id))
+        name = f"{number:06d}-{_unsafe.sub('_', envelope.rcpt_tos[0])[:60]}.eml"
+        (self.folder / name).write_bytes(data)
+        return "250 Message accepted for delivery"
+
+
+class PasswordAuthenticator:
+    def __init__(self, username: str, password: str):
+        self.username, self.password = username.encode(), password.encode()
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        ok = (isinstance(auth_data, LoginPassword) and auth_data.login == self.username
+              and auth_data.password == self.password)
+        # handled=False on failure, or the client is left waiting (aiosmtpd quirk).
+        return AuthResult(success=ok, handled=False)
+
+
+class SmtpSink:
+    def __init__(self, folder: Path, *, host: str = "127.0.0.1", port: int = 0, handler=None,
+                 auth: tuple[str, str] | None = None, tls_context=None, require_starttls: bool = False):
+        self.handler = handler or MailFolderHandler(folder)
+        kwargs = {}
+        if auth:
+            kwargs.update(authenticator=PasswordAuthenticator(*auth), auth_require_tls=tls_context is not None,
+                          auth_exclude_mechanism=["CRAM-MD5"])
+        else:
+            kwargs.update(auth_require_tls=False)
+        if tls_context is not None:
+            kwargs.update(tls_context=tls_context, require_starttls=require_starttls)
+        # An explicit IPv4 host: hostname=None would bind ::1 only.
+        self.controller = Controller(self.handler, hostname=host, port=port or _free_port(host), **kwargs)
+
+    @property
+    def host(self) -> str:
+        return self.controller.hostname
+
+    @property
+    def port(self) -> int:
+        return self.controller.port
+
+    def start(self) -> SmtpSink:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+# --- Slack ----------------------------------------------------------------------
+
+MAX_BLOCKS, MAX_SECTION, MAX_HEADER = 50, 3000, 150
+
+
+def block_kit_problem(blocks: list) -> str | None:
+    """What Slack would reject in these blocks, or None."""
+    if len(blocks) > MAX_BLOCKS:
+        return f"{len(blocks)} blocks (at most {MAX_BLOCKS})"
+    for block in blocks:
+        text = (block.get("text") or {}).get("text", "")
+        limit = {"section": MAX_SECTION, "header": MAX_HEADER}.get(block.get("type"))
+        if limit and len(text.encode("utf-16-le")) // 2 > limit:
+            return f"a {block['type']} text of {len(text)} characters (at most {limit})"
+    return None
+
+
+class SlackSink:
+    def __init__(self, folder: Path, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
+                 missing_channels: tuple[str, ...] = (), archived_channels: tuple[str, ...] = ()):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.token = token
+        self.missing = set(missing_channels)
+        self.archived = set(archived_channels)
+        self.posts: list[dict] = []  # every accepted payload, in order
+        self.requests = 0
+        self._faults: deque[tuple[int, dict, dict]] = deque()
+        self._lock = threading.Lock()
+        self._ts = itertools.count(1)
+        self.server = ThreadingHTTPServer((host, port), _handler_for(self))
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, name="slack-sink", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/api/"
+
+    def webhook_url(self, name: str = "hook") -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/webhook/{name}"
+
+    def fail_next(self, status: int = 429, *, error: str = "ratelimited", retry_after: float | None = None,
+                  times: int = 1) -> None:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        for _ in range(times):
+            self._faults.append((status, {"ok": False, "error": error}, headers))
+
+    def start(self) -> SlackSink:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # Called by the request handler.
+    def answer(self, path: str, headers, body: bytes) -> tuple[int, dict | str, dict]:
+        with self._lock:
+            self.requests += 1
+            if self._faults:
+                return self._faults.popleft()
+        payload = _read_payload(headers, body)
+        if path.startswith("/webhook/"):
+            problem = block_kit_problem(payload.get("blocks", []))
+            if problem:
+                return 400, "invalid_blocks", {}
+            return 200, self._store(path.rsplit("/", 1)[1], payload, "webhook"), {}
+        if self.token and headers.get("Authorization", "") != f"Bearer {self.token}":
+            return 200, {"ok": False, "error": "invalid_auth"}, {}
+        if path == "/api/auth.test":
+            return 200, {"ok": True, "team": "local sink", "user": "dispatch"}, {}
+        if path != "/api/chat.postMessage":
+            return 200, {"ok": False, "error": "unknown_method"}, {}
+        channel = payload.get("channel", "")
+        if channel in self.missing:
+            return 200, {"ok": False, "error": "channel_not_found"}, {}
+        if channel in self.archived:
+            return 200, {"ok": False, "error": "is_archived"}, {}
+        if not payload.get("text") and not payload.get("blocks"):
+            return 200, {"ok": False, "error": "no_text"}, {}
+        if block_kit_problem(payload.get("blocks", [])):
+            return 200, {"ok": False, "error": "invalid_blocks"}, {}
+        ts = self._store(channel, payload, "api")
+        return 200, {"ok": True, "channel": channel, "ts": ts, "message": {"text": payload.get("text")}}, {}
+
+    def _store(self, channel: str, payload: dict, via: str) -> str:
+        with self._lock:
+            ts = f"{int(time.time())}.{next(self._ts):06d}"
+            self.posts.append({"channel": channel, "ts": ts, "via": via, **payload})
+        folder = self.folder / _unsafe.sub("_", channel)
+        folder.mkdir(exist_ok=True)
+        (folder / f"{ts}.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False), "utf-8")
+        return ts if via == "api" else "ok"
+
+
+def _read_payload(headers, body: bytes) -> dict:
+    if "json" in headers.get("Content-Type", ""):
+        return json.loads(body or b"{}")
+    form = {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
+    if "blocks" in form:
+        form["blocks"] = json.loads(form["blocks"])
+    return form
+
+
+def _handler_for(sink: SlackSink):
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+            status, answer, extra = sink.answer(self.path.split("?")[0], self.headers, body)
+            data = (json.dumps(answer) if isinstance(answer, dict) else answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json" if isinstance(answer, dict) else "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in extra.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):  # keep test and demo output clean
+            pass
+
+    return Handler
