@@ -198,7 +198,7 @@ def upcoming_window(recipient: Recipient, *, now: datetime) -> tuple[datetime, d
     due = latest_window_end(recipient, now)
     if due > start:
         return start, due
-    return start, next_window_end(recipient, now)
+    return start, next_window_end(recipient, max(now, start))
 
 
 # --- digests ---------------------------------------------------------------------

@@ -162,7 +162,9 @@ class SlackSink:
         with self._lock:
             self.requests += 1
             if self._faults:
-                return self._faults.popleft()
+                status, answer, headers = self._faults.popleft()
+                # Webhooks answer in plain text ("no_service"), the Web API in JSON.
+                return status, answer["error"] if path.startswith("/webhook/") else answer, headers
         payload = _read_payload(headers, body)
         if path.startswith("/webhook/"):
             problem = block_kit_problem(payload.get("blocks", []))

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -198,8 +199,17 @@ def test_demo_from_a_clean_folder(run, tmp_path):
     assert again.count("already there") >= 4 + 7
 
 
+SAMPLES = sorted((Path(__file__).parent.parent / "dispatch" / "samples").glob("*.txt"))
+
+
 def test_preview_shows_the_next_digest_or_says_why_not(run, tmp_path):
-    ok(run("demo"))
+    ok(run("sitrep", "import", *SAMPLES))
+    ok(run("subscriber", "add", "ana.ortiz@example.org", "--region", "americas", "--tz", "America/New_York"))
+    ok(run("subscriber", "add", "kenji.sato@example.org", "--analyst", "Dana Whitfield", "--tz", "Asia/Tokyo"))
+    ok(run("subscriber", "add", "amara.diallo@example.org", "--region", "sub-saharan-africa"))
+    ok(run("slack", "add", "C0DEMOASIA", "--region", "east-asia-pacific", "--cadence", "immediate"))
+    for number in range(1, 5):
+        ok(run("sitrep", "approve", number))
     out = ok(run("preview", "ana.ortiz@example.org")).stdout
     assert "next delivery" in out and "Subject: Chile and Argentina Agree on Lithium Export Rules" in out
     assert "Manage your preferences: http://localhost:8000/preferences/" in out

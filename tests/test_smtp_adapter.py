@@ -1,0 +1,143 @@
+"""The SMTP adapter against a real aiosmtpd server on loopback."""
+
+import email
+import email.policy
+import socket
+import ssl
+
+import pytest
+import trustme
+
+from dispatch.adapters.smtp import SmtpAdapter
+from dispatch.config import SmtpSecurity
+from dispatch.errors import PermanentError, TransientError
+from dispatch.render import EmailContent
+
+from .servers import ScriptedHandler, scripted_smtp
+
+CONTENT = EmailContent(subject="Ports reopen", text="Ships are moving.\n", html="<p>Ships are moving.</p>",
+                       preferences_url="https://x.example/preferences/t", unsubscribe_url="https://x.example/unsubscribe/t")
+
+
+@pytest.fixture
+def server(tmp_path):
+    sink, handler = scripted_smtp(tmp_path / "mail")
+    yield sink, handler
+    sink.stop()
+
+
+def adapter_for(sink, **kwargs):
+    options = dict(host=sink.host, port=sink.port, mail_from="Briefings <news@example.org>", timeout=5)
+    options.update(kwargs)
+    return SmtpAdapter(**options)
+
+
+def received(handler):
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+            for p in sorted(handler.folder.glob("*.eml"))]
+
+
+def test_messages_go_over_one_persistent_connection(server):
+    sink, handler = server
+    adapter = adapter_for(sink)
+    receipts = [adapter.send(f"r{n}@example.org", CONTENT, delivery_id=n) for n in range(1, 21)]
+    adapter.close()
+    assert receipts == [f"<delivery-{n}@example.org>" for n in range(1, 21)]
+    assert handler.connections == 1
+    messages = received(handler)
+    assert [m["Message-ID"] for m in messages] == receipts
+    assert messages[0]["From"] == "Briefings <news@example.org>"
+    assert messages[0]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_starttls_and_auth(tmp_path):
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    sink, handler = scripted_smtp(tmp_path / "mail", auth=("dispatch", "s3cret"), tls_context=context,
+                                  require_starttls=True)
+    try:
+        good = adapter_for(sink, security=SmtpSecurity.starttls, username="dispatch", password="s3cret",
+                           ca_file=ca_file)
+        assert good.send("r@example.org", CONTENT, delivery_id=1) == "<delivery-1@example.org>"
+        good.close()
+        assert len(received(handler)) == 1
+        bad = adapter_for(sink, security=SmtpSecurity.starttls, username="dispatch", password="wrong",
+                          ca_file=ca_file)
+        with pytest.raises(TransientError, match="login .* refused: 535"):
+            bad.send("r@example.org", CONTENT, delivery_id=2)
+        untrusted = adapter_for(sink, security=SmtpSecurity.starttls, username="dispatch", password="s3cret")
+        with pytest.raises(TransientError, match="cannot connect.*CERTIFICATE_VERIFY_FAILED"):
+            untrusted.send("r@example.org", CONTENT, delivery_id=3)
+        plain = adapter_for(sink)  # the server requires STARTTLS first
+        with pytest.raises(TransientError):
+            plain.send("r@example.org", CONTENT, delivery_id=4)
+    finally:
+        sink.stop()
+    assert len(received(handler)) == 1
+
+
+def test_server_down_is_transient():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    adapter = SmtpAdapter(host="127.0.0.1", port=port, mail_from="news@example.org", timeout=2)
+    with pytest.raises(TransientError, match="cannot connect to SMTP server 127.0.0.1:.*refused"):
+        adapter.send("r@example.org", CONTENT, delivery_id=1)
+
+
+def test_refused_recipient_is_permanent_and_blames_the_address(server):
+    sink, handler = server
+    handler.refuse["gone@example.org"] = "550 5.1.1 <gone@example.org>: no such user"
+    handler.refuse["full@example.org"] = "452 4.2.2 mailbox full"
+    adapter = adapter_for(sink)
+    with pytest.raises(PermanentError) as caught:
+        adapter.send("gone@example.org", CONTENT, delivery_id=1)
+    assert caught.value.blames_recipient and "550" in str(caught.value)
+    with pytest.raises(TransientError, match="452"):
+        adapter.send("full@example.org", CONTENT, delivery_id=2)
+    # The connection survives refusals and carries on.
+    adapter.send("ok@example.org", CONTENT, delivery_id=3)
+    assert handler.connections == 1 and len(received(handler)) == 1
+
+
+@pytest.mark.parametrize("reply, error", [
+    ("451 4.3.0 try again later", TransientError),
+    ("421 4.3.2 shutting down", TransientError),
+    ("554 5.7.1 message refused", PermanentError),
+    (ScriptedHandler.DROP, TransientError),
+])
+def test_answers_at_end_of_data(server, reply, error):
+    sink, handler = server
+    handler.data_replies.append(reply)
+    adapter = adapter_for(sink)
+    with pytest.raises(error) as caught:
+        adapter.send("r@example.org", CONTENT, delivery_id=1)
+    if error is PermanentError:
+        assert not caught.value.blames_recipient
+    # Whatever happened, the next message goes through (reconnecting if needed).
+    adapter.send("r@example.org", CONTENT, delivery_id=2)
+    assert [m["Message-ID"] for m in received(handler)] == ["<delivery-2@example.org>"]
+
+
+def test_rate_limit_spaces_messages(server):
+    import time
+    sink, handler = server
+    adapter = adapter_for(sink, rate_limit=20)
+    started = time.monotonic()
+    for n in range(6):
+        adapter.send("r@example.org", CONTENT, delivery_id=n)
+    assert time.monotonic() - started >= 5 / 20
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(mail_from="not an address"), "mail_from"),
+    (dict(mail_from="x@example.org", username="u"), "both smtp_username and smtp_password"),
+    (dict(mail_from="x@example.org", ca_file="/no/such/ca.pem"), "does not exist"),
+])
+def test_bad_settings_fail_at_start(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SmtpAdapter(host="127.0.0.1", port=25, **kwargs)
