@@ -61,8 +61,8 @@ def plan(session: Session, subscriber_id: int, windows: Iterable[Window], *, now
     if not rows:
         return 0
     statement = _insert(session).values(rows).on_conflict_do_nothing(
-        index_elements=["subscriber_id", "window_key"])
-    return session.execute(statement).rowcount
+        index_elements=["subscriber_id", "window_key"]).returning(_table.c.id)
+    return len(session.execute(statement).all())  # RETURNING: rowcount is unreliable here
 
 
 def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE) -> list[Claimed]:

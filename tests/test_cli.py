@@ -195,8 +195,45 @@ def test_demo_from_a_clean_folder(run, tmp_path):
     assert "C0DEMOASIA" in out
     sitreps = json.loads(run("sitrep", "list", "--json").stdout)
     assert {s["status"] for s in sitreps} == {"approved"}
-    again = ok(run("demo")).stdout  # re-running is harmless
+    log = json.loads(ok(run("log", "--json")).stdout)
+    assert len(log) == 10 and {d["status"] for d in log} == {"sent"}
+    assert len(list((tmp_path / "demo-output" / "mail").glob("*.eml"))) == 8
+    assert len(list((tmp_path / "demo-output" / "slack").rglob("*.json"))) == 2
+    again = ok(run("demo")).stdout  # re-running is harmless: nothing is sent twice
     assert again.count("already there") >= 4 + 7
+    assert len(json.loads(run("log", "--json").stdout)) == 10
+
+
+def test_run_once_log_and_retry(run, tmp_path, monkeypatch):
+    from .servers import scripted_smtp
+
+    sink, handler = scripted_smtp(tmp_path / "mail")
+    handler.refuse["gone@example.org"] = "550 5.1.1 no such user"
+    monkeypatch.setenv("DISPATCH_SMTP_HOST", sink.host)
+    monkeypatch.setenv("DISPATCH_SMTP_PORT", str(sink.port))
+    try:
+        ok(run("sitrep", "import", FIXTURES / "standard.txt"))
+        ok(run("subscriber", "add", "ok@example.org", "--cadence", "immediate"))
+        ok(run("subscriber", "add", "gone@example.org", "--cadence", "immediate"))
+        ok(run("sitrep", "approve", "1"))
+        result = run("run", "--once")
+        assert result.exit_code == 1  # something failed
+        assert "sent" in result.stdout and "failed" in result.stdout and "550" in result.stdout
+        log = json.loads(ok(run("log", "--json")).stdout)
+        assert {(d["subscriber"], d["status"]) for d in log} == {("ok@example.org", "sent"),
+                                                                 ("gone@example.org", "failed")}
+        failed_id = next(d["id"] for d in log if d["status"] == "failed")
+        attempts = json.loads(ok(run("log", "--delivery", failed_id, "--json")).stdout)
+        assert [a["outcome"] for a in attempts] == ["failed"]
+        assert json.loads(ok(run("log", "--status", "sent", "--json")).stdout)[0]["subscriber"] == "ok@example.org"
+        del handler.refuse["gone@example.org"]
+        assert "requeued 1 delivery" in ok(run("retry", failed_id)).stdout
+        assert run("retry").exit_code == 2
+        ok(run("run", "--once"))
+        assert {d["status"] for d in json.loads(run("log", "--json").stdout)} == {"sent"}
+        assert sorted(to for to, _ in handler.received) == ["gone@example.org", "ok@example.org"]
+    finally:
+        sink.stop()
 
 
 SAMPLES = sorted((Path(__file__).parent.parent / "dispatch" / "samples").glob("*.txt"))

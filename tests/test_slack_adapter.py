@@ -57,6 +57,15 @@ def test_repeated_429_becomes_transient_with_retry_after(sink):
     assert sink.posts == []
 
 
+def test_long_retry_after_is_not_waited_out_in_place(sink):
+    sink.fail_next(429, retry_after=600)
+    started = time.monotonic()
+    with pytest.raises(TransientError) as caught:
+        adapter(sink).send("C0123ABCD", content(), delivery_id=1)
+    assert caught.value.retry_after == 600 and time.monotonic() - started < 5
+    assert sink.requests == 1
+
+
 def test_server_errors_are_retried_then_transient(sink):
     sink.fail_next(500, error="internal_error", times=3)
     with pytest.raises(TransientError, match="server error"):

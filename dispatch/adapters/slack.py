@@ -33,8 +33,21 @@ RECIPIENT_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "inval
                     "no_service", "invalid_token", "action_prohibited", "no_active_hooks"}
 
 
+# A short Retry-After is waited out in place; a longer one goes back to the
+# ledger, so a sender thread is never parked for minutes.
+MAX_INLINE_WAIT = 5.0
+
+
+class ShortRateLimitRetryHandler(RateLimitErrorRetryHandler):
+    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        if not super()._can_retry(state=state, request=request, response=response, error=error):
+            return False
+        wait = _retry_after(response.headers)
+        return wait is None or wait <= MAX_INLINE_WAIT
+
+
 def _retry_handlers():
-    return [ConnectionErrorRetryHandler(max_retry_count=2), RateLimitErrorRetryHandler(max_retry_count=1),
+    return [ConnectionErrorRetryHandler(max_retry_count=2), ShortRateLimitRetryHandler(max_retry_count=1),
             ServerErrorRetryHandler(max_retry_count=2)]
 
 

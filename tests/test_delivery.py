@@ -1,0 +1,247 @@
+"""End to end over real loopback servers: plan, render, send, record.
+Every fault ends with each delivery sent once, or pending/failed with its
+reason; none lost, none sent twice. On SQLite and on PostgreSQL."""
+
+import email
+import email.policy
+import json
+import socket
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from pydantic import SecretStr
+from sqlmodel import select
+
+from dispatch import db, sitreps, subscribers
+from dispatch.config import Settings
+from dispatch.models import Delivery, DeliveryAttempt, Subscriber, SubscriberKind, SubscriberStatus
+from dispatch.scheduler import Runner
+from dispatch.sink import SlackSink
+from dispatch.sitrep_text import parse
+from dispatch.subscribers import Preferences
+
+from .conftest import FIXTURES
+from .servers import scripted_smtp
+
+TOKEN = "xoxb-test"
+APPROVED = datetime(2026, 11, 26, 15, tzinfo=timezone.utc)
+MORNING = datetime(2026, 11, 27, 9, tzinfo=timezone.utc)  # after every 07:00 UTC window
+
+
+class Clock:
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def smtp(tmp_path):
+    sink, handler = scripted_smtp(tmp_path / "mail")
+    yield sink, handler
+    sink.stop()
+
+
+@pytest.fixture
+def slack(tmp_path):
+    sink = SlackSink(tmp_path / "slack", token=TOKEN, missing_channels=("C0GONE01",)).start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def settings(database_url, smtp, slack):
+    return Settings(database_url=database_url, smtp_host=smtp[0].host, smtp_port=smtp[0].port,
+                    mail_from="Briefings <news@example.org>", slack_base_url=slack.base_url,
+                    slack_bot_token=SecretStr(TOKEN), slack_min_interval=0, secret_key=SecretStr("k"),
+                    public_url="https://news.example.org/", sender_threads=2, batch_size=3, bounce_limit=2)
+
+
+@pytest.fixture
+def clock():
+    return Clock(MORNING)
+
+
+@pytest.fixture
+def runner(settings, engine, clock):
+    r = Runner(settings, engine, clock=clock)
+    yield r
+    r.close()
+
+
+def setup_readers(engine, readers):
+    """Import and approve the standard fixture; readers are (kind, address, prefs)."""
+    with db.session_scope(engine) as session:
+        result = sitreps.import_parsed(session, parse((FIXTURES / "standard.txt").read_text()), actor="ed")
+        for kind, address, prefs in readers:
+            s = subscribers.add_subscriber(session, address, kind=kind, prefs=prefs)
+            s.created_at = APPROVED - timedelta(days=3)
+        sitreps.approve_sitrep(session, result.sitrep.id, by="chief", at=APPROVED)
+        return result.sitrep.id
+
+
+def email_reader(address, **prefs):
+    return (SubscriberKind.email, address, Preferences(**prefs))
+
+
+def deliveries(engine):
+    with db.session_scope(engine) as session:
+        return {s.address: d for d, s in session.exec(
+            select(Delivery, Subscriber).join(Subscriber, Subscriber.id == Delivery.subscriber_id)).all()}
+
+
+def messages(handler):
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+            for p in sorted(handler.folder.glob("*.eml"))]
+
+
+def test_every_reader_gets_one_digest_and_a_second_run_sends_nothing(engine, runner, smtp, slack, clock):
+    _, handler = smtp
+    setup_readers(engine, [
+        email_reader("html@example.org", name="Html Reader", regions=["europe-eurasia"]),
+        email_reader("text@example.org", format="text"),
+        email_reader("follows@example.org", analysts=["Samir Haddad"]),
+        email_reader("americas@example.org", regions=["americas"]),  # nothing for them
+        (SubscriberKind.slack, "C0DESK01", Preferences()),
+        (SubscriberKind.slack, slack.webhook_url("ops"), Preferences(cadence="immediate")),
+    ])
+    summary = runner.run_once()
+    assert summary.by_status == {"sent": 5}
+    assert summary.failed == 0
+    got = messages(handler)
+    assert sorted(m["To"] for m in got) == ["follows@example.org", "html@example.org", "text@example.org"]
+    by_to = {m["To"]: m for m in got}
+    assert by_to["html@example.org"].get_content_type() == "multipart/alternative"
+    assert by_to["text@example.org"].get_content_type() == "text/plain"
+    assert by_to["html@example.org"]["Subject"] == "Port Strike Halts Grain Shipments from Odesa"
+    assert "Hello Html Reader," in by_to["html@example.org"].get_payload()[0].get_content()
+    follows_html = by_to["follows@example.org"].get_payload()[1].get_content()
+    assert follows_html.index("Samir Haddad") < follows_html.index("Dana Whitfield")  # followed analyst first
+    rows = deliveries(engine)
+    assert {a: d.status.value for a, d in rows.items()} == {
+        "html@example.org": "sent", "text@example.org": "sent", "follows@example.org": "sent",
+        "C0DESK01": "sent", slack.webhook_url("ops"): "sent"}
+    assert rows["html@example.org"].receipt == by_to["html@example.org"]["Message-ID"]
+    assert json.loads(rows["C0DESK01"].receipt)["channel"] == "C0DESK01"
+    assert [p["channel"] for p in slack.posts if p["via"] == "api"] == ["C0DESK01"]
+    # The same morning again, and a later hour: nothing planned twice, nothing sent twice.
+    assert runner.run_once().outcomes == []
+    clock.now += timedelta(hours=3)
+    assert runner.run_once().outcomes == []
+    assert len(messages(handler)) == 3 and len(slack.posts) == 2
+
+
+def test_smtp_down_then_back(engine, settings, clock, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    setup_readers(engine, [email_reader("r@example.org")])
+    down = Runner(settings.model_copy(update={"smtp_port": dead_port}), engine, clock=clock)
+    summary = down.run_once()
+    assert summary.by_status == {"pending": 1}
+    (d,) = deliveries(engine).values()
+    assert d.attempts == 1 and "connection refused" in d.last_error and d.next_attempt_at > clock.now
+    # Nothing is due until the backoff has passed.
+    assert down.run_once().outcomes == []
+    sink, handler = scripted_smtp(tmp_path / "later", port=dead_port)
+    try:
+        clock.now += timedelta(hours=3)
+        assert down.run_once().by_status == {"sent": 1}
+    finally:
+        down.close()
+        sink.stop()
+    assert len(messages(handler)) == 1
+    with db.session_scope(engine) as session:
+        outcomes = [a.outcome for a in session.exec(select(DeliveryAttempt).order_by(DeliveryAttempt.id))]
+    assert outcomes == ["retry", "sent"]
+
+
+def test_refused_recipients_bounce_and_greylisting_is_retried(engine, runner, smtp, clock):
+    _, handler = smtp
+    handler.refuse["gone@example.org"] = "550 5.1.1 no such user"
+    handler.data_replies.append("451 4.7.1 greylisted, try again later")
+    setup_readers(engine, [email_reader("gone@example.org"), email_reader("grey@example.org")])
+    summary = runner.run_once()
+    assert sorted(summary.by_status.items()) == [("failed", 1), ("pending", 1)]
+    rows = deliveries(engine)
+    assert rows["gone@example.org"].status.value == "failed" and "550" in rows["gone@example.org"].last_error
+    assert rows["grey@example.org"].status.value == "pending" and "451" in rows["grey@example.org"].last_error
+    with db.session_scope(engine) as session:
+        gone = subscribers.get(session, "gone@example.org")
+        assert (gone.bounce_count, gone.status) == (1, SubscriberStatus.active)
+    clock.now += timedelta(hours=3)
+    assert runner.run_once().by_status == {"sent": 1}
+    assert [m["To"] for m in messages(handler)] == ["grey@example.org"]
+    # A second hard bounce (bounce_limit=2) marks the address bounced.
+    with db.session_scope(engine) as session:
+        result = sitreps.import_parsed(session, parse((FIXTURES / "unquoted_several.txt").read_text()), actor="ed")
+        sitreps.approve_sitrep(session, result.sitrep.id, by="chief", at=clock.now)
+    clock.now += timedelta(days=1)
+    runner.run_once()
+    with db.session_scope(engine) as session:
+        gone = subscribers.get(session, "gone@example.org")
+        assert gone.status == SubscriberStatus.bounced and "550" in gone.status_reason
+
+
+def test_slack_rate_limit_server_error_and_missing_channel(engine, runner, slack, clock):
+    setup_readers(engine, [(SubscriberKind.slack, "C0BUSY01", Preferences()),
+                           (SubscriberKind.slack, "C0GONE01", Preferences())])
+    slack.fail_next(429, retry_after=120)  # too long to wait in place: back to the ledger
+    summary = runner.run_once()
+    rows = deliveries(engine)
+    busy, gone = rows["C0BUSY01"], rows["C0GONE01"]
+    assert busy.status.value == "pending" and "rate limit" in busy.last_error
+    assert busy.next_attempt_at >= clock.now + timedelta(seconds=120)  # Retry-After honoured
+    assert gone.status.value == "failed" and "channel_not_found" in gone.last_error
+    with db.session_scope(engine) as session:
+        channel = subscribers.get(session, "C0GONE01")
+        assert channel.status == SubscriberStatus.disabled and "channel_not_found" in channel.status_reason
+    assert summary.failed == 1
+    clock.now += timedelta(minutes=3)
+    slack.fail_next(500, error="internal_error", times=3)
+    assert runner.run_once().by_status == {"pending": 1}
+    clock.now += timedelta(hours=3)
+    assert runner.run_once().by_status == {"sent": 1}
+    assert [p["channel"] for p in slack.posts] == ["C0BUSY01"]
+
+
+def test_changes_between_planning_and_sending(engine, runner, smtp):
+    _, handler = smtp
+    sitrep_id = setup_readers(engine, [email_reader("stays@example.org"), email_reader("leaves@example.org"),
+                                       email_reader("broken@example.org")])
+    runner.plan()
+    with db.session_scope(engine) as session:
+        subscribers.edit_subscriber(session, "leaves@example.org", Preferences(), status=SubscriberStatus.unsubscribed)
+        subscribers.get(session, "broken@example.org").address = "broken@@example"
+        corrected = parse((FIXTURES / "standard.txt").read_text().replace("about a dozen", "fourteen"))
+        sitreps.edit_sitrep(session, sitrep_id, by="chief", content=corrected)
+    summary = runner.drain()
+    assert sorted(o.status for o in summary) == ["sent", "skipped", "skipped"]
+    rows = deliveries(engine)
+    assert rows["leaves@example.org"].last_error == "the subscriber is unsubscribed"
+    assert rows["broken@@example"].last_error.startswith("the address is not valid any more")
+    (sent,) = messages(handler)
+    assert "fourteen grain carriers" in sent.get_payload()[0].get_content()  # rendered at send time
+
+
+def test_withdrawn_before_sending_is_skipped(engine, runner, smtp):
+    sitrep_id = setup_readers(engine, [email_reader("r@example.org")])
+    runner.plan()
+    with db.session_scope(engine) as session:
+        sitreps.withdraw_sitrep(session, sitrep_id, by="chief", reason="wrong")
+    (outcome,) = runner.drain()
+    assert (outcome.status, outcome.detail) == ("skipped", "every SITREP in it was withdrawn")
+    assert messages(smtp[1]) == []
+
+
+def test_immediate_readers_get_each_approval_once(engine, runner, smtp, clock):
+    _, handler = smtp
+    sitrep_id = setup_readers(engine, [email_reader("now@example.org", cadence="immediate")])
+    assert runner.run_once().by_status == {"sent": 1}
+    assert runner.run_once().outcomes == []
+    with db.session_scope(engine) as session:  # withdrawn and approved again: a new approval, sent again
+        sitreps.withdraw_sitrep(session, sitrep_id, by="chief")
+        sitreps.approve_sitrep(session, sitrep_id, by="chief", at=clock.now)
+    assert runner.run_once().by_status == {"sent": 1}
+    assert len(messages(handler)) == 2

@@ -1,0 +1,152 @@
+"""The ledger's state machine, on SQLite and PostgreSQL."""
+
+import random
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlmodel import select
+
+from dispatch import db, ledger
+from dispatch.digest import Window
+from dispatch.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscriber
+from dispatch.retry import RetryPolicy
+
+T0 = datetime(2026, 11, 27, 7, tzinfo=timezone.utc)
+
+
+def window(key, ids=(1,)):
+    return Window(key=key, start=T0, end=T0, sitrep_ids=tuple(ids))
+
+
+@pytest.fixture
+def subscriber_id(engine):
+    with db.session_scope(engine) as session:
+        s = Subscriber(address="r@example.org")
+        session.add(s)
+        session.flush()
+        return s.id
+
+
+def statuses(engine):
+    with db.session_scope(engine) as session:
+        return {d.window_key: d.status.value for d in session.exec(select(Delivery)).all()}
+
+
+def attempt_outcomes(engine):
+    with db.session_scope(engine) as session:
+        return [a.outcome for a in session.exec(select(DeliveryAttempt).order_by(DeliveryAttempt.id)).all()]
+
+
+def test_planning_twice_inserts_nothing_new(engine, subscriber_id):
+    with db.session_scope(engine) as session:
+        assert ledger.plan(session, subscriber_id, [window("a"), window("b")], now=T0) == 2
+    with db.session_scope(engine) as session:
+        assert ledger.plan(session, subscriber_id, [window("a"), window("b"), window("c")], now=T0) == 1
+    assert statuses(engine) == {"a": "pending", "b": "pending", "c": "pending"}
+
+
+def test_claim_lease_and_finish(engine, subscriber_id):
+    with db.session_scope(engine) as session:
+        ledger.plan(session, subscriber_id, [window("a", (3, 4)), window("b"), window("c")], now=T0)
+    with db.session_scope(engine) as session:
+        claimed = ledger.claim(session, now=T0, limit=2)
+    assert [(c.window_key, c.sitrep_ids, c.attempts) for c in claimed] == [("a", (3, 4), 1), ("b", (1,), 1)]
+    with db.session_scope(engine) as session:
+        assert ledger.claim(session, now=T0, limit=5)[0].window_key == "c"  # claimed rows are not handed out twice
+        assert ledger.claim(session, now=T0, limit=5) == []
+    with db.session_scope(engine) as session:
+        assert ledger.mark_sent(session, claimed[0], receipt="<m1@x>", now=T0)
+        ledger.mark_skipped(session, claimed[1], reason="withdrawn", now=T0)
+    assert statuses(engine) == {"a": "sent", "b": "skipped", "c": "sending"}
+    assert attempt_outcomes(engine) == ["sent", "skipped"]
+
+
+def test_retry_backs_off_then_fails_when_exhausted(engine, subscriber_id):
+    policy = RetryPolicy(max_attempts=2, base=timedelta(minutes=1))
+    with db.session_scope(engine) as session:
+        ledger.plan(session, subscriber_id, [window("a")], now=T0)
+    with db.session_scope(engine) as session:
+        (c,) = ledger.claim(session, now=T0, limit=1)
+        status = ledger.mark_retry(session, c, error="451 later", now=T0, policy=policy, retry_after=90,
+                                   rng=random.Random(1))
+    assert status == DeliveryStatus.pending
+    with db.session_scope(engine) as session:
+        assert ledger.claim(session, now=T0 + timedelta(seconds=89), limit=1) == []  # Retry-After honoured
+        (c,) = ledger.claim(session, now=T0 + timedelta(seconds=90), limit=1)
+        assert c.attempts == 2
+        assert ledger.mark_retry(session, c, error="451 again", now=T0, policy=policy) == DeliveryStatus.failed
+    with db.session_scope(engine) as session:
+        d = session.exec(select(Delivery)).one()
+        assert (d.status, d.last_error) == (DeliveryStatus.failed, "451 again")
+    assert attempt_outcomes(engine) == ["retry", "failed"]
+
+
+def test_expired_lease_is_reclaimed_and_the_old_claim_cannot_finish(engine, subscriber_id):
+    with db.session_scope(engine) as session:
+        ledger.plan(session, subscriber_id, [window("a")], now=T0)
+    with db.session_scope(engine) as session:
+        (stale,) = ledger.claim(session, now=T0, limit=1, lease=timedelta(minutes=5))
+    with db.session_scope(engine) as session:
+        assert ledger.reclaim_expired(session, now=T0 + timedelta(minutes=4)) == 0
+        assert ledger.reclaim_expired(session, now=T0 + timedelta(minutes=6)) == 1
+    with db.session_scope(engine) as session:
+        (fresh,) = ledger.claim(session, now=T0 + timedelta(minutes=6), limit=1)
+        assert fresh.attempts == 2
+    with db.session_scope(engine) as session:
+        ledger.mark_retry(session, stale, error="late", now=T0, policy=RetryPolicy())
+    with db.session_scope(engine) as session:  # the stale retry did not put the row back in the queue
+        assert session.exec(select(Delivery)).one().status == DeliveryStatus.sending
+        assert ledger.mark_sent(session, fresh, receipt="<m@x>", now=T0)
+    with db.session_scope(engine) as session:
+        assert not ledger.mark_sent(session, stale, receipt="<dup@x>", now=T0)  # the stale claim changes nothing
+    with db.session_scope(engine) as session:
+        d = session.exec(select(Delivery)).one()
+        assert (d.status, d.receipt) == (DeliveryStatus.sent, "<m@x>")
+    outcomes = attempt_outcomes(engine)
+    assert outcomes == ["reclaimed", "retry", "sent", "sent"]  # every report is kept in the log
+
+
+def test_release_gives_back_the_attempt(engine, subscriber_id):
+    with db.session_scope(engine) as session:
+        ledger.plan(session, subscriber_id, [window("a"), window("b")], now=T0)
+    with db.session_scope(engine) as session:
+        claimed = ledger.claim(session, now=T0, limit=2)
+        ledger.release(session, claimed, now=T0)
+    with db.session_scope(engine) as session:
+        rows = session.exec(select(Delivery)).all()
+        assert {(d.status, d.attempts) for d in rows} == {(DeliveryStatus.pending, 0)}
+
+
+def test_retry_failed_requeues(engine, subscriber_id):
+    with db.session_scope(engine) as session:
+        ledger.plan(session, subscriber_id, [window("a"), window("b")], now=T0)
+    with db.session_scope(engine) as session:
+        for c in ledger.claim(session, now=T0, limit=2):
+            ledger.mark_failed(session, c, error="550 no such user", now=T0)
+    with db.session_scope(engine) as session:
+        assert len(ledger.retry_failed(session, now=T0)) == 2
+    assert set(statuses(engine).values()) == {"pending"}
+
+
+def test_concurrent_claims_never_share_a_row(engine, subscriber_id):
+    with db.session_scope(engine) as session:
+        ledger.plan(session, subscriber_id, [window(f"w{n}") for n in range(200)], now=T0)
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with db.session_scope(engine) as session:
+                claimed = ledger.claim(session, now=T0, limit=7)
+            if not claimed:
+                return
+            with lock:
+                taken.extend(c.id for c in claimed)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(taken) == len(set(taken)) == 200
