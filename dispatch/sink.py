@@ -75,6 +75,7 @@ class SmtpSink:
             kwargs.update(tls_context=tls_context, require_starttls=require_starttls)
         # An explicit IPv4 host: hostname=None would bind ::1 only.
         self.controller = Controller(self.handler, hostname=host, port=port or _free_port(host), **kwargs)
+        self._running = False
 
     @property
     def host(self) -> str:
@@ -86,10 +87,13 @@ class SmtpSink:
 
     def start(self) -> SmtpSink:
         self.controller.start()
+        self._running = True
         return self
 
     def stop(self) -> None:
-        self.controller.stop()
+        if self._running:  # stopping twice is harmless
+            self.controller.stop()
+            self._running = False
 
 
 def _free_port(host: str) -> int:

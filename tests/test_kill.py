@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlmodel import select
 
 from dispatch import bootstrap, db, sitreps, subscribers
@@ -24,20 +25,30 @@ from .servers import scripted_smtp
 READERS = 40
 
 
-def test_sigkill_mid_batch_then_resume(tmp_path, sqlite_url):
+@pytest.fixture
+def setup(tmp_path, sqlite_url):
+    """READERS immediate readers and one approved SITREP; a slow SMTP sink;
+    the environment for a `dispatch run` child with one sender thread."""
     sink, handler = scripted_smtp(tmp_path / "mail")
     handler.delay = 0.05
     engine = db.create_engine(sqlite_url)
     bootstrap.init_database(engine)
     with db.session_scope(engine) as session:
+        result = sitreps.import_parsed(session, parse((FIXTURES / "standard.txt").read_text()), actor="ed")
         for n in range(READERS):
             s = subscribers.add_subscriber(session, f"reader{n}@example.org", prefs=Preferences(cadence="immediate"))
             s.created_at = datetime.now(timezone.utc) - timedelta(days=1)
-        result = sitreps.import_parsed(session, parse((FIXTURES / "standard.txt").read_text()), actor="ed")
         sitreps.approve_sitrep(session, result.sitrep.id, by="ed")
     env = {**os.environ, "DISPATCH_DATABASE_URL": sqlite_url, "DISPATCH_SMTP_HOST": sink.host,
            "DISPATCH_SMTP_PORT": str(sink.port), "DISPATCH_MAIL_FROM": "news@example.org",
            "DISPATCH_SENDER_THREADS": "1", "DISPATCH_BATCH_SIZE": "10", "DISPATCH_PLAN_INTERVAL": "1"}
+    yield engine, sink, handler, env
+    sink.stop()
+    engine.dispose()
+
+
+def test_sigkill_mid_batch_then_resume(tmp_path, setup):
+    engine, sink, handler, env = setup
     child = subprocess.Popen([sys.executable, "-m", "dispatch", "run"], env=env, cwd=tmp_path,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -75,3 +86,29 @@ def test_sigkill_mid_batch_then_resume(tmp_path, sqlite_url):
     assert doubled <= {f"<delivery-{i}@example.org>" for i in in_flight}  # only what was in flight
     assert len(doubled) <= 1  # one sender thread: at most the one message on the wire
     assert {mid for d in rows if d.id in sent_before for mid in [d.receipt]}.isdisjoint(doubled)
+
+
+def test_sigterm_finishes_the_message_in_flight_and_releases_the_rest(tmp_path, setup):
+    engine, sink, handler, env = setup
+    child = subprocess.Popen([sys.executable, "-m", "dispatch", "run"], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(handler.received) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGTERM)
+    try:
+        stderr = child.communicate(timeout=30)[1]
+    finally:
+        if child.poll() is None:
+            child.kill()
+    sink.stop()
+    assert child.returncode == 0, stderr
+    assert "stopped cleanly" in stderr
+    with db.session_scope(engine) as session:
+        rows = session.exec(select(Delivery)).all()
+    assert DeliveryStatus.sending not in {d.status for d in rows}  # nothing left half-recorded
+    sent = {d.receipt for d in rows if d.status == DeliveryStatus.sent}
+    assert sent == {mid for _, mid in handler.received}  # what arrived is exactly what is recorded
+    assert 5 <= len(sent) < READERS
+    log_lines = [line for line in stderr.splitlines() if "outcome=sent" in line]
+    assert len(log_lines) == len(sent) and "channel=email" in log_lines[0] and "receipt=<delivery-" in log_lines[0]
