@@ -1,0 +1,63 @@
+"""Planning against the database: cursors, cheap idle ticks, settle time."""
+
+from datetime import datetime, timedelta, timezone
+
+from sqlmodel import select
+
+from dispatch import db, planner, sitreps, subscribers
+from dispatch.models import Delivery, Sitrep
+from dispatch.sitrep_text import parse
+from dispatch.subscribers import Preferences
+
+from .conftest import FIXTURES
+
+APPROVED = datetime(2026, 11, 26, 15, tzinfo=timezone.utc)
+WINDOW_END = datetime(2026, 11, 27, 7, tzinfo=timezone.utc)
+
+
+def seed(engine, readers):
+    with db.session_scope(engine) as session:
+        result = sitreps.import_parsed(session, parse((FIXTURES / "standard.txt").read_text()), actor="ed")
+        for address, prefs in readers:
+            s = subscribers.add_subscriber(session, address, prefs=prefs)
+            s.created_at = APPROVED - timedelta(days=2)
+        sitreps.approve_sitrep(session, result.sitrep.id, by="ed", at=APPROVED)
+
+
+def delivery_keys(engine):
+    with db.session_scope(engine) as session:
+        return sorted(d.window_key for d in session.exec(select(Delivery)).all())
+
+
+def test_windows_are_planned_after_they_settle_and_then_idle_ticks_read_nobody(engine):
+    seed(engine, [("a@example.org", Preferences()), ("b@example.org", Preferences(send_at="09:00"))])
+    early = planner.plan_due(engine, now=WINDOW_END + timedelta(seconds=30))
+    assert early.deliveries_planned == 0  # 07:00 has not settled yet
+    report = planner.plan_due(engine, now=WINDOW_END + planner.SETTLE + timedelta(seconds=1))
+    assert report.deliveries_planned == 1 and delivery_keys(engine) == ["daily:2026-11-27"]
+    idle = planner.plan_due(engine, now=WINDOW_END + timedelta(minutes=5))
+    assert (idle.subscribers_checked, idle.deliveries_planned) == (0, 0)  # nobody is due: nobody is read
+    with db.session_scope(engine) as session:
+        a = subscribers.get(session, "a@example.org")
+        assert a.planned_through == WINDOW_END and a.next_due_at == WINDOW_END + timedelta(days=1)
+
+
+def test_changing_the_schedule_makes_the_planner_look_again(engine):
+    seed(engine, [("a@example.org", Preferences())])
+    planner.plan_due(engine, now=WINDOW_END + timedelta(minutes=5))
+    with db.session_scope(engine) as session:
+        subscribers.edit_subscriber(session, "a@example.org", Preferences(send_at="08:00"))
+    report = planner.plan_due(engine, now=WINDOW_END + timedelta(minutes=6))
+    assert report.subscribers_checked == 1 and report.deliveries_planned == 0  # already got today's
+
+
+def test_immediate_fan_out_happens_once_per_approval(engine):
+    seed(engine, [("now@example.org", Preferences(cadence="immediate")),
+                  ("later@example.org", Preferences(cadence="immediate", regions=["americas"]))])
+    first = planner.plan_due(engine, now=APPROVED + timedelta(minutes=1))
+    assert (first.sitreps_fanned_out, first.deliveries_planned) == (1, 1)
+    again = planner.plan_due(engine, now=APPROVED + timedelta(minutes=2))
+    assert (again.sitreps_fanned_out, again.subscribers_checked, again.deliveries_planned) == (0, 0, 0)
+    with db.session_scope(engine) as session:
+        assert session.exec(select(Sitrep)).one().immediate_planned_at == APPROVED + timedelta(minutes=1)
+    assert delivery_keys(engine) == ["sitrep:1@20261126T150000Z"]
