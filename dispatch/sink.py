@@ -63,7 +63,8 @@ class PasswordAuthenticator:
 
 class SmtpSink:
     def __init__(self, folder: Path, *, host: str = "127.0.0.1", port: int = 0, handler=None,
-                 auth: tuple[str, str] | None = None, tls_context=None, require_starttls: bool = False):
+                 auth: tuple[str, str] | None = None, tls_context=None, require_starttls: bool = False,
+                 implicit_tls_context=None):
         self.handler = handler or MailFolderHandler(folder)
         kwargs = {}
         if auth:
@@ -73,6 +74,8 @@ class SmtpSink:
             kwargs.update(auth_require_tls=False)
         if tls_context is not None:
             kwargs.update(tls_context=tls_context, require_starttls=require_starttls)
+        if implicit_tls_context is not None:  # TLS from the first byte (port 465 style)
+            kwargs.update(ssl_context=implicit_tls_context, auth_require_tls=False)
         # An explicit IPv4 host: hostname=None would bind ::1 only.
         self.controller = Controller(self.handler, hostname=host, port=port or _free_port(host), **kwargs)
         self._running = False

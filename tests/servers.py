@@ -4,8 +4,11 @@ whose answers a test can script, and the Slack sink."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from pathlib import Path
+
+import trustme
 
 from dispatch.sink import MailFolderHandler, SmtpSink
 
@@ -54,3 +57,13 @@ class ScriptedHandler(MailFolderHandler):
 def scripted_smtp(folder: Path, **kwargs) -> tuple[SmtpSink, ScriptedHandler]:
     handler = ScriptedHandler(folder)
     return SmtpSink(folder, handler=handler, **kwargs).start(), handler
+
+
+def tls_files(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context and the CA file a client must trust for it."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return context, ca_file

@@ -21,7 +21,7 @@ from dispatch.sitrep_text import parse
 from dispatch.subscribers import Preferences
 
 from .conftest import FIXTURES
-from .servers import scripted_smtp
+from .servers import scripted_smtp, tls_files
 
 TOKEN = "xoxb-test"
 APPROVED = datetime(2026, 11, 26, 15, tzinfo=timezone.utc)
@@ -130,6 +130,25 @@ def test_every_reader_gets_one_digest_and_a_second_run_sends_nothing(engine, run
     clock.now += timedelta(hours=3)
     assert runner.run_once().outcomes == []
     assert len(messages(handler)) == 3 and len(slack.posts) == 2
+
+
+def test_through_a_relay_with_starttls_and_auth(engine, settings, clock, tmp_path):
+    from dispatch.config import SmtpSecurity
+
+    context, ca_file = tls_files(tmp_path)
+    sink, handler = scripted_smtp(tmp_path / "relay", auth=("dispatch", "s3cret"), tls_context=context,
+                                  require_starttls=True)
+    relay = settings.model_copy(update={
+        "smtp_port": sink.port, "smtp_security": SmtpSecurity.starttls, "smtp_username": "dispatch",
+        "smtp_password": SecretStr("s3cret"), "smtp_ca_file": ca_file})
+    setup_readers(engine, [email_reader("a@example.org"), email_reader("b@example.org", format="text")])
+    runner = Runner(relay, engine, clock=clock)
+    try:
+        assert runner.run_once().by_status == {"sent": 2}
+    finally:
+        runner.close()
+        sink.stop()
+    assert sorted(m["To"] for m in messages(handler)) == ["a@example.org", "b@example.org"]
 
 
 def test_smtp_down_then_back(engine, settings, clock, tmp_path):

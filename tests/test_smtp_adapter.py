@@ -3,17 +3,15 @@
 import email
 import email.policy
 import socket
-import ssl
 
 import pytest
-import trustme
 
 from dispatch.adapters.smtp import SmtpAdapter
 from dispatch.config import SmtpSecurity
 from dispatch.errors import PermanentError, TransientError
 from dispatch.render import EmailContent
 
-from .servers import ScriptedHandler, scripted_smtp
+from .servers import ScriptedHandler, scripted_smtp, tls_files
 
 CONTENT = EmailContent(subject="Ports reopen", text="Ships are moving.\n", html="<p>Ships are moving.</p>",
                        preferences_url="https://x.example/preferences/t", unsubscribe_url="https://x.example/unsubscribe/t")
@@ -50,13 +48,21 @@ def test_messages_go_over_one_persistent_connection(server):
     assert messages[0]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
+def test_implicit_tls_with_auth(tmp_path):
+    context, ca_file = tls_files(tmp_path)
+    sink, handler = scripted_smtp(tmp_path / "mail", auth=("dispatch", "s3cret"), implicit_tls_context=context)
+    try:
+        adapter = adapter_for(sink, security=SmtpSecurity.ssl, username="dispatch", password="s3cret",
+                              ca_file=ca_file)
+        adapter.send("r@example.org", CONTENT, delivery_id=1)
+        adapter.close()
+    finally:
+        sink.stop()
+    assert [m["To"] for m in received(handler)] == ["r@example.org"]
+
+
 def test_starttls_and_auth(tmp_path):
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    context, ca_file = tls_files(tmp_path)
     sink, handler = scripted_smtp(tmp_path / "mail", auth=("dispatch", "s3cret"), tls_context=context,
                                   require_starttls=True)
     try:
