@@ -41,6 +41,8 @@ class Settings(BaseSettings):
         "sqlite:///subscribers.db",
         description="SQLAlchemy URL; postgresql+psycopg://user@host/db for PostgreSQL",
     )
+    db_pool_size: int = Field(5, ge=1, le=100, description="connections per process (PostgreSQL)")
+    db_statement_timeout: float = Field(30, ge=0, description="seconds; 0: none (PostgreSQL)")
     smtp_host: str = "localhost"
     smtp_port: int = Field(25, ge=1, le=65535)
     smtp_security: SmtpSecurity = SmtpSecurity.none

@@ -41,11 +41,19 @@ def normalise_url(url: str) -> sa.URL:
     return parsed
 
 
-def create_engine(url: str, *, pool_size: int = 5) -> Engine:
+def create_engine(url: str, *, pool_size: int = 5, statement_timeout: float = 0, **kwargs) -> Engine:
+    """``statement_timeout`` (seconds, PostgreSQL only) stops a statement
+    stuck behind a lock instead of hanging a worker; 0 means none."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    return sa.create_engine(parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
+    connect_args = {}
+    if statement_timeout and parsed.get_backend_name() == "postgresql":
+        connect_args["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
+    # pre_ping: a pooled connection cut by a restart or pg_terminate_backend is
+    # replaced before use instead of failing the next job.
+    return sa.create_engine(parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size,
+                            connect_args=connect_args, **kwargs)
 
 
 def _sqlite_engine(url: sa.URL) -> Engine:

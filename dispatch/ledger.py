@@ -65,7 +65,8 @@ def plan(session: Session, subscriber_id: int, windows: Iterable[Window], *, now
     return len(session.execute(statement).all())  # RETURNING: rowcount is unreliable here
 
 
-def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE) -> list[Claimed]:
+def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE,
+          worker_id: int | None = None) -> list[Claimed]:
     due = (
         select(Delivery.id)
         .where(Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= now)
@@ -76,7 +77,8 @@ def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEF
     statement = (
         sa.update(_table)
         .where(_table.c.id.in_(due.scalar_subquery()))
-        .values(status=DeliveryStatus.sending.value, lease_until=now + lease, attempts=_table.c.attempts + 1)
+        .values(status=DeliveryStatus.sending.value, lease_until=now + lease, attempts=_table.c.attempts + 1,
+                claimed_by=worker_id)
         .returning(_table.c.id, _table.c.subscriber_id, _table.c.window_key, _table.c.sitrep_ids,
                    _table.c.attempts, _table.c.receipt)
     )

@@ -243,6 +243,7 @@ class Delivery(SQLModel, table=True):
     lease_until: datetime | None = Field(default=None, sa_column=_utc())
     last_error: str | None = Field(default=None, sa_column=Column(sa.Text))
     receipt: str | None = Field(default=None, max_length=500)
+    claimed_by: int | None = None  # the Worker that holds (or last held) the lease
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     sent_at: datetime | None = Field(default=None, sa_column=_utc())
 
@@ -256,6 +257,17 @@ class DeliveryAttempt(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     outcome: str = Field(max_length=32)
     detail: str = Field(default="", sa_column=Column(sa.Text, nullable=False))
+
+
+class Worker(SQLModel, table=True):
+    """A running `dispatch run` process, kept alive by its heartbeat."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)  # host:pid
+    role: str = Field(max_length=16)  # all | planner | sender
+    started_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    heartbeat_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    leader: bool = False  # holds the planner lock
 
 
 class StoredSetting(SQLModel, table=True):

@@ -26,7 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
-from dispatch import db, ledger, planner
+from dispatch import coordination, db, ledger, planner
 from dispatch.adapters.slack import SlackAdapter
 from dispatch.adapters.smtp import SmtpAdapter
 from dispatch.compose import Composer
@@ -73,13 +73,21 @@ class RunSummary:
         return self.by_status["failed"]
 
 
+ROLES = ("all", "planner", "sender")
+
+
 class Runner:
     def __init__(self, settings: Settings, engine: Engine, *, clock: Callable[[], datetime] = utcnow,
-                 channels: dict | None = None):
+                 channels: dict | None = None, role: str = "all"):
+        if role not in ROLES:
+            raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
         self.settings = settings
         self.engine = engine
         self.clock = clock
+        self.role = role
         self.stop = threading.Event()
+        self.lock = coordination.PlannerLock(engine)
+        self.worker_id: int | None = None
         self.channels = channels or build_channels(settings)
         self.sender = Sender(engine, composer=Composer(settings, engine), channels=self.channels,
                              policy=RetryPolicy(max_attempts=settings.max_attempts),
@@ -89,10 +97,23 @@ class Runner:
     def close(self) -> None:
         for channel in self.channels.values():
             channel.close()
+        self.lock.release()
+        if self.worker_id is not None:
+            coordination.deregister(self.engine, self.worker_id)
+            self.worker_id = None
+
+    def heartbeat(self) -> None:
+        now = self.clock()
+        if self.worker_id is None:
+            self.worker_id = coordination.register(self.engine, role=self.role, now=now)
+        coordination.heartbeat(self.engine, self.worker_id, now=now, leader=self.lock.held and self.role != "sender")
 
     # --- the two loops ----------------------------------------------------------
 
     def plan(self) -> tuple[int, int]:
+        """Plan (and reclaim expired leases) if this process is the planner."""
+        if self.role == "sender" or not self.lock.ensure():
+            return 0, 0  # a standby: another process holds the planner lock
         now = self.clock()
         with db.session_scope(self.engine) as session:
             reclaimed = ledger.reclaim_expired(session, now=now)
@@ -116,7 +137,7 @@ class Runner:
             while not self.stop.is_set():
                 with db.session_scope(self.engine) as session:
                     claimed = ledger.claim(session, now=self.clock(), limit=self.settings.batch_size,
-                                           lease=self.lease)
+                                           lease=self.lease, worker_id=self.worker_id)
                 if not claimed:
                     return
                 for outcome in self.sender.process(claimed):
@@ -134,6 +155,7 @@ class Runner:
 
     def run_once(self, on_outcome: Callable[[Outcome], None] | None = None,
                  on_planned: Callable[[int], None] | None = None) -> RunSummary:
+        self.heartbeat()
         planned, reclaimed = self.plan()
         if on_planned:
             on_planned(self.due_count())
@@ -143,14 +165,20 @@ class Runner:
         if install_signal_handlers:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda signum, frame: self.request_stop(signal.Signals(signum).name))
+        start = datetime.now(timezone.utc)
+        self.heartbeat()
         scheduler = BackgroundScheduler(timezone=timezone.utc, job_defaults={"coalesce": True, "max_instances": 1})
-        scheduler.add_job(self._guarded(self.plan), "interval", seconds=self.settings.plan_interval,
-                          id="plan", next_run_time=datetime.now(timezone.utc))
-        scheduler.add_job(self._guarded(self.drain), "interval", seconds=SEND_INTERVAL_SECONDS, id="send",
-                          next_run_time=datetime.now(timezone.utc))
+        scheduler.add_job(self._guarded(self.heartbeat), "interval",
+                          seconds=coordination.HEARTBEAT_EVERY.total_seconds(), id="heartbeat")
+        if self.role in ("all", "planner"):
+            scheduler.add_job(self._guarded(self.plan), "interval", seconds=self.settings.plan_interval,
+                              id="plan", next_run_time=start)
+        if self.role in ("all", "sender"):
+            scheduler.add_job(self._guarded(self.drain), "interval", seconds=SEND_INTERVAL_SECONDS, id="send",
+                              next_run_time=start)
         scheduler.start()
-        log.info("dispatch is running: planning every %ss, %s sender threads",
-                 self.settings.plan_interval, self.settings.sender_threads)
+        log.info("dispatch is running as %s (worker %s): planning every %ss, %s sender threads", self.role,
+                 self.worker_id, self.settings.plan_interval, self.settings.sender_threads)
         try:
             self.stop.wait()
         finally:

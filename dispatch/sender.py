@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import selectinload
 from sqlmodel import col, select
 
@@ -27,6 +29,7 @@ from dispatch.models import Subscriber, SubscriberKind, SubscriberStatus
 from dispatch.retry import RetryPolicy
 
 log = logging.getLogger("dispatch.delivery")
+DB_WRITE_TRIES = 6
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,7 @@ class Sender:
         return outcome
 
     def _finish(self, c: ledger.Claimed, people, *, status: str, detail: str, action) -> Outcome:
-        with db.session_scope(self.engine) as session:
-            result = action(session)
+        result = self._write(action)
         if result is not None and hasattr(result, "value"):
             status = result.value  # mark_retry decides between pending and failed
         return self._outcome(c, people, status, detail)
@@ -118,6 +120,20 @@ class Sender:
                 s, c, error=error, now=now(), policy=self.policy))
         return self._finish(c, people, status="sent", detail=receipt,
                             action=lambda s: ledger.mark_sent(s, c, receipt=receipt, now=now()))
+
+    def _write(self, action):
+        """Record an outcome, riding out a database connection that was cut
+        (restart, failover): the message is already out, and losing its
+        record would send it again after the lease."""
+        for attempt in range(DB_WRITE_TRIES):
+            try:
+                with db.session_scope(self.engine) as session:
+                    return action(session)
+            except (OperationalError, InterfaceError):
+                if attempt == DB_WRITE_TRIES - 1:
+                    raise
+                log.warning("database connection lost while recording; trying again")
+                time.sleep(0.25 * 2 ** attempt)
 
     def _fail(self, session, c: ledger.Claimed, recipient: digest.Recipient, exc: PermanentError) -> None:
         ledger.mark_failed(session, c, error=str(exc), now=self.clock(), progress=exc.progress)

@@ -3,6 +3,7 @@ after a restart every delivery is sent, none is lost, and only a message
 that was in flight at the kill may arrive twice (told apart by its
 deterministic Message-ID)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -112,3 +113,25 @@ def test_sigterm_finishes_the_message_in_flight_and_releases_the_rest(tmp_path, 
     assert 5 <= len(sent) < READERS
     log_lines = [line for line in stderr.splitlines() if "outcome=sent" in line]
     assert len(log_lines) == len(sent) and "channel=email" in log_lines[0] and "receipt=<delivery-" in log_lines[0]
+
+
+def test_a_second_run_on_one_sqlite_file_is_refused(tmp_path, setup):
+    engine, sink, handler, env = setup
+    first = subprocess.Popen([sys.executable, "-m", "dispatch", "run"], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not handler.received and time.monotonic() < deadline:
+            time.sleep(0.02)
+        second = subprocess.run([sys.executable, "-m", "dispatch", "run", "--once"], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert f"pid {first.pid}" in second.stderr and "one `dispatch run` runs at a time" in second.stderr
+        status = subprocess.run([sys.executable, "-m", "dispatch", "status", "--json"], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        shown = json.loads(status.stdout)
+        assert [w["role"] for w in shown["workers"]] == ["all"] and shown["planner_leader"].endswith(f":{first.pid}")
+        assert sum(shown["deliveries"].values()) == READERS
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)

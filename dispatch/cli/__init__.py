@@ -28,6 +28,7 @@ app.command("run")(run_cmds.run)
 app.command("log")(run_cmds.show_log)
 app.command("retry")(run_cmds.retry)
 app.command("sink")(run_cmds.sink)
+app.command("status")(run_cmds.status)
 
 
 def _version(value: bool) -> None:

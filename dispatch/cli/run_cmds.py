@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import typer
@@ -15,6 +15,7 @@ from rich.table import Table
 
 from dispatch import ledger
 from dispatch.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, app_context, console, fail, print_json
+from dispatch.coordination import SqliteRunLock
 from dispatch.models import DeliveryStatus
 
 
@@ -32,12 +33,12 @@ def setup_logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
-def make_runner(ctx: typer.Context, *, clock=None):
+def make_runner(ctx: typer.Context, *, clock=None, role: str = "all"):
     from dispatch.scheduler import Runner, utcnow
 
     appctx = app_context(ctx)
     try:
-        return Runner(appctx.settings, appctx.engine, clock=clock or utcnow)
+        return Runner(appctx.settings, appctx.engine, clock=clock or utcnow, role=role)
     except ValueError as exc:  # an adapter refused its settings
         fail(f"invalid settings: {exc}", code=EXIT_BAD_INPUT)
 
@@ -62,6 +63,9 @@ def run(
     once: bool = typer.Option(False, "--once", help="Plan and send everything due now, then exit."),
     now: str = typer.Option(None, "--now", metavar="ISO-8601",
                             help="With --once: act as if the clock read this instant (catch-up, tests)."),
+    role: str = typer.Option("all", "--role", metavar="all|planner|sender",
+                             help="planner: only plan (one at a time holds the lock, others stand by); "
+                                  "sender: only send. On PostgreSQL run as many as you like."),
 ) -> None:
     """Deliver digests: plan due windows and send them, logging one line per delivery.
 
@@ -72,9 +76,14 @@ def run(
     if now and not once:
         fail("--now only goes with --once", code=EXIT_BAD_INPUT)
     fixed = parse_instant(now, "--now") if now else None
-    runner = make_runner(ctx, clock=(lambda: fixed) if fixed else None)
+    runner = make_runner(ctx, clock=(lambda: fixed) if fixed else None, role=role)
+    single = SqliteRunLock(runner.engine)
+    single.acquire()
     if not once:
-        runner.run_forever()
+        try:
+            runner.run_forever()
+        finally:
+            single.release()
         return
     try:
         if sys.stderr.isatty():
@@ -87,6 +96,7 @@ def run(
             summary = runner.run_once()
     finally:
         runner.close()
+        single.release()
     print_summary(summary)
     if summary.failed:
         raise typer.Exit(EXIT_FAILED)
@@ -179,3 +189,42 @@ def sink(
     finally:
         smtp.stop()
         slack.stop()
+
+
+def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Who is running (planner leader, live senders) and how the queue stands."""
+    from sqlmodel import col, func, select
+
+    from dispatch import coordination
+    from dispatch.models import Delivery
+
+    appctx = app_context(ctx)
+    now = datetime.now(timezone.utc)
+    workers = coordination.live_workers(appctx.engine, now=now)
+    with appctx.session() as session:
+        counts = ledger.counts(session)
+        oldest = session.exec(select(func.min(Delivery.created_at))
+                              .where(col(Delivery.status) == DeliveryStatus.pending)).one()
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=timezone.utc)
+    leader = next((w for w in workers if w.leader), None)
+    data = {
+        "planner_leader": leader.name if leader else None,
+        "workers": [{"id": w.id, "name": w.name, "role": w.role, "leader": w.leader,
+                     "started_at": w.started_at.isoformat(),
+                     "heartbeat_age_s": round((now - w.heartbeat_at).total_seconds(), 1)} for w in workers],
+        "deliveries": {s.value: counts.get(s.value, 0) for s in DeliveryStatus},
+        "oldest_pending_age_s": round((now - oldest).total_seconds(), 1) if oldest else None,
+    }
+    if as_json:
+        print_json(data)
+        return
+    console.print(f"[bold]planner[/]: {data['planner_leader'] or 'no live planner'}", highlight=False)
+    table = Table("worker", "name", "role", "leader", "last heartbeat")
+    for w in data["workers"]:
+        table.add_row(str(w["id"]), w["name"], w["role"], "yes" if w["leader"] else "",
+                      f"{w['heartbeat_age_s']} s ago")
+    console.print(table if workers else "no live `dispatch run` process")
+    console.print("deliveries: " + ", ".join(f"{k} {v}" for k, v in data["deliveries"].items()), highlight=False)
+    if data["oldest_pending_age_s"] is not None:
+        console.print(f"oldest pending: {timedelta(seconds=int(data['oldest_pending_age_s']))} old", highlight=False)
