@@ -53,16 +53,21 @@ def _insert(session: Session):
 def plan(session: Session, subscriber_id: int, windows: Iterable[Window], *, now: datetime) -> int:
     """Insert a pending delivery per window; existing (subscriber, window)
     rows are left alone. Returns how many rows are new."""
+    return plan_many(session, [(subscriber_id, w) for w in windows], now=now)
+
+
+def plan_many(session: Session, planned: Sequence[tuple[int, Window]], *, now: datetime) -> int:
+    """``plan`` for many subscribers in one statement."""
+    if not planned:
+        return 0
     rows = [
         {"subscriber_id": subscriber_id, "window_key": w.key, "sitrep_ids": list(w.sitrep_ids),
          "status": DeliveryStatus.pending.value, "attempts": 0, "next_attempt_at": now, "created_at": now}
-        for w in windows
+        for subscriber_id, w in planned
     ]
-    if not rows:
-        return 0
-    statement = _insert(session).values(rows).on_conflict_do_nothing(
+    statement = _insert(session).on_conflict_do_nothing(
         index_elements=["subscriber_id", "window_key"]).returning(_table.c.id)
-    return len(session.execute(statement).all())  # RETURNING: rowcount is unreliable here
+    return len(session.execute(statement, rows).all())  # RETURNING: rowcount is unreliable here
 
 
 def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE,

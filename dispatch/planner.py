@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_
+from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import selectinload
 from sqlmodel import col, select
@@ -63,12 +63,15 @@ def _plan_digests(engine: Engine, *, cutoff: datetime, now: datetime, batch: int
             recipients = {s.id: views.recipient(s, names) for s in due}
             since = min(digest.planned_from(r) for r in recipients.values())
             sitreps = views.approved_sitreps(session, approved_after=since, approved_until=cutoff)
-            for subscriber in due:
-                plan = digest.plan(recipients[subscriber.id], sitreps, now=cutoff)
-                for window in plan.windows:
-                    report.deliveries_planned += ledger.plan(session, subscriber.id, [window], now=now)
-                subscriber.planned_through = plan.planned_through
-                subscriber.next_due_at = plan.next_due_at
+            planned, cursors = [], []
+            for subscriber_id, recipient in recipients.items():
+                plan = digest.plan(recipient, sitreps, now=cutoff)
+                planned += [(subscriber_id, window) for window in plan.windows]
+                cursors.append({"id": subscriber_id, "planned_through": plan.planned_through,
+                                "next_due_at": plan.next_due_at})
+            session.expunge_all()  # the cursors are written in bulk below, not through these objects
+            report.deliveries_planned += ledger.plan_many(session, planned, now=now)
+            session.execute(update(Subscriber), cursors)
             report.subscribers_checked += len(due)
 
 
@@ -97,7 +100,7 @@ def _plan_immediate(engine: Engine, *, now: datetime, batch: int, report: PlanRe
                     break
                 last_id = readers[-1].id
                 names = views.region_names(session)
-                for subscriber in readers:
-                    windows = digest.immediate_windows(views.recipient(subscriber, names), [sitrep])
-                    report.deliveries_planned += ledger.plan(session, subscriber.id, windows, now=now)
+                planned = [(s.id, window) for s in readers
+                           for window in digest.immediate_windows(views.recipient(s, names), [sitrep])]
+                report.deliveries_planned += ledger.plan_many(session, planned, now=now)
                 report.subscribers_checked += len(readers)

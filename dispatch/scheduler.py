@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,12 @@ class RunSummary:
     planned: int = 0
     reclaimed: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
+    plan_seconds: float = 0.0
+    send_seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"planned": self.planned, "reclaimed": self.reclaimed, "outcomes": dict(self.by_status),
+                "plan_seconds": round(self.plan_seconds, 3), "send_seconds": round(self.send_seconds, 3)}
 
     @property
     def by_status(self) -> Counter:
@@ -156,10 +163,14 @@ class Runner:
     def run_once(self, on_outcome: Callable[[Outcome], None] | None = None,
                  on_planned: Callable[[int], None] | None = None) -> RunSummary:
         self.heartbeat()
+        started = time.perf_counter()
         planned, reclaimed = self.plan()
+        planned_at = time.perf_counter()
         if on_planned:
             on_planned(self.due_count())
-        return RunSummary(planned=planned, reclaimed=reclaimed, outcomes=self.drain(on_outcome))
+        outcomes = self.drain(on_outcome)
+        return RunSummary(planned=planned, reclaimed=reclaimed, outcomes=outcomes,
+                          plan_seconds=planned_at - started, send_seconds=time.perf_counter() - planned_at)
 
     def run_forever(self, *, install_signal_handlers: bool = True) -> None:
         if install_signal_handlers:

@@ -25,11 +25,15 @@ from dispatch import db, digest, ledger, subscribers, views
 from dispatch.adapters import Channel
 from dispatch.compose import Composer
 from dispatch.errors import InputError, PermanentError, TransientError
-from dispatch.models import Subscriber, SubscriberKind, SubscriberStatus
+from dispatch.models import DeliveryStatus, Subscriber, SubscriberKind, SubscriberStatus
 from dispatch.retry import RetryPolicy
 
 log = logging.getLogger("dispatch.delivery")
 DB_WRITE_TRIES = 6
+# Outcomes are recorded in runs of this many (never before the server
+# answered); a crash between a send and its record can repeat at most a run.
+RECORD_EVERY = 20
+BODY_CACHE_SIZE = 2000
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Sender:
         self.bounce_limit = bounce_limit
         self.clock = clock
         self.stop = stop or threading.Event()
+        self._bodies = _BoundedCache(BODY_CACHE_SIZE)
 
     def process(self, claimed: list[ledger.Claimed]) -> list[Outcome]:
         with db.session_scope(self.engine) as session:
@@ -64,62 +69,68 @@ class Sender:
             people = {s.id: (s.status, views.recipient(s, names)) for s in rows}
             wanted = {i for c in claimed for i in c.sitrep_ids}
             current = {s.id: s for s in views.approved_sitreps(session, ids=wanted)}
-        bodies: dict[tuple, object] = {}
-        outcomes = []
+        outcomes: list[Outcome] = []
+        unrecorded: list[_Result] = []
         for index, c in enumerate(claimed):
             if self.stop.is_set():
-                with db.session_scope(self.engine) as session:
-                    ledger.release(session, claimed[index:], now=self.clock())
-                outcomes += [self._outcome(r, people, "released", "stopping") for r in claimed[index:]]
+                outcomes += self._record(unrecorded)
+                unrecorded = []
+                self._write(lambda session: ledger.release(session, claimed[index:], now=self.clock()))
+                outcomes += [self._log(r, people.get(r.subscriber_id), "released", "stopping")
+                             for r in claimed[index:]]
                 break
-            outcomes.append(self._deliver(c, people.get(c.subscriber_id), current, bodies))
-        return outcomes
+            unrecorded.append(self._deliver(c, people.get(c.subscriber_id), current))
+            if len(unrecorded) >= RECORD_EVERY:
+                outcomes += self._record(unrecorded)
+                unrecorded = []
+        return outcomes + self._record(unrecorded)
 
-    def _outcome(self, c: ledger.Claimed, people, status: str, detail: str) -> Outcome:
-        person = people.get(c.subscriber_id)
+    def _record(self, results: list[_Result]) -> list[Outcome]:
+        """Write a run of outcomes in one transaction: every message in it
+        has already been accepted or refused by its server."""
+        if not results:
+            return []
+        statuses = self._write(lambda session: [r.action(session) for r in results])
+        return [self._log(r.claimed, r.person, status.value if isinstance(status, DeliveryStatus) else r.status,
+                          r.detail)  # mark_retry decides between pending and failed
+                for r, status in zip(results, statuses)]
+
+    def _log(self, c: ledger.Claimed, person, status: str, detail: str) -> Outcome:
         recipient = person[1] if person else None
         outcome = Outcome(delivery_id=c.id, subscriber_id=c.subscriber_id,
-                          address=recipient.address if recipient else "?", channel=recipient.kind if recipient else "?",
+                          address=recipient.address if recipient else "?",
+                          channel=recipient.kind if recipient else "?",
                           window_key=c.window_key, status=status, detail=detail)
         log.info("delivery=%s subscriber=%s address=%s channel=%s window=%s outcome=%s %s=%s",
                  c.id, c.subscriber_id, outcome.address, outcome.channel, c.window_key, status,
                  "receipt" if status == "sent" else "reason", detail)
         return outcome
 
-    def _finish(self, c: ledger.Claimed, people, *, status: str, detail: str, action) -> Outcome:
-        result = self._write(action)
-        if result is not None and hasattr(result, "value"):
-            status = result.value  # mark_retry decides between pending and failed
-        return self._outcome(c, people, status, detail)
-
-    def _deliver(self, c: ledger.Claimed, person, current, bodies) -> Outcome:
-        people = {c.subscriber_id: person} if person else {}
+    def _deliver(self, c: ledger.Claimed, person, current) -> _Result:
         now = self.clock
         skip = _why_skip(person, c, current)
         if skip:
-            return self._finish(c, people, status="skipped", detail=skip,
-                                action=lambda s: ledger.mark_skipped(s, c, reason=skip, now=now()))
+            return _Result(c, person, "skipped", skip, lambda s: ledger.mark_skipped(s, c, reason=skip, now=now()))
         status, recipient = person
         items = [current[i] for i in c.sitrep_ids if i in current]
         built = digest.build_digest(recipient, c.window_key, items)
         try:
-            content = self._render(built, bodies)
+            content = self._render(built)
             receipt = self.channels[recipient.kind].send(recipient.address, content, delivery_id=c.id,
                                                          progress=c.receipt)
+        # The record is written later: bind the error now (``exc`` ends with its block).
         except TransientError as exc:
-            return self._finish(c, people, status="pending", detail=str(exc), action=lambda s: ledger.mark_retry(
-                s, c, error=str(exc), now=now(), policy=self.policy, retry_after=exc.retry_after,
-                progress=exc.progress))
+            return _Result(c, person, "pending", str(exc), lambda s, e=exc: ledger.mark_retry(
+                s, c, error=str(e), now=now(), policy=self.policy, retry_after=e.retry_after,
+                progress=e.progress))
         except PermanentError as exc:
-            return self._finish(c, people, status="failed", detail=str(exc),
-                                action=lambda s: self._fail(s, c, recipient, exc))
+            return _Result(c, person, "failed", str(exc), lambda s, e=exc: self._fail(s, c, recipient, e))
         except Exception as exc:  # a bug must not lose the delivery: log it, retry later
             log.exception("delivery=%s: unexpected error", c.id)
             error = f"internal error: {type(exc).__name__}: {exc}"
-            return self._finish(c, people, status="pending", detail=error, action=lambda s: ledger.mark_retry(
+            return _Result(c, person, "pending", error, lambda s: ledger.mark_retry(
                 s, c, error=error, now=now(), policy=self.policy))
-        return self._finish(c, people, status="sent", detail=receipt,
-                            action=lambda s: ledger.mark_sent(s, c, receipt=receipt, now=now()))
+        return _Result(c, person, "sent", receipt, lambda s: ledger.mark_sent(s, c, receipt=receipt, now=now()))
 
     def _write(self, action):
         """Record an outcome, riding out a database connection that was cut
@@ -144,15 +155,47 @@ class Sender:
         else:
             subscribers.disable_for(session, recipient.id, reason=str(exc))
 
-    def _render(self, built: digest.Digest, bodies: dict):
-        key = built.body_key()
+    def _render(self, built: digest.Digest):
+        # Keyed by the digest's content itself, so an edited SITREP is a new body.
+        key = (built.recipient.kind, built.recipient.format, built.items)
+        body = self._bodies.get(key)
         if built.recipient.kind == SubscriberKind.slack.value:
-            if key not in bodies:
-                bodies[key] = self.composer.slack(built)
-            return bodies[key]
-        if key not in bodies:
-            bodies[key] = self.composer.email_renderer.shared(built)
-        return self.composer.email_renderer.personalise(bodies[key], self.composer.personal(built.recipient))
+            if body is None:
+                body = self._bodies.put(key, self.composer.slack(built))
+            return body
+        if body is None:
+            body = self._bodies.put(key, self.composer.email_renderer.shared(built))
+        return self.composer.email_renderer.personalise(body, self.composer.personal(built.recipient))
+
+
+class _BoundedCache:
+    """Rendered bodies shared across batches and threads; forgets all when full."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._data: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        return self._data.get(key)
+
+    def put(self, key, value):
+        with self._lock:
+            if len(self._data) >= self.size:
+                self._data.clear()
+            self._data[key] = value
+        return value
+
+
+@dataclass(frozen=True)
+class _Result:
+    """A delivery attempt whose outcome is known but not yet recorded."""
+
+    claimed: ledger.Claimed
+    person: tuple | None
+    status: str
+    detail: str
+    action: Callable
 
 
 def _why_skip(person, c: ledger.Claimed, current) -> str | None:

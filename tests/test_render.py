@@ -204,3 +204,19 @@ def test_tokens_cannot_be_forged_reused_or_kept_forever(monkeypatch):
     with pytest.raises(links.TokenError) as caught:
         links.read_token(SECRET, confirm, purpose="confirm")
     assert caught.value.expired
+
+
+def test_non_ascii_subject_and_sender_survive_the_round_trip(renderer):
+    r = reader()
+    title = "Élections au Sénégal : « calme » à Dakar — 选举 🗳️ " + "long " * 30
+    content = renderer.render(digest.build_digest(r, "k", [view(title=title)]), personal_for(r))
+    raw = mime.build_message(content, sender="Dépêche Briefings <news@example.org>", to="reader@example.org",
+                             msg_id="<delivery-1@example.org>", list_id="<b.example.org>",
+                             unsubscribe_mailto="news@example.org", date=NOW)
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF line ends only
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["Subject"] == " ".join(title.split())
+    assert msg["From"].addresses[0].display_name == "Dépêche Briefings"
+    assert msg.get_payload()[0].get_content().replace("\r\n", "\n") == content.text
+    assert msg.get_payload()[1].get_content().replace("\r\n", "\n") == content.html

@@ -18,7 +18,6 @@ import ssl
 import threading
 import time
 from datetime import datetime, timezone
-from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 
@@ -79,7 +78,7 @@ class SmtpAdapter:
         self.username, self.password, self.timeout = username, password, timeout
         self.envelope_from = address
         self.domain = address.rsplit("@", 1)[1]
-        self.sender = str(Address(display_name=name, addr_spec=address)) if name else address
+        self.sender = mail_from
         self.reply_to = reply_to
         self.list_id = list_id or f"<briefings.{self.domain}>"
         self.unsubscribe_mailto = unsubscribe_mailto or address

@@ -45,7 +45,8 @@ def make_runner(ctx: typer.Context, *, clock=None, role: str = "all"):
 
 def print_summary(summary) -> None:
     counts = summary.by_status
-    table = Table("outcome", "deliveries", title=f"planned {summary.planned}, reclaimed {summary.reclaimed}")
+    table = Table("outcome", "deliveries", title=f"planned {summary.planned} in {summary.plan_seconds:.1f} s, "
+                                                  f"sent in {summary.send_seconds:.1f} s, reclaimed {summary.reclaimed}")
     for status in ("sent", "pending", "failed", "skipped", "released"):
         if counts[status]:
             label = "retry later" if status == "pending" else status
@@ -63,6 +64,7 @@ def run(
     once: bool = typer.Option(False, "--once", help="Plan and send everything due now, then exit."),
     now: str = typer.Option(None, "--now", metavar="ISO-8601",
                             help="With --once: act as if the clock read this instant (catch-up, tests)."),
+    as_json: bool = typer.Option(False, "--json", help="With --once: print the summary as JSON."),
     role: str = typer.Option("all", "--role", metavar="all|planner|sender",
                              help="planner: only plan (one at a time holds the lock, others stand by); "
                                   "sender: only send. On PostgreSQL run as many as you like."),
@@ -86,7 +88,7 @@ def run(
             single.release()
         return
     try:
-        if sys.stderr.isatty():
+        if sys.stderr.isatty() and not as_json:
             with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=console, transient=True) as bar:
                 task = bar.add_task("send", total=None)
@@ -97,7 +99,10 @@ def run(
     finally:
         runner.close()
         single.release()
-    print_summary(summary)
+    if as_json:
+        print_json(summary.as_dict())
+    else:
+        print_summary(summary)
     if summary.failed:
         raise typer.Exit(EXIT_FAILED)
 

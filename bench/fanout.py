@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""The fan-out benchmark: how close does `dispatch run --once` come to the
+SMTP wire, and does its memory stay flat as the list grows?
+
+    python bench/fanout.py --subscribers 10000 --sitreps 20 [--database-url URL] [--connections N]
+                           [--ledger-rows 1000000] [--out bench/results.jsonl]
+
+It makes a fresh database with N subscribers (seeded random preferences: some
+all-regions, most 1–3 regions, some following 1–2 analysts; html and text; a
+few time zones; a few Slack channels to a local Slack sink), approves M
+SITREPs, and then, against the same sink:
+  1. the wire baseline: as many pre-built messages of the same size, sent
+     with smtplib over the same number of persistent connections;
+  2. the pipeline, as `dispatch run --once` does it in a process of its own:
+     plan, render, build, send, record every delivery.
+It prints messages/s for both and their ratio, the planning time, the peak RSS
+of the pipeline process, and the time of an idle planning tick, and appends
+a JSON line to the results file.
+
+The sink is Postfix's smtp-sink (Debian: `apt-get install postfix`, choosing
+"No configuration"). aiosmtpd tops out near 500 messages/s and would measure
+itself, so a slow sink is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from dispatch import bootstrap, db, sitreps
+from dispatch.models import Delivery, Subscriber, SubscriberAnalyst, SubscriberRegion
+from dispatch.sink import SlackSink
+from dispatch.sitrep_text import parse
+
+REGIONS = ["americas", "europe-eurasia", "middle-east-north-africa", "sub-saharan-africa",
+           "south-central-asia", "east-asia-pacific", "global"]
+PLACES = {"americas": "Brazil", "europe-eurasia": "Poland", "middle-east-north-africa": "Egypt",
+          "sub-saharan-africa": "Kenya", "south-central-asia": "India", "east-asia-pacific": "Japan",
+          "global": "the United Nations"}
+ANALYSTS = ["Dana Whitfield", "Samir Haddad", "Lena Okafor", "Mei Lin Zhao", "Grace Holloway", "Tomas Varga"]
+ZONES = ["UTC", "Europe/London", "America/New_York", "Asia/Tokyo", "Africa/Nairobi"]
+APPROVED = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+RUN_AT = datetime(2026, 11, 27, 23, tzinfo=timezone.utc)  # after every zone's 07:00
+MIN_SINK_RATE = 1500
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sink() -> tuple[subprocess.Popen, int]:
+    binary = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None)
+    if binary is None:
+        sys.exit("bench: needs Postfix's smtp-sink. On Debian: "
+                 "echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections; "
+                 "apt-get install -y postfix")
+    port = free_port()
+    proc = subprocess.Popen([binary, "-u", "nobody", "-4", f"127.0.0.1:{port}", "1024"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    sys.exit("bench: smtp-sink did not start")
+
+
+def send_prebuilt(port: int, message: bytes, count: int, connections: int) -> float:
+    """The wire baseline: pre-built bytes over persistent connections."""
+    shares = [count // connections + (1 if i < count % connections else 0) for i in range(connections)]
+
+    def worker(n: int) -> None:
+        conn = smtplib.SMTP("127.0.0.1", port)
+        for i in range(n):
+            conn.sendmail("news@example.org", [f"reader{i}@example.org"], message)
+        conn.quit()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in shares]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return count / (time.perf_counter() - started)
+
+
+def sitrep_text(rng: random.Random, number: int) -> str:
+    regions = rng.sample(REGIONS[:-1], rng.choice([1, 1, 2]))
+    places = " and ".join(PLACES[r] for r in regions)
+    bullets = "\n".join(f"  • Development {b} involving {places}: " + "officials described the situation as "
+                        "fluid while talks continued through the week. " * rng.randint(1, 3) for b in range(4))
+    quotes = "\n\n".join(f"“The events in {places} matter because " + "they shift the balance in the region. "
+                         * rng.randint(3, 6) + f"”\n\n- Dr. {a}" for a in rng.sample(ANALYSTS, 2))
+    return (f"Bench SITREP – Report {number} on {places}\n\nNovember {1 + number % 25}, 2026\n"
+            f"What has Happened:\n\n{bullets}\nWhy it Matters:\n\n{quotes}\n")
+
+
+def seed(url: str, *, subscribers: int, sitrep_count: int, slack_url: str, rng: random.Random) -> None:
+    engine = db.create_engine(url)
+    bootstrap.init_database(engine)
+    with db.session_scope(engine) as session:
+        for n in range(sitrep_count):
+            sitreps.import_parsed(session, parse(sitrep_text(rng, n)), actor="bench")
+        analyst_ids = dict(session.execute(sa.text("SELECT slug, id FROM analyst")).all())
+    joined = APPROVED - timedelta(days=7)
+    with engine.begin() as conn:
+        rows, region_rows, analyst_rows = [], [], []
+        for i in range(1, subscribers + 1):
+            slack = i % 2000 == 0  # a few Slack channels
+            rows.append({"id": i, "kind": "slack" if slack else "email",
+                         "address": f"{slack_url}{i}" if slack else f"reader{i}@example.org",
+                         "name": f"Reader {i}", "timezone": rng.choice(ZONES), "send_at": "07:00",
+                         "cadence": "daily", "weekday": 0, "format": "text" if rng.random() < 0.3 else "html",
+                         "status": "active", "bounce_count": 0, "created_at": joined})
+            shape = rng.random()
+            if shape >= 0.15:  # 15 % want every region
+                region_rows += [{"subscriber_id": i, "region_slug": r} for r in rng.sample(REGIONS, rng.randint(1, 3))]
+            if rng.random() < 0.2:
+                analyst_rows += [{"subscriber_id": i, "analyst_id": analyst_ids[a]}
+                                 for a in rng.sample(sorted(analyst_ids), rng.randint(1, 2))]
+            if len(rows) == 5000 or i == subscribers:
+                conn.execute(sa.insert(Subscriber.__table__), rows)
+                if region_rows:
+                    conn.execute(sa.insert(SubscriberRegion.__table__), region_rows)
+                if analyst_rows:
+                    conn.execute(sa.insert(SubscriberAnalyst.__table__), analyst_rows)
+                rows, region_rows, analyst_rows = [], [], []
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT setval('subscriber_id_seq', (SELECT max(id) FROM subscriber))")
+    with db.session_scope(engine) as session:
+        for sitrep in sitreps.list_sitreps(session, limit=sitrep_count):
+            sitreps.approve_sitrep(session, sitrep.id, by="bench", at=APPROVED)
+    engine.dispose()
+
+
+def typical_message(url: str) -> bytes:
+    """A message as the pipeline builds it, for the baseline's size."""
+    from dispatch import compose, digest, views
+    from dispatch.adapters.smtp import SmtpAdapter
+    from dispatch.config import Settings
+
+    engine = db.create_engine(url)
+    with db.session_scope(engine) as session:
+        sample = views.approved_sitreps(session)[:3]
+        recipient = views.load_recipient(session, 1)
+    composer = compose.Composer(Settings(database_url=url, secret_key="bench"), engine)
+    content = composer.email(digest.build_digest(recipient, "daily:bench", sample))
+    engine.dispose()
+    return SmtpAdapter(host="127.0.0.1", port=25, mail_from="news@example.org").build(
+        recipient.address, content, delivery_id=1)[1]
+
+
+def run_pipeline(url: str, *, port: int, slack_base: str, connections: int) -> tuple[dict, float, int]:
+    env = {**os.environ, "DISPATCH_DATABASE_URL": url, "DISPATCH_SMTP_HOST": "127.0.0.1",
+           "DISPATCH_SMTP_PORT": str(port), "DISPATCH_MAIL_FROM": "Bench <news@example.org>",
+           "DISPATCH_SMTP_POOL_SIZE": str(connections), "DISPATCH_SENDER_THREADS": str(connections),
+           "DISPATCH_SLACK_BASE_URL": slack_base, "DISPATCH_SLACK_BOT_TOKEN": "xoxb-bench",
+           "DISPATCH_SLACK_MIN_INTERVAL": "0", "DISPATCH_SECRET_KEY": "bench", "DISPATCH_BATCH_SIZE": "200"}
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "dispatch", "run", "--once", "--json", "--now", RUN_AT.isoformat()],
+                          env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode not in (0, 1):
+        sys.exit(f"bench: the pipeline failed:\n{proc.stderr[-3000:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return json.loads(proc.stdout), elapsed, peak_kb
+
+
+def idle_tick(url: str, ledger_rows: int) -> tuple[float, int]:
+    """A planning tick when nothing is due, with a ledger of the given size."""
+    from dispatch import planner
+
+    engine = db.create_engine(url)
+    with engine.begin() as conn:
+        existing = conn.execute(sa.select(sa.func.count()).select_from(Delivery)).scalar()
+        subscriber_ids = [r[0] for r in conn.execute(sa.select(Subscriber.id))]
+        batch = []
+        for n in range(max(0, ledger_rows - existing)):
+            batch.append({"subscriber_id": subscriber_ids[n % len(subscriber_ids)], "window_key": f"old:{n}",
+                          "sitrep_ids": [1], "status": "sent", "attempts": 1, "created_at": APPROVED,
+                          "next_attempt_at": APPROVED, "sent_at": APPROVED})
+            if len(batch) == 20000:
+                conn.execute(sa.insert(Delivery.__table__), batch)
+                batch = []
+        if batch:
+            conn.execute(sa.insert(Delivery.__table__), batch)
+        total = conn.execute(sa.select(sa.func.count()).select_from(Delivery)).scalar()
+    planner.plan_due(engine, now=RUN_AT + timedelta(minutes=1))  # warm
+    started = time.perf_counter()
+    report = planner.plan_due(engine, now=RUN_AT + timedelta(minutes=2))
+    elapsed = time.perf_counter() - started
+    assert report.deliveries_planned == 0
+    engine.dispose()
+    return elapsed, total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--sitreps", type=int, default=20)
+    parser.add_argument("--database-url", help="default: a new SQLite file in a temporary folder; a "
+                        "PostgreSQL URL names a server database that is dropped and created")
+    parser.add_argument("--connections", type=int, default=1, help="SMTP connections (and sender threads)")
+    parser.add_argument("--ledger-rows", type=int, default=0, help="fill the ledger to this size for the idle tick")
+    parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.jsonl")))
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="dispatch-bench-"))
+    url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
+    if url.startswith("postgresql"):
+        fresh_postgres(url)
+    sink, port = start_sink()
+    slack = SlackSink(workdir / "slack", token="xoxb-bench").start()
+    try:
+        probe = send_prebuilt(port, b"Subject: probe\r\n\r\n" + b"x" * 8000 + b"\r\n", 500, 1)
+        if probe < MIN_SINK_RATE:
+            sys.exit(f"bench: the sink takes only {probe:.0f} messages/s (< {MIN_SINK_RATE}); "
+                     "it would measure itself. Use Postfix's smtp-sink.")
+        print(f"seeding {args.subscribers:,} subscribers and {args.sitreps} SITREPs …", flush=True)
+        seed(url, subscribers=args.subscribers, sitrep_count=args.sitreps,
+             slack_url=slack.webhook_url("bench"), rng=random.Random(args.seed))
+        message = typical_message(url)
+        summary, elapsed, peak_kb = run_pipeline(url, port=port, slack_base=slack.base_url,
+                                                 connections=args.connections)
+        sent = summary["outcomes"].get("sent", 0)
+        wire = send_prebuilt(port, message, max(sent, 1), args.connections)
+        pipeline = sent / elapsed
+        tick, ledger_rows = idle_tick(url, args.ledger_rows)
+    finally:
+        slack.stop()
+        sink.terminate()
+        sink.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+    result = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "database": url.split(":", 1)[0], "subscribers": args.subscribers, "sitreps": args.sitreps,
+        "connections": args.connections, "message_bytes": len(message), "delivered": sent,
+        "outcomes": summary["outcomes"], "wire_msgs_per_s": round(wire), "pipeline_msgs_per_s": round(pipeline),
+        "ratio": round(pipeline / wire, 2), "pipeline_seconds": round(elapsed, 2),
+        "plan_seconds": summary["plan_seconds"], "send_seconds": summary["send_seconds"],
+        "peak_rss_mb": round(peak_kb / 1024, 1), "idle_tick_ms": round(tick * 1000, 1),
+        "ledger_rows": ledger_rows,
+    }
+    print(f"wire baseline      {wire:8.0f} messages/s ({len(message):,} bytes, {args.connections} connection(s))\n"
+          f"dispatch pipeline  {pipeline:8.0f} messages/s ({sent:,} delivered in {elapsed:.1f} s)\n"
+          f"ratio              {pipeline / wire:8.2f}\n"
+          f"planning           {summary['plan_seconds']:8.2f} s for {args.subscribers:,} subscribers\n"
+          f"peak RSS           {peak_kb / 1024:8.1f} MB (the pipeline process)\n"
+          f"idle planning tick {tick * 1000:8.1f} ms with {ledger_rows:,} ledger rows")
+    with open(args.out, "a") as out:
+        out.write(json.dumps(result) + "\n")
+
+
+def fresh_postgres(url: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    admin = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{parsed.database}"')
+
+
+if __name__ == "__main__":
+    main()
