@@ -93,64 +93,107 @@ def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEF
     return sorted(claimed, key=lambda c: c.id)
 
 
-def _finish(session: Session, claimed: Claimed, *, now: datetime, outcome: str, detail: str, **values) -> bool:
-    result = session.execute(
-        sa.update(_table)
-        .where(_table.c.id == claimed.id, _table.c.status == DeliveryStatus.sending.value,
-               _table.c.attempts == claimed.attempts)
-        .values(lease_until=None, **values)
-    )
-    owned = result.rowcount == 1
-    if not owned:
-        detail = f"{detail} (this worker's claim had expired and was taken over)"
-    session.add(DeliveryAttempt(delivery_id=claimed.id, at=now, outcome=outcome, detail=detail))
+@dataclass(frozen=True)
+class Finish:
+    """How one claimed delivery ends this attempt: its new state and the
+    log line. Built without I/O; ``record`` writes many in one go."""
+
+    claimed: Claimed
+    at: datetime
+    status: DeliveryStatus
+    outcome: str  # the DeliveryAttempt outcome
+    detail: str
+    receipt: str | None
+    last_error: str | None
+    next_attempt_at: datetime
+    sent_at: datetime | None = None
+    attempts: int | None = None  # None: keep the claim's count
+
+
+def sent(claimed: Claimed, *, receipt: str, now: datetime) -> Finish:
+    return Finish(claimed, now, DeliveryStatus.sent, "sent", receipt, receipt=receipt, last_error=None,
+                  next_attempt_at=now, sent_at=now)
+
+
+def retry(claimed: Claimed, *, error: str, now: datetime, policy: RetryPolicy, retry_after: float | None = None,
+          progress: str | None = None, rng: random.Random | None = None) -> Finish:
+    """Back to pending after a backoff, or failed when attempts are used up."""
+    receipt = progress if progress is not None else claimed.receipt
+    if policy.exhausted(claimed.attempts):
+        return Finish(claimed, now, DeliveryStatus.failed, "failed", f"gave up after {claimed.attempts} attempts: {error}",
+                      receipt=receipt, last_error=error, next_attempt_at=now)
+    at = now + policy.delay(claimed.attempts, retry_after=retry_after, rng=rng)
+    return Finish(claimed, now, DeliveryStatus.pending, "retry", f"{error}; next attempt {at.isoformat()}",
+                  receipt=receipt, last_error=error, next_attempt_at=at)
+
+
+def failed(claimed: Claimed, *, error: str, now: datetime, progress: str | None = None) -> Finish:
+    return Finish(claimed, now, DeliveryStatus.failed, "failed", error, last_error=error, next_attempt_at=now,
+                  receipt=progress if progress is not None else claimed.receipt)
+
+
+def skipped(claimed: Claimed, *, reason: str, now: datetime) -> Finish:
+    return Finish(claimed, now, DeliveryStatus.skipped, "skipped", reason, receipt=claimed.receipt, last_error=reason,
+                  next_attempt_at=now)
+
+
+def released(claimed: Claimed, *, now: datetime) -> Finish:
+    """Handed back untouched (clean shutdown): the attempt does not count."""
+    return Finish(claimed, now, DeliveryStatus.pending, "released", "released at shutdown before sending",
+                  receipt=claimed.receipt, last_error=None, next_attempt_at=now, attempts=claimed.attempts - 1)
+
+
+# One statement for every kind of finish, compiled once and run as executemany.
+# The claim's attempt number guards it: a worker whose lease expired and was
+# taken over changes nothing.
+_FINISH = (
+    sa.update(_table)
+    .where(_table.c.id == sa.bindparam("b_id"), _table.c.status == DeliveryStatus.sending.value,
+           _table.c.attempts == sa.bindparam("b_claim"))
+    .values(status=sa.bindparam("b_status"), lease_until=None, receipt=sa.bindparam("b_receipt"),
+            last_error=sa.bindparam("b_error"), next_attempt_at=sa.bindparam("b_next"),
+            sent_at=sa.bindparam("b_sent_at"), attempts=sa.bindparam("b_attempts"))
+)
+
+
+def record(session: Session, finishes: Sequence[Finish]) -> int:
+    """Write the finishes and their log rows; returns how many rows this
+    worker still owned (the others' claims had been taken over)."""
+    if not finishes:
+        return 0
+    owned = session.execute(_FINISH, [
+        {"b_id": f.claimed.id, "b_claim": f.claimed.attempts, "b_status": f.status.value, "b_receipt": f.receipt,
+         "b_error": f.last_error, "b_next": f.next_attempt_at, "b_sent_at": f.sent_at,
+         "b_attempts": f.claimed.attempts if f.attempts is None else f.attempts} for f in finishes
+    ]).rowcount
+    stale = "" if owned == len(finishes) else " (a claim in this run had expired and was taken over)"
+    session.execute(sa.insert(DeliveryAttempt.__table__), [
+        {"delivery_id": f.claimed.id, "at": f.at, "outcome": f.outcome, "detail": f.detail + stale}
+        for f in finishes
+    ])
     return owned
 
 
 def mark_sent(session: Session, claimed: Claimed, *, receipt: str, now: datetime) -> bool:
-    return _finish(session, claimed, now=now, outcome="sent", detail=receipt, status=DeliveryStatus.sent.value,
-                   receipt=receipt, sent_at=now, last_error=None)
+    return record(session, [sent(claimed, receipt=receipt, now=now)]) == 1
 
 
-def mark_retry(
-    session: Session,
-    claimed: Claimed,
-    *,
-    error: str,
-    now: datetime,
-    policy: RetryPolicy,
-    retry_after: float | None = None,
-    progress: str | None = None,
-    rng: random.Random | None = None,
-) -> DeliveryStatus:
-    """Back to pending after a backoff, or failed when attempts are used up."""
-    receipt = progress if progress is not None else claimed.receipt
-    if policy.exhausted(claimed.attempts):
-        _finish(session, claimed, now=now, outcome="failed",
-                detail=f"gave up after {claimed.attempts} attempts: {error}",
-                status=DeliveryStatus.failed.value, last_error=error, receipt=receipt)
-        return DeliveryStatus.failed
-    at = now + policy.delay(claimed.attempts, retry_after=retry_after, rng=rng)
-    _finish(session, claimed, now=now, outcome="retry", detail=f"{error}; next attempt {at.isoformat()}",
-            status=DeliveryStatus.pending.value, next_attempt_at=at, last_error=error, receipt=receipt)
-    return DeliveryStatus.pending
+def mark_retry(session: Session, claimed: Claimed, **kwargs) -> DeliveryStatus:
+    finish = retry(claimed, **kwargs)
+    record(session, [finish])
+    return finish.status
 
 
 def mark_failed(session: Session, claimed: Claimed, *, error: str, now: datetime, progress: str | None = None) -> bool:
-    return _finish(session, claimed, now=now, outcome="failed", detail=error, status=DeliveryStatus.failed.value,
-                   last_error=error, receipt=progress if progress is not None else claimed.receipt)
+    return record(session, [failed(claimed, error=error, now=now, progress=progress)]) == 1
 
 
 def mark_skipped(session: Session, claimed: Claimed, *, reason: str, now: datetime) -> bool:
-    return _finish(session, claimed, now=now, outcome="skipped", detail=reason,
-                   status=DeliveryStatus.skipped.value, last_error=reason)
+    return record(session, [skipped(claimed, reason=reason, now=now)]) == 1
 
 
 def release(session: Session, claimed: Sequence[Claimed], *, now: datetime) -> None:
-    """Hand claimed rows back untouched (clean shutdown): no attempt is counted."""
-    for c in claimed:
-        _finish(session, c, now=now, outcome="released", detail="released at shutdown before sending",
-                status=DeliveryStatus.pending.value, attempts=c.attempts - 1, next_attempt_at=now)
+    record(session, [released(c, now=now) for c in claimed])
 
 
 def reclaim_expired(session: Session, *, now: datetime) -> int:

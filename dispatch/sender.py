@@ -25,7 +25,7 @@ from dispatch import db, digest, ledger, subscribers, views
 from dispatch.adapters import Channel
 from dispatch.compose import Composer
 from dispatch.errors import InputError, PermanentError, TransientError
-from dispatch.models import DeliveryStatus, Subscriber, SubscriberKind, SubscriberStatus
+from dispatch.models import Subscriber, SubscriberKind, SubscriberStatus
 from dispatch.retry import RetryPolicy
 
 log = logging.getLogger("dispatch.delivery")
@@ -75,7 +75,7 @@ class Sender:
             if self.stop.is_set():
                 outcomes += self._record(unrecorded)
                 unrecorded = []
-                self._write(lambda session: ledger.release(session, claimed[index:], now=self.clock()))
+                self._write(lambda session: ledger.release(session, claimed[index:], now=self.clock()))  # noqa: B023
                 outcomes += [self._log(r, people.get(r.subscriber_id), "released", "stopping")
                              for r in claimed[index:]]
                 break
@@ -90,10 +90,16 @@ class Sender:
         has already been accepted or refused by its server."""
         if not results:
             return []
-        statuses = self._write(lambda session: [r.action(session) for r in results])
-        return [self._log(r.claimed, r.person, status.value if isinstance(status, DeliveryStatus) else r.status,
-                          r.detail)  # mark_retry decides between pending and failed
-                for r, status in zip(results, statuses)]
+        finishes = [r.action() for r in results]
+
+        def write(session):
+            ledger.record(session, [f for f, _ in finishes])
+            for _, effect in finishes:
+                if effect:
+                    effect(session)
+
+        self._write(write)
+        return [self._log(r.claimed, r.person, f.status.value, r.detail) for r, (f, _) in zip(results, finishes)]
 
     def _log(self, c: ledger.Claimed, person, status: str, detail: str) -> Outcome:
         recipient = person[1] if person else None
@@ -110,7 +116,7 @@ class Sender:
         now = self.clock
         skip = _why_skip(person, c, current)
         if skip:
-            return _Result(c, person, "skipped", skip, lambda s: ledger.mark_skipped(s, c, reason=skip, now=now()))
+            return _Result(c, person, skip, lambda: (ledger.skipped(c, reason=skip, now=now()), None))
         status, recipient = person
         items = [current[i] for i in c.sitrep_ids if i in current]
         built = digest.build_digest(recipient, c.window_key, items)
@@ -120,17 +126,17 @@ class Sender:
                                                          progress=c.receipt)
         # The record is written later: bind the error now (``exc`` ends with its block).
         except TransientError as exc:
-            return _Result(c, person, "pending", str(exc), lambda s, e=exc: ledger.mark_retry(
-                s, c, error=str(e), now=now(), policy=self.policy, retry_after=e.retry_after,
-                progress=e.progress))
+            return _Result(c, person, str(exc), lambda e=exc: (ledger.retry(
+                c, error=str(e), now=now(), policy=self.policy, retry_after=e.retry_after, progress=e.progress), None))
         except PermanentError as exc:
-            return _Result(c, person, "failed", str(exc), lambda s, e=exc: self._fail(s, c, recipient, e))
+            return _Result(c, person, str(exc), lambda e=exc: (
+                ledger.failed(c, error=str(e), now=now(), progress=e.progress), self._blame(recipient, e)))
         except Exception as exc:  # a bug must not lose the delivery: log it, retry later
             log.exception("delivery=%s: unexpected error", c.id)
             error = f"internal error: {type(exc).__name__}: {exc}"
-            return _Result(c, person, "pending", error, lambda s: ledger.mark_retry(
-                s, c, error=error, now=now(), policy=self.policy))
-        return _Result(c, person, "sent", receipt, lambda s: ledger.mark_sent(s, c, receipt=receipt, now=now()))
+            return _Result(c, person, error, lambda: (
+                ledger.retry(c, error=error, now=now(), policy=self.policy), None))
+        return _Result(c, person, receipt, lambda: (ledger.sent(c, receipt=receipt, now=now()), None))
 
     def _write(self, action):
         """Record an outcome, riding out a database connection that was cut
@@ -146,14 +152,14 @@ class Sender:
                 log.warning("database connection lost while recording; trying again")
                 time.sleep(0.25 * 2 ** attempt)
 
-    def _fail(self, session, c: ledger.Claimed, recipient: digest.Recipient, exc: PermanentError) -> None:
-        ledger.mark_failed(session, c, error=str(exc), now=self.clock(), progress=exc.progress)
+    def _blame(self, recipient: digest.Recipient, exc: PermanentError):
+        """What a permanent refusal of the address does to the subscriber."""
         if not exc.blames_recipient:
-            return
+            return None
         if recipient.kind == SubscriberKind.email.value:
-            subscribers.record_hard_bounce(session, recipient.id, reason=str(exc), limit=self.bounce_limit)
-        else:
-            subscribers.disable_for(session, recipient.id, reason=str(exc))
+            return lambda session: subscribers.record_hard_bounce(session, recipient.id, reason=str(exc),
+                                                                 limit=self.bounce_limit)
+        return lambda session: subscribers.disable_for(session, recipient.id, reason=str(exc))
 
     def _render(self, built: digest.Digest):
         # Keyed by the digest's content itself, so an edited SITREP is a new body.
@@ -193,9 +199,8 @@ class _Result:
 
     claimed: ledger.Claimed
     person: tuple | None
-    status: str
     detail: str
-    action: Callable
+    action: Callable  # () -> (ledger.Finish, subscriber effect or None)
 
 
 def _why_skip(person, c: ledger.Claimed, current) -> str | None:

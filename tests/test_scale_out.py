@@ -15,12 +15,12 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import psycopg
-import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
 from dispatch import bootstrap, db, sitreps
 from dispatch.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscriber, Worker
+from dispatch.sender import RECORD_EVERY
 from dispatch.sitrep_text import parse
 
 from .conftest import FIXTURES, _libpq_dsn
@@ -139,5 +139,7 @@ def test_many_processes_share_the_work_and_survive_kills_and_cut_connections(tmp
     # A message arrives twice only if its sender died with it on the wire, or its
     # record was cut off; both show in the log as a reclaimed lease.
     assert {by_receipt[mid] for mid in doubled} <= (in_flight_at_kill | reclaimed)
-    assert len(doubled) <= 10
+    # The dead sender's two threads each had at most one unrecorded run; the cut
+    # connections are ridden out by retrying the record, so they add nothing.
+    assert len(doubled) <= 2 * RECORD_EVERY
     assert in_flight_at_kill <= reclaimed  # the dead sender's batch went back to the queue
