@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def build_environment(templates_dir: Path | None = None) -> Environment:
     return env
 
 
+@lru_cache(maxsize=4096)  # each bullet recurs in many digests; textwrap is slow
 def wrap(text: str, width: int = 72, first: str = "", rest: str | None = None) -> str:
     return textwrap.fill(" ".join(str(text).split()), width=width, initial_indent=first,
                          subsequent_indent=first if rest is None else rest,

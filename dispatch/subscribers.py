@@ -12,6 +12,7 @@ import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -151,7 +152,9 @@ def _apply(session: Session, subscriber: Subscriber, prefs: Preferences) -> None
 
 # --- stored subscribers ------------------------------------------------------
 
+@lru_cache(maxsize=20_000)
 def check_address(kind: SubscriberKind, address: str) -> str:
+    """Cached: the sender re-checks every address it sends to."""
     return check_email(address) if kind == SubscriberKind.email else check_slack_address(address)
 
 

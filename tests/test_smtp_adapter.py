@@ -147,3 +147,21 @@ def test_rate_limit_spaces_messages(server):
 def test_bad_settings_fail_at_start(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SmtpAdapter(host="127.0.0.1", port=25, **kwargs)
+
+
+DOTTY = EmailContent(
+    subject="Dots", text="Line one\n.starts with a dot\n..two dots\n.\nend — ünïcödé ✓\n",
+    html="<p>ok</p>\n." + "<b>long</b> " * 400 + "\n", preferences_url="https://x.example/p/t",
+    unsubscribe_url="https://x.example/u/t")
+
+
+def test_leading_dots_8bit_text_and_long_lines_arrive_intact(server):
+    sink, handler = server
+    adapter = adapter_for(sink)
+    adapter.send("r@example.org", DOTTY, delivery_id=1)
+    (msg,) = received(handler)
+    text, html = msg.get_payload()
+    assert text["Content-Transfer-Encoding"] == "8bit"  # aiosmtpd offers 8BITMIME
+    assert html["Content-Transfer-Encoding"] == "quoted-printable"  # a 4,800-byte line does not fit 8bit
+    assert text.get_content().replace("\r\n", "\n") == DOTTY.text
+    assert html.get_content().replace("\r\n", "\n") == DOTTY.html
