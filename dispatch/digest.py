@@ -49,6 +49,7 @@ class SitrepView:
     commentary: tuple[Quote, ...] = ()
     priority: int = 0
     region_names: tuple[str, ...] = ()
+    revision: str = ""  # changes whenever the stored SITREP is edited
 
     @property
     def analyst_slugs(self) -> frozenset[str]:

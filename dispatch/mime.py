@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import re
 from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
@@ -50,14 +49,14 @@ def encode_address(value: str) -> str:
     return formataddr((name, address), charset="utf-8") if name else address
 
 
-_TOO_LONG = re.compile(rb"[^\n]{990,}")  # 8bit allows 998 octets a line; keep a margin
+MAX_8BIT_LINE = 990  # 8bit allows 998 octets a line; keep a margin
 
 
 def _part(subtype: str, text: str, *, eight_bit: bool) -> bytes:
     """One text part: raw UTF-8 ("8bit") when the server takes 8BITMIME and
     no line is too long, which costs nothing to build; else quoted-printable."""
     raw = text.replace("\r\n", "\n").encode("utf-8")
-    if eight_bit and not _TOO_LONG.search(raw):
+    if eight_bit and max(map(len, raw.split(b"\n"))) <= MAX_8BIT_LINE:
         encoding, body = "8bit", raw
     else:
         encoding, body = "quoted-printable", binascii.b2a_qp(raw, istext=True)

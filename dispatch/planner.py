@@ -15,16 +15,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, update
+import sqlalchemy as sa
+from sqlalchemy import or_
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import selectinload
 from sqlmodel import col, select
 
 from dispatch import db, digest, ledger, views
-from dispatch.models import Cadence, Sitrep, SitrepStatus, Subscriber, SubscriberStatus
+from dispatch.models import (
+    Analyst,
+    Cadence,
+    Sitrep,
+    SitrepStatus,
+    Subscriber,
+    SubscriberAnalyst,
+    SubscriberRegion,
+    SubscriberStatus,
+)
 
 SETTLE = timedelta(seconds=60)
-BATCH = 500
+BATCH = 2000
 
 
 @dataclass
@@ -45,33 +55,75 @@ def _subscriber_query():
     return select(Subscriber).options(selectinload(Subscriber.regions), selectinload(Subscriber.analysts))
 
 
+_SCHEDULE_COLUMNS = (Subscriber.id, Subscriber.kind, Subscriber.address, Subscriber.timezone, Subscriber.send_at,
+                     Subscriber.cadence, Subscriber.weekday, Subscriber.created_at, Subscriber.planned_through)
+_SET_CURSORS = (
+    sa.update(Subscriber.__table__)
+    .where(Subscriber.__table__.c.id == sa.bindparam("b_id"))
+    .values(planned_through=sa.bindparam("b_through"), next_due_at=sa.bindparam("b_next"))
+)
+
+
+def _due_recipients(session, *, cutoff: datetime, after_id: int, batch: int) -> list[digest.Recipient]:
+    """The next batch of due daily/weekly subscribers, read with plain
+    queries (no ORM objects: planning reads every subscriber that is due)."""
+    rows = session.execute(
+        select(*_SCHEDULE_COLUMNS)
+        .where(Subscriber.status == SubscriberStatus.active, Subscriber.cadence != Cadence.immediate,
+               or_(col(Subscriber.next_due_at).is_(None), col(Subscriber.next_due_at) <= cutoff),
+               col(Subscriber.id) > after_id)
+        .order_by(col(Subscriber.id)).limit(batch)
+    ).all()
+    if not rows:
+        return []
+    low, high = rows[0].id, rows[-1].id
+    regions: dict[int, set[str]] = {}
+    for subscriber_id, slug in session.execute(
+            select(SubscriberRegion.subscriber_id, SubscriberRegion.region_slug)
+            .where(col(SubscriberRegion.subscriber_id).between(low, high))):
+        regions.setdefault(subscriber_id, set()).add(slug)
+    analysts: dict[int, set[str]] = {}
+    for subscriber_id, slug in session.execute(
+            select(SubscriberAnalyst.subscriber_id, Analyst.slug).join(Analyst, Analyst.id == SubscriberAnalyst.analyst_id)
+            .where(col(SubscriberAnalyst.subscriber_id).between(low, high))):
+        analysts.setdefault(subscriber_id, set()).add(slug)
+    return [
+        digest.Recipient(id=r.id, kind=r.kind.value, address=r.address, timezone=r.timezone, send_at=r.send_at,
+                         cadence=r.cadence.value, weekday=r.weekday, created_at=r.created_at,
+                         planned_through=r.planned_through, regions=frozenset(regions.get(r.id, ())),
+                         analysts=frozenset(analysts.get(r.id, ())))
+        for r in rows
+    ]
+
+
 def _plan_digests(engine: Engine, *, cutoff: datetime, now: datetime, batch: int, report: PlanReport) -> None:
     last_id = 0
+    sitreps_since: dict[datetime, list] = {}
+    # Readers with the same schedule, cursor and preferences get the same plan:
+    # work it out once (a large list has far fewer shapes than readers).
+    plans: dict[tuple, digest.Plan] = {}
     while True:
         with db.session_scope(engine) as session:
-            due = session.exec(
-                _subscriber_query()
-                .where(Subscriber.status == SubscriberStatus.active, Subscriber.cadence != Cadence.immediate,
-                       or_(col(Subscriber.next_due_at).is_(None), col(Subscriber.next_due_at) <= cutoff),
-                       col(Subscriber.id) > last_id)
-                .order_by(col(Subscriber.id)).limit(batch)
-            ).all()
+            due = _due_recipients(session, cutoff=cutoff, after_id=last_id, batch=batch)
             if not due:
                 return
             last_id = due[-1].id
-            names = views.region_names(session)
-            recipients = {s.id: views.recipient(s, names) for s in due}
-            since = min(digest.planned_from(r) for r in recipients.values())
-            sitreps = views.approved_sitreps(session, approved_after=since, approved_until=cutoff)
+            since = min(digest.planned_from(r) for r in due)
+            if since not in sitreps_since:
+                sitreps_since[since] = views.approved_sitreps(session, approved_after=since, approved_until=cutoff)
+            sitreps = sitreps_since[since]
             planned, cursors = [], []
-            for subscriber_id, recipient in recipients.items():
-                plan = digest.plan(recipient, sitreps, now=cutoff)
-                planned += [(subscriber_id, window) for window in plan.windows]
-                cursors.append({"id": subscriber_id, "planned_through": plan.planned_through,
-                                "next_due_at": plan.next_due_at})
-            session.expunge_all()  # the cursors are written in bulk below, not through these objects
+            for recipient in due:
+                shape = (recipient.cadence, recipient.timezone, recipient.send_at, recipient.weekday,
+                         digest.planned_from(recipient), recipient.regions, recipient.analysts)
+                plan = plans.get(shape)
+                if plan is None:
+                    plan = plans[shape] = digest.plan(recipient, [s for s in sitreps if s.approved_at > shape[4]],
+                                                      now=cutoff)
+                planned += [(recipient.id, window) for window in plan.windows]
+                cursors.append({"b_id": recipient.id, "b_through": plan.planned_through, "b_next": plan.next_due_at})
             report.deliveries_planned += ledger.plan_many(session, planned, now=now)
-            session.execute(update(Subscriber), cursors)
+            session.execute(_SET_CURSORS, cursors)
             report.subscribers_checked += len(due)
 
 

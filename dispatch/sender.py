@@ -24,7 +24,7 @@ from sqlmodel import col, select
 from dispatch import db, digest, ledger, subscribers, views
 from dispatch.adapters import Channel
 from dispatch.compose import Composer
-from dispatch.errors import InputError, PermanentError, TransientError
+from dispatch.errors import PermanentError, TransientError
 from dispatch.models import Subscriber, SubscriberKind, SubscriberStatus
 from dispatch.retry import RetryPolicy
 
@@ -162,8 +162,10 @@ class Sender:
         return lambda session: subscribers.disable_for(session, recipient.id, reason=str(exc))
 
     def _render(self, built: digest.Digest):
-        # Keyed by the digest's content itself, so an edited SITREP is a new body.
-        key = (built.recipient.kind, built.recipient.format, built.items)
+        # Keyed by each SITREP's revision, so an edited SITREP is a new body.
+        key = (built.recipient.kind, built.recipient.format,
+               tuple((item.sitrep.id, item.sitrep.revision, tuple(q.followed for q in item.quotes))
+                     for item in built.items))
         body = self._bodies.get(key)
         if built.recipient.kind == SubscriberKind.slack.value:
             if body is None:
@@ -209,10 +211,9 @@ def _why_skip(person, c: ledger.Claimed, current) -> str | None:
     status, recipient = person
     if status != SubscriberStatus.active:
         return f"the subscriber is {status.value}"
-    try:
-        subscribers.check_address(SubscriberKind(recipient.kind), recipient.address)
-    except InputError as exc:
-        return f"the address is not valid any more: {exc}"
+    problem = subscribers.quick_address_problem(SubscriberKind(recipient.kind), recipient.address)
+    if problem:
+        return f"the address is not valid any more: {problem}"
     if not any(i in current for i in c.sitrep_ids):
         return "every SITREP in it was withdrawn"
     return None

@@ -12,7 +12,6 @@ import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -152,10 +151,26 @@ def _apply(session: Session, subscriber: Subscriber, prefs: Preferences) -> None
 
 # --- stored subscribers ------------------------------------------------------
 
-@lru_cache(maxsize=20_000)
 def check_address(kind: SubscriberKind, address: str) -> str:
-    """Cached: the sender re-checks every address it sends to."""
     return check_email(address) if kind == SubscriberKind.email else check_slack_address(address)
+
+
+_PLAUSIBLE_EMAIL = re.compile(r"[^@\s<>()\[\],;:\\\"]+@[A-Za-z0-9\u0080-\uffff-]+(\.[A-Za-z0-9\u0080-\uffff-]+)+")
+
+
+def quick_address_problem(kind: SubscriberKind, address: str) -> str | None:
+    """What makes a stored address unusable now, checked cheaply on every
+    send. Addresses were fully validated when stored; this catches one that
+    was changed behind our back (and any line break, which could forge a header)."""
+    if kind == SubscriberKind.slack:
+        try:
+            check_slack_address(address)
+        except FieldError as exc:
+            return str(exc)
+        return None
+    if not _PLAUSIBLE_EMAIL.fullmatch(address):
+        return f"email: {address!r} is not a valid address"
+    return None
 
 
 def add_subscriber(

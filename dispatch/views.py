@@ -53,6 +53,7 @@ def sitrep_view(sitrep: Sitrep, names: dict[str, str]) -> SitrepView:
         region_names=tuple(names.get(slug, slug) for slug in slugs),
         summary=tuple(sitrep.summary),
         priority=sitrep.priority,
+        revision=sitrep.updated_at.isoformat(),
         commentary=tuple(
             Quote(analyst_slug=c.analyst.slug, analyst_name=c.analyst.name,
                   analyst_title=c.analyst.title, text=c.text)
