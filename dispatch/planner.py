@@ -34,7 +34,7 @@ from dispatch.models import (
 )
 
 SETTLE = timedelta(seconds=60)
-BATCH = 2000
+BATCH = 5000
 
 
 @dataclass

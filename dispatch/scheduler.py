@@ -61,19 +61,24 @@ def build_channels(settings: Settings) -> dict:
 
 @dataclass
 class RunSummary:
+    """Counts for every outcome, and the outcomes worth a look (not sent).
+    Sent deliveries are only counted, so memory does not grow with the list."""
+
     planned: int = 0
     reclaimed: int = 0
-    outcomes: list[Outcome] = field(default_factory=list)
+    by_status: Counter = field(default_factory=Counter)
+    problems: list[Outcome] = field(default_factory=list)
     plan_seconds: float = 0.0
     send_seconds: float = 0.0
+
+    def add(self, outcome: Outcome) -> None:
+        self.by_status[outcome.status] += 1
+        if outcome.status in ("failed", "pending"):
+            self.problems.append(outcome)
 
     def as_dict(self) -> dict:
         return {"planned": self.planned, "reclaimed": self.reclaimed, "outcomes": dict(self.by_status),
                 "plan_seconds": round(self.plan_seconds, 3), "send_seconds": round(self.send_seconds, 3)}
-
-    @property
-    def by_status(self) -> Counter:
-        return Counter(o.status for o in self.outcomes)
 
     @property
     def failed(self) -> int:
@@ -135,8 +140,9 @@ class Runner:
             return session.exec(select(func.count()).select_from(Delivery).where(
                 Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= self.clock())).one()
 
-    def drain(self, on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-        """Send everything due, with the configured number of sender threads."""
+    def drain(self, on_outcome: Callable[[Outcome], None] | None = None, *, collect: bool = True) -> list[Outcome]:
+        """Send everything due, with the configured number of sender threads.
+        Returns the outcomes when ``collect`` (small runs, tests)."""
         outcomes: list[Outcome] = []
         lock = threading.Lock()
 
@@ -149,9 +155,10 @@ class Runner:
                     return
                 for outcome in self.sender.process(claimed):
                     with lock:
-                        outcomes.append(outcome)
-                    if on_outcome:
-                        on_outcome(outcome)
+                        if collect:
+                            outcomes.append(outcome)
+                        if on_outcome:
+                            on_outcome(outcome)
 
         with ThreadPoolExecutor(self.settings.sender_threads, thread_name_prefix="sender") as pool:
             for future in [pool.submit(worker) for _ in range(self.settings.sender_threads)]:
@@ -168,9 +175,17 @@ class Runner:
         planned_at = time.perf_counter()
         if on_planned:
             on_planned(self.due_count())
-        outcomes = self.drain(on_outcome)
-        return RunSummary(planned=planned, reclaimed=reclaimed, outcomes=outcomes,
-                          plan_seconds=planned_at - started, send_seconds=time.perf_counter() - planned_at)
+        summary = RunSummary(planned=planned, reclaimed=reclaimed, plan_seconds=planned_at - started)
+
+        def count(outcome: Outcome) -> None:
+            summary.add(outcome)
+            if on_outcome:
+                on_outcome(outcome)
+
+        if self.role != "planner":
+            self.drain(count, collect=False)
+        summary.send_seconds = time.perf_counter() - planned_at
+        return summary
 
     def run_forever(self, *, install_signal_handlers: bool = True) -> None:
         if install_signal_handlers:

@@ -126,9 +126,9 @@ def test_every_reader_gets_one_digest_and_a_second_run_sends_nothing(engine, run
     assert json.loads(rows["C0DESK01"].receipt)["channel"] == "C0DESK01"
     assert [p["channel"] for p in slack.posts if p["via"] == "api"] == ["C0DESK01"]
     # The same morning again, and a later hour: nothing planned twice, nothing sent twice.
-    assert runner.run_once().outcomes == []
+    assert runner.run_once().by_status == {}
     clock.now += timedelta(hours=3)
-    assert runner.run_once().outcomes == []
+    assert runner.run_once().by_status == {}
     assert len(messages(handler)) == 3 and len(slack.posts) == 2
 
 
@@ -162,7 +162,7 @@ def test_smtp_down_then_back(engine, settings, clock, tmp_path):
     (d,) = deliveries(engine).values()
     assert d.attempts == 1 and "connection refused" in d.last_error and d.next_attempt_at > clock.now
     # Nothing is due until the backoff has passed.
-    assert down.run_once().outcomes == []
+    assert down.run_once().by_status == {}
     sink, handler = scripted_smtp(tmp_path / "later", port=dead_port)
     try:
         clock.now += timedelta(hours=3)
@@ -258,7 +258,7 @@ def test_immediate_readers_get_each_approval_once(engine, runner, smtp, clock):
     _, handler = smtp
     sitrep_id = setup_readers(engine, [email_reader("now@example.org", cadence="immediate")])
     assert runner.run_once().by_status == {"sent": 1}
-    assert runner.run_once().outcomes == []
+    assert runner.run_once().by_status == {}
     with db.session_scope(engine) as session:  # withdrawn and approved again: a new approval, sent again
         sitreps.withdraw_sitrep(session, sitrep_id, by="chief")
         sitreps.approve_sitrep(session, sitrep_id, by="chief", at=clock.now)

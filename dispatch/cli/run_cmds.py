@@ -51,12 +51,11 @@ def print_summary(summary) -> None:
         if counts[status]:
             label = "retry later" if status == "pending" else status
             table.add_row(label, str(counts[status]))
-    if not summary.outcomes:
+    if not summary.by_status:
         table.add_row("nothing due", "0")
     console.print(table)
-    for o in summary.outcomes:
-        if o.status in ("failed", "pending"):
-            console.print(f"  #{o.delivery_id} {escape(o.address)} {o.status}: {escape(o.detail)}", highlight=False)
+    for o in summary.problems:
+        console.print(f"  #{o.delivery_id} {escape(o.address)} {o.status}: {escape(o.detail)}", highlight=False)
 
 
 def run(
