@@ -1,8 +1,8 @@
 """Signed links for subscribers: manage preferences, unsubscribe, confirm.
 
 A token is an HMAC-signed, timestamped claim (itsdangerous) naming the
-subscriber and the purpose; it cannot be forged or guessed without the secret
-key, and a token made for one purpose is refused for another. It also carries
+subscriber, salted per purpose: it cannot be forged or guessed without the
+secret key, and a token made for one purpose is refused for another. It also carries
 a short digest of the address, so a token never works for a later subscriber
 that happens to get the same id.
 """
@@ -10,10 +10,14 @@ that happens to get the same id.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property, lru_cache
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+from itsdangerous import BadSignature, TimestampSigner
+from itsdangerous.encoding import base64_encode, int_to_bytes
+
 
 from dispatch.errors import DispatchError
 
@@ -44,27 +48,49 @@ def address_tag(address: str) -> str:
     return hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()[:10]
 
 
+class _Signer(TimestampSigner):
+    """itsdangerous's timestamp signer, deriving its key once instead of for
+    every signature: a link is made for every reader of every digest."""
+
+    @cached_property
+    def _key(self) -> bytes:
+        return super().derive_key()
+
+    def derive_key(self, secret_key=None) -> bytes:
+        return self._key if secret_key is None else super().derive_key(secret_key)
+
+
+@lru_cache(maxsize=64)
 def _signer(secret: str, purpose: str) -> TimestampSigner:
     if purpose not in MAX_AGE:
         raise ValueError(f"unknown link purpose {purpose!r}")
-    # A signer over "id-tag" rather than a serializer: no JSON or zlib, since
-    # a link is made for every reader of every digest.
-    return TimestampSigner(secret, salt=f"dispatch-subscriber-{purpose}")
+    # A salt per purpose: a token made for one purpose fails for another.
+    return _Signer(secret, salt=f"dispatch-subscriber-{purpose}")
 
 
-def make_token(secret: str, *, subscriber_id: int, address: str, purpose: str) -> str:
-    return _signer(secret, purpose).sign(f"{subscriber_id}-{address_tag(address)}").decode("ascii")
+def make_token(secret: str, *, subscriber_id: int, address: str, purpose: str, now: float | None = None) -> str:
+    """``<id>-<address tag>.<timestamp>.<signature>``"""
+    signer = _signer(secret, purpose)
+    value = f"{subscriber_id}-{address_tag(address)}".encode("ascii")
+    if now is None:
+        return signer.sign(value).decode("ascii")
+    timestamp = base64_encode(int_to_bytes(int(now)))
+    return (value + b"." + timestamp + b"." + signer.get_signature(value + b"." + timestamp)).decode("ascii")
 
 
-def read_token(secret: str, token: str, *, purpose: str) -> Claims:
+def read_token(secret: str, token: str, *, purpose: str, now: float | None = None) -> Claims:
+    signer = _signer(secret, purpose)
+    max_age = int(MAX_AGE[purpose].total_seconds())
     try:
-        value = _signer(secret, purpose).unsign(token, max_age=int(MAX_AGE[purpose].total_seconds()))
+        value, issued = signer.unsign(token, return_timestamp=True)
         subscriber_id, tag = value.decode("ascii").split("-", 1)
-        return Claims(subscriber_id=int(subscriber_id), address_tag=tag)
-    except SignatureExpired as exc:
-        raise TokenError("this link has expired", expired=True) from exc
-    except (BadSignature, ValueError, TypeError, UnicodeDecodeError) as exc:
+        claims = Claims(subscriber_id=int(subscriber_id), address_tag=tag)
+    except (BadSignature, ValueError, UnicodeError) as exc:
         raise TokenError("this link is not valid") from exc
+    age = (time.time() if now is None else now) - issued.timestamp()
+    if age > max_age:
+        raise TokenError("this link has expired", expired=True)
+    return claims
 
 
 @dataclass(frozen=True)

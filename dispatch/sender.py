@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +34,7 @@ DB_WRITE_TRIES = 6
 # Outcomes are recorded in runs of this many (never before the server
 # answered); a crash between a send and its record can repeat at most a run.
 RECORD_EVERY = 20
-BODY_CACHE_SIZE = 256  # a rendered body is some 40 KB
+BODY_CACHE_SIZE = 512  # a rendered body is some 40 KB
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class Sender:
             current = {s.id: s for s in views.approved_sitreps(session, ids=wanted)}
         outcomes: list[Outcome] = []
         unrecorded: list[_Result] = []
+        # Readers of the same SITREPs next to each other: their shared body is rendered once.
+        claimed = sorted(claimed, key=lambda c: (c.sitrep_ids, c.id))
         for index, c in enumerate(claimed):
             if self.stop.is_set():
                 outcomes += self._record(unrecorded)
@@ -177,21 +180,26 @@ class Sender:
 
 
 class _BoundedCache:
-    """Rendered bodies shared across batches and threads; forgets all when full."""
+    """Rendered bodies shared across batches and threads, least recently
+    used first out, so memory stays bounded however long the list."""
 
     def __init__(self, size: int):
         self.size = size
-        self._data: dict = {}
+        self._data: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key):
-        return self._data.get(key)
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
 
     def put(self, key, value):
         with self._lock:
-            if len(self._data) >= self.size:
-                self._data.clear()
             self._data[key] = value
+            if len(self._data) > self.size:
+                self._data.popitem(last=False)
         return value
 
 
