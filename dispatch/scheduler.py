@@ -129,6 +129,7 @@ class Runner:
         now = self.clock()
         with db.session_scope(self.engine) as session:
             reclaimed = ledger.reclaim_expired(session, now=now)
+        coordination.forget_dead(self.engine, now=now)
         report = planner.plan_due(self.engine, now=now)
         if report.deliveries_planned or reclaimed:
             log.info("planned %s deliveries (%s subscribers checked); reclaimed %s",

@@ -159,11 +159,6 @@ class SmtpAdapter:
             self._transact(conn, address, data, eight_bit=eight_bit)
         return msg_id
 
-    def send_bytes(self, address: str, data: bytes) -> None:
-        self._rate.wait()
-        with self._slots:
-            self._transact(self._acquire(), address, data, eight_bit=False)
-
     def _transact(self, conn: smtplib.SMTP, address: str, data: bytes, *, eight_bit: bool) -> None:
         """One message on a held connection; the connection goes back to the
         pool, or is closed when it cannot be trusted any more."""
