@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -114,11 +115,16 @@ def _is_send_day(recipient: Recipient, day: date) -> bool:
 
 def latest_window_end(recipient: Recipient, at_or_before: datetime) -> datetime:
     """The latest daily/weekly window end at or before the given instant."""
-    tz = ZoneInfo(recipient.timezone)
+    return _latest_end(recipient.cadence, recipient.weekday, recipient.timezone, recipient.send_at, at_or_before)
+
+
+@lru_cache(maxsize=65536)  # planning asks this for every reader; few distinct answers
+def _latest_end(cadence: str, weekday: int, timezone_name: str, send_at: str, at_or_before: datetime) -> datetime:
+    tz = ZoneInfo(timezone_name)
     day = at_or_before.astimezone(tz).date()
     for _ in range(9):  # a weekly end is at most 7 local days back
-        if _is_send_day(recipient, day):
-            end = local_send_instant(day, recipient.send_at, tz)
+        if cadence == "daily" or day.weekday() == weekday:
+            end = local_send_instant(day, send_at, tz)
             if end <= at_or_before:
                 return end
         day -= timedelta(days=1)

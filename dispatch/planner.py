@@ -57,13 +57,6 @@ def _subscriber_query():
 
 _SCHEDULE_COLUMNS = (Subscriber.id, Subscriber.kind, Subscriber.address, Subscriber.timezone, Subscriber.send_at,
                      Subscriber.cadence, Subscriber.weekday, Subscriber.created_at, Subscriber.planned_through)
-_SET_CURSORS = (
-    sa.update(Subscriber.__table__)
-    .where(Subscriber.__table__.c.id == sa.bindparam("b_id"))
-    .values(planned_through=sa.bindparam("b_through"), next_due_at=sa.bindparam("b_next"))
-)
-
-
 def _due_recipients(session, *, cutoff: datetime, after_id: int, batch: int) -> list[digest.Recipient]:
     """The next batch of due daily/weekly subscribers, read with plain
     queries (no ORM objects: planning reads every subscriber that is due)."""
@@ -108,22 +101,27 @@ def _plan_digests(engine: Engine, *, cutoff: datetime, now: datetime, batch: int
             if not due:
                 return
             last_id = due[-1].id
-            since = min(digest.planned_from(r) for r in due)
+            starts = [digest.planned_from(r) for r in due]
+            since = min(starts)
             if since not in sitreps_since:
                 sitreps_since[since] = views.approved_sitreps(session, approved_after=since, approved_until=cutoff)
             sitreps = sitreps_since[since]
-            planned, cursors = [], []
-            for recipient in due:
-                shape = (recipient.cadence, recipient.timezone, recipient.send_at, recipient.weekday,
-                         digest.planned_from(recipient), recipient.regions, recipient.analysts)
+            planned = []
+            cursors: dict[tuple[datetime, datetime], list[int]] = {}
+            for recipient, start in zip(due, starts):
+                shape = (recipient.cadence, recipient.timezone, recipient.send_at, recipient.weekday, start,
+                         recipient.regions, recipient.analysts)
                 plan = plans.get(shape)
                 if plan is None:
-                    plan = plans[shape] = digest.plan(recipient, [s for s in sitreps if s.approved_at > shape[4]],
+                    plan = plans[shape] = digest.plan(recipient, [s for s in sitreps if s.approved_at > start],
                                                       now=cutoff)
                 planned += [(recipient.id, window) for window in plan.windows]
-                cursors.append({"b_id": recipient.id, "b_through": plan.planned_through, "b_next": plan.next_due_at})
+                cursors.setdefault((plan.planned_through, plan.next_due_at), []).append(recipient.id)
             report.deliveries_planned += ledger.plan_many(session, planned, now=now)
-            session.execute(_SET_CURSORS, cursors)
+            # Readers in one time zone share their cursors: one UPDATE per pair, not per reader.
+            for (through, next_due), ids in cursors.items():
+                session.execute(sa.update(Subscriber).where(col(Subscriber.id).in_(ids))
+                                .values(planned_through=through, next_due_at=next_due))
             report.subscribers_checked += len(due)
 
 
