@@ -118,7 +118,7 @@ def latest_window_end(recipient: Recipient, at_or_before: datetime) -> datetime:
     return _latest_end(recipient.cadence, recipient.weekday, recipient.timezone, recipient.send_at, at_or_before)
 
 
-@lru_cache(maxsize=65536)  # planning asks this for every reader; few distinct answers
+@lru_cache(maxsize=4096)  # planning asks this for every reader; few distinct answers
 def _latest_end(cadence: str, weekday: int, timezone_name: str, send_at: str, at_or_before: datetime) -> datetime:
     tz = ZoneInfo(timezone_name)
     day = at_or_before.astimezone(tz).date()
