@@ -22,13 +22,6 @@ app = typer.Typer(
 app.add_typer(sitrep_cmds.app, name="sitrep")
 app.add_typer(subscriber_cmds.app, name="subscriber")
 app.add_typer(subscriber_cmds.slack_app, name="slack")
-app.command("demo")(demo_cmd.demo)
-app.command("preview")(preview_cmd.preview)
-app.command("run")(run_cmds.run)
-app.command("log")(run_cmds.show_log)
-app.command("retry")(run_cmds.retry)
-app.command("sink")(run_cmds.sink)
-app.command("status")(run_cmds.status)
 
 
 def _version(value: bool) -> None:
@@ -108,3 +101,13 @@ def analysts(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) 
     for row in rows:
         table.add_row(row["slug"], row["name"], row["title"] or "")
     console.print(table)
+
+
+# Registered last so that `dispatch --help` lists set-up commands first.
+app.command("preview")(preview_cmd.preview)
+app.command("run")(run_cmds.run)
+app.command("status")(run_cmds.status)
+app.command("log")(run_cmds.show_log)
+app.command("retry")(run_cmds.retry)
+app.command("sink")(run_cmds.sink)
+app.command("demo")(demo_cmd.demo)
