@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy import or_
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import selectinload
 from sqlmodel import col, select
 
 from dispatch import db, digest, ledger, views
@@ -51,20 +50,15 @@ def plan_due(engine: Engine, *, now: datetime, settle: timedelta = SETTLE, batch
     return report
 
 
-def _subscriber_query():
-    return select(Subscriber).options(selectinload(Subscriber.regions), selectinload(Subscriber.analysts))
-
-
 _SCHEDULE_COLUMNS = (Subscriber.id, Subscriber.kind, Subscriber.address, Subscriber.timezone, Subscriber.send_at,
                      Subscriber.cadence, Subscriber.weekday, Subscriber.created_at, Subscriber.planned_through)
-def _due_recipients(session, *, cutoff: datetime, after_id: int, batch: int) -> list[digest.Recipient]:
-    """The next batch of due daily/weekly subscribers, read with plain
-    queries (no ORM objects: planning reads every subscriber that is due)."""
+def _active_recipients(session, *conditions, after_id: int, batch: int) -> list[digest.Recipient]:
+    """The next batch (by id) of active subscribers meeting the conditions,
+    read with plain queries: planning may read every subscriber, and ORM
+    objects would cost several times more."""
     rows = session.execute(
         select(*_SCHEDULE_COLUMNS)
-        .where(Subscriber.status == SubscriberStatus.active, Subscriber.cadence != Cadence.immediate,
-               or_(col(Subscriber.next_due_at).is_(None), col(Subscriber.next_due_at) <= cutoff),
-               col(Subscriber.id) > after_id)
+        .where(Subscriber.status == SubscriberStatus.active, col(Subscriber.id) > after_id, *conditions)
         .order_by(col(Subscriber.id)).limit(batch)
     ).all()
     if not rows:
@@ -97,7 +91,10 @@ def _plan_digests(engine: Engine, *, cutoff: datetime, now: datetime, batch: int
     plans: dict[tuple, digest.Plan] = {}
     while True:
         with db.session_scope(engine) as session:
-            due = _due_recipients(session, cutoff=cutoff, after_id=last_id, batch=batch)
+            due = _active_recipients(
+                session, Subscriber.cadence != Cadence.immediate,
+                or_(col(Subscriber.next_due_at).is_(None), col(Subscriber.next_due_at) <= cutoff),
+                after_id=last_id, batch=batch)
             if not due:
                 return
             last_id = due[-1].id
@@ -138,19 +135,13 @@ def _plan_immediate(engine: Engine, *, now: datetime, batch: int, report: PlanRe
                 (sitrep,) = views.approved_sitreps(session, ids=[sitrep_id]) or (None,)
                 if sitrep is None:
                     break  # withdrawn meanwhile
-                readers = session.exec(
-                    _subscriber_query()
-                    .where(Subscriber.status == SubscriberStatus.active, Subscriber.cadence == Cadence.immediate,
-                           col(Subscriber.id) > last_id)
-                    .order_by(col(Subscriber.id)).limit(batch)
-                ).all()
+                readers = _active_recipients(session, Subscriber.cadence == Cadence.immediate,
+                                             after_id=last_id, batch=batch)
                 if not readers:
                     session.get(Sitrep, sitrep_id).immediate_planned_at = now
                     report.sitreps_fanned_out += 1
                     break
                 last_id = readers[-1].id
-                names = views.region_names(session)
-                planned = [(s.id, window) for s in readers
-                           for window in digest.immediate_windows(views.recipient(s, names), [sitrep])]
+                planned = [(r.id, window) for r in readers for window in digest.immediate_windows(r, [sitrep])]
                 report.deliveries_planned += ledger.plan_many(session, planned, now=now)
                 report.subscribers_checked += len(readers)
