@@ -120,7 +120,7 @@ class Sender:
         skip = _why_skip(person, c, current)
         if skip:
             return _Result(c, person, skip, lambda: (ledger.skipped(c, reason=skip, now=now()), None))
-        status, recipient = person
+        _, recipient = person
         items = [current[i] for i in c.sitrep_ids if i in current]
         built = digest.build_digest(recipient, c.window_key, items)
         try:

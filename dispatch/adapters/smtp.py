@@ -139,23 +139,21 @@ class SmtpAdapter:
 
     # --- sending --------------------------------------------------------------
 
-    def build(self, address: str, content: EmailContent, *, delivery_id: int) -> tuple[str, bytes]:
-        """The message as it would be sent (used by the benchmark and tests)."""
+    def build(self, address: str, content: EmailContent, *, delivery_id: int,
+              eight_bit: bool = False) -> tuple[str, bytes]:
+        """The Message-ID and the bytes of the message for one reader."""
         msg_id = mime.message_id(delivery_id, self.domain)
         data = mime.build_message(content, sender=self.sender, to=address, msg_id=msg_id, list_id=self.list_id,
                                   unsubscribe_mailto=self.unsubscribe_mailto, reply_to=self.reply_to,
-                                  date=datetime.now(timezone.utc))
+                                  date=datetime.now(timezone.utc), eight_bit=eight_bit)
         return msg_id, data
 
     def send(self, address: str, content: EmailContent, *, delivery_id: int, progress: str | None = None) -> str:
         self._rate.wait()
         with self._slots:
             conn = self._acquire()
-            msg_id = mime.message_id(delivery_id, self.domain)
             eight_bit = conn.has_extn("8bitmime")
-            data = mime.build_message(content, sender=self.sender, to=address, msg_id=msg_id, list_id=self.list_id,
-                                      unsubscribe_mailto=self.unsubscribe_mailto, reply_to=self.reply_to,
-                                      date=datetime.now(timezone.utc), eight_bit=eight_bit)
+            msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit)
             self._transact(conn, address, data, eight_bit=eight_bit)
         return msg_id
 
