@@ -239,8 +239,11 @@ def log(
     status: DeliveryStatus | None = None,
     subscriber_id: int | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
+    sitrep_id: int | None = None,
     limit: int = 100,
 ) -> list[LogEntry]:
+    """Newest first; deliveries planned in [since, until), carrying the SITREP if given."""
     query = select(Delivery, Subscriber.address, Subscriber.kind).join(
         Subscriber, Subscriber.id == Delivery.subscriber_id)
     if status is not None:
@@ -249,9 +252,21 @@ def log(
         query = query.where(Delivery.subscriber_id == subscriber_id)
     if since is not None:
         query = query.where(col(Delivery.created_at) >= since)
+    if until is not None:
+        query = query.where(col(Delivery.created_at) < until)
+    if sitrep_id is not None:
+        query = query.where(_carries(session, sitrep_id))
     query = query.order_by(col(Delivery.id).desc()).limit(limit)
     return [LogEntry(delivery=d, address=a, kind=k.value if hasattr(k, "value") else k)
             for d, a, k in session.exec(query).all()]
+
+
+def _carries(session: Session, sitrep_id: int):
+    """Deliveries whose JSON list of SITREP ids holds this one, in each backend's own JSON terms."""
+    if session.get_bind().dialect.name == "postgresql":
+        return sa.cast(Delivery.sitrep_ids, postgresql.JSONB).contains([sitrep_id])
+    each = sa.func.json_each(Delivery.sitrep_ids).table_valued("value")
+    return sa.exists(sa.select(1).select_from(each).where(each.c.value == sitrep_id))
 
 
 def attempts(session: Session, delivery_id: int) -> list[DeliveryAttempt]:

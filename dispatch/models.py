@@ -276,3 +276,26 @@ class StoredSetting(SQLModel, table=True):
     __tablename__ = "stored_setting"
     key: str = Field(primary_key=True, max_length=64)
     value: str = Field(sa_column=Column(sa.Text, nullable=False))
+
+
+class AdminUser(SQLModel, table=True):
+    """Someone who may use the admin pages; the password is stored as an Argon2 hash."""
+
+    __tablename__ = "admin_user"
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=100, sa_column_kwargs={"unique": True})
+    password_hash: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    last_login_at: datetime | None = Field(default=None, sa_column=_utc())
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token for the JSON API. Only its SHA-256 is kept: the token
+    itself is shown once, when it is made."""
+
+    __tablename__ = "api_token"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, sa_column_kwargs={"unique": True})
+    token_hash: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    last_used_at: datetime | None = Field(default=None, sa_column=_utc())

@@ -44,15 +44,19 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def smtp_adapter(settings: Settings) -> SmtpAdapter:
+    return SmtpAdapter(
+        host=settings.smtp_host, port=settings.smtp_port, security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        timeout=settings.smtp_timeout, ca_file=settings.smtp_ca_file, mail_from=settings.mail_from,
+        reply_to=settings.reply_to, list_id=settings.list_id, unsubscribe_mailto=settings.unsubscribe_mailto,
+        pool_size=settings.smtp_pool_size, rate_limit=settings.smtp_rate_limit)
+
+
 def build_channels(settings: Settings) -> dict:
     return {
-        "email": SmtpAdapter(
-            host=settings.smtp_host, port=settings.smtp_port, security=settings.smtp_security,
-            username=settings.smtp_username,
-            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-            timeout=settings.smtp_timeout, ca_file=settings.smtp_ca_file, mail_from=settings.mail_from,
-            reply_to=settings.reply_to, list_id=settings.list_id, unsubscribe_mailto=settings.unsubscribe_mailto,
-            pool_size=settings.smtp_pool_size, rate_limit=settings.smtp_rate_limit),
+        "email": smtp_adapter(settings),
         "slack": SlackAdapter(
             token=settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
             base_url=str(settings.slack_base_url), min_interval=settings.slack_min_interval),

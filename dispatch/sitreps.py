@@ -160,12 +160,13 @@ def edit_sitrep(
     event_date: date | None = None,
     priority: int | None = None,
     summary: list[str] | None = None,
+    quotes: list[str] | None = None,
     content: ParsedSitrep | None = None,
 ) -> Sitrep:
     """Change fields of a SITREP, approved or not; the change is recorded.
 
     ``content`` replaces title, date, bullets and commentary from corrected
-    text. An approved SITREP stays approved: deliveries render the current
+    text; ``quotes`` replaces the text of each quote, in order. An approved SITREP stays approved: deliveries render the current
     content when they are sent.
     """
     sitrep = get(session, sitrep_id)
@@ -191,6 +192,16 @@ def edit_sitrep(
         if cleaned != sitrep.summary:
             sitrep.summary = cleaned
             changed.append("bullets")
+    if quotes is not None:
+        if len(quotes) != len(sitrep.commentary):
+            raise WorkflowError(f"SITREP {sitrep_id} has {len(sitrep.commentary)} quote(s), not {len(quotes)}")
+        if any(not text.strip() for text in quotes):
+            raise WorkflowError("a quote cannot be empty; edit the SITREP text to remove one")
+        for item, text in zip(sitrep.commentary, quotes):
+            if text.strip() != item.text:
+                item.text = text.strip()
+                if "commentary" not in changed:
+                    changed.append("commentary")
     if not changed:
         return sitrep
     new_fingerprint = sitrep_fingerprint(sitrep.title, sitrep.event_date)

@@ -140,20 +140,24 @@ class SmtpAdapter:
     # --- sending --------------------------------------------------------------
 
     def build(self, address: str, content: EmailContent, *, delivery_id: int,
-              eight_bit: bool = False) -> tuple[str, bytes]:
+              eight_bit: bool = False, message_id: str | None = None) -> tuple[str, bytes]:
         """The Message-ID and the bytes of the message for one reader."""
-        msg_id = mime.message_id(delivery_id, self.domain)
+        msg_id = message_id or mime.message_id(delivery_id, self.domain)
         data = mime.build_message(content, sender=self.sender, to=address, msg_id=msg_id, list_id=self.list_id,
                                   unsubscribe_mailto=self.unsubscribe_mailto, reply_to=self.reply_to,
                                   date=datetime.now(timezone.utc), eight_bit=eight_bit)
         return msg_id, data
 
-    def send(self, address: str, content: EmailContent, *, delivery_id: int, progress: str | None = None) -> str:
+    def send(self, address: str, content: EmailContent, *, delivery_id: int = 0, progress: str | None = None,
+             message_id: str | None = None) -> str:
+        """Send one message; ``message_id`` replaces the per-delivery one
+        (for messages that are not digests, such as a confirmation)."""
         self._rate.wait()
         with self._slots:
             conn = self._acquire()
             eight_bit = conn.has_extn("8bitmime")
-            msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit)
+            msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
+                                      message_id=message_id)
             self._transact(conn, address, data, eight_bit=eight_bit)
         return msg_id
 

@@ -7,7 +7,7 @@ from rich.table import Table
 from sqlmodel import select
 
 from dispatch import __version__, bootstrap, db, taxonomy
-from dispatch.cli import demo_cmd, preview_cmd, run_cmds, sitrep_cmds, subscriber_cmds
+from dispatch.cli import admin_cmds, demo_cmd, preview_cmd, run_cmds, sitrep_cmds, subscriber_cmds, web_cmds
 from dispatch.cli.common import AppContext, DispatchGroup, app_context, console, print_json
 from dispatch.config import mask_url_password
 from dispatch.models import Analyst
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.add_typer(sitrep_cmds.app, name="sitrep")
 app.add_typer(subscriber_cmds.app, name="subscriber")
 app.add_typer(subscriber_cmds.slack_app, name="slack")
+app.add_typer(admin_cmds.app, name="admin")
 
 
 def _version(value: bool) -> None:
@@ -106,6 +107,7 @@ def analysts(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) 
 # Registered last so that `dispatch --help` lists set-up commands first.
 app.command("preview")(preview_cmd.preview)
 app.command("run")(run_cmds.run)
+app.command("web")(web_cmds.web)
 app.command("status")(run_cmds.status)
 app.command("log")(run_cmds.show_log)
 app.command("retry")(run_cmds.retry)

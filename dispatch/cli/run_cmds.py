@@ -15,6 +15,7 @@ from rich.table import Table
 
 from dispatch import ledger
 from dispatch.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, app_context, console, fail, print_json
+from dispatch.cli.web_cmds import BackgroundServer, build_server
 from dispatch.coordination import SqliteRunLock
 from dispatch.models import DeliveryStatus
 
@@ -67,6 +68,10 @@ def run(
     role: str = typer.Option("all", "--role", metavar="all|planner|sender",
                              help="planner: only plan (one at a time holds the lock, others stand by); "
                                   "sender: only send. On PostgreSQL run as many as you like."),
+    web: bool = typer.Option(False, "--web", help="Also serve the web pages and API in this process "
+                                                  "(small installations; see `dispatch web`)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="With --web: address to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="With --web: port to listen on."),
 ) -> None:
     """Deliver digests: plan due windows and send them, logging one line per delivery.
 
@@ -76,14 +81,19 @@ def run(
     setup_logging()
     if now and not once:
         fail("--now only goes with --once", code=EXIT_BAD_INPUT)
+    if web and once:
+        fail("--web runs until stopped; it does not go with --once", code=EXIT_BAD_INPUT)
     fixed = parse_instant(now, "--now") if now else None
     runner = make_runner(ctx, clock=(lambda: fixed) if fixed else None, role=role)
     single = SqliteRunLock(runner.engine)
     single.acquire()
     if not once:
+        server = BackgroundServer(build_server(ctx, host, port)).start() if web else None
         try:
             runner.run_forever()
         finally:
+            if server is not None:
+                server.stop()
             single.release()
         return
     try:

@@ -1,0 +1,129 @@
+"""Admin users (for the web pages) and API tokens (for the JSON API).
+
+Passwords are kept as Argon2id hashes (argon2-cffi, its default
+parameters). API tokens are random and only their SHA-256 is stored: a
+stolen database does not hand out working tokens, and a token can be looked
+up by its hash in one indexed query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlmodel import Session, col, select
+
+from dispatch.errors import DuplicateError, FieldError, NotFoundError
+from dispatch.models import AdminUser, ApiToken, utcnow
+
+MIN_PASSWORD_LENGTH = 10
+TOKEN_PREFIX = "dsp_"
+_USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,100}")
+_NAME = re.compile(r"[A-Za-z0-9._ -]{1,100}")
+_hasher = PasswordHasher()
+# Verified against when the username is unknown, so that a wrong username
+# takes as long as a wrong password and does not tell which usernames exist.
+_DUMMY_HASH = _hasher.hash("dispatch: no such user")
+
+
+def check_username(username: str) -> str:
+    username = username.strip()
+    if not _USERNAME.fullmatch(username):
+        raise FieldError("username", "1–100 letters, digits and . _ @ - only")
+    return username
+
+
+def check_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise FieldError("password", f"at least {MIN_PASSWORD_LENGTH} characters")
+    return password
+
+
+def create_admin(session: Session, username: str, password: str) -> AdminUser:
+    username = check_username(username)
+    if find_admin(session, username) is not None:
+        raise DuplicateError(f"admin {username!r} exists already (use --reset-password to change the password)")
+    admin = AdminUser(username=username, password_hash=_hasher.hash(check_password(password)))
+    session.add(admin)
+    session.flush()
+    return admin
+
+
+def set_password(session: Session, username: str, password: str) -> AdminUser:
+    admin = find_admin(session, username)
+    if admin is None:
+        raise NotFoundError(f"no admin {username!r}")
+    admin.password_hash = _hasher.hash(check_password(password))
+    session.flush()
+    return admin
+
+
+def find_admin(session: Session, username: str) -> AdminUser | None:
+    return session.exec(select(AdminUser).where(AdminUser.username == username.strip())).first()
+
+
+def list_admins(session: Session) -> list[AdminUser]:
+    return list(session.exec(select(AdminUser).order_by(col(AdminUser.username))).all())
+
+
+def remove_admin(session: Session, username: str) -> None:
+    admin = find_admin(session, username)
+    if admin is None:
+        raise NotFoundError(f"no admin {username!r}")
+    session.delete(admin)
+
+
+def authenticate(session: Session, username: str, password: str) -> AdminUser | None:
+    """The admin if the password is right, else None (never says which part was wrong)."""
+    admin = find_admin(session, username) if _USERNAME.fullmatch(username.strip()) else None
+    try:
+        _hasher.verify(admin.password_hash if admin else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if admin is None:
+        return None
+    if _hasher.check_needs_rehash(admin.password_hash):
+        admin.password_hash = _hasher.hash(password)
+    admin.last_login_at = utcnow()
+    session.flush()
+    return admin
+
+
+# --- API tokens --------------------------------------------------------------
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(session: Session, name: str) -> tuple[ApiToken, str]:
+    """A new token: the stored row, and the token itself (shown once, never stored)."""
+    name = name.strip()
+    if not _NAME.fullmatch(name):
+        raise FieldError("name", "1–100 letters, digits, spaces and . _ - only")
+    if session.exec(select(ApiToken).where(ApiToken.name == name)).first() is not None:
+        raise DuplicateError(f"an API token named {name!r} exists already")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(name=name, token_hash=_digest(token))
+    session.add(row)
+    session.flush()
+    return row, token
+
+
+def find_token(session: Session, token: str) -> ApiToken | None:
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    return session.exec(select(ApiToken).where(ApiToken.token_hash == _digest(token))).first()
+
+
+def list_tokens(session: Session) -> list[ApiToken]:
+    return list(session.exec(select(ApiToken).order_by(col(ApiToken.name))).all())
+
+
+def revoke_token(session: Session, name: str) -> None:
+    row = session.exec(select(ApiToken).where(ApiToken.name == name.strip())).first()
+    if row is None:
+        raise NotFoundError(f"no API token named {name!r}")
+    session.delete(row)

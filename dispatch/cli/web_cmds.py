@@ -1,0 +1,58 @@
+"""`dispatch web`: serve the admin pages, the subscriber pages and the API."""
+
+from __future__ import annotations
+
+import threading
+
+import typer
+
+from dispatch.cli.common import EXIT_BAD_INPUT, app_context, console, fail
+
+HOST_HELP = "Address to listen on (0.0.0.0 for every interface; put a TLS proxy in front)."
+
+
+def build_server(ctx: typer.Context, host: str, port: int):
+    import uvicorn
+
+    from dispatch.web import create_app
+
+    appctx = app_context(ctx)
+    try:
+        app = create_app(appctx.settings, appctx.engine)
+    except ValueError as exc:  # the SMTP settings for confirmation emails
+        fail(f"invalid settings: {exc}", code=EXIT_BAD_INPUT)
+    # proxy_headers: behind a TLS proxy, the client address (login throttling) is the forwarded one.
+    config = uvicorn.Config(app, host=host, port=port, proxy_headers=True, log_level="info")
+    return uvicorn.Server(config)
+
+
+def web(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", help=HOST_HELP),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+) -> None:
+    """Serve the web pages: /admin for admins, /subscribe and the signed
+    subscriber links, and the JSON API under /api (docs at /api/docs).
+
+    Set DISPATCH_PUBLIC_URL to the address readers reach it at: links in
+    emails point there, and https there makes the session cookie Secure.
+    """
+    server = build_server(ctx, host, port)
+    console.print(f"serving on http://{host}:{port}/ (admin: /admin, API docs: /api/docs)", highlight=False)
+    server.run()
+
+
+class BackgroundServer:
+    """The web server in a thread of its own, beside `dispatch run`."""
+
+    def __init__(self, server):
+        self.server = server
+        self.thread = threading.Thread(target=server.run, name="web", daemon=True)
+
+    def start(self) -> BackgroundServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

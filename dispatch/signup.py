@@ -1,0 +1,92 @@
+"""Subscribers managing themselves: double opt-in, confirmation,
+unsubscribing and subscribing again.
+
+A public form must never let a stranger change someone else's subscription,
+so ``request_subscription`` only ever creates a *pending* subscriber or
+re-opens one that had left; it never touches the preferences of an existing
+one. What happens next is decided here and carried out by the caller (the
+web layer sends the email).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from sqlmodel import Session
+
+from dispatch import subscribers
+from dispatch.models import Subscriber, SubscriberKind, SubscriberStatus, utcnow
+
+
+class NextStep(str, Enum):
+    confirm = "confirm"  # send the confirmation email
+    remind = "remind"  # already active: send a link to their preferences instead
+    nothing = "nothing"  # disabled by an admin: send nothing, say nothing different
+
+
+@dataclass(frozen=True)
+class SignupResult:
+    subscriber: Subscriber
+    next_step: NextStep
+
+
+def request_subscription(session: Session, address: str, prefs: subscribers.Preferences) -> SignupResult:
+    """The public subscribe form. The page shown afterwards is the same
+    whatever the outcome, so it does not reveal who is subscribed."""
+    address = subscribers.check_email(address)
+    existing = subscribers.find_by_address(session, address, kind=SubscriberKind.email)
+    if existing is None:
+        created = subscribers.add_subscriber(session, address, prefs=prefs, status=SubscriberStatus.pending)
+        created.status_reason = "waiting for the subscriber to confirm"
+        return SignupResult(created, NextStep.confirm)
+    if existing.status == SubscriberStatus.active:
+        return SignupResult(existing, NextStep.remind)
+    if existing.status == SubscriberStatus.disabled:
+        return SignupResult(existing, NextStep.nothing)
+    # pending (asked again), unsubscribed or bounced: confirm the address afresh.
+    existing.status = SubscriberStatus.pending
+    existing.status_reason = "waiting for the subscriber to confirm"
+    session.flush()
+    return SignupResult(existing, NextStep.confirm)
+
+
+def confirm(session: Session, subscriber: Subscriber) -> bool:
+    """Pending → active. True if this call activated the subscriber."""
+    if subscriber.status != SubscriberStatus.pending:
+        return False
+    _activate(subscriber, reason="confirmed by the subscriber")
+    subscriber.confirmed_at = utcnow()
+    session.flush()
+    return True
+
+
+def unsubscribe(session: Session, subscriber: Subscriber, *, how: str) -> bool:
+    """True if this call unsubscribed them (a second click changes nothing)."""
+    if subscriber.status == SubscriberStatus.unsubscribed:
+        return False
+    subscriber.status = SubscriberStatus.unsubscribed
+    subscriber.status_reason = f"unsubscribed by the subscriber ({how})"
+    session.flush()
+    return True
+
+
+def resubscribe(session: Session, subscriber: Subscriber) -> bool:
+    """Unsubscribed → active again, from a signed link to this very address
+    (which proves it is theirs, so no second opt-in)."""
+    if subscriber.status != SubscriberStatus.unsubscribed:
+        return False
+    _activate(subscriber, reason="subscribed again by the subscriber")
+    session.flush()
+    return True
+
+
+def _activate(subscriber: Subscriber, *, reason: str) -> None:
+    subscriber.status = SubscriberStatus.active
+    subscriber.status_reason = reason
+    subscriber.bounce_count = 0
+    if subscriber.planned_through is not None:
+        # Start afresh: the first digest after a pause must not carry every
+        # SITREP approved while they were away.
+        subscriber.planned_through = utcnow()
+    subscriber.next_due_at = None  # the planner works it out again

@@ -1,0 +1,366 @@
+"""Admin pages: dashboard, SITREPs, subscribers and Slack channels,
+deliveries, previews. Every route but the login form sits behind
+``current_admin`` (on the router, so none can be added without it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import date, datetime, time, timedelta, timezone
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import RedirectResponse, Response
+from sqlmodel import Session, col, select
+
+from dispatch import admins, compose, db, digest, ledger, sitrep_text, sitreps, subscribers, taxonomy, views
+from dispatch.coordination import live_workers
+from dispatch.errors import InputError, WorkflowError
+from dispatch.models import (
+    Cadence,
+    Delivery,
+    DeliveryStatus,
+    Sitrep,
+    SitrepStatus,
+    Subscriber,
+    SubscriberKind,
+    SubscriberStatus,
+    utcnow,
+)
+from dispatch.web import forms, uploads
+from dispatch.web.pages import flash, page
+from dispatch.web.security import Admin, current_admin, require_csrf, sign_in
+
+login_router = APIRouter(prefix="/admin", include_in_schema=False)
+
+
+def _admin(request: Request) -> Admin:
+    admin = current_admin(request)
+    request.state.admin = admin
+    return admin
+
+
+router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(_admin)])
+form_post = {"dependencies": [Depends(require_csrf)], "status_code": 303}
+
+
+def _session(request: Request):
+    with db.session_scope(request.app.state.engine) as session:
+        yield session
+
+
+def _back(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def _safe_next(value: str | None) -> str:
+    """Only a path on this site: the login form must not become an open redirect."""
+    parts = urlsplit(value or "")
+    if value and value.startswith("/") and not value.startswith("//") and not parts.netloc and not parts.scheme:
+        return value
+    return "/admin"
+
+
+# --- signing in and out --------------------------------------------------------
+
+@login_router.get("/login")
+def login_form(request: Request, next: str = "/admin"):
+    return page(request, "admin/login.html", next=_safe_next(next), username="", error=None)
+
+
+@login_router.post("/login", dependencies=[Depends(require_csrf)])
+def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/admin")):
+    throttle = request.app.state.throttle
+    client = request.client.host if request.client else "?"
+    wait = throttle.retry_after(client, username)
+    if wait:
+        raise HTTPException(429, f"Too many failed sign-ins. Try again in {int(wait // 60) + 1} minute(s).",
+                            headers={"Retry-After": str(int(wait) + 1)})
+    with db.session_scope(request.app.state.engine) as session:
+        admin = admins.authenticate(session, username, password)
+    if admin is None:
+        throttle.failed(client, username)
+        return page(request, "admin/login.html", status_code=401, next=_safe_next(next), username=username,
+                    error="Wrong username or password.")
+    throttle.succeeded(client, username)
+    sign_in(request, admin)
+    return _back(_safe_next(next))
+
+
+@router.post("/logout", **form_post)
+def logout(request: Request):
+    request.session.clear()
+    return _back("/admin/login")
+
+
+# --- dashboard -------------------------------------------------------------------
+
+@router.get("")
+def dashboard(request: Request):
+    now = utcnow()
+    # Read before opening the page's session: on SQLite a second one would wait for it.
+    workers = live_workers(request.app.state.engine, now=now)
+    with db.session_scope(request.app.state.engine) as session:
+        return _dashboard(request, session, now=now, workers=workers)
+
+
+def _dashboard(request: Request, session: Session, *, now: datetime, workers: list):
+    midnight = datetime.combine(now.date(), time(0), tzinfo=timezone.utc)
+    today = dict(session.execute(
+        select(Delivery.status, sa.func.count()).where(col(Delivery.created_at) >= midnight)
+        .group_by(Delivery.status)).all())
+    next_window = session.execute(
+        select(sa.func.min(Subscriber.next_due_at)).where(
+            Subscriber.status == SubscriberStatus.active, Subscriber.cadence != Cadence.immediate)).scalar()
+    return page(
+        request, "admin/dashboard.html",
+        drafts=sitreps.list_sitreps(session, status=SitrepStatus.draft, limit=20),
+        today=[(s.value, today.get(s, 0)) for s in DeliveryStatus],
+        failures=ledger.log(session, status=DeliveryStatus.failed, limit=10),
+        next_window=next_window, workers=workers,
+        subscriber_counts=dict(session.execute(
+            select(Subscriber.status, sa.func.count()).group_by(Subscriber.status)).all()),
+    )
+
+
+# --- SITREPs ---------------------------------------------------------------------
+
+@router.get("/sitreps")
+def sitrep_list(request: Request, q: str = "", status: str = "", session: Session = Depends(_session)):
+    chosen = SitrepStatus(status) if status in SitrepStatus._value2member_map_ else None
+    return page(request, "admin/sitreps.html", rows=sitreps.list_sitreps(session, status=chosen, search=q or None),
+                q=q, status=status, statuses=[s.value for s in SitrepStatus])
+
+
+@router.get("/sitreps/new")
+def sitrep_new(request: Request):
+    return page(request, "admin/sitrep_new.html", text="", error=None)
+
+
+@router.post("/sitreps/new", dependencies=[Depends(require_csrf)])
+async def sitrep_import(request: Request, text: str = Form(""), file: UploadFile | None = File(None),
+                        approve: bool = Form(False)):
+    source = await uploads.read_text(file, text, limit=uploads.SITREP_MAX_BYTES, what="SITREP")
+    name = file.filename if file is not None and file.filename else "pasted text"
+    try:
+        parsed = sitrep_text.parse(source, source=name)
+        with db.session_scope(request.app.state.engine) as session:
+            result = sitreps.import_parsed(session, parsed, actor=request.state.admin.username, approve=approve)
+            sitrep_id, created = result.sitrep.id, result.created
+    except InputError as exc:
+        return page(request, "admin/sitrep_new.html", status_code=400, text=source, error=str(exc))
+    flash(request, f"Imported SITREP {sitrep_id}{' and approved it' if approve else ''}." if created
+          else f"This SITREP was imported before, as {sitrep_id}; nothing changed.", "ok" if created else "error")
+    return _back(f"/admin/sitreps/{sitrep_id}")
+
+
+@router.get("/sitreps/{sitrep_id}")
+def sitrep_detail(sitrep_id: int, request: Request, session: Session = Depends(_session)):
+    sitrep = sitreps.get(session, sitrep_id)
+    data = sitreps.as_dict(sitrep, full=True)
+    return page(request, "admin/sitrep.html", sitrep=data, all_regions=taxonomy.all_regions(session),
+                deliveries=ledger.log(session, sitrep_id=sitrep_id, limit=20))
+
+
+@router.post("/sitreps/{sitrep_id}/edit", dependencies=[Depends(require_csrf)])
+async def sitrep_edit(sitrep_id: int, request: Request):
+    form = await request.form()
+    by = request.state.admin.username
+    try:
+        event_date = date.fromisoformat(str(form.get("event_date", "")))
+    except ValueError:
+        raise InputError(f"{form.get('event_date')!r} is not a date as YYYY-MM-DD") from None
+    with db.session_scope(request.app.state.engine) as session:
+        sitrep = sitreps.edit_sitrep(session, sitrep_id, by=by, title=str(form.get("title", "")),
+                                     event_date=event_date,
+                                     summary=str(form.get("bullets", "")).splitlines(),
+                                     quotes=[str(form.get(f"quote_{c.position}", c.text))
+                                             for c in sitreps.get(session, sitrep_id).commentary])
+        wanted = [str(v) for v in form.getlist("region")]
+        if wanted != sitreps.region_slugs(sitrep):
+            sitreps.tag_sitrep(session, sitrep_id, wanted, by=by)
+    flash(request, "Saved.")
+    return _back(f"/admin/sitreps/{sitrep_id}")
+
+
+@router.post("/sitreps/{sitrep_id}/approve", **form_post)
+def sitrep_approve(sitrep_id: int, request: Request, session: Session = Depends(_session)):
+    sitreps.approve_sitrep(session, sitrep_id, by=request.state.admin.username)
+    flash(request, f"SITREP {sitrep_id} is approved: the next planning run sends it out.")
+    return _back(f"/admin/sitreps/{sitrep_id}")
+
+
+@router.post("/sitreps/{sitrep_id}/withdraw", **form_post)
+def sitrep_withdraw(sitrep_id: int, request: Request, reason: str = Form(""), session: Session = Depends(_session)):
+    sitreps.withdraw_sitrep(session, sitrep_id, by=request.state.admin.username, reason=reason)
+    flash(request, f"SITREP {sitrep_id} is withdrawn: deliveries not yet sent leave it out.")
+    return _back(f"/admin/sitreps/{sitrep_id}")
+
+
+@router.get("/sitreps/{sitrep_id}/preview")
+def sitrep_preview(sitrep_id: int, request: Request, session: Session = Depends(_session)):
+    sitrep = sitreps.get(session, sitrep_id)
+    # A draft has no approval time yet: preview it as if approved now.
+    view = dataclasses.replace(views.sitrep_view(sitrep, views.region_names(session)),
+                               approved_at=sitrep.approved_at or utcnow())
+    reader = digest.Recipient(id=0, kind="email", address="preview@example.org", name="Preview")
+    built = digest.build_digest(reader, "preview", [view])
+    composer = _composer(request)
+    email = composer.email(built)
+    slack = composer.slack(built)
+    return page(request, "admin/preview.html", title=f"SITREP {sitrep_id}: {sitrep.title}", email=email,
+                slack=[(m.text, json.dumps(list(m.blocks), indent=2, ensure_ascii=False)) for m in slack.messages],
+                reason="", back=f"/admin/sitreps/{sitrep_id}")
+
+
+# --- subscribers and Slack channels ------------------------------------------------
+
+@router.get("/subscribers")
+def subscriber_list(request: Request, q: str = "", status: str = "", kind: str = "", region: str = "",
+                    session: Session = Depends(_session)):
+    rows = subscribers.list_subscribers(
+        session, search=q or None, region=region or None,
+        status=SubscriberStatus(status) if status in SubscriberStatus._value2member_map_ else None,
+        kind=SubscriberKind(kind) if kind in SubscriberKind._value2member_map_ else None)
+    return page(request, "admin/subscribers.html", rows=rows, q=q, status=status, kind=kind, region=region,
+                statuses=[s.value for s in SubscriberStatus], kinds=[k.value for k in SubscriberKind],
+                all_regions=taxonomy.all_regions(session))
+
+
+@router.get("/subscribers/new")
+def subscriber_new(request: Request, kind: str = "email", session: Session = Depends(_session)):
+    return page(request, "admin/subscriber.html", subscriber=None, kind=kind if kind == "slack" else "email",
+                address="", values=forms.values_of(None), error=None, **forms.choices(session))
+
+
+@router.post("/subscribers/new", dependencies=[Depends(require_csrf)])
+async def subscriber_add(request: Request):
+    form = await request.form()
+    kind = SubscriberKind.slack if form.get("kind") == "slack" else SubscriberKind.email
+    address = str(form.get("address", ""))
+    try:
+        with db.session_scope(request.app.state.engine) as session:
+            added = subscribers.add_subscriber(session, address, kind=kind, prefs=forms.preferences_from(form))
+            added_id = added.id
+    except InputError as exc:
+        with db.session_scope(request.app.state.engine) as session:
+            return page(request, "admin/subscriber.html", status_code=400, subscriber=None, kind=kind.value,
+                        address=address, values=forms.values_from(form), error=str(exc), **forms.choices(session))
+    flash(request, f"Added {address.strip()}.")
+    return _back(f"/admin/subscribers/{added_id}")
+
+
+@router.get("/subscribers/export.csv")
+def subscriber_export(session: Session = Depends(_session)):
+    text = subscribers.export_csv(subscribers.list_subscribers(session))
+    return Response(text, media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="subscribers.csv"'})
+
+
+@router.get("/subscribers/import")
+def subscriber_import_form(request: Request):
+    return page(request, "admin/subscriber_import.html", report=None)
+
+
+@router.post("/subscribers/import", dependencies=[Depends(require_csrf)])
+async def subscriber_import(request: Request, file: UploadFile | None = File(None), text: str = Form("")):
+    source = await uploads.read_text(file, text, limit=uploads.CSV_MAX_BYTES, what="CSV")
+    with db.session_scope(request.app.state.engine) as session:
+        report = subscribers.import_csv(session, source)
+        added = [s.address for s in report.added]
+    return page(request, "admin/subscriber_import.html", report=report, added=added)
+
+
+@router.get("/subscribers/{subscriber_id}")
+def subscriber_detail(subscriber_id: int, request: Request, session: Session = Depends(_session)):
+    subscriber = subscribers.get(session, subscriber_id)
+    return page(request, "admin/subscriber.html", subscriber=subscriber, kind=subscriber.kind.value,
+                address=subscriber.address, values=forms.values_of(subscriber), error=None,
+                statuses=[s.value for s in SubscriberStatus],
+                deliveries=ledger.log(session, subscriber_id=subscriber_id, limit=20), **forms.choices(session))
+
+
+@router.post("/subscribers/{subscriber_id}", dependencies=[Depends(require_csrf)])
+async def subscriber_edit(subscriber_id: int, request: Request):
+    form = await request.form()
+    status = str(form.get("status", ""))
+    with db.session_scope(request.app.state.engine) as session:
+        subscribers.edit_subscriber(
+            session, subscriber_id, forms.preferences_from(form),
+            status=SubscriberStatus(status) if status in SubscriberStatus._value2member_map_ else None)
+    flash(request, "Saved.")
+    return _back(f"/admin/subscribers/{subscriber_id}")
+
+
+@router.post("/subscribers/{subscriber_id}/remove", **form_post)
+def subscriber_remove(subscriber_id: int, request: Request, session: Session = Depends(_session)):
+    removed = subscribers.remove_subscriber(session, subscriber_id)
+    flash(request, f"Removed {removed.address} and its delivery log.")
+    return _back("/admin/subscribers")
+
+
+@router.get("/subscribers/{subscriber_id}/preview")
+def subscriber_preview(subscriber_id: int, request: Request, session: Session = Depends(_session)):
+    subscriber = subscribers.get(session, subscriber_id)
+    result = compose.preview(session, subscriber_id, now=utcnow(), status=subscriber.status)
+    email, slack = None, []
+    if result.digest is not None:
+        composer = _composer(request)
+        if subscriber.kind == SubscriberKind.slack:
+            slack = [(m.text, json.dumps(list(m.blocks), indent=2, ensure_ascii=False))
+                     for m in composer.slack(result.digest).messages]
+        else:
+            email = composer.email(result.digest)
+    when = result.window_end.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    title = (f"Next for {subscriber.address}: as soon as a matching SITREP is approved"
+             if subscriber.cadence == Cadence.immediate else f"Next for {subscriber.address}: window ending {when}")
+    return page(request, "admin/preview.html", title=title, email=email, slack=slack, reason=result.reason,
+                back=f"/admin/subscribers/{subscriber_id}")
+
+
+# --- deliveries ------------------------------------------------------------------------
+
+@router.get("/deliveries")
+def delivery_list(request: Request, status: str = "", subscriber: str = "", sitrep: str = "", day: str = "",
+                  session: Session = Depends(_session)):
+    since = until = None
+    if day:
+        try:
+            since = datetime.combine(date.fromisoformat(day), time(0), tzinfo=timezone.utc)
+        except ValueError:
+            raise InputError(f"{day!r} is not a date as YYYY-MM-DD") from None
+        until = since + timedelta(days=1)
+    subscriber_id = subscribers.get(session, subscriber).id if subscriber.strip() else None
+    if sitrep.strip() and not sitrep.strip().isdigit():
+        raise InputError(f"SITREP {sitrep!r}: give its number")
+    rows = ledger.log(session, status=DeliveryStatus(status) if status in DeliveryStatus._value2member_map_ else None,
+                      subscriber_id=subscriber_id, sitrep_id=int(sitrep) if sitrep.strip() else None,
+                      since=since, until=until, limit=200)
+    return page(request, "admin/deliveries.html", rows=rows, status=status, subscriber=subscriber, sitrep=sitrep,
+                day=day, statuses=[s.value for s in DeliveryStatus])
+
+
+@router.get("/deliveries/{delivery_id}")
+def delivery_detail(delivery_id: int, request: Request, session: Session = Depends(_session)):
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None:
+        raise HTTPException(404, f"There is no delivery {delivery_id}.")
+    return page(request, "admin/delivery.html", delivery=delivery,
+                subscriber=session.get(Subscriber, delivery.subscriber_id),
+                titles={s.id: s.title for s in session.exec(
+                    select(Sitrep).where(col(Sitrep.id).in_(delivery.sitrep_ids))).all()},
+                attempts=ledger.attempts(session, delivery_id))
+
+
+@router.post("/deliveries/{delivery_id}/retry", **form_post)
+def delivery_retry(delivery_id: int, request: Request, session: Session = Depends(_session)):
+    if not ledger.retry_failed(session, now=utcnow(), delivery_id=delivery_id):
+        raise WorkflowError(f"delivery {delivery_id} has not failed, so there is nothing to retry")
+    flash(request, f"Delivery {delivery_id} goes back to the queue; the next sending run tries it again.")
+    return _back(f"/admin/deliveries/{delivery_id}")
+
+
+def _composer(request: Request) -> compose.Composer:
+    return request.app.state.composer
+

@@ -1,0 +1,161 @@
+"""The JSON API under /api, for a CMS or a script: push and approve
+SITREPs, manage subscribers, read the delivery log. Every route needs a
+bearer token (``dispatch admin token NAME``); its OpenAPI page is /api/docs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+from sqlmodel import Session
+
+from dispatch import db, ledger, sitrep_text, sitreps, subscribers
+from dispatch.errors import NotFoundError
+from dispatch.models import Delivery, DeliveryStatus, SitrepStatus, SubscriberKind, SubscriberStatus
+from dispatch.web.security import api_client
+from dispatch.web.uploads import SITREP_MAX_BYTES
+
+router = APIRouter(prefix="/api", tags=["dispatch"], dependencies=[Depends(api_client)])
+
+
+def _session(request: Request):
+    with db.session_scope(request.app.state.engine) as session:
+        yield session
+
+
+def _actor(client: str = Depends(api_client)) -> str:
+    return f"api:{client}"
+
+
+class SitrepIn(BaseModel):
+    text: str = Field(description="The SITREP in the text format (title, date, What has Happened, Why it Matters)",
+                      max_length=SITREP_MAX_BYTES)
+    approve: bool = Field(False, description="approve it at once")
+    regions: list[str] | None = Field(None, description="region slugs; default: the places the text names")
+
+
+class Preferences(BaseModel):
+    name: str | None = None
+    regions: list[str] | None = Field(None, description="region slugs; [] means every region")
+    analysts: list[str] | None = Field(None, description="analyst names or slugs; [] means every analyst")
+    cadence: Literal["immediate", "daily", "weekly"] | None = None
+    send_at: str | None = Field(None, description="local time HH:MM", examples=["07:00"])
+    timezone: str | None = Field(None, description="IANA name", examples=["Europe/London"])
+    weekday: str | int | None = Field(None, description="for weekly: monday … sunday, or 0 = Monday")
+    format: Literal["html", "text"] | None = None
+
+    def as_preferences(self) -> subscribers.Preferences:
+        return subscribers.Preferences(**self.model_dump(include=set(subscribers.Preferences.__dataclass_fields__)))
+
+
+class SubscriberIn(Preferences):
+    kind: Literal["email", "slack"] = "email"
+    address: str = Field(description="an email address, a Slack channel ID or an incoming-webhook URL")
+    status: Literal["active", "pending"] = Field(
+        "active", description="pending: not sent anything until confirmed (or set active)")
+
+
+class SubscriberPatch(Preferences):
+    status: Literal["active", "unsubscribed", "disabled", "pending", "bounced"] | None = None
+
+
+@router.post("/sitreps", summary="Import a SITREP (and approve it)", status_code=201)
+def create_sitrep(body: SitrepIn, response: Response, actor: str = Depends(_actor),
+                  session: Session = Depends(_session)) -> dict:
+    parsed = sitrep_text.parse(body.text, source="request")
+    result = sitreps.import_parsed(session, parsed, actor=actor, approve=body.approve, regions=body.regions)
+    if not result.created:
+        response.status_code = 200
+    return {"created": result.created, "sitrep": sitreps.as_dict(result.sitrep, full=True)}
+
+
+@router.get("/sitreps", summary="List SITREPs, newest first")
+def list_sitreps(status: SitrepStatus | None = None, q: str | None = None, limit: int = Query(200, ge=1, le=1000),
+                 session: Session = Depends(_session)) -> list[dict]:
+    return [sitreps.as_dict(s) for s in sitreps.list_sitreps(session, status=status, search=q, limit=limit)]
+
+
+@router.get("/sitreps/{sitrep_id}", summary="One SITREP with its bullets, commentary and history")
+def get_sitrep(sitrep_id: int, session: Session = Depends(_session)) -> dict:
+    return sitreps.as_dict(sitreps.get(session, sitrep_id), full=True)
+
+
+@router.post("/sitreps/{sitrep_id}/approve", summary="Approve a SITREP: the next planning run delivers it")
+def approve_sitrep(sitrep_id: int, actor: str = Depends(_actor), session: Session = Depends(_session)) -> dict:
+    return sitreps.as_dict(sitreps.approve_sitrep(session, sitrep_id, by=actor))
+
+
+@router.post("/sitreps/{sitrep_id}/withdraw", summary="Withdraw a SITREP: unsent deliveries leave it out")
+def withdraw_sitrep(sitrep_id: int, reason: str = "", actor: str = Depends(_actor),
+                    session: Session = Depends(_session)) -> dict:
+    return sitreps.as_dict(sitreps.withdraw_sitrep(session, sitrep_id, by=actor, reason=reason))
+
+
+@router.get("/subscribers", summary="List subscribers and Slack channels")
+def list_subscribers(status: SubscriberStatus | None = None, kind: SubscriberKind | None = None,
+                     region: str | None = None, q: str | None = None, session: Session = Depends(_session)) -> list[dict]:
+    return [subscribers.as_dict(s) for s in subscribers.list_subscribers(
+        session, status=status, kind=kind, region=region, search=q)]
+
+
+@router.post("/subscribers", summary="Add a subscriber or a Slack channel", status_code=201)
+def add_subscriber(body: SubscriberIn, session: Session = Depends(_session)) -> dict:
+    added = subscribers.add_subscriber(session, body.address, kind=SubscriberKind(body.kind),
+                                       prefs=body.as_preferences(), status=SubscriberStatus(body.status))
+    return subscribers.as_dict(added)
+
+
+@router.get("/subscribers/{ident}", summary="One subscriber, by id or address")
+def get_subscriber(ident: str, session: Session = Depends(_session)) -> dict:
+    return subscribers.as_dict(subscribers.get(session, ident))
+
+
+@router.patch("/subscribers/{ident}", summary="Change preferences or status; fields left out stay as they are")
+def update_subscriber(ident: str, body: SubscriberPatch, session: Session = Depends(_session)) -> dict:
+    changed = subscribers.edit_subscriber(session, ident, body.as_preferences(),
+                                          status=SubscriberStatus(body.status) if body.status else None)
+    return subscribers.as_dict(changed)
+
+
+@router.delete("/subscribers/{ident}", summary="Remove a subscriber and its delivery log", status_code=204)
+def remove_subscriber(ident: str, session: Session = Depends(_session)) -> Response:
+    subscribers.remove_subscriber(session, ident)
+    return Response(status_code=204)
+
+
+def _delivery(d: Delivery, address: str | None = None) -> dict:
+    return {"id": d.id, "subscriber_id": d.subscriber_id, "address": address, "window": d.window_key,
+            "sitreps": d.sitrep_ids, "status": d.status.value, "attempts": d.attempts,
+            "created_at": d.created_at.isoformat(), "sent_at": d.sent_at.isoformat() if d.sent_at else None,
+            "next_attempt_at": d.next_attempt_at.isoformat() if d.next_attempt_at else None,
+            "receipt": d.receipt, "last_error": d.last_error}
+
+
+@router.get("/deliveries", summary="The delivery log, newest first")
+def list_deliveries(status: DeliveryStatus | None = None, subscriber: str | None = None,
+                    sitrep: int | None = None, since: datetime | None = None, until: datetime | None = None,
+                    limit: int = Query(100, ge=1, le=1000), session: Session = Depends(_session)) -> list[dict]:
+    subscriber_id = subscribers.get(session, subscriber).id if subscriber else None
+    entries = ledger.log(session, status=status, subscriber_id=subscriber_id, sitrep_id=sitrep,
+                         since=_aware(since), until=_aware(until), limit=limit)
+    return [_delivery(e.delivery, e.address) for e in entries]
+
+
+@router.get("/deliveries/{delivery_id}", summary="One delivery with every attempt")
+def get_delivery(delivery_id: int, session: Session = Depends(_session)) -> dict:
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None:
+        raise NotFoundError(f"no delivery {delivery_id}")
+    data = _delivery(delivery)
+    data["attempts_log"] = [{"at": a.at.isoformat(), "outcome": a.outcome, "detail": a.detail}
+                            for a in ledger.attempts(session, delivery_id)]
+    return data
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A time without an offset is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=timezone.utc)

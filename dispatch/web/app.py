@@ -1,0 +1,96 @@
+"""The FastAPI application: middleware, error pages and the three parts
+(admin pages, subscriber pages, JSON API). ``dispatch web`` serves it."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import timedelta
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from sqlalchemy.engine import Engine
+from starlette.middleware.sessions import SessionMiddleware
+
+from dispatch import __version__, bootstrap
+from dispatch.compose import Composer
+from dispatch.config import Settings
+from dispatch.errors import ConflictError, DispatchError, InputError, NotFoundError
+from dispatch.scheduler import smtp_adapter
+from dispatch.web import admin_pages, api, public_pages
+from dispatch.web.pages import message, templates
+from dispatch.web.security import LoginRequired, LoginThrottle
+
+SESSION_MAX_AGE = timedelta(hours=12)
+BRAND = "Dispatch Briefing"
+
+
+def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
+               throttle: LoginThrottle | None = None) -> FastAPI:
+    """``mailer`` sends confirmation emails (default: an SMTP adapter from the settings)."""
+    engine = engine or bootstrap.open_engine(settings)
+    secret = bootstrap.secret_key(engine, settings)
+    app = FastAPI(
+        title="dispatch API", version=__version__,
+        description="Push SITREPs, manage subscribers and read the delivery log. Every route needs "
+                    "`Authorization: Bearer <token>`; make a token with `dispatch admin token NAME`.",
+        docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.secret = secret
+    app.state.brand = BRAND
+    app.state.templates = templates(settings.templates_dir)
+    app.state.throttle = throttle or LoginThrottle()
+    app.state.mailer = mailer or smtp_adapter(settings)
+    app.state.composer = Composer(settings, engine)  # renderers for the previews, built once
+    # The session key is derived from the link key, so neither can be used as the other.
+    session_key = hmac.new(secret.encode(), b"dispatch web session", hashlib.sha256).hexdigest()
+    app.add_middleware(SessionMiddleware, secret_key=session_key, session_cookie="dispatch_session",
+                       max_age=int(SESSION_MAX_AGE.total_seconds()), same_site="lax",
+                       https_only=str(settings.public_url).startswith("https:"))
+    app.include_router(public_pages.router)
+    app.include_router(admin_pages.login_router)
+    app.include_router(admin_pages.router)
+    app.include_router(api.router)
+    _error_handlers(app)
+    return app
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired):
+        return RedirectResponse(f"/admin/login?next={exc.next_path}", status_code=303)
+
+    @app.exception_handler(DispatchError)
+    async def domain_error(request: Request, exc: DispatchError):
+        status = (404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, ConflictError)
+                  else 400 if isinstance(exc, InputError) else 500)
+        if _is_api(request):
+            return JSONResponse({"detail": str(exc)}, status_code=status)
+        return message(request, "That did not work", str(exc), status_code=status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        if _is_api(request):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        titles = {403: "Not allowed", 404: "Not found", 405: "Not allowed", 413: "Too large", 429: "Too many tries"}
+        text = exc.detail if isinstance(exc.detail, str) else "The request could not be handled."
+        response = message(request, titles.get(exc.status_code, "That did not work"), text,
+                           status_code=exc.status_code)
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
+                             for e in exc.errors())
+        if _is_api(request):
+            return JSONResponse({"detail": problems, "errors": exc.errors()}, status_code=422)
+        return message(request, "Some fields are not right", problems, status_code=422)

@@ -1,0 +1,41 @@
+"""What every server-rendered page shares: the template environment, the
+page context (CSRF token, signed-in admin, flash messages) and error pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from dispatch.render import build_environment
+from dispatch.web.security import CSRF_FIELD, csrf_token
+
+
+def templates(templates_dir: Path | None) -> Jinja2Templates:
+    # Its own environment (Starlette adds url_for to it), with the same
+    # loader and autoescaping as the emails: every stored text renders as text.
+    return Jinja2Templates(env=build_environment(templates_dir))
+
+
+def flash(request: Request, message: str, kind: str = "ok") -> None:
+    """A message shown once, on the next page (kind: ok | error)."""
+    request.session.setdefault("flash", []).append([kind, message])
+
+
+def page(request: Request, name: str, *, status_code: int = 200, **context) -> HTMLResponse:
+    context.update(
+        request=request,
+        csrf_field=CSRF_FIELD,
+        csrf=csrf_token(request),
+        admin=getattr(request.state, "admin", None),
+        flashes=request.session.pop("flash", []),
+        brand=request.app.state.brand,
+    )
+    return request.app.state.templates.TemplateResponse(request, f"web/{name}", context, status_code=status_code)
+
+
+def message(request: Request, title: str, text: str, *, status_code: int = 200, link: tuple[str, str] | None = None):
+    """A page that says one thing (a clear error, a done action)."""
+    return page(request, "message.html", status_code=status_code, title=title, text=text, link=link)

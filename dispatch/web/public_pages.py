@@ -1,0 +1,166 @@
+"""Subscriber pages: subscribe (double opt-in), confirm, preferences and
+unsubscribe. Apart from the subscribe form, every page is reached through a
+signed link, and a link only ever shows the subscriber it was made for."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import PlainTextResponse, RedirectResponse
+from sqlalchemy.orm import selectinload
+from sqlmodel import Session, select
+
+from dispatch import db, links, notices, signup, subscribers
+from dispatch.errors import DeliveryError, FieldError
+from dispatch.models import Subscriber, SubscriberStatus
+from dispatch.web import forms
+from dispatch.web.pages import flash, message, page
+from dispatch.web.security import require_csrf
+
+router = APIRouter(include_in_schema=False)
+log = logging.getLogger("dispatch.web")
+
+
+def _session(request: Request):
+    with db.session_scope(request.app.state.engine) as session:
+        yield session
+
+
+def _by_link(request: Request, session: Session, token: str, purpose: str) -> Subscriber:
+    """The subscriber a signed link names, or a clear error page."""
+    try:
+        claims = links.read_token(request.app.state.secret, token, purpose=purpose)
+    except links.TokenError as exc:
+        if exc.expired:
+            raise HTTPException(410, "This link has expired. Subscribe again, or use the link in a newer email.")
+        raise HTTPException(400, "This link is not valid. Check that it was copied whole, "
+                                 "or use the link in your most recent email.")
+    subscriber = session.exec(select(Subscriber).where(Subscriber.id == claims.subscriber_id).options(
+        selectinload(Subscriber.regions), selectinload(Subscriber.analysts))).first()
+    # The address tag: a link made for a removed subscriber never opens a later one with the same id.
+    if subscriber is None or not claims.is_for(subscriber.address):
+        raise HTTPException(404, "This link belongs to a subscription that no longer exists.")
+    return subscriber
+
+
+@router.get("/")
+def home():
+    return RedirectResponse("/subscribe", status_code=303)
+
+
+@router.get("/subscribe")
+def subscribe_form(request: Request, session: Session = Depends(_session)):
+    return page(request, "subscribe.html", values=forms.values_of(None), address="", error=None,
+                **forms.choices(session))
+
+
+@router.post("/subscribe", dependencies=[Depends(require_csrf)])
+async def subscribe(request: Request):
+    form = await request.form()
+    address = str(form.get("email", "")).strip()
+    app = request.app.state
+    try:
+        with db.session_scope(app.engine) as session:
+            result = signup.request_subscription(session, address, forms.preferences_from(form))
+            subscriber_id, stored_address = result.subscriber.id, result.subscriber.address
+    except FieldError as exc:
+        with db.session_scope(app.engine) as session:
+            return page(request, "subscribe.html", status_code=400, values=forms.values_from(form),
+                        address=address, error=str(exc), **forms.choices(session))
+    if result.next_step != signup.NextStep.nothing:
+        notice = notices.compose(app.templates.env, kind=result.next_step.value, brand=app.brand,
+                                 public_url=str(app.settings.public_url), secret=app.secret,
+                                 subscriber_id=subscriber_id, address=stored_address)
+        try:
+            notices.send(app.mailer, notice)
+        except DeliveryError as exc:
+            log.warning("subscribe: could not email %s: %s", stored_address, exc)
+            return message(request, "We could not send the email",
+                           "Your request is saved, but the confirmation email could not be sent just now. "
+                           "Please try again in a few minutes.", status_code=503)
+    return message(request, "Check your inbox",
+                   f"If {stored_address} can be subscribed, an email is on its way to it. "
+                   "Open the link in it to confirm: nothing is sent to you before that.")
+
+
+@router.get("/confirm/{token}")
+def confirm_page(token: str, request: Request, session: Session = Depends(_session)):
+    subscriber = _by_link(request, session, token, "confirm")
+    return page(request, "confirm.html", subscriber=subscriber, token=token,
+                preferences_url=_link(request, subscriber, "preferences"))
+
+
+@router.post("/confirm/{token}", dependencies=[Depends(require_csrf)])
+def confirm(token: str, request: Request, session: Session = Depends(_session)):
+    subscriber = _by_link(request, session, token, "confirm")
+    if subscriber.status == SubscriberStatus.pending:
+        signup.confirm(session, subscriber)
+    elif subscriber.status != SubscriberStatus.active:
+        return message(request, "This subscription is closed",
+                       f"{subscriber.address} is {subscriber.status.value}. Subscribe again to receive briefings.",
+                       status_code=409, link=("/subscribe", "Subscribe"))
+    flash(request, "Your subscription is confirmed. Choose what you receive below.")
+    return RedirectResponse(_link(request, subscriber, "preferences"), status_code=303)
+
+
+@router.get("/preferences/{token}")
+def preferences_page(token: str, request: Request, session: Session = Depends(_session)):
+    subscriber = _by_link(request, session, token, "preferences")
+    return page(request, "preferences.html", subscriber=subscriber, token=token, error=None,
+                values=forms.values_of(subscriber), unsubscribe_url=_link(request, subscriber, "unsubscribe"),
+                **forms.choices(session))
+
+
+@router.post("/preferences/{token}", dependencies=[Depends(require_csrf)])
+async def save_preferences(token: str, request: Request):
+    form = await request.form()
+    with db.session_scope(request.app.state.engine) as session:
+        subscriber = _by_link(request, session, token, "preferences")
+        try:
+            subscribers.edit_subscriber(session, subscriber.id, forms.preferences_from(form))
+        except FieldError as exc:
+            session.rollback()
+            subscriber = _by_link(request, session, token, "preferences")
+            return page(request, "preferences.html", status_code=400, subscriber=subscriber, token=token,
+                        error=str(exc), values=forms.values_from(form),
+                        unsubscribe_url=_link(request, subscriber, "unsubscribe"), **forms.choices(session))
+    flash(request, "Your preferences are saved.")
+    return RedirectResponse(f"/preferences/{token}", status_code=303)
+
+
+@router.get("/unsubscribe/{token}")
+def unsubscribe_page(token: str, request: Request, session: Session = Depends(_session)):
+    subscriber = _by_link(request, session, token, "unsubscribe")
+    return page(request, "unsubscribe.html", subscriber=subscriber, token=token)
+
+
+@router.post("/unsubscribe/{token}")
+async def unsubscribe(token: str, request: Request):
+    form = await request.form()
+    # RFC 8058: a mail provider POSTs "List-Unsubscribe=One-Click" without
+    # cookies; the signed link is the authority, and it must work at once.
+    one_click = form.get("List-Unsubscribe") == "One-Click"
+    if not one_click:
+        await require_csrf(request)
+    with db.session_scope(request.app.state.engine) as session:
+        subscriber = _by_link(request, session, token, "unsubscribe")
+        signup.unsubscribe(session, subscriber, how="one-click" if one_click else "unsubscribe page")
+        address = subscriber.address
+    if one_click:
+        return PlainTextResponse(f"{address} is unsubscribed.\n")
+    return page(request, "unsubscribe.html", subscriber=subscriber, token=token)
+
+
+@router.post("/resubscribe/{token}", dependencies=[Depends(require_csrf)])
+def resubscribe(token: str, request: Request, session: Session = Depends(_session)):
+    subscriber = _by_link(request, session, token, "unsubscribe")
+    signup.resubscribe(session, subscriber)
+    flash(request, "Welcome back: you are subscribed again.")
+    return RedirectResponse(_link(request, subscriber, "preferences"), status_code=303)
+
+
+def _link(request: Request, subscriber: Subscriber, purpose: str) -> str:
+    """A site-relative signed link for the subscriber."""
+    return f"/{purpose}/" + links.make_token(request.app.state.secret, subscriber_id=subscriber.id,
+                                             address=subscriber.address, purpose=purpose)

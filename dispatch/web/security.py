@@ -1,0 +1,137 @@
+"""Who may do what on the web: admin sessions, CSRF tokens, throttled
+logins and API bearer tokens.
+
+Sessions are Starlette's signed cookies (HttpOnly, SameSite=Lax, Secure when
+the public URL is https). Every form carries the session's CSRF token; only
+the RFC 8058 one-click unsubscribe POST is exempt, because mail providers
+send it without cookies (its signed link is its authority).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from dispatch import admins, db
+from dispatch.models import AdminUser, utcnow
+
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+
+
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token, made on first use."""
+    token = request.session.get("csrf")
+    if not token:
+        token = request.session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+async def require_csrf(request: Request) -> None:
+    """A dependency for every form POST: the submitted token must be the session's."""
+    expected = request.session.get("csrf")
+    form = await request.form()
+    given = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""
+    if not expected or not isinstance(given, str) or not hmac.compare_digest(expected, given):
+        raise HTTPException(403, "This form has expired or did not come from this site. "
+                                 "Go back, reload the page and try again.")
+
+
+class LoginRequired(Exception):
+    """Raised for an anonymous request to an admin page; answered with a redirect to the login page."""
+
+    def __init__(self, next_path: str):
+        self.next_path = next_path
+
+
+@dataclass(frozen=True)
+class Admin:
+    id: int
+    username: str
+
+
+def current_admin(request: Request) -> Admin:
+    """A dependency for every admin page: the signed-in admin, who must still exist."""
+    admin_id = request.session.get("admin_id")
+    if admin_id is not None:
+        with db.session_scope(request.app.state.engine) as session:
+            row = session.get(AdminUser, admin_id)
+            if row is not None:
+                return Admin(id=row.id, username=row.username)
+        request.session.pop("admin_id", None)
+    raise LoginRequired(request.url.path if request.method == "GET" else "/admin")
+
+
+def sign_in(request: Request, admin: AdminUser) -> None:
+    # A new CSRF token at sign-in: one planted before login is worth nothing after.
+    request.session.clear()
+    request.session["admin_id"] = admin.id
+    csrf_token(request)
+
+
+class LoginThrottle:
+    """Failed logins per client address and per username in a sliding window.
+
+    Kept in memory: a restart forgets it, and several web processes each
+    count their own. That is enough to make guessing passwords slow; it is
+    not an account lockout (which would let anyone lock an admin out).
+    """
+
+    def __init__(self, *, max_failures: int = 5, window: float = 900.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.max_failures = max_failures
+        self.window = window
+        self.clock = clock
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _keys(self, client: str, username: str) -> tuple[str, str]:
+        return f"ip:{client}", f"user:{username.strip().lower()}"
+
+    def retry_after(self, client: str, username: str) -> float:
+        """Seconds until another try is allowed; 0 if allowed now."""
+        now = self.clock()
+        wait = 0.0
+        with self._lock:
+            for key in self._keys(client, username):
+                times = self._failures.get(key)
+                if not times:
+                    continue
+                while times and times[0] <= now - self.window:
+                    times.popleft()
+                if len(times) >= self.max_failures:
+                    wait = max(wait, times[0] + self.window - now)
+        return wait
+
+    def failed(self, client: str, username: str) -> None:
+        now = self.clock()
+        with self._lock:
+            for key in self._keys(client, username):
+                self._failures.setdefault(key, deque()).append(now)
+
+    def succeeded(self, client: str, username: str) -> None:
+        with self._lock:
+            self._failures.pop(self._keys(client, username)[1], None)
+
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `dispatch admin token NAME`.")
+
+
+def api_client(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+    """A dependency for every API route: the name of a valid token."""
+    if credentials is not None and credentials.scheme.lower() == "bearer":
+        with db.session_scope(request.app.state.engine) as session:
+            token = admins.find_token(session, credentials.credentials)
+            if token is not None:
+                token.last_used_at = utcnow()
+                return token.name
+    raise HTTPException(401, "a valid API token is required (Authorization: Bearer <token>)",
+                        headers={"WWW-Authenticate": "Bearer"})
