@@ -75,3 +75,23 @@ def engine(database_url):
 def session(engine):
     with db.session_scope(engine) as session:
         yield session
+
+
+@pytest.fixture
+def mail_sink(tmp_path):
+    """A real SMTP server on loopback that keeps each message as a file."""
+    from dispatch.sink import SmtpSink
+
+    sink = SmtpSink(tmp_path / "mail").start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def web(database_url, engine, mail_sink, tmp_path):
+    """The web app on a fresh database (SQLite and PostgreSQL), with a test client."""
+    from tests.webtools import make_web
+
+    harness = make_web(database_url, engine, mail_sink, tmp_path / "mail")
+    with harness.client:
+        yield harness
