@@ -1,0 +1,56 @@
+"""`dispatch web` and `dispatch run --web` as real processes: they serve,
+and stop cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from dispatch.sink import _free_port
+
+
+def wait_for(url: str, child: subprocess.Popen, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise AssertionError(f"the process exited: {child.stderr.read()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return response.read().decode()
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} never answered")
+
+
+@pytest.mark.parametrize("command", [["web"], ["run", "--web"]])
+def test_the_web_server_runs_as_a_process_and_stops_on_sigterm(tmp_path, mail_sink, command):
+    port = _free_port("127.0.0.1")
+    env = {**os.environ, "DISPATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'subscribers.db'}",
+           "DISPATCH_SMTP_HOST": mail_sink.host, "DISPATCH_SMTP_PORT": str(mail_sink.port)}
+    child = subprocess.Popen([sys.executable, "-m", "dispatch", *command, "--port", str(port)], env=env,
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "Subscribe to" in wait_for(f"http://127.0.0.1:{port}/subscribe", child)
+        assert "Sign in" in wait_for(f"http://127.0.0.1:{port}/admin/login", child)
+    finally:
+        child.send_signal(signal.SIGTERM)
+        code = child.wait(timeout=30)
+        log = child.stderr.read()
+    # Uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why it stopped.
+    assert code in (0, -signal.SIGTERM), log
+    assert "Traceback" not in log
+    if command == ["web"]:
+        assert "Application shutdown complete" in log
+
+
+def test_web_and_once_do_not_go_together(tmp_path):
+    env = {**os.environ, "DISPATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'subscribers.db'}"}
+    done = subprocess.run([sys.executable, "-m", "dispatch", "run", "--once", "--web"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "--web" in done.stderr
