@@ -95,3 +95,19 @@ def web(database_url, engine, mail_sink, tmp_path):
     harness = make_web(database_url, engine, mail_sink, tmp_path / "mail")
     with harness.client:
         yield harness
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    """The `dispatch` command through typer's test runner, in a temporary folder."""
+    from typer.testing import CliRunner
+
+    from dispatch.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(app, [str(a) for a in args], input=input)
+
+    return invoke

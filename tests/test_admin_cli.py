@@ -9,7 +9,7 @@ from sqlmodel import select
 from dispatch import admins, db
 from dispatch.models import AdminUser, ApiToken
 
-from .test_cli import ok, run  # noqa: F401  (the fixture)
+from .test_cli import ok
 
 
 def engine_of(tmp_path):

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from dispatch import db, sitreps, subscribers
 from dispatch.models import SitrepStatus
 from dispatch.sitrep_text import parse
-from dispatch.web.security import LoginThrottle
+from dispatch.web.security import Throttle
 
 from .conftest import FIXTURES
 
@@ -112,7 +112,7 @@ def test_every_form_post_without_or_with_a_wrong_csrf_token_is_refused(web):
 
 def test_failed_logins_are_throttled_then_allowed_again(web):
     clock = [1000.0]
-    web.client.app.state.throttle = LoginThrottle(max_failures=3, window=600, clock=lambda: clock[0])
+    web.client.app.state.login_throttle = Throttle(limit=3, window=600, clock=lambda: clock[0])
     web.sign_in()
     web.form("/admin/logout", page="/admin")
     for _ in range(3):
@@ -159,3 +159,24 @@ def test_unknown_pages_and_bad_ids_get_clear_answers(web):
     assert "no SITREP with id 999" in web.client.get("/admin/sitreps/999").text
     assert web.client.get("/admin/sitreps/abc").status_code == 422
     assert web.client.get("/admin/deliveries/999").status_code == 404
+
+
+def test_subscribe_requests_are_limited_per_address_and_client(web):
+    clock = [0.0]
+    web.client.app.state.signup_throttle = Throttle(limit=2, window=3600, clock=lambda: clock[0])
+    for _ in range(2):
+        assert web.form("/subscribe", {"email": "victim@example.org"}).status_code == 200
+    refused = web.form("/subscribe", {"email": "victim@example.org"})
+    assert refused.status_code == 429 and "Too many subscribe requests" in refused.text
+    assert web.form("/subscribe", {"email": "other@example.org"}).status_code == 429  # same client
+    assert len(web.mails()) == 2
+    clock[0] += 3601
+    assert web.form("/subscribe", {"email": "victim@example.org"}).status_code == 200
+
+
+def test_an_oversized_request_is_refused_before_it_is_read(web):
+    from dispatch.web.app import MAX_BODY_BYTES
+    web.sign_in()
+    response = web.client.post("/admin/subscribers/import", content=b"x" * (MAX_BODY_BYTES + 1),
+                               headers={"Content-Type": "application/octet-stream"})
+    assert response.status_code == 413 and "larger than" in response.text

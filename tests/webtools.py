@@ -16,7 +16,6 @@ from dispatch import admins, db
 from dispatch.config import Settings
 from dispatch.sink import SmtpSink
 from dispatch.web import create_app
-from dispatch.web.security import LoginThrottle
 
 ADMIN = ("editor", "correct horse battery")
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -38,7 +37,6 @@ class Web:
     client: TestClient
     engine: object
     sink_folder: Path
-    throttle: LoginThrottle
 
     def form(self, path: str, data: dict | None = None, *, page: str | None = None, **kwargs):
         """POST a form the way a browser does: with the CSRF token of the page it is on."""
@@ -59,7 +57,5 @@ class Web:
 
 
 def make_web(database_url: str, engine, sink: SmtpSink, folder: Path, **kwargs) -> Web:
-    throttle = LoginThrottle()
-    app = create_app(settings_for(database_url, sink), engine, throttle=throttle, **kwargs)
-    return Web(client=TestClient(app, base_url="http://testserver"), engine=engine, sink_folder=folder,
-               throttle=throttle)
+    app = create_app(settings_for(database_url, sink), engine, **kwargs)
+    return Web(client=TestClient(app, base_url="http://testserver"), engine=engine, sink_folder=folder)

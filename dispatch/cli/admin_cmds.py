@@ -46,13 +46,7 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
         rows = [{"username": a.username, "created_at": a.created_at.isoformat(),
                  "last_login_at": a.last_login_at.isoformat() if a.last_login_at else None}
                 for a in admins.list_admins(session)]
-    if as_json:
-        print_json(rows)
-        return
-    table = Table("username", "created", "last sign-in")
-    for r in rows:
-        table.add_row(r["username"], r["created_at"][:16], (r["last_login_at"] or "never")[:16])
-    console.print(table)
+    _show(rows, ("username", "created_at", "last_login_at"), ("username", "created", "last sign-in"), as_json)
 
 
 @app.command("remove")
@@ -88,10 +82,16 @@ def tokens(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
         rows = [{"name": t.name, "created_at": t.created_at.isoformat(),
                  "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None}
                 for t in admins.list_tokens(session)]
+    _show(rows, ("name", "created_at", "last_used_at"), ("name", "created", "last used"), as_json)
+
+
+def _show(rows: list[dict], keys: tuple[str, str, str], headings: tuple[str, ...], as_json: bool) -> None:
+    """A name, when it was made and when it was last used (or never), as JSON or a table."""
     if as_json:
         print_json(rows)
         return
-    table = Table("name", "created", "last used")
+    table = Table(*headings)
+    name, made, used = keys
     for r in rows:
-        table.add_row(r["name"], r["created_at"][:16], (r["last_used_at"] or "never")[:16])
+        table.add_row(r[name], r[made][:16], (r[used] or "never")[:16])
     console.print(table)

@@ -30,7 +30,7 @@ from dispatch.models import (
 )
 from dispatch.web import forms, uploads
 from dispatch.web.pages import flash, page
-from dispatch.web.security import Admin, current_admin, require_csrf, sign_in
+from dispatch.web.security import Admin, client_address, current_admin, require_csrf, sign_in
 
 login_router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -71,8 +71,8 @@ def login_form(request: Request, next: str = "/admin"):
 
 @login_router.post("/login", dependencies=[Depends(require_csrf)])
 def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/admin")):
-    throttle = request.app.state.throttle
-    client = request.client.host if request.client else "?"
+    throttle = request.app.state.login_throttle
+    client = client_address(request)
     wait = throttle.retry_after(client, username)
     if wait:
         raise HTTPException(429, f"Too many failed sign-ins. Try again in {int(wait // 60) + 1} minute(s).",
@@ -80,10 +80,10 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
     with db.session_scope(request.app.state.engine) as session:
         admin = admins.authenticate(session, username, password)
     if admin is None:
-        throttle.failed(client, username)
+        throttle.record(client, username)
         return page(request, "admin/login.html", status_code=401, next=_safe_next(next), username=username,
                     error="Wrong username or password.")
-    throttle.succeeded(client, username)
+    throttle.forget(username)
     sign_in(request, admin)
     return _back(_safe_next(next))
 

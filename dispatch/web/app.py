@@ -20,14 +20,16 @@ from dispatch.errors import ConflictError, DispatchError, InputError, NotFoundEr
 from dispatch.scheduler import smtp_adapter
 from dispatch.web import admin_pages, api, public_pages
 from dispatch.web.pages import message, templates
-from dispatch.web.security import LoginRequired, LoginThrottle
+from dispatch.web.uploads import CSV_MAX_BYTES
+from dispatch.web.security import LoginRequired, Throttle
 
 SESSION_MAX_AGE = timedelta(hours=12)
+MAX_BODY_BYTES = CSV_MAX_BYTES + 256 * 1024  # the largest upload, with room for the form around it
 BRAND = "Dispatch Briefing"
 
 
 def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
-               throttle: LoginThrottle | None = None) -> FastAPI:
+               login_throttle: Throttle | None = None, signup_throttle: Throttle | None = None) -> FastAPI:
     """``mailer`` sends confirmation emails (default: an SMTP adapter from the settings)."""
     engine = engine or bootstrap.open_engine(settings)
     secret = bootstrap.secret_key(engine, settings)
@@ -42,9 +44,11 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
     app.state.secret = secret
     app.state.brand = BRAND
     app.state.templates = templates(settings.templates_dir)
-    app.state.throttle = throttle or LoginThrottle()
+    app.state.login_throttle = login_throttle or Throttle(limit=5, window=900)  # failed sign-ins
+    app.state.signup_throttle = signup_throttle or Throttle(limit=10, window=3600)  # confirmation emails
     app.state.mailer = mailer or smtp_adapter(settings)
     app.state.composer = Composer(settings, engine)  # renderers for the previews, built once
+    _limit_body(app)  # added before the sessions, so it runs inside them (its error page has a session)
     # The session key is derived from the link key, so neither can be used as the other.
     session_key = hmac.new(secret.encode(), b"dispatch web session", hashlib.sha256).hexdigest()
     app.add_middleware(SessionMiddleware, secret_key=session_key, session_cookie="dispatch_session",
@@ -56,6 +60,21 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
     app.include_router(api.router)
     _error_handlers(app)
     return app
+
+
+def _limit_body(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def refuse_oversized(request: Request, call_next):
+        # Refuse before reading: Starlette would spool a whole upload to disk
+        # before the form handlers could check its size. (A chunked body has no
+        # length; the handlers' own limits still apply to it.)
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            text = f"The request is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB."
+            if _is_api(request):
+                return JSONResponse({"detail": text}, status_code=413)
+            return message(request, "Too large", text, status_code=413)
+        return await call_next(request)
 
 
 def _is_api(request: Request) -> bool:

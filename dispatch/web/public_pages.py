@@ -16,7 +16,7 @@ from dispatch.errors import DeliveryError, FieldError
 from dispatch.models import Subscriber, SubscriberStatus
 from dispatch.web import forms
 from dispatch.web.pages import flash, message, page
-from dispatch.web.security import require_csrf
+from dispatch.web.security import client_address, require_csrf
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("dispatch.web")
@@ -60,6 +60,13 @@ async def subscribe(request: Request):
     form = await request.form()
     address = str(form.get("email", "")).strip()
     app = request.app.state
+    # Each request may send an email: limit them per client and per address,
+    # so the form cannot be used to flood someone's inbox.
+    wait = app.signup_throttle.retry_after(client_address(request), address)
+    if wait:
+        raise HTTPException(429, f"Too many subscribe requests. Try again in {int(wait // 60) + 1} minute(s).",
+                            headers={"Retry-After": str(int(wait) + 1)})
+    app.signup_throttle.record(client_address(request), address)
     try:
         with db.session_scope(app.engine) as session:
             result = signup.request_subscription(session, address, forms.preferences_from(form))

@@ -77,49 +77,56 @@ def sign_in(request: Request, admin: AdminUser) -> None:
     csrf_token(request)
 
 
-class LoginThrottle:
-    """Failed logins per client address and per username in a sliding window.
+class Throttle:
+    """Counts events (failed sign-ins, subscribe requests) per client address
+    and per name (username, email address) in a sliding window, and says how
+    long to wait once either count is full.
 
     Kept in memory: a restart forgets it, and several web processes each
-    count their own. That is enough to make guessing passwords slow; it is
-    not an account lockout (which would let anyone lock an admin out).
+    count their own. That is enough to make guessing passwords, or mailing
+    confirmations to a stranger, slow; it is not an account lockout (which
+    would let anyone lock an admin out).
     """
 
-    def __init__(self, *, max_failures: int = 5, window: float = 900.0,
-                 clock: Callable[[], float] = time.monotonic):
-        self.max_failures = max_failures
+    def __init__(self, *, limit: int = 5, window: float = 900.0, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
         self.window = window
         self.clock = clock
-        self._failures: dict[str, deque[float]] = {}
+        self._events: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def _keys(self, client: str, username: str) -> tuple[str, str]:
-        return f"ip:{client}", f"user:{username.strip().lower()}"
+    def _keys(self, client: str, name: str) -> tuple[str, str]:
+        return f"ip:{client}", f"name:{name.strip().lower()}"
 
-    def retry_after(self, client: str, username: str) -> float:
+    def retry_after(self, client: str, name: str) -> float:
         """Seconds until another try is allowed; 0 if allowed now."""
         now = self.clock()
         wait = 0.0
         with self._lock:
-            for key in self._keys(client, username):
-                times = self._failures.get(key)
+            for key in self._keys(client, name):
+                times = self._events.get(key)
                 if not times:
                     continue
                 while times and times[0] <= now - self.window:
                     times.popleft()
-                if len(times) >= self.max_failures:
+                if len(times) >= self.limit:
                     wait = max(wait, times[0] + self.window - now)
         return wait
 
-    def failed(self, client: str, username: str) -> None:
+    def record(self, client: str, name: str) -> None:
         now = self.clock()
         with self._lock:
-            for key in self._keys(client, username):
-                self._failures.setdefault(key, deque()).append(now)
+            for key in self._keys(client, name):
+                self._events.setdefault(key, deque()).append(now)
 
-    def succeeded(self, client: str, username: str) -> None:
+    def forget(self, name: str) -> None:
+        """A successful sign-in clears the name's count (not the address's)."""
         with self._lock:
-            self._failures.pop(self._keys(client, username)[1], None)
+            self._events.pop(self._keys("", name)[1], None)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "?"
 
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `dispatch admin token NAME`.")
