@@ -95,3 +95,11 @@ def test_the_openapi_page_documents_the_api(web):
     assert not any(p.startswith("/admin") for p in schema["paths"])
     assert "bearer" in str(schema["components"]["securitySchemes"]).lower()
     assert web.client.get("/api/docs").status_code == 200
+
+
+def test_withdraw_through_the_api(api):
+    sitrep_id = api.post("/api/sitreps", json={"text": STANDARD, "approve": True}).json()["sitrep"]["id"]
+    withdrawn = api.post(f"/api/sitreps/{sitrep_id}/withdraw", params={"reason": "superseded"})
+    assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "withdrawn"
+    assert api.get(f"/api/sitreps/{sitrep_id}").json()["changes"][-1]["detail"] == "superseded"
+    assert api.post(f"/api/sitreps/{sitrep_id}/withdraw").status_code == 409

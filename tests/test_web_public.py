@@ -187,3 +187,8 @@ def test_resubscribing_after_months_does_not_send_the_backlog(web):
     web.form(path.replace("/unsubscribe/", "/resubscribe/"), page=path)
     again = stored(web)
     assert again.status == SubscriberStatus.active and again.planned_through > long_ago
+
+
+def test_the_home_page_leads_to_the_subscribe_form(web):
+    response = web.client.get("/", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/subscribe"
