@@ -110,5 +110,7 @@ def _deliver(ctx: typer.Context, output: Path) -> None:
     posts = sorted((output / "slack").rglob("*.json"))
     console.print(f"\n[bold]Delivered emails[/] ({len(mails)}): {output / 'mail'}/*.eml — open one in a mail "
                   f"client, or see the next one with `dispatch preview kenji.sato@example.org --html next.html`\n"
-                  f"[bold]Slack posts[/] ({len(posts)}): {output / 'slack'}/<channel>/*.json (Block Kit payloads)",
+                  f"[bold]Slack posts[/] ({len(posts)}): {output / 'slack'}/<channel>/*.json (Block Kit payloads)\n"
+                  "[bold]In a browser[/]: `dispatch admin create YOU`, then `dispatch web` and open "
+                  "http://127.0.0.1:8000/admin (readers subscribe at /subscribe)",
                   highlight=False)
