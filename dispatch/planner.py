@@ -22,13 +22,10 @@ from sqlmodel import col, select
 
 from dispatch import db, digest, ledger, views
 from dispatch.models import (
-    Analyst,
     Cadence,
     Sitrep,
     SitrepStatus,
     Subscriber,
-    SubscriberAnalyst,
-    SubscriberRegion,
     SubscriberStatus,
 )
 
@@ -64,21 +61,12 @@ def _active_recipients(session, *conditions, after_id: int, batch: int) -> list[
     if not rows:
         return []
     low, high = rows[0].id, rows[-1].id
-    regions: dict[int, set[str]] = {}
-    for subscriber_id, slug in session.execute(
-            select(SubscriberRegion.subscriber_id, SubscriberRegion.region_slug)
-            .where(col(SubscriberRegion.subscriber_id).between(low, high))):
-        regions.setdefault(subscriber_id, set()).add(slug)
-    analysts: dict[int, set[str]] = {}
-    for subscriber_id, slug in session.execute(
-            select(SubscriberAnalyst.subscriber_id, Analyst.slug).join(Analyst, Analyst.id == SubscriberAnalyst.analyst_id)
-            .where(col(SubscriberAnalyst.subscriber_id).between(low, high))):
-        analysts.setdefault(subscriber_id, set()).add(slug)
+    regions, analysts = views.preference_sets(session, lambda column: column.between(low, high))
     return [
         digest.Recipient(id=r.id, kind=r.kind.value, address=r.address, timezone=r.timezone, send_at=r.send_at,
                          cadence=r.cadence.value, weekday=r.weekday, created_at=r.created_at,
                          planned_through=r.planned_through, regions=frozenset(regions.get(r.id, ())),
-                         analysts=frozenset(analysts.get(r.id, ())))
+                         analysts=frozenset(slug for slug, _ in analysts.get(r.id, ())))
         for r in rows
     ]
 

@@ -19,14 +19,12 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import selectinload
-from sqlmodel import col, select
 
 from dispatch import db, digest, ledger, subscribers, views
 from dispatch.adapters import Channel
 from dispatch.compose import Composer
 from dispatch.errors import PermanentError, TransientError
-from dispatch.models import Subscriber, SubscriberKind, SubscriberStatus
+from dispatch.models import SubscriberKind, SubscriberStatus
 from dispatch.retry import RetryPolicy
 
 log = logging.getLogger("dispatch.delivery")
@@ -62,12 +60,7 @@ class Sender:
 
     def process(self, claimed: list[ledger.Claimed]) -> list[Outcome]:
         with db.session_scope(self.engine) as session:
-            rows = session.exec(
-                select(Subscriber).where(col(Subscriber.id).in_({c.subscriber_id for c in claimed}))
-                .options(selectinload(Subscriber.regions), selectinload(Subscriber.analysts))
-            ).all()
-            names = views.region_names(session)
-            people = {s.id: (s.status, views.recipient(s, names)) for s in rows}
+            people = views.readers(session, {c.subscriber_id for c in claimed})
             wanted = {i for c in claimed for i in c.sitrep_ids}
             current = {s.id: s for s in views.approved_sitreps(session, ids=wanted)}
         outcomes: list[Outcome] = []

@@ -179,3 +179,28 @@ def test_csv_export_imports_back_unchanged(with_analysts, engine):
     assert subscribers.export_csv(subscribers.list_subscribers(session)) == exported
     assert exported.splitlines()[1] == (
         "good@example.org,Good One,americas;europe-eurasia,Dana Whitfield,daily,06:30,America/New_York,mon,html")
+
+
+def test_the_plain_query_reader_loader_gives_what_the_orm_gives(session):
+    """Sending reads readers with plain queries; they must be the very values
+    the ORM-based ``views.recipient`` makes."""
+    from sqlalchemy.orm import selectinload
+
+    from dispatch import views
+
+    sitreps.import_parsed(session, parse((FIXTURES / "standard.txt").read_text("utf-8")), actor="t")
+    made = [
+        subscribers.add_subscriber(session, "a@example.org", prefs=Preferences(
+            name="Ana", regions=["europe-eurasia", "americas"], analysts=["Samir Haddad", "Dana Whitfield"],
+            cadence="weekly", weekday="fri", timezone="Asia/Tokyo", send_at="06:45", format="text")),
+        subscribers.add_subscriber(session, "b@example.org", status=SubscriberStatus.pending),
+        subscribers.add_subscriber(session, "C0123ABCD", kind=SubscriberKind.slack),
+    ]
+    loaded = views.readers(session, [s.id for s in made] + [9999])
+    names = views.region_names(session)
+    session.expire_all()
+    for subscriber in session.exec(select(Subscriber).options(
+            selectinload(Subscriber.regions), selectinload(Subscriber.analysts))).all():
+        assert loaded[subscriber.id] == (subscriber.status, views.recipient(subscriber, names))
+    assert 9999 not in loaded
+    assert loaded[made[0].id][1].analyst_names == ("Dana Whitfield", "Samir Haddad")
