@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -24,9 +25,15 @@ TOKEN_PREFIX = "dsp_"
 _USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,100}")
 _NAME = re.compile(r"[A-Za-z0-9._ -]{1,100}")
 _hasher = PasswordHasher()
-# Verified against when the username is unknown, so that a wrong username
-# takes as long as a wrong password and does not tell which usernames exist.
-_DUMMY_HASH = _hasher.hash("dispatch: no such user")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown, so that a wrong username
+    takes as long as a wrong password and does not tell which usernames exist.
+    Made on first need, not at import: an Argon2 hash takes 64 MB and a
+    quarter of a second, which every other command would pay."""
+    return _hasher.hash("dispatch: no such user")
 
 
 def check_username(username: str) -> str:
@@ -80,7 +87,7 @@ def authenticate(session: Session, username: str, password: str) -> AdminUser | 
     """The admin if the password is right, else None (never says which part was wrong)."""
     admin = find_admin(session, username) if _USERNAME.fullmatch(username.strip()) else None
     try:
-        _hasher.verify(admin.password_hash if admin else _DUMMY_HASH, password)
+        _hasher.verify(admin.password_hash if admin else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return None
     if admin is None:

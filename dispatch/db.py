@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlmodel import Session
 
+SQLITE_CACHED_STATEMENTS = 16
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -59,7 +60,11 @@ def create_engine(url: str, *, pool_size: int = 5, statement_timeout: float = 0,
 def _sqlite_engine(url: sa.URL) -> Engine:
     if url.database and url.database != ":memory:":
         Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    # A small prepared-statement cache: IN lists of a new length are new
+    # statements, and with the default 128 per connection, statements with
+    # thousands of placeholders (the planner's cursor updates) pile up to tens of MB.
+    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                                                 "cached_statements": SQLITE_CACHED_STATEMENTS})
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):

@@ -32,7 +32,7 @@ DB_WRITE_TRIES = 6
 # Outcomes are recorded in runs of this many (never before the server
 # answered); a crash between a send and its record can repeat at most a run.
 RECORD_EVERY = 20
-BODY_CACHE_SIZE = 512  # a rendered body is some 40 KB
+BODY_CACHE_SIZE = 256  # a rendered body is some 40 KB: about 12 MB at most
 
 
 @dataclass(frozen=True)
