@@ -187,7 +187,8 @@ class SubscriberAnalyst(SQLModel, table=True):
 class Subscriber(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("kind", "address", name="uq_subscriber_kind_address"),
-        sa.Index("ix_subscriber_status", "status"),
+        # Also serves lookups by status alone; a second index on status would
+        # lure SQLite away from it in the planner's due query.
         sa.Index("ix_subscriber_status_next_due", "status", "next_due_at"),
     )
 

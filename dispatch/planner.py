@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy import or_
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
@@ -49,15 +48,22 @@ def plan_due(engine: Engine, *, now: datetime, settle: timedelta = SETTLE, batch
 
 _SCHEDULE_COLUMNS = (Subscriber.id, Subscriber.kind, Subscriber.address, Subscriber.timezone, Subscriber.send_at,
                      Subscriber.cadence, Subscriber.weekday, Subscriber.created_at, Subscriber.planned_through)
-def _active_recipients(session, *conditions, after_id: int, batch: int) -> list[digest.Recipient]:
+def _active_recipients(session, *conditions, after_id: int, batch: int, either: tuple = ()) -> list[digest.Recipient]:
     """The next batch (by id) of active subscribers meeting the conditions,
-    read with plain queries: planning may read every subscriber, and ORM
-    objects would cost several times more."""
-    rows = session.execute(
-        select(*_SCHEDULE_COLUMNS)
-        .where(Subscriber.status == SubscriberStatus.active, col(Subscriber.id) > after_id, *conditions)
-        .order_by(col(Subscriber.id)).limit(batch)
-    ).all()
+    and one of ``either`` if given, read with plain queries: planning may
+    read every subscriber, and ORM objects would cost several times more.
+
+    Each of ``either`` becomes a branch of a UNION ALL (they must not
+    overlap): each branch can use the (status, next_due_at) index, where
+    their OR would have the database read every subscriber on every tick.
+    """
+    where = (Subscriber.status == SubscriberStatus.active, col(Subscriber.id) > after_id, *conditions)
+    if either:
+        due = sa.union_all(*(select(*_SCHEDULE_COLUMNS).where(*where, one) for one in either)).subquery()
+        query = select(due).order_by(due.c.id)
+    else:
+        query = select(*_SCHEDULE_COLUMNS).where(*where).order_by(col(Subscriber.id))
+    rows = session.execute(query.limit(batch)).all()
     if not rows:
         return []
     low, high = rows[0].id, rows[-1].id
@@ -81,7 +87,7 @@ def _plan_digests(engine: Engine, *, cutoff: datetime, now: datetime, batch: int
         with db.session_scope(engine) as session:
             due = _active_recipients(
                 session, Subscriber.cadence != Cadence.immediate,
-                or_(col(Subscriber.next_due_at).is_(None), col(Subscriber.next_due_at) <= cutoff),
+                either=(col(Subscriber.next_due_at).is_(None), col(Subscriber.next_due_at) <= cutoff),
                 after_id=last_id, batch=batch)
             if not due:
                 return
