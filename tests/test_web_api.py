@@ -103,3 +103,10 @@ def test_withdraw_through_the_api(api):
     assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "withdrawn"
     assert api.get(f"/api/sitreps/{sitrep_id}").json()["changes"][-1]["detail"] == "superseded"
     assert api.post(f"/api/sitreps/{sitrep_id}/withdraw").status_code == 409
+
+
+def test_invalid_bodies_get_a_readable_422(api):
+    response = api.post("/api/subscribers", json={"address": "a@example.org", "cadence": "hourly"})
+    assert response.status_code == 422
+    assert "cadence" in response.json()["detail"] and response.json()["errors"][0]["loc"][-1] == "cadence"
+    assert api.post("/api/sitreps", content=b"not json", headers={"Content-Type": "application/json"}).status_code == 422

@@ -8,6 +8,7 @@ import hmac
 from datetime import timedelta
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.engine import Engine
@@ -111,5 +112,5 @@ def _error_handlers(app: FastAPI) -> None:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
                              for e in exc.errors())
         if _is_api(request):
-            return JSONResponse({"detail": problems, "errors": exc.errors()}, status_code=422)
+            return JSONResponse({"detail": problems, "errors": jsonable_encoder(exc.errors())}, status_code=422)
         return message(request, "Some fields are not right", problems, status_code=422)
