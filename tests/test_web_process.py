@@ -15,10 +15,10 @@ import pytest
 from dispatch.sink import _free_port
 
 
-def wait_for(url: str, child: subprocess.Popen, timeout: float = 20) -> str:
+def wait_for(url: str, child: subprocess.Popen | None = None, timeout: float = 20) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if child.poll() is not None:
+        if child is not None and child.poll() is not None:
             raise AssertionError(f"the process exited: {child.stderr.read()}")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
@@ -54,3 +54,47 @@ def test_web_and_once_do_not_go_together(tmp_path):
     done = subprocess.run([sys.executable, "-m", "dispatch", "run", "--once", "--web"], env=env, cwd=tmp_path,
                           capture_output=True, text=True)
     assert done.returncode == 2 and "--web" in done.stderr
+
+
+def test_a_slow_mail_server_does_not_hold_up_other_pages(tmp_path):
+    """Sending the confirmation runs in a worker thread, not on the server's event loop."""
+    import threading
+
+    import uvicorn
+
+    from dispatch import bootstrap, db
+    from dispatch.web import create_app
+    from tests.servers import scripted_smtp
+    from tests.webtools import csrf_from, settings_for
+
+    smtp, handler = scripted_smtp(tmp_path / "mail")
+    handler.delay = 3.0
+    url = f"sqlite:///{tmp_path / 'subscribers.db'}"
+    engine = db.create_engine(url)
+    bootstrap.init_database(engine)
+    port = _free_port("127.0.0.1")
+    server = uvicorn.Server(uvicorn.Config(create_app(settings_for(url, smtp), engine), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        import httpx2  # the HTTP client the test extras bring (starlette's test client uses it)
+
+        base = f"http://127.0.0.1:{port}"
+        wait_for(f"{base}/subscribe")
+        with httpx2.Client(base_url=base) as subscriber, httpx2.Client(base_url=base) as other:
+            csrf = csrf_from(subscriber.get("/subscribe").text)
+            slow = threading.Thread(target=lambda: subscriber.post(
+                "/subscribe", data={"email": "slow@example.org", "csrf_token": csrf}, timeout=30))
+            slow.start()
+            time.sleep(0.5)  # the subscribe request is now waiting on the mail server
+            started = time.monotonic()
+            assert other.get("/subscribe", timeout=10).status_code == 200
+            assert time.monotonic() - started < 1.5
+            slow.join()
+        assert len(list((tmp_path / "mail").glob("*.eml"))) == 1
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        smtp.stop()
+        engine.dispose()

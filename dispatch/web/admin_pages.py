@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session, col, select
+from starlette.datastructures import FormData
 
 from dispatch import admins, compose, db, digest, ledger, sitrep_text, sitreps, subscribers, taxonomy, views
 from dispatch.coordination import live_workers
@@ -30,7 +31,7 @@ from dispatch.models import (
 )
 from dispatch.web import forms, uploads
 from dispatch.web.pages import flash, page
-from dispatch.web.security import Admin, client_address, current_admin, require_csrf, sign_in
+from dispatch.web.security import Admin, client_address, current_admin, require_csrf, sign_in, submitted_form
 
 login_router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -139,9 +140,9 @@ def sitrep_new(request: Request):
 
 
 @router.post("/sitreps/new", dependencies=[Depends(require_csrf)])
-async def sitrep_import(request: Request, text: str = Form(""), file: UploadFile | None = File(None),
-                        approve: bool = Form(False)):
-    source = await uploads.read_text(file, text, limit=uploads.SITREP_MAX_BYTES, what="SITREP")
+def sitrep_import(request: Request, text: str = Form(""), file: UploadFile | None = File(None),
+                  approve: bool = Form(False)):
+    source = uploads.read_text(file, text, limit=uploads.SITREP_MAX_BYTES, what="SITREP")
     name = file.filename if file is not None and file.filename else "pasted text"
     try:
         parsed = sitrep_text.parse(source, source=name)
@@ -164,8 +165,7 @@ def sitrep_detail(sitrep_id: int, request: Request, session: Session = Depends(_
 
 
 @router.post("/sitreps/{sitrep_id}/edit", dependencies=[Depends(require_csrf)])
-async def sitrep_edit(sitrep_id: int, request: Request):
-    form = await request.form()
+def sitrep_edit(sitrep_id: int, request: Request, form: FormData = Depends(submitted_form)):
     by = request.state.admin.username
     try:
         event_date = date.fromisoformat(str(form.get("event_date", "")))
@@ -235,8 +235,7 @@ def subscriber_new(request: Request, kind: str = "email", session: Session = Dep
 
 
 @router.post("/subscribers/new", dependencies=[Depends(require_csrf)])
-async def subscriber_add(request: Request):
-    form = await request.form()
+def subscriber_add(request: Request, form: FormData = Depends(submitted_form)):
     kind = SubscriberKind.slack if form.get("kind") == "slack" else SubscriberKind.email
     address = str(form.get("address", ""))
     try:
@@ -264,8 +263,8 @@ def subscriber_import_form(request: Request):
 
 
 @router.post("/subscribers/import", dependencies=[Depends(require_csrf)])
-async def subscriber_import(request: Request, file: UploadFile | None = File(None), text: str = Form("")):
-    source = await uploads.read_text(file, text, limit=uploads.CSV_MAX_BYTES, what="CSV")
+def subscriber_import(request: Request, file: UploadFile | None = File(None), text: str = Form("")):
+    source = uploads.read_text(file, text, limit=uploads.CSV_MAX_BYTES, what="CSV")
     with db.session_scope(request.app.state.engine) as session:
         report = subscribers.import_csv(session, source)
         added = [s.address for s in report.added]
@@ -282,8 +281,7 @@ def subscriber_detail(subscriber_id: int, request: Request, session: Session = D
 
 
 @router.post("/subscribers/{subscriber_id}", dependencies=[Depends(require_csrf)])
-async def subscriber_edit(subscriber_id: int, request: Request):
-    form = await request.form()
+def subscriber_edit(subscriber_id: int, request: Request, form: FormData = Depends(submitted_form)):
     status = str(form.get("status", ""))
     with db.session_scope(request.app.state.engine) as session:
         subscribers.edit_subscriber(

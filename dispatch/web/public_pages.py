@@ -10,13 +10,14 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, select
+from starlette.datastructures import FormData
 
 from dispatch import db, links, notices, signup, subscribers
 from dispatch.errors import DeliveryError, FieldError
 from dispatch.models import Subscriber, SubscriberStatus
 from dispatch.web import forms
 from dispatch.web.pages import flash, message, page
-from dispatch.web.security import client_address, require_csrf
+from dispatch.web.security import check_csrf, client_address, require_csrf, submitted_form
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("dispatch.web")
@@ -56,8 +57,7 @@ def subscribe_form(request: Request, session: Session = Depends(_session)):
 
 
 @router.post("/subscribe", dependencies=[Depends(require_csrf)])
-async def subscribe(request: Request):
-    form = await request.form()
+def subscribe(request: Request, form: FormData = Depends(submitted_form)):
     address = str(form.get("email", "")).strip()
     app = request.app.state
     # Each request may send an email: limit them per client and per address,
@@ -120,8 +120,7 @@ def preferences_page(token: str, request: Request, session: Session = Depends(_s
 
 
 @router.post("/preferences/{token}", dependencies=[Depends(require_csrf)])
-async def save_preferences(token: str, request: Request):
-    form = await request.form()
+def save_preferences(token: str, request: Request, form: FormData = Depends(submitted_form)):
     with db.session_scope(request.app.state.engine) as session:
         subscriber = _by_link(request, session, token, "preferences")
         try:
@@ -143,13 +142,12 @@ def unsubscribe_page(token: str, request: Request, session: Session = Depends(_s
 
 
 @router.post("/unsubscribe/{token}")
-async def unsubscribe(token: str, request: Request):
-    form = await request.form()
+def unsubscribe(token: str, request: Request, form: FormData = Depends(submitted_form)):
     # RFC 8058: a mail provider POSTs "List-Unsubscribe=One-Click" without
     # cookies; the signed link is the authority, and it must work at once.
     one_click = form.get("List-Unsubscribe") == "One-Click"
     if not one_click:
-        await require_csrf(request)
+        check_csrf(request, form)
     with db.session_scope(request.app.state.engine) as session:
         subscriber = _by_link(request, session, token, "unsubscribe")
         signup.unsubscribe(session, subscriber, how="one-click" if one_click else "unsubscribe page")

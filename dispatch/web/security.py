@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import FormData
 
 from dispatch import admins, db
 from dispatch.models import AdminUser, utcnow
@@ -35,14 +36,25 @@ def csrf_token(request: Request) -> str:
     return token
 
 
-async def require_csrf(request: Request) -> None:
-    """A dependency for every form POST: the submitted token must be the session's."""
+async def submitted_form(request: Request) -> FormData:
+    """The posted form, read on the event loop; handlers that take it can be
+    plain functions, which FastAPI runs in its thread pool, so the database
+    and SMTP work they do never blocks other requests."""
+    return await request.form()
+
+
+def check_csrf(request: Request, form: FormData) -> None:
+    """The submitted token must be the session's."""
     expected = request.session.get("csrf")
-    form = await request.form()
     given = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""
     if not expected or not isinstance(given, str) or not hmac.compare_digest(expected, given):
         raise HTTPException(403, "This form has expired or did not come from this site. "
                                  "Go back, reload the page and try again.")
+
+
+async def require_csrf(request: Request) -> None:
+    """A dependency for every form POST."""
+    check_csrf(request, await request.form())
 
 
 class LoginRequired(Exception):

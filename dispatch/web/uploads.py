@@ -9,10 +9,11 @@ SITREP_MAX_BYTES = 256 * 1024
 CSV_MAX_BYTES = 10 * 1024 * 1024
 
 
-async def read_text(upload: UploadFile | None, pasted: str | None, *, limit: int, what: str) -> str:
-    """The uploaded file if one was chosen, else the pasted text."""
+def read_text(upload: UploadFile | None, pasted: str | None, *, limit: int, what: str) -> str:
+    """The uploaded file if one was chosen, else the pasted text. (The upload
+    is already spooled by the server; reading it here blocks only this thread.)"""
     if upload is not None and upload.filename:
-        data = await upload.read(limit + 1)
+        data = upload.file.read(limit + 1)
         if len(data) > limit:
             raise HTTPException(413, f"The {what} file is larger than {limit // 1024} KB.")
         if b"\x00" in data:
