@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 from sqlmodel import select
 
 from dispatch import db, planner, sitreps, subscribers
-from dispatch.models import Delivery, Sitrep
+from dispatch.models import Delivery, Sitrep, Subscriber
 from dispatch.sitrep_text import parse
 from dispatch.subscribers import Preferences
 
@@ -61,3 +61,28 @@ def test_immediate_fan_out_happens_once_per_approval(engine):
     with db.session_scope(engine) as session:
         assert session.exec(select(Sitrep)).one().immediate_planned_at == APPROVED + timedelta(minutes=1)
     assert delivery_keys(engine) == ["sitrep:1@20261126T150000Z"]
+
+
+def test_scattered_due_readers_keep_their_own_regions(engine):
+    """Readers due at one hour are scattered among the ids; their regions and
+    analysts are read by id then, and must still be theirs."""
+    readers = []
+    for n in range(30):
+        if n % 10 == 0:  # 0, 10, 20: due at 07:00 UTC; two want only the Americas
+            prefs = Preferences(regions=["americas"] if n else ["europe-eurasia"])
+        else:
+            prefs = Preferences(timezone="Asia/Tokyo", regions=["americas"])
+        readers.append((f"r{n}@example.org", prefs))
+    seed(engine, readers)  # the SITREP is about Ukraine and its grain buyers: not the Americas
+    # 07:00 UTC has passed, 07:00 in Tokyo has not come again; the Tokyo readers were planned before.
+    with db.session_scope(engine) as session:
+        for n in range(30):
+            if n % 10:
+                reader = subscribers.get(session, f"r{n}@example.org")
+                reader.planned_through = WINDOW_END
+                reader.next_due_at = WINDOW_END + timedelta(days=1)
+    report = planner.plan_due(engine, now=WINDOW_END + timedelta(minutes=5))
+    assert report.subscribers_checked == 3
+    with db.session_scope(engine) as session:
+        planned = {session.get(Subscriber, d.subscriber_id).address for d in session.exec(select(Delivery)).all()}
+    assert planned == {"r0@example.org"}
