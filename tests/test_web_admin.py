@@ -3,6 +3,7 @@ channels, CSV, deliveries, previews."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 from sqlmodel import select
@@ -10,6 +11,7 @@ from sqlmodel import select
 from dispatch import db, ledger, sitreps, subscribers
 from dispatch.digest import Window
 from dispatch.models import Delivery, DeliveryStatus, SitrepStatus, Subscriber, SubscriberStatus
+from dispatch.sitrep_text import parse
 
 from .conftest import FIXTURES
 
@@ -187,9 +189,9 @@ def test_csv_import_reports_rejected_rows_and_export_round_trips(web):
 
 def test_delivery_log_filters_attempts_and_retry(web):
     web.sign_in()
-    first, second = import_standard(web), None
+    first = import_standard(web)
     with db.session_scope(web.engine) as session:
-        other = sitreps.import_parsed(session, __import__("dispatch.sitrep_text", fromlist=["parse"]).parse(
+        other = sitreps.import_parsed(session, parse(
             (FIXTURES / "dash_bullets_no_commentary.txt").read_text("utf-8")), actor="t").sitrep
         second = other.id
         a = subscribers.add_subscriber(session, "a@example.org")
@@ -202,9 +204,10 @@ def test_delivery_log_filters_attempts_and_retry(web):
                                                      Delivery.window_key == "w1")).one()
         failed.status, failed.last_error = DeliveryStatus.failed, "550 mailbox unavailable"
         failed_id = failed.id
+
     def ids(query):
         page = web.client.get(f"/admin/deliveries?{query}").text
-        return sorted(int(n) for n in __import__("re").findall(r'href="/admin/deliveries/(\d+)"', page))
+        return sorted(int(n) for n in re.findall(r'href="/admin/deliveries/(\d+)"', page))
     everything = ids("")
     assert len(everything) == 3
     assert len(ids(f"sitrep={first}")) == 2 and len(ids(f"sitrep={second}")) == 2
