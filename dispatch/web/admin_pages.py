@@ -30,7 +30,7 @@ from dispatch.models import (
     utcnow,
 )
 from dispatch.web import forms, uploads
-from dispatch.web.pages import flash, page
+from dispatch.web.pages import db_session, flash, page
 from dispatch.web.security import Admin, client_address, current_admin, require_csrf, sign_in, submitted_form
 
 login_router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -45,10 +45,6 @@ def _admin(request: Request) -> Admin:
 router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(_admin)])
 form_post = {"dependencies": [Depends(require_csrf)], "status_code": 303}
 
-
-def _session(request: Request):
-    with db.session_scope(request.app.state.engine) as session:
-        yield session
 
 
 def _back(url: str) -> RedirectResponse:
@@ -128,7 +124,7 @@ def _dashboard(request: Request, session: Session, *, now: datetime, workers: li
 # --- SITREPs ---------------------------------------------------------------------
 
 @router.get("/sitreps")
-def sitrep_list(request: Request, q: str = "", status: str = "", session: Session = Depends(_session)):
+def sitrep_list(request: Request, q: str = "", status: str = "", session: Session = Depends(db_session)):
     chosen = SitrepStatus(status) if status in SitrepStatus._value2member_map_ else None
     return page(request, "admin/sitreps.html", rows=sitreps.list_sitreps(session, status=chosen, search=q or None),
                 q=q, status=status, statuses=[s.value for s in SitrepStatus])
@@ -157,7 +153,7 @@ def sitrep_import(request: Request, text: str = Form(""), file: UploadFile | Non
 
 
 @router.get("/sitreps/{sitrep_id}")
-def sitrep_detail(sitrep_id: int, request: Request, session: Session = Depends(_session)):
+def sitrep_detail(sitrep_id: int, request: Request, session: Session = Depends(db_session)):
     sitrep = sitreps.get(session, sitrep_id)
     data = sitreps.as_dict(sitrep, full=True)
     return page(request, "admin/sitrep.html", sitrep=data, all_regions=taxonomy.all_regions(session),
@@ -185,21 +181,21 @@ def sitrep_edit(sitrep_id: int, request: Request, form: FormData = Depends(submi
 
 
 @router.post("/sitreps/{sitrep_id}/approve", **form_post)
-def sitrep_approve(sitrep_id: int, request: Request, session: Session = Depends(_session)):
+def sitrep_approve(sitrep_id: int, request: Request, session: Session = Depends(db_session)):
     sitreps.approve_sitrep(session, sitrep_id, by=request.state.admin.username)
     flash(request, f"SITREP {sitrep_id} is approved: the next planning run sends it out.")
     return _back(f"/admin/sitreps/{sitrep_id}")
 
 
 @router.post("/sitreps/{sitrep_id}/withdraw", **form_post)
-def sitrep_withdraw(sitrep_id: int, request: Request, reason: str = Form(""), session: Session = Depends(_session)):
+def sitrep_withdraw(sitrep_id: int, request: Request, reason: str = Form(""), session: Session = Depends(db_session)):
     sitreps.withdraw_sitrep(session, sitrep_id, by=request.state.admin.username, reason=reason)
     flash(request, f"SITREP {sitrep_id} is withdrawn: deliveries not yet sent leave it out.")
     return _back(f"/admin/sitreps/{sitrep_id}")
 
 
 @router.get("/sitreps/{sitrep_id}/preview")
-def sitrep_preview(sitrep_id: int, request: Request, session: Session = Depends(_session)):
+def sitrep_preview(sitrep_id: int, request: Request, session: Session = Depends(db_session)):
     sitrep = sitreps.get(session, sitrep_id)
     # A draft has no approval time yet: preview it as if approved now.
     view = dataclasses.replace(views.sitrep_view(sitrep, views.region_names(session)),
@@ -218,7 +214,7 @@ def sitrep_preview(sitrep_id: int, request: Request, session: Session = Depends(
 
 @router.get("/subscribers")
 def subscriber_list(request: Request, q: str = "", status: str = "", kind: str = "", region: str = "",
-                    session: Session = Depends(_session)):
+                    session: Session = Depends(db_session)):
     rows = subscribers.list_subscribers(
         session, search=q or None, region=region or None,
         status=SubscriberStatus(status) if status in SubscriberStatus._value2member_map_ else None,
@@ -229,7 +225,7 @@ def subscriber_list(request: Request, q: str = "", status: str = "", kind: str =
 
 
 @router.get("/subscribers/new")
-def subscriber_new(request: Request, kind: str = "email", session: Session = Depends(_session)):
+def subscriber_new(request: Request, kind: str = "email", session: Session = Depends(db_session)):
     return page(request, "admin/subscriber.html", subscriber=None, kind=kind if kind == "slack" else "email",
                 address="", values=forms.values_of(None), error=None, **forms.choices(session))
 
@@ -251,7 +247,7 @@ def subscriber_add(request: Request, form: FormData = Depends(submitted_form)):
 
 
 @router.get("/subscribers/export.csv")
-def subscriber_export(session: Session = Depends(_session)):
+def subscriber_export(session: Session = Depends(db_session)):
     text = subscribers.export_csv(subscribers.list_subscribers(session))
     return Response(text, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="subscribers.csv"'})
@@ -272,7 +268,7 @@ def subscriber_import(request: Request, file: UploadFile | None = File(None), te
 
 
 @router.get("/subscribers/{subscriber_id}")
-def subscriber_detail(subscriber_id: int, request: Request, session: Session = Depends(_session)):
+def subscriber_detail(subscriber_id: int, request: Request, session: Session = Depends(db_session)):
     subscriber = subscribers.get(session, subscriber_id)
     return page(request, "admin/subscriber.html", subscriber=subscriber, kind=subscriber.kind.value,
                 address=subscriber.address, values=forms.values_of(subscriber), error=None,
@@ -292,14 +288,14 @@ def subscriber_edit(subscriber_id: int, request: Request, form: FormData = Depen
 
 
 @router.post("/subscribers/{subscriber_id}/remove", **form_post)
-def subscriber_remove(subscriber_id: int, request: Request, session: Session = Depends(_session)):
+def subscriber_remove(subscriber_id: int, request: Request, session: Session = Depends(db_session)):
     removed = subscribers.remove_subscriber(session, subscriber_id)
     flash(request, f"Removed {removed.address} and its delivery log.")
     return _back("/admin/subscribers")
 
 
 @router.get("/subscribers/{subscriber_id}/preview")
-def subscriber_preview(subscriber_id: int, request: Request, session: Session = Depends(_session)):
+def subscriber_preview(subscriber_id: int, request: Request, session: Session = Depends(db_session)):
     subscriber = subscribers.get(session, subscriber_id)
     result = compose.preview(session, subscriber_id, now=utcnow(), status=subscriber.status)
     email, slack = None, []
@@ -321,7 +317,7 @@ def subscriber_preview(subscriber_id: int, request: Request, session: Session = 
 
 @router.get("/deliveries")
 def delivery_list(request: Request, status: str = "", subscriber: str = "", sitrep: str = "", day: str = "",
-                  session: Session = Depends(_session)):
+                  session: Session = Depends(db_session)):
     since = until = None
     if day:
         try:
@@ -340,7 +336,7 @@ def delivery_list(request: Request, status: str = "", subscriber: str = "", sitr
 
 
 @router.get("/deliveries/{delivery_id}")
-def delivery_detail(delivery_id: int, request: Request, session: Session = Depends(_session)):
+def delivery_detail(delivery_id: int, request: Request, session: Session = Depends(db_session)):
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
         raise HTTPException(404, f"There is no delivery {delivery_id}.")
@@ -352,7 +348,7 @@ def delivery_detail(delivery_id: int, request: Request, session: Session = Depen
 
 
 @router.post("/deliveries/{delivery_id}/retry", **form_post)
-def delivery_retry(delivery_id: int, request: Request, session: Session = Depends(_session)):
+def delivery_retry(delivery_id: int, request: Request, session: Session = Depends(db_session)):
     if not ledger.retry_failed(session, now=utcnow(), delivery_id=delivery_id):
         raise WorkflowError(f"delivery {delivery_id} has not failed, so there is nothing to retry")
     flash(request, f"Delivery {delivery_id} goes back to the queue; the next sending run tries it again.")

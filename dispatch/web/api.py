@@ -7,22 +7,19 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
-from dispatch import db, ledger, sitrep_text, sitreps, subscribers
+from dispatch import ledger, sitrep_text, sitreps, subscribers
 from dispatch.errors import NotFoundError
 from dispatch.models import Delivery, DeliveryStatus, SitrepStatus, SubscriberKind, SubscriberStatus
+from dispatch.web.pages import db_session
 from dispatch.web.security import api_client
 from dispatch.web.uploads import SITREP_MAX_BYTES
 
 router = APIRouter(prefix="/api", tags=["dispatch"], dependencies=[Depends(api_client)])
 
-
-def _session(request: Request):
-    with db.session_scope(request.app.state.engine) as session:
-        yield session
 
 
 def _actor(client: str = Depends(api_client)) -> str:
@@ -63,7 +60,7 @@ class SubscriberPatch(Preferences):
 
 @router.post("/sitreps", summary="Import a SITREP (and approve it)", status_code=201)
 def create_sitrep(body: SitrepIn, response: Response, actor: str = Depends(_actor),
-                  session: Session = Depends(_session)) -> dict:
+                  session: Session = Depends(db_session)) -> dict:
     parsed = sitrep_text.parse(body.text, source="request")
     result = sitreps.import_parsed(session, parsed, actor=actor, approve=body.approve, regions=body.regions)
     if not result.created:
@@ -73,54 +70,54 @@ def create_sitrep(body: SitrepIn, response: Response, actor: str = Depends(_acto
 
 @router.get("/sitreps", summary="List SITREPs, newest first")
 def list_sitreps(status: SitrepStatus | None = None, q: str | None = None, limit: int = Query(200, ge=1, le=1000),
-                 session: Session = Depends(_session)) -> list[dict]:
+                 session: Session = Depends(db_session)) -> list[dict]:
     return [sitreps.as_dict(s) for s in sitreps.list_sitreps(session, status=status, search=q, limit=limit)]
 
 
 @router.get("/sitreps/{sitrep_id}", summary="One SITREP with its bullets, commentary and history")
-def get_sitrep(sitrep_id: int, session: Session = Depends(_session)) -> dict:
+def get_sitrep(sitrep_id: int, session: Session = Depends(db_session)) -> dict:
     return sitreps.as_dict(sitreps.get(session, sitrep_id), full=True)
 
 
 @router.post("/sitreps/{sitrep_id}/approve", summary="Approve a SITREP: the next planning run delivers it")
-def approve_sitrep(sitrep_id: int, actor: str = Depends(_actor), session: Session = Depends(_session)) -> dict:
+def approve_sitrep(sitrep_id: int, actor: str = Depends(_actor), session: Session = Depends(db_session)) -> dict:
     return sitreps.as_dict(sitreps.approve_sitrep(session, sitrep_id, by=actor))
 
 
 @router.post("/sitreps/{sitrep_id}/withdraw", summary="Withdraw a SITREP: unsent deliveries leave it out")
 def withdraw_sitrep(sitrep_id: int, reason: str = "", actor: str = Depends(_actor),
-                    session: Session = Depends(_session)) -> dict:
+                    session: Session = Depends(db_session)) -> dict:
     return sitreps.as_dict(sitreps.withdraw_sitrep(session, sitrep_id, by=actor, reason=reason))
 
 
 @router.get("/subscribers", summary="List subscribers and Slack channels")
 def list_subscribers(status: SubscriberStatus | None = None, kind: SubscriberKind | None = None,
-                     region: str | None = None, q: str | None = None, session: Session = Depends(_session)) -> list[dict]:
+                     region: str | None = None, q: str | None = None, session: Session = Depends(db_session)) -> list[dict]:
     return [subscribers.as_dict(s) for s in subscribers.list_subscribers(
         session, status=status, kind=kind, region=region, search=q)]
 
 
 @router.post("/subscribers", summary="Add a subscriber or a Slack channel", status_code=201)
-def add_subscriber(body: SubscriberIn, session: Session = Depends(_session)) -> dict:
+def add_subscriber(body: SubscriberIn, session: Session = Depends(db_session)) -> dict:
     added = subscribers.add_subscriber(session, body.address, kind=SubscriberKind(body.kind),
                                        prefs=body.as_preferences(), status=SubscriberStatus(body.status))
     return subscribers.as_dict(added)
 
 
 @router.get("/subscribers/{ident}", summary="One subscriber, by id or address")
-def get_subscriber(ident: str, session: Session = Depends(_session)) -> dict:
+def get_subscriber(ident: str, session: Session = Depends(db_session)) -> dict:
     return subscribers.as_dict(subscribers.get(session, ident))
 
 
 @router.patch("/subscribers/{ident}", summary="Change preferences or status; fields left out stay as they are")
-def update_subscriber(ident: str, body: SubscriberPatch, session: Session = Depends(_session)) -> dict:
+def update_subscriber(ident: str, body: SubscriberPatch, session: Session = Depends(db_session)) -> dict:
     changed = subscribers.edit_subscriber(session, ident, body.as_preferences(),
                                           status=SubscriberStatus(body.status) if body.status else None)
     return subscribers.as_dict(changed)
 
 
 @router.delete("/subscribers/{ident}", summary="Remove a subscriber and its delivery log", status_code=204)
-def remove_subscriber(ident: str, session: Session = Depends(_session)) -> Response:
+def remove_subscriber(ident: str, session: Session = Depends(db_session)) -> Response:
     subscribers.remove_subscriber(session, ident)
     return Response(status_code=204)
 
@@ -136,7 +133,7 @@ def _delivery(d: Delivery, address: str | None = None) -> dict:
 @router.get("/deliveries", summary="The delivery log, newest first")
 def list_deliveries(status: DeliveryStatus | None = None, subscriber: str | None = None,
                     sitrep: int | None = None, since: datetime | None = None, until: datetime | None = None,
-                    limit: int = Query(100, ge=1, le=1000), session: Session = Depends(_session)) -> list[dict]:
+                    limit: int = Query(100, ge=1, le=1000), session: Session = Depends(db_session)) -> list[dict]:
     subscriber_id = subscribers.get(session, subscriber).id if subscriber else None
     entries = ledger.log(session, status=status, subscriber_id=subscriber_id, sitrep_id=sitrep,
                          since=_aware(since), until=_aware(until), limit=limit)
@@ -144,7 +141,7 @@ def list_deliveries(status: DeliveryStatus | None = None, subscriber: str | None
 
 
 @router.get("/deliveries/{delivery_id}", summary="One delivery with every attempt")
-def get_delivery(delivery_id: int, session: Session = Depends(_session)) -> dict:
+def get_delivery(delivery_id: int, session: Session = Depends(db_session)) -> dict:
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
         raise NotFoundError(f"no delivery {delivery_id}")

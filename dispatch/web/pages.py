@@ -9,8 +9,15 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from dispatch import db
 from dispatch.render import build_environment
 from dispatch.web.security import CSRF_FIELD, csrf_token
+
+
+def db_session(request: Request):
+    """A dependency: one database session per request, committed when the handler returns."""
+    with db.session_scope(request.app.state.engine) as session:
+        yield session
 
 
 def templates(templates_dir: Path | None) -> Jinja2Templates:

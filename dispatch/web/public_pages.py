@@ -16,16 +16,12 @@ from dispatch import db, links, notices, signup, subscribers
 from dispatch.errors import DeliveryError, FieldError
 from dispatch.models import Subscriber, SubscriberStatus
 from dispatch.web import forms
-from dispatch.web.pages import flash, message, page
+from dispatch.web.pages import db_session, flash, message, page
 from dispatch.web.security import check_csrf, client_address, require_csrf, submitted_form
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("dispatch.web")
 
-
-def _session(request: Request):
-    with db.session_scope(request.app.state.engine) as session:
-        yield session
 
 
 def _by_link(request: Request, session: Session, token: str, purpose: str) -> Subscriber:
@@ -51,7 +47,7 @@ def home():
 
 
 @router.get("/subscribe")
-def subscribe_form(request: Request, session: Session = Depends(_session)):
+def subscribe_form(request: Request, session: Session = Depends(db_session)):
     return page(request, "subscribe.html", values=forms.values_of(None), address="", error=None,
                 **forms.choices(session))
 
@@ -92,14 +88,14 @@ def subscribe(request: Request, form: FormData = Depends(submitted_form)):
 
 
 @router.get("/confirm/{token}")
-def confirm_page(token: str, request: Request, session: Session = Depends(_session)):
+def confirm_page(token: str, request: Request, session: Session = Depends(db_session)):
     subscriber = _by_link(request, session, token, "confirm")
     return page(request, "confirm.html", subscriber=subscriber, token=token,
                 preferences_url=_link(request, subscriber, "preferences"))
 
 
 @router.post("/confirm/{token}", dependencies=[Depends(require_csrf)])
-def confirm(token: str, request: Request, session: Session = Depends(_session)):
+def confirm(token: str, request: Request, session: Session = Depends(db_session)):
     subscriber = _by_link(request, session, token, "confirm")
     if subscriber.status == SubscriberStatus.pending:
         signup.confirm(session, subscriber)
@@ -112,7 +108,7 @@ def confirm(token: str, request: Request, session: Session = Depends(_session)):
 
 
 @router.get("/preferences/{token}")
-def preferences_page(token: str, request: Request, session: Session = Depends(_session)):
+def preferences_page(token: str, request: Request, session: Session = Depends(db_session)):
     subscriber = _by_link(request, session, token, "preferences")
     return page(request, "preferences.html", subscriber=subscriber, token=token, error=None,
                 values=forms.values_of(subscriber), unsubscribe_url=_link(request, subscriber, "unsubscribe"),
@@ -136,7 +132,7 @@ def save_preferences(token: str, request: Request, form: FormData = Depends(subm
 
 
 @router.get("/unsubscribe/{token}")
-def unsubscribe_page(token: str, request: Request, session: Session = Depends(_session)):
+def unsubscribe_page(token: str, request: Request, session: Session = Depends(db_session)):
     subscriber = _by_link(request, session, token, "unsubscribe")
     return page(request, "unsubscribe.html", subscriber=subscriber, token=token)
 
@@ -158,7 +154,7 @@ def unsubscribe(token: str, request: Request, form: FormData = Depends(submitted
 
 
 @router.post("/resubscribe/{token}", dependencies=[Depends(require_csrf)])
-def resubscribe(token: str, request: Request, session: Session = Depends(_session)):
+def resubscribe(token: str, request: Request, session: Session = Depends(db_session)):
     subscriber = _by_link(request, session, token, "unsubscribe")
     signup.resubscribe(session, subscriber)
     flash(request, "Welcome back: you are subscribed again.")
