@@ -110,13 +110,19 @@ class SubscriberLinks:
     unsubscribe_url: str
 
 
+def link_path(secret: str, *, subscriber_id: int, address: str, purpose: str) -> str:
+    """The site-relative path of a signed link: ``/<purpose>/<token>`` (the web pages' routes)."""
+    return f"/{purpose}/{make_token(secret, subscriber_id=subscriber_id, address=address, purpose=purpose)}"
+
+
+def link_url(public_url: str, secret: str, *, subscriber_id: int, address: str, purpose: str) -> str:
+    return public_url.rstrip("/") + link_path(secret, subscriber_id=subscriber_id, address=address, purpose=purpose)
+
+
 def subscriber_links(public_url: str, secret: str, *, subscriber_id: int, address: str) -> SubscriberLinks:
-    base = public_url.rstrip("/")
-
-    def token(purpose: str) -> str:
-        return make_token(secret, subscriber_id=subscriber_id, address=address, purpose=purpose)
-
     return SubscriberLinks(
-        preferences_url=f"{base}/preferences/{token('preferences')}",
-        unsubscribe_url=f"{base}/unsubscribe/{token('unsubscribe')}",
+        preferences_url=link_url(public_url, secret, subscriber_id=subscriber_id, address=address,
+                                 purpose="preferences"),
+        unsubscribe_url=link_url(public_url, secret, subscriber_id=subscriber_id, address=address,
+                                 purpose="unsubscribe"),
     )

@@ -27,10 +27,8 @@ class Notice:
 def compose(environment: Environment, *, kind: str, brand: str, public_url: str, secret: str,
             subscriber_id: int, address: str) -> Notice:
     """``kind`` is "confirm" or "remind"."""
-    base = public_url.rstrip("/")
     urls = links.subscriber_links(public_url, secret, subscriber_id=subscriber_id, address=address)
-    confirm_url = f"{base}/confirm/" + links.make_token(secret, subscriber_id=subscriber_id, address=address,
-                                                        purpose="confirm")
+    confirm_url = links.link_url(public_url, secret, subscriber_id=subscriber_id, address=address, purpose="confirm")
     text = environment.get_template("email/notice.txt.j2").render(
         kind=kind, brand=brand, address=address, confirm_url=confirm_url,
         preferences_url=urls.preferences_url, unsubscribe_url=urls.unsubscribe_url,

@@ -163,5 +163,5 @@ def resubscribe(token: str, request: Request, session: Session = Depends(db_sess
 
 def _link(request: Request, subscriber: Subscriber, purpose: str) -> str:
     """A site-relative signed link for the subscriber."""
-    return f"/{purpose}/" + links.make_token(request.app.state.secret, subscriber_id=subscriber.id,
-                                             address=subscriber.address, purpose=purpose)
+    return links.link_path(request.app.state.secret, subscriber_id=subscriber.id, address=subscriber.address,
+                           purpose=purpose)
