@@ -70,10 +70,7 @@ def login_form(request: Request, next: str = "/admin"):
 def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/admin")):
     throttle = request.app.state.login_throttle
     client = client_address(request)
-    wait = throttle.retry_after(client, username)
-    if wait:
-        raise HTTPException(429, f"Too many failed sign-ins. Try again in {int(wait // 60) + 1} minute(s).",
-                            headers={"Retry-After": str(int(wait) + 1)})
+    throttle.refuse_if_full(client, username, what="failed sign-ins")
     with db.session_scope(request.app.state.engine) as session:
         admin = admins.authenticate(session, username, password)
     if admin is None:
@@ -125,8 +122,8 @@ def _dashboard(request: Request, session: Session, *, now: datetime, workers: li
 
 @router.get("/sitreps")
 def sitrep_list(request: Request, q: str = "", status: str = "", session: Session = Depends(db_session)):
-    chosen = SitrepStatus(status) if status in SitrepStatus._value2member_map_ else None
-    return page(request, "admin/sitreps.html", rows=sitreps.list_sitreps(session, status=chosen, search=q or None),
+    return page(request, "admin/sitreps.html",
+                rows=sitreps.list_sitreps(session, status=_chosen(SitrepStatus, status), search=q or None),
                 q=q, status=status, statuses=[s.value for s in SitrepStatus])
 
 
@@ -202,11 +199,9 @@ def sitrep_preview(sitrep_id: int, request: Request, session: Session = Depends(
                                approved_at=sitrep.approved_at or utcnow())
     reader = digest.Recipient(id=0, kind="email", address="preview@example.org", name="Preview")
     built = digest.build_digest(reader, "preview", [view])
-    composer = _composer(request)
-    email = composer.email(built)
-    slack = composer.slack(built)
-    return page(request, "admin/preview.html", title=f"SITREP {sitrep_id}: {sitrep.title}", email=email,
-                slack=[(m.text, json.dumps(list(m.blocks), indent=2, ensure_ascii=False)) for m in slack.messages],
+    composer = request.app.state.composer
+    return page(request, "admin/preview.html", title=f"SITREP {sitrep_id}: {sitrep.title}",
+                email=composer.email(built), slack=_slack_preview(composer.slack(built)),
                 reason="", back=f"/admin/sitreps/{sitrep_id}")
 
 
@@ -217,8 +212,7 @@ def subscriber_list(request: Request, q: str = "", status: str = "", kind: str =
                     session: Session = Depends(db_session)):
     rows = subscribers.list_subscribers(
         session, search=q or None, region=region or None,
-        status=SubscriberStatus(status) if status in SubscriberStatus._value2member_map_ else None,
-        kind=SubscriberKind(kind) if kind in SubscriberKind._value2member_map_ else None)
+        status=_chosen(SubscriberStatus, status), kind=_chosen(SubscriberKind, kind))
     return page(request, "admin/subscribers.html", rows=rows, q=q, status=status, kind=kind, region=region,
                 statuses=[s.value for s in SubscriberStatus], kinds=[k.value for k in SubscriberKind],
                 all_regions=taxonomy.all_regions(session))
@@ -282,7 +276,7 @@ def subscriber_edit(subscriber_id: int, request: Request, form: FormData = Depen
     with db.session_scope(request.app.state.engine) as session:
         subscribers.edit_subscriber(
             session, subscriber_id, forms.preferences_from(form),
-            status=SubscriberStatus(status) if status in SubscriberStatus._value2member_map_ else None)
+            status=_chosen(SubscriberStatus, status))
     flash(request, "Saved.")
     return _back(f"/admin/subscribers/{subscriber_id}")
 
@@ -300,10 +294,9 @@ def subscriber_preview(subscriber_id: int, request: Request, session: Session = 
     result = compose.preview(session, subscriber_id, now=utcnow(), status=subscriber.status)
     email, slack = None, []
     if result.digest is not None:
-        composer = _composer(request)
+        composer = request.app.state.composer
         if subscriber.kind == SubscriberKind.slack:
-            slack = [(m.text, json.dumps(list(m.blocks), indent=2, ensure_ascii=False))
-                     for m in composer.slack(result.digest).messages]
+            slack = _slack_preview(composer.slack(result.digest))
         else:
             email = composer.email(result.digest)
     when = result.window_end.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -328,7 +321,7 @@ def delivery_list(request: Request, status: str = "", subscriber: str = "", sitr
     subscriber_id = subscribers.get(session, subscriber).id if subscriber.strip() else None
     if sitrep.strip() and not sitrep.strip().isdigit():
         raise InputError(f"SITREP {sitrep!r}: give its number")
-    rows = ledger.log(session, status=DeliveryStatus(status) if status in DeliveryStatus._value2member_map_ else None,
+    rows = ledger.log(session, status=_chosen(DeliveryStatus, status),
                       subscriber_id=subscriber_id, sitrep_id=int(sitrep) if sitrep.strip() else None,
                       since=since, until=until, limit=200)
     return page(request, "admin/deliveries.html", rows=rows, status=status, subscriber=subscriber, sitrep=sitrep,
@@ -355,6 +348,12 @@ def delivery_retry(delivery_id: int, request: Request, session: Session = Depend
     return _back(f"/admin/deliveries/{delivery_id}")
 
 
-def _composer(request: Request) -> compose.Composer:
-    return request.app.state.composer
+def _chosen(enum_cls, value: str):
+    """A filter from a query string: the member, or None for "any" (empty or unknown)."""
+    return enum_cls(value) if value in enum_cls._value2member_map_ else None
+
+
+def _slack_preview(content) -> list[tuple[str, str]]:
+    """Each Slack message as its notification text and its Block Kit JSON."""
+    return [(m.text, json.dumps(list(m.blocks), indent=2, ensure_ascii=False)) for m in content.messages]
 

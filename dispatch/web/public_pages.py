@@ -58,10 +58,7 @@ def subscribe(request: Request, form: FormData = Depends(submitted_form)):
     app = request.app.state
     # Each request may send an email: limit them per client and per address,
     # so the form cannot be used to flood someone's inbox.
-    wait = app.signup_throttle.retry_after(client_address(request), address)
-    if wait:
-        raise HTTPException(429, f"Too many subscribe requests. Try again in {int(wait // 60) + 1} minute(s).",
-                            headers={"Retry-After": str(int(wait) + 1)})
+    app.signup_throttle.refuse_if_full(client_address(request), address, what="subscribe requests")
     app.signup_throttle.record(client_address(request), address)
     try:
         with db.session_scope(app.engine) as session:

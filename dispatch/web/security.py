@@ -125,6 +125,13 @@ class Throttle:
                     wait = max(wait, times[0] + self.window - now)
         return wait
 
+    def refuse_if_full(self, client: str, name: str, *, what: str) -> None:
+        """Raise 429 with Retry-After while either count is full."""
+        wait = self.retry_after(client, name)
+        if wait:
+            raise HTTPException(429, f"Too many {what}. Try again in {int(wait // 60) + 1} minute(s).",
+                                headers={"Retry-After": str(int(wait) + 1)})
+
     def record(self, client: str, name: str) -> None:
         now = self.clock()
         with self._lock:
