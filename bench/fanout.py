@@ -9,10 +9,11 @@ It makes a fresh database with N subscribers (seeded random preferences: some
 all-regions, most 1–3 regions, some following 1–2 analysts; html and text; a
 few time zones; a few Slack channels to a local Slack sink), approves M
 SITREPs, and then, against the same sink:
-  1. the wire baseline: as many pre-built messages of the same size, sent
-     with smtplib over the same number of persistent connections;
-  2. the pipeline, as `dispatch run --once` does it in a process of its own:
-     plan, render, build, send, record every delivery.
+  1. the pipeline, as `dispatch run --once` does it in a process of its own:
+     plan, render, build, send, record every delivery;
+  2. the wire baseline: as many messages, pre-built as bytes (a random sample
+     of what the pipeline sent, rebuilt, so the sizes match), sent with
+     smtplib's sendmail over the same number of persistent connections.
 It prints messages/s for both and their ratio, the planning time, the peak RSS
 of the pipeline process, and the time of an idle planning tick, and appends
 a JSON line to the results file.
@@ -58,6 +59,7 @@ ZONES = ["UTC", "Europe/London", "America/New_York", "Asia/Tokyo", "Africa/Nairo
 APPROVED = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
 RUN_AT = datetime(2026, 11, 27, 23, tzinfo=timezone.utc)  # after every zone's 07:00
 MIN_SINK_RATE = 1500
+BASELINE_SAMPLE = 300  # distinct messages the baseline sends in turn
 
 
 def free_port() -> int:
@@ -85,14 +87,14 @@ def start_sink() -> tuple[subprocess.Popen, int]:
     sys.exit("bench: smtp-sink did not start")
 
 
-def send_prebuilt(port: int, message: bytes, count: int, connections: int) -> float:
-    """The wire baseline: pre-built bytes over persistent connections."""
+def send_prebuilt(port: int, messages: list[bytes], count: int, connections: int) -> float:
+    """The wire baseline: pre-built bytes (taken in turn) over persistent connections."""
     shares = [count // connections + (1 if i < count % connections else 0) for i in range(connections)]
 
     def worker(n: int) -> None:
         conn = smtplib.SMTP("127.0.0.1", port)
         for i in range(n):
-            conn.sendmail("news@example.org", [f"reader{i}@example.org"], message)
+            conn.sendmail("news@example.org", [f"reader{i}@example.org"], messages[i % len(messages)])
         conn.quit()
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in shares]
@@ -153,21 +155,32 @@ def seed(url: str, *, subscribers: int, sitrep_count: int, slack_url: str, rng: 
     engine.dispose()
 
 
-def typical_message(url: str) -> bytes:
-    """A message as the pipeline builds it, for the baseline's size."""
+def sent_messages(url: str, *, sample: int, rng: random.Random) -> list[bytes]:
+    """The baseline's messages: a random sample of what the pipeline sent,
+    rebuilt the way it built them (same digests, same 8bit MIME), so the wire
+    carries messages of the same sizes in the same proportions."""
     from dispatch import compose, digest, views
     from dispatch.adapters.smtp import SmtpAdapter
     from dispatch.config import Settings
 
     engine = db.create_engine(url)
     with db.session_scope(engine) as session:
-        sample = views.approved_sitreps(session)[:3]
-        recipient = views.load_recipient(session, 1)
+        rows = session.execute(
+            sa.select(Delivery.id, Delivery.subscriber_id, Delivery.window_key, Delivery.sitrep_ids)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.status == "sent", Subscriber.kind == "email")).all()
+        picked = rng.sample(rows, min(sample, len(rows)))
+        people = views.readers(session, {r.subscriber_id for r in picked})
+        current = {s.id: s for s in views.approved_sitreps(session)}
     composer = compose.Composer(Settings(database_url=url, secret_key="bench"), engine)
-    content = composer.email(digest.build_digest(recipient, "daily:bench", sample))
+    adapter = SmtpAdapter(host="127.0.0.1", port=25, mail_from="Bench <news@example.org>")
+    messages = []
+    for r in picked:
+        recipient = people[r.subscriber_id][1]
+        content = composer.email(digest.build_digest(recipient, r.window_key, [current[i] for i in r.sitrep_ids]))
+        messages.append(adapter.build(recipient.address, content, delivery_id=r.id, eight_bit=True)[1])
     engine.dispose()
-    return SmtpAdapter(host="127.0.0.1", port=25, mail_from="news@example.org").build(
-        recipient.address, content, delivery_id=1)[1]
+    return messages
 
 
 def run_pipeline(url: str, *, port: int, slack_base: str, connections: int) -> tuple[dict, float, int]:
@@ -235,18 +248,19 @@ def main() -> None:
     sink, port = start_sink()
     slack = SlackSink(workdir / "slack", token="xoxb-bench").start()
     try:
-        probe = send_prebuilt(port, b"Subject: probe\r\n\r\n" + b"x" * 8000 + b"\r\n", 500, 1)
+        probe = send_prebuilt(port, [b"Subject: probe\r\n\r\n" + b"x" * 8000 + b"\r\n"], 500, 1)
         if probe < MIN_SINK_RATE:
             sys.exit(f"bench: the sink takes only {probe:.0f} messages/s (< {MIN_SINK_RATE}); "
                      "it would measure itself. Use Postfix's smtp-sink.")
         print(f"seeding {args.subscribers:,} subscribers and {args.sitreps} SITREPs …", flush=True)
         seed(url, subscribers=args.subscribers, sitrep_count=args.sitreps,
              slack_url=slack.webhook_url("bench"), rng=random.Random(args.seed))
-        message = typical_message(url)
         summary, elapsed, peak_kb = run_pipeline(url, port=port, slack_base=slack.base_url,
                                                  connections=args.connections)
         sent = summary["outcomes"].get("sent", 0)
-        wire = send_prebuilt(port, message, max(sent, 1), args.connections)
+        messages = sent_messages(url, sample=BASELINE_SAMPLE, rng=random.Random(args.seed))
+        mean_bytes = sum(map(len, messages)) / len(messages)
+        wire = send_prebuilt(port, messages, max(sent, 1), args.connections)
         pipeline = sent / elapsed
         tick, ledger_rows = idle_tick(url, args.ledger_rows)
     finally:
@@ -258,14 +272,14 @@ def main() -> None:
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
         "database": url.split(":", 1)[0], "subscribers": args.subscribers, "sitreps": args.sitreps,
-        "connections": args.connections, "message_bytes": len(message), "delivered": sent,
+        "connections": args.connections, "message_bytes": round(mean_bytes), "delivered": sent,
         "outcomes": summary["outcomes"], "wire_msgs_per_s": round(wire), "pipeline_msgs_per_s": round(pipeline),
         "ratio": round(pipeline / wire, 2), "pipeline_seconds": round(elapsed, 2),
         "plan_seconds": summary["plan_seconds"], "send_seconds": summary["send_seconds"],
         "peak_rss_mb": round(peak_kb / 1024, 1), "idle_tick_ms": round(tick * 1000, 1),
         "ledger_rows": ledger_rows,
     }
-    print(f"wire baseline      {wire:8.0f} messages/s ({len(message):,} bytes, {args.connections} connection(s))\n"
+    print(f"wire baseline      {wire:8.0f} messages/s (mean {mean_bytes:,.0f} bytes, {args.connections} connection(s))\n"
           f"dispatch pipeline  {pipeline:8.0f} messages/s ({sent:,} delivered in {elapsed:.1f} s)\n"
           f"ratio              {pipeline / wire:8.2f}\n"
           f"planning           {summary['plan_seconds']:8.2f} s for {args.subscribers:,} subscribers\n"
