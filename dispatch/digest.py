@@ -247,10 +247,16 @@ def order_sitreps(sitreps: Iterable[SitrepView]) -> list[SitrepView]:
 
 
 def build_digest(recipient: Recipient, window_key: str, sitreps: Sequence[SitrepView]) -> Digest:
+    return Digest(recipient=recipient, window_key=window_key, items=digest_items(recipient.analysts, sitreps))
+
+
+def digest_items(followed: frozenset[str], sitreps: Sequence[SitrepView]) -> tuple[DigestItem, ...]:
+    """The SITREPs in digest order, each with its quotes marked and ordered
+    for a reader who follows these analysts (the same for every such reader)."""
     items = []
     for sitrep in order_sitreps(sitreps):
-        marked = [DigestQuote(q, q.analyst_slug in recipient.analysts) for q in sitrep.commentary]
+        marked = [DigestQuote(q, q.analyst_slug in followed) for q in sitrep.commentary]
         # Stable: followed analysts first, each group in the SITREP's own order.
         marked.sort(key=lambda dq: not dq.followed)
         items.append(DigestItem(sitrep=sitrep, quotes=tuple(marked)))
-    return Digest(recipient=recipient, window_key=window_key, items=tuple(items))
+    return tuple(items)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from datetime import date
 from pathlib import Path
 
@@ -121,9 +121,21 @@ class EmailContent:
 
 @dataclass(frozen=True)
 class SharedEmail:
+    """A body shared by many readers: text and HTML with a marker in place
+    of each personal value (``@@dispatch:<field>@@``)."""
+
     subject: str
     text: str
     html: str | None
+
+    @cached_property
+    def text_pieces(self) -> tuple[str, ...]:
+        """The text split at its markers: literal, field name, literal, …, literal."""
+        return tuple(MARKER.split(self.text))
+
+    @cached_property
+    def html_pieces(self) -> tuple[str, ...] | None:
+        return tuple(MARKER.split(self.html)) if self.html is not None else None
 
 
 # What html5ever (inside css-inline) writes when it serialises the document:
@@ -160,13 +172,60 @@ class EmailRenderer:
         return self._render(digest, _Markers(), with_html=digest.recipient.format == "html")
 
     @staticmethod
-    def personalise(shared: SharedEmail, personal: Personal) -> EmailContent:
-        values = {name: getattr(personal, name) for name in PERSONAL_FIELDS}
-        html_values = {
-            name: value.translate(_ATTR_ESCAPES if name in _URL_FIELDS else _TEXT_ESCAPES)
-            for name, value in values.items()
-        }
-        text = MARKER.sub(lambda m: values[m.group(1)], shared.text)
-        html = MARKER.sub(lambda m: html_values[m.group(1)], shared.html) if shared.html else None
-        return EmailContent(subject=shared.subject, text=text, html=html,
-                            preferences_url=personal.preferences_url, unsubscribe_url=personal.unsubscribe_url)
+    def personalise(shared: SharedEmail, personal: Personal) -> PersonalisedEmail:
+        return PersonalisedEmail(shared, personal)
+
+
+@dataclass(frozen=True)
+class PersonalisedEmail:
+    """One reader's email as a shared body plus their personal values.
+
+    Reads like an EmailContent (``text`` and ``html`` are joined on first
+    use, and equal what rendering alone gives), and lets the MIME builder
+    splice the values into bytes it encoded once for the whole group.
+    """
+
+    shared: SharedEmail
+    personal: Personal
+
+    @property
+    def subject(self) -> str:
+        return self.shared.subject
+
+    @property
+    def preferences_url(self) -> str:
+        return self.personal.preferences_url
+
+    @property
+    def unsubscribe_url(self) -> str:
+        return self.personal.unsubscribe_url
+
+    @cached_property
+    def text_values(self) -> dict[str, str]:
+        return {name: getattr(self.personal, name) for name in PERSONAL_FIELDS}
+
+    @cached_property
+    def html_values(self) -> dict[str, str]:
+        """The values as html5ever would have escaped them in the inlined document."""
+        return {name: value.translate(_ATTR_ESCAPES if name in _URL_FIELDS else _TEXT_ESCAPES)
+                for name, value in self.text_values.items()}
+
+    @cached_property
+    def text(self) -> str:
+        return fill(self.shared.text_pieces, self.text_values)
+
+    @cached_property
+    def html(self) -> str | None:
+        pieces = self.shared.html_pieces
+        return fill(pieces, self.html_values) if pieces is not None else None
+
+    def as_content(self) -> EmailContent:
+        return EmailContent(subject=self.subject, text=self.text, html=self.html,
+                            preferences_url=self.preferences_url, unsubscribe_url=self.unsubscribe_url)
+
+
+def fill(pieces: tuple, values: dict) -> str | bytes:
+    """Join literal pieces with the values named between them (str or bytes alike)."""
+    joined = list(pieces)
+    joined[1::2] = [values[name] for name in pieces[1::2]]
+    return joined[0][:0].join(joined)

@@ -63,6 +63,7 @@ class Sender:
             people = views.readers(session, {c.subscriber_id for c in claimed})
             wanted = {i for c in claimed for i in c.sitrep_ids}
             current = {s.id: s for s in views.approved_sitreps(session, ids=wanted)}
+        digests = _BatchDigests(current)
         outcomes: list[Outcome] = []
         unrecorded: list[_Result] = []
         # Readers of the same SITREPs next to each other: their shared body is rendered once.
@@ -75,7 +76,7 @@ class Sender:
                 outcomes += [self._log(r, people.get(r.subscriber_id), "released", "stopping")
                              for r in claimed[index:]]
                 break
-            unrecorded.append(self._deliver(c, people.get(c.subscriber_id), current))
+            unrecorded.append(self._deliver(c, people.get(c.subscriber_id), digests))
             if len(unrecorded) >= RECORD_EVERY:
                 outcomes += self._record(unrecorded)
                 unrecorded = []
@@ -108,16 +109,15 @@ class Sender:
                  "receipt" if status == "sent" else "reason", detail)
         return outcome
 
-    def _deliver(self, c: ledger.Claimed, person, current) -> _Result:
+    def _deliver(self, c: ledger.Claimed, person, digests: _BatchDigests) -> _Result:
         now = self.clock
-        skip = _why_skip(person, c, current)
+        skip = _why_skip(person, c, digests.current)
         if skip:
             return _Result(c, person, skip, lambda: (ledger.skipped(c, reason=skip, now=now()), None))
         _, recipient = person
-        items = [current[i] for i in c.sitrep_ids if i in current]
-        built = digest.build_digest(recipient, c.window_key, items)
+        built, body_key = digests.build(recipient, c)
         try:
-            content = self._render(built)
+            content = self._render(built, body_key)
             receipt = self.channels[recipient.kind].send(recipient.address, content, delivery_id=c.id,
                                                          progress=c.receipt)
         # The record is written later: bind the error now (``exc`` ends with its block).
@@ -157,11 +157,7 @@ class Sender:
                                                                  limit=self.bounce_limit)
         return lambda session: subscribers.disable_for(session, recipient.id, reason=str(exc))
 
-    def _render(self, built: digest.Digest):
-        # Keyed by each SITREP's revision, so an edited SITREP is a new body.
-        key = (built.recipient.kind, built.recipient.format,
-               tuple((item.sitrep.id, item.sitrep.revision, tuple(q.followed for q in item.quotes))
-                     for item in built.items))
+    def _render(self, built: digest.Digest, key: tuple):
         body = self._bodies.get(key)
         if built.recipient.kind == SubscriberKind.slack.value:
             if body is None:
@@ -170,6 +166,29 @@ class Sender:
         if body is None:
             body = self._bodies.put(key, self.composer.email_renderer.shared(built))
         return self.composer.email_renderer.personalise(body, self.composer.personal(built.recipient))
+
+
+class _BatchDigests:
+    """The digests of one batch. Readers of the same SITREPs who follow the
+    same analysts get the same items, so those are ordered and marked once."""
+
+    def __init__(self, current: dict[int, digest.SitrepView]):
+        self.current = current
+        self._items: dict[tuple, tuple] = {}
+
+    def build(self, recipient: digest.Recipient, c: ledger.Claimed) -> tuple[digest.Digest, tuple]:
+        """The reader's digest, and the key of its shared body: equal keys,
+        byte-identical bodies. Keyed by each SITREP's revision, so an edited
+        SITREP is a new body."""
+        found = self._items.get((c.sitrep_ids, recipient.analysts))
+        if found is None:
+            items = digest.digest_items(recipient.analysts, [self.current[i] for i in c.sitrep_ids if i in self.current])
+            revisions = tuple((item.sitrep.id, item.sitrep.revision, tuple(q.followed for q in item.quotes))
+                              for item in items)
+            found = self._items[(c.sitrep_ids, recipient.analysts)] = (items, revisions)
+        items, revisions = found
+        return (digest.Digest(recipient=recipient, window_key=c.window_key, items=items),
+                (recipient.kind, recipient.format, revisions))
 
 
 class _BoundedCache:

@@ -5,6 +5,7 @@ reason; none lost, none sent twice. On SQLite and on PostgreSQL."""
 import email
 import email.policy
 import json
+import re
 import socket
 from datetime import datetime, timedelta, timezone
 
@@ -12,8 +13,10 @@ import pytest
 from pydantic import SecretStr
 from sqlmodel import select
 
-from dispatch import db, sitreps, subscribers
+from dispatch import db, digest, sitreps, subscribers, views
+from dispatch.compose import Composer
 from dispatch.config import Settings
+from dispatch.render import Personal
 from dispatch.models import Delivery, DeliveryAttempt, Subscriber, SubscriberKind, SubscriberStatus
 from dispatch.scheduler import Runner
 from dispatch.sink import SlackSink
@@ -264,3 +267,30 @@ def test_immediate_readers_get_each_approval_once(engine, runner, smtp, clock):
         sitreps.approve_sitrep(session, sitrep_id, by="chief", at=clock.now)
     assert runner.run_once().by_status == {"sent": 1}
     assert len(messages(handler)) == 2
+
+
+def test_readers_who_share_a_body_each_get_what_rendering_them_alone_gives(engine, runner, settings, smtp):
+    """The sender renders a shared body once and splices each reader's values
+    into bytes encoded once; every received part must equal rendering that
+    reader alone, with the links the message carries."""
+    _, handler = smtp
+    names = ["Ana Ortiz", 'O\'Brien & "Sons" <admin>', "Zoë\u00a0Núñez", "", "Ω" * 40]
+    setup_readers(engine, [email_reader(f"{fmt}{n}@example.org", name=name, format=fmt)
+                           for fmt in ("html", "text") for n, name in enumerate(names)])
+    assert runner.run_once().by_status == {"sent": 2 * len(names)}
+    composer = Composer(settings, engine)
+    with db.session_scope(engine) as session:
+        approved = views.approved_sitreps(session)
+        people = {r.address: r for _, r in views.readers(session, range(1, 100)).values()}
+    for message in messages(handler):
+        reader = people[message["To"]]
+        # The parser keeps the wire's CRLF line ends in 8bit parts; the renderer writes LF.
+        parts = [p.get_content().replace("\r\n", "\n")
+                 for p in (message.get_payload() if message.is_multipart() else [message])]
+        text = parts[0]
+        personal = Personal.for_recipient(
+            reader, preferences_url=re.search(r"https://news\.example\.org/preferences/\S+", text).group(0),
+            unsubscribe_url=message["List-Unsubscribe"].split(">")[0].lstrip("<"))
+        alone = composer.email_renderer.render(digest.build_digest(reader, "k", approved), personal)
+        assert text == alone.text
+        assert (parts[1] if len(parts) > 1 else None) == alone.html

@@ -172,7 +172,45 @@ def test_shared_rendering_equals_rendering_alone(renderer, name):
         shared = renderer.shared(d1)
         for d in (d1, d2):
             alone = renderer.render(d, personal_for(d.recipient))
-            assert renderer.personalise(shared, personal_for(d.recipient)) == alone
+            assert renderer.personalise(shared, personal_for(d.recipient)).as_content() == alone
+
+
+GROUP_NAMES = ["Ana Ortiz", 'O\'Brien & "Sons" <admin>', "Zoë\u00a0Núñez", "", ".Dot at the start", "N" * 1200]
+
+
+@pytest.mark.parametrize("fmt", ["html", "text"])
+@pytest.mark.parametrize("eight_bit", [True, False])
+@pytest.mark.parametrize("long_line", [False, True])
+def test_message_bytes_spliced_for_a_group_equal_building_each_alone(renderer, fmt, eight_bit, long_line):
+    summary = ("Tom & Jerry <3", ".a bullet that starts with a dot", "é" * 1500 if long_line else "short")
+    s = view(quotes=[("a-b", "Ann Bell", "Trade resumes slowly & carefully.\n\n.Then faster.")], summary=summary)
+    shared = None
+    for n, name in enumerate(GROUP_NAMES):
+        r = reader(id=n + 1, name=name, format=fmt, address=f"r{n}@example.org")
+        d = digest.build_digest(r, "k", [s])
+        shared = shared or renderer.shared(d)  # the first reader's rendering serves the group
+        grouped = renderer.personalise(shared, personal_for(r))
+        kwargs = dict(sender="Dispatch <news@example.org>", to=r.address, msg_id=mime.message_id(n, "example.org"),
+                      list_id="<briefings.example.org>", unsubscribe_mailto="news@example.org", date=NOW,
+                      eight_bit=eight_bit)
+        assert mime.build_message(grouped, **kwargs) == mime.build_message(grouped.as_content(), **kwargs)
+        # The splice is really used for ordinary readers, and set aside where it cannot give the same bytes.
+        spliced = mime._eight_bit_parts(grouped)
+        assert (spliced is not None) == (len(name) < 900 and not long_line)
+
+
+def test_a_personal_value_that_is_empty_or_breaks_a_line_takes_the_general_path(renderer):
+    r = reader(format="html")
+    shared = renderer.shared(digest.build_digest(r, "k", [view()]))
+    urls = personal_for(r)
+    kwargs = dict(sender="Dispatch <news@example.org>", to=r.address, msg_id=mime.message_id(1, "example.org"),
+                  list_id="<briefings.example.org>", unsubscribe_mailto="news@example.org", date=NOW, eight_bit=True)
+    for greeting in ("", "Hello\r\nBcc: x@example.org", "Hello\n.\n"):
+        personal = Personal(greeting=greeting, reason="why", preferences_url=urls.preferences_url,
+                            unsubscribe_url=urls.unsubscribe_url)
+        grouped = renderer.personalise(shared, personal)
+        assert mime._eight_bit_parts(grouped) is None
+        assert mime.build_message(grouped, **kwargs) == mime.build_message(grouped.as_content(), **kwargs)
 
 
 def test_user_templates_override_by_name_and_fall_back(tmp_path):
