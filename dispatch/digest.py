@@ -152,11 +152,18 @@ def window_key(recipient: Recipient, end: datetime) -> str:
 def planned_from(recipient: Recipient) -> datetime:
     """Where planning starts: the last planned end, or for a new subscriber
     the window end before it joined (so its first digest is a normal one)."""
-    if recipient.planned_through is not None:
-        return recipient.planned_through
-    if recipient.cadence == "immediate":
-        return recipient.created_at
-    return latest_window_end(recipient, recipient.created_at)
+    return planning_start(recipient.cadence, recipient.weekday, recipient.timezone, recipient.send_at,
+                          created_at=recipient.created_at, planned_through=recipient.planned_through)
+
+
+def planning_start(cadence: str, weekday: int, timezone_name: str, send_at: str, *, created_at: datetime,
+                   planned_through: datetime | None) -> datetime:
+    """``planned_from`` for a subscriber's schedule given as plain values."""
+    if planned_through is not None:
+        return planned_through
+    if cadence == "immediate":
+        return created_at
+    return _latest_end(cadence, weekday, timezone_name, send_at, created_at)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -45,11 +46,6 @@ class Claimed:
     receipt: str | None  # progress of an earlier, partly sent attempt
 
 
-def _insert(session: Session):
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_table)
-
-
 def plan(session: Session, subscriber_id: int, windows: Iterable[Window], *, now: datetime) -> int:
     """Insert a pending delivery per window; existing (subscriber, window)
     rows are left alone. Returns how many rows are new."""
@@ -60,14 +56,32 @@ def plan_many(session: Session, planned: Sequence[tuple[int, Window]], *, now: d
     """``plan`` for many subscribers in one statement."""
     if not planned:
         return 0
-    rows = [
-        {"subscriber_id": subscriber_id, "window_key": w.key, "sitrep_ids": list(w.sitrep_ids),
-         "status": DeliveryStatus.pending.value, "attempts": 0, "next_attempt_at": now, "created_at": now}
-        for subscriber_id, w in planned
-    ]
-    statement = _insert(session).on_conflict_do_nothing(
-        index_elements=["subscriber_id", "window_key"]).returning(_table.c.id)
-    return len(session.execute(statement, rows).all())  # RETURNING: rowcount is unreliable here
+    rows = [(subscriber_id, w.key, w.sitrep_ids) for subscriber_id, w in planned]
+    statement = _plan_statement(session.get_bind().dialect.name)
+    return session.connection().execute(statement, {"rows": rows, "now": now}).rowcount
+
+
+@lru_cache(maxsize=4)
+def _plan_statement(dialect: str):
+    """INSERT … SELECT from one JSON array of [subscriber id, window key,
+    SITREP ids] rows, skipping (subscriber, window) pairs already planned.
+
+    One parameter, serialised in one go, instead of an executemany whose
+    per-row parameter handling cost three times the database's own work at
+    100,000 rows; and a single statement's row count (kept for an INSERT
+    with ``preserve_rowcount``) is exact on both backends, where psycopg
+    reports none for an executemany.
+    """
+    unpack = sa.func.json_array_elements if dialect == "postgresql" else sa.func.json_each
+    elements = unpack(sa.bindparam("rows", type_=sa.JSON)).table_valued(sa.column("value", sa.JSON))
+    row = elements.c.value
+    now = sa.bindparam("now", type_=_table.c.created_at.type)
+    rows = sa.select(row[0].as_integer(), row[1].as_string(), row[2], sa.literal(DeliveryStatus.pending.value),
+                     sa.literal(0), now, now).where(sa.true())  # SQLite needs a WHERE before ON CONFLICT
+    columns = ["subscriber_id", "window_key", "sitrep_ids", "status", "attempts", "next_attempt_at", "created_at"]
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(_table).from_select(columns, rows).on_conflict_do_nothing(
+        index_elements=["subscriber_id", "window_key"]).execution_options(preserve_rowcount=True)
 
 
 def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE,

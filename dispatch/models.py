@@ -3,6 +3,7 @@
 
 from datetime import date, datetime, timezone
 from enum import Enum
+from functools import lru_cache
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
@@ -37,6 +38,26 @@ class UTCDateTime(TypeDecorator):
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
+
+    # The same few instants are written and read thousands of times (every
+    # row of a planning pass carries the same ``now``; readers in one time
+    # zone share their cursors), and each conversion costs microseconds of
+    # parsing or formatting: remember the latest ones, per column and dialect.
+    def bind_processor(self, dialect):
+        return _remembered(super().bind_processor(dialect))
+
+    def result_processor(self, dialect, coltype):
+        return _remembered(super().result_processor(dialect, coltype))
+
+
+REMEMBERED_INSTANTS = 256  # per column and dialect: a few kB each
+
+
+def _remembered(process):
+    """``process`` with its latest results remembered. Equal aware datetimes
+    are the same instant, and every conversion here depends on the instant
+    alone, so sharing a result between them is exact."""
+    return lru_cache(maxsize=REMEMBERED_INSTANTS)(process) if process is not None else None
 
 
 def _utc(nullable: bool = True) -> Column:
@@ -190,6 +211,9 @@ class Subscriber(SQLModel, table=True):
         # Also serves lookups by status alone; a second index on status would
         # lure SQLite away from it in the planner's due query.
         sa.Index("ix_subscriber_status_next_due", "status", "next_due_at"),
+        # The immediate readers, in id order, without reading the daily ones.
+        # Cadence first: a leading status would compete with the index above.
+        sa.Index("ix_subscriber_cadence_status", "cadence", "status"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -56,16 +56,17 @@ def preference_sets(session: Session, condition) -> tuple[dict[int, list[str]], 
     """Region slugs, and (slug, name) of followed analysts, for the subscribers
     whose id meets ``condition`` (a clause on a subscriber-id column), in two
     plain queries; both lists sorted (regions by slug, analysts by name)."""
+    connection = session.connection()  # plain columns: Core rows, without the ORM's loading
     regions: dict[int, list[str]] = {}
-    for subscriber_id, slug in session.execute(
+    for subscriber_id, slug in connection.execute(
             select(SubscriberRegion.subscriber_id, SubscriberRegion.region_slug)
-            .where(condition(col(SubscriberRegion.subscriber_id))).order_by(col(SubscriberRegion.region_slug))):
+            .where(condition(col(SubscriberRegion.subscriber_id))).order_by(col(SubscriberRegion.region_slug))).all():
         regions.setdefault(subscriber_id, []).append(slug)
     analysts: dict[int, list[tuple[str, str]]] = {}
-    for subscriber_id, slug, name in session.execute(
+    for subscriber_id, slug, name in connection.execute(
             select(SubscriberAnalyst.subscriber_id, Analyst.slug, Analyst.name)
             .join(Analyst, col(Analyst.id) == col(SubscriberAnalyst.analyst_id))
-            .where(condition(col(SubscriberAnalyst.subscriber_id))).order_by(col(Analyst.name))):
+            .where(condition(col(SubscriberAnalyst.subscriber_id))).order_by(col(Analyst.name))).all():
         analysts.setdefault(subscriber_id, []).append((slug, name))
     return regions, analysts
 
@@ -80,7 +81,7 @@ def readers(session: Session, ids: Iterable[int]) -> dict[int, tuple[SubscriberS
     ``recipient`` gives), by id, in plain queries: sending reads every reader,
     and ORM objects with their relationships cost several times more."""
     ids = list(ids)
-    rows = session.execute(select(*_RECIPIENT_COLUMNS).where(col(Subscriber.id).in_(ids))).all()
+    rows = session.connection().execute(select(*_RECIPIENT_COLUMNS).where(col(Subscriber.id).in_(ids))).all()
     regions, analysts = preference_sets(session, lambda column: column.in_(ids))
     names = region_names(session)
     found = {}

@@ -86,3 +86,38 @@ def test_scattered_due_readers_keep_their_own_regions(engine):
     with db.session_scope(engine) as session:
         planned = {session.get(Subscriber, d.subscriber_id).address for d in session.exec(select(Delivery)).all()}
     assert planned == {"r0@example.org"}
+
+
+def test_readers_read_in_small_batches_each_get_their_own_windows(engine):
+    """Several batches of readers and several SITREPs, one withdrawn before
+    planning: every reader gets exactly the windows their own preferences
+    give, each SITREP still approved is marked fanned out, and planning
+    again inserts nothing."""
+    immediate = [(f"i{n}@example.org", Preferences(cadence="immediate", regions=[region]))
+                 for n, region in enumerate(["europe-eurasia", "east-asia-pacific", "americas"] * 3)]
+    daily = [(f"d{n}@example.org", Preferences(regions=[region]))
+             for n, region in enumerate(["europe-eurasia", "east-asia-pacific", "americas", "global"] * 2)]
+    seed(engine, immediate + daily)  # the standard SITREP: Ukraine (europe-eurasia), approved at APPROVED
+    with db.session_scope(engine) as session:
+        japan = sitreps.import_parsed(session, parse((FIXTURES / "star_bullets_wrapped.txt").read_text()),
+                                      actor="ed", regions=["east-asia-pacific"]).sitrep.id
+        withdrawn = sitreps.import_parsed(session, parse((FIXTURES / "unquoted_several.txt").read_text()),
+                                          actor="ed", regions=["americas"]).sitrep.id
+        for sitrep_id in (japan, withdrawn):
+            sitreps.approve_sitrep(session, sitrep_id, by="ed", at=APPROVED + timedelta(hours=1))
+        sitreps.withdraw_sitrep(session, withdrawn, by="ed")
+    report = planner.plan_due(engine, now=WINDOW_END + timedelta(minutes=5), batch=2)
+    with db.session_scope(engine) as session:
+        got = {(session.get(Subscriber, d.subscriber_id).address, d.window_key.split("@")[0], tuple(d.sitrep_ids))
+               for d in session.exec(select(Delivery)).all()}
+        marked = {s.id: s.immediate_planned_at for s in session.exec(select(Sitrep)).all()}
+    europe = [f"i{n}@example.org" for n in (0, 3, 6)]
+    asia = [f"i{n}@example.org" for n in (1, 4, 7)]
+    assert got == ({(a, "sitrep:1", (1,)) for a in europe} | {(a, f"sitrep:{japan}", (japan,)) for a in asia}
+                   | {("d0@example.org", "daily:2026-11-27", (1,)), ("d4@example.org", "daily:2026-11-27", (1,)),
+                      ("d1@example.org", "daily:2026-11-27", (japan,)),
+                      ("d5@example.org", "daily:2026-11-27", (japan,))})
+    assert report.deliveries_planned == len(got) == 10
+    assert marked[1] is not None and marked[japan] is not None and marked[withdrawn] is None
+    again = planner.plan_due(engine, now=WINDOW_END + timedelta(minutes=6), batch=2)
+    assert (again.deliveries_planned, again.sitreps_fanned_out) == (0, 0)
