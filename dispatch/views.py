@@ -85,16 +85,19 @@ def readers(session: Session, ids: Iterable[int]) -> dict[int, tuple[SubscriberS
     regions, analysts = preference_sets(session, lambda column: column.in_(ids))
     names = region_names(session)
     found = {}
-    for r in rows:
-        slugs = regions.get(r.id, [])
-        followed = analysts.get(r.id, [])
-        found[r.id] = (r.status, Recipient(
-            id=r.id, kind=r.kind.value, address=r.address, name=r.name, timezone=r.timezone, send_at=r.send_at,
-            cadence=r.cadence.value, weekday=r.weekday, format=r.format.value, created_at=r.created_at,
-            planned_through=r.planned_through, regions=frozenset(slugs),
+    none: list = []
+    # Rows unpacked as tuples: reading a Row's columns by name costs about a microsecond each.
+    for (id_, status, kind, address, name, zone, send_at, cadence, weekday, format_, created_at,
+         planned_through) in rows:
+        slugs = regions.get(id_, none)
+        followed = analysts.get(id_, none)
+        found[id_] = (status, Recipient(
+            id=id_, kind=kind.value, address=address, name=name, timezone=zone, send_at=send_at,
+            cadence=cadence.value, weekday=weekday, format=format_.value, created_at=created_at,
+            planned_through=planned_through, regions=frozenset(slugs),
             analysts=frozenset(slug for slug, _ in followed),
             region_names=tuple(names.get(slug, slug) for slug in slugs),
-            analyst_names=tuple(name for _, name in followed)))
+            analyst_names=tuple(analyst for _, analyst in followed)))
     return found
 
 
