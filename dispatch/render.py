@@ -121,21 +121,12 @@ class EmailContent:
 
 @dataclass(frozen=True)
 class SharedEmail:
-    """A body shared by many readers: text and HTML with a marker in place
-    of each personal value (``@@dispatch:<field>@@``)."""
+    """A body shared by many readers, its text and HTML split where a
+    personal value goes: literal, field name, literal, …, literal."""
 
     subject: str
-    text: str
-    html: str | None
-
-    @cached_property
-    def text_pieces(self) -> tuple[str, ...]:
-        """The text split at its markers: literal, field name, literal, …, literal."""
-        return tuple(MARKER.split(self.text))
-
-    @cached_property
-    def html_pieces(self) -> tuple[str, ...] | None:
-        return tuple(MARKER.split(self.html)) if self.html is not None else None
+    text_pieces: tuple[str, ...]
+    html_pieces: tuple[str, ...] | None
 
 
 # What html5ever (inside css-inline) writes when it serialises the document:
@@ -154,22 +145,25 @@ class EmailRenderer:
         self._text = self.env.get_template("email/digest.txt.j2")
         self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
 
-    def _render(self, digest: Digest, personal, *, with_html: bool) -> SharedEmail:
+    def _render(self, digest: Digest, personal) -> tuple[str, str, str | None]:
+        """Subject, text, and HTML (None for a plain-text reader)."""
         subject = subject_for(digest)
         context = {"digest": digest, "subject": subject, "personal": personal, "brand": self.brand}
         text = self._text.render(context)
-        html = self._inliner.inline(self._html.render(context)) if with_html else None
-        return SharedEmail(subject=subject, text=text, html=html)
+        html = self._inliner.inline(self._html.render(context)) if digest.recipient.format == "html" else None
+        return subject, text, html
 
     def render(self, digest: Digest, personal: Personal) -> EmailContent:
         """One reader's email, rendered on its own."""
-        body = self._render(digest, personal, with_html=digest.recipient.format == "html")
-        return EmailContent(subject=body.subject, text=body.text, html=body.html,
+        subject, text, html = self._render(digest, personal)
+        return EmailContent(subject=subject, text=text, html=html,
                             preferences_url=personal.preferences_url, unsubscribe_url=personal.unsubscribe_url)
 
     def shared(self, digest: Digest) -> SharedEmail:
         """The body every reader with this digest's ``body_key`` shares."""
-        return self._render(digest, _Markers(), with_html=digest.recipient.format == "html")
+        subject, text, html = self._render(digest, _Markers())
+        return SharedEmail(subject=subject, text_pieces=tuple(MARKER.split(text)),
+                           html_pieces=tuple(MARKER.split(html)) if html is not None else None)
 
     @staticmethod
     def personalise(shared: SharedEmail, personal: Personal) -> PersonalisedEmail:

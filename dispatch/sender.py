@@ -182,7 +182,8 @@ class _BatchDigests:
         SITREP is a new body."""
         found = self._items.get((c.sitrep_ids, recipient.analysts))
         if found is None:
-            items = digest.digest_items(recipient.analysts, [self.current[i] for i in c.sitrep_ids if i in self.current])
+            sitreps = [self.current[i] for i in c.sitrep_ids if i in self.current]
+            items = digest.digest_items(recipient.analysts, sitreps)
             revisions = tuple((item.sitrep.id, item.sitrep.revision, tuple(q.followed for q in item.quotes))
                               for item in items)
             found = self._items[(c.sitrep_ids, recipient.analysts)] = (items, revisions)
