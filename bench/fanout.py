@@ -260,6 +260,8 @@ def main() -> None:
         summary, elapsed, peak_kb = run_pipeline(url, port=port, slack_base=slack.base_url,
                                                  connections=args.connections)
         sent = summary["outcomes"].get("sent", 0)
+        if not sent:
+            sys.exit(f"bench: the pipeline sent nothing: {summary}")
         messages = sent_messages(url, sample=BASELINE_SAMPLE, rng=random.Random(args.seed))
         mean_bytes = sum(map(len, messages)) / len(messages)
         wire = send_prebuilt(port, messages, max(sent, 1), args.connections)
