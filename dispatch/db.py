@@ -4,6 +4,8 @@ SQLite gets WAL, a busy timeout and foreign keys on every connection, and
 every transaction starts with BEGIN IMMEDIATE: under WAL, several threads that
 read and then write inside a deferred transaction fail with "database is
 locked" at once, whatever the busy timeout (SQLAlchemy's documented recipe).
+``read_scope`` is the exception: a session that only reads, and so need not
+wait for the writer.
 PostgreSQL URLs are used unchanged.
 """
 
@@ -79,9 +81,26 @@ def _sqlite_engine(url: sa.URL) -> Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+READ_ONLY_OPTION = "dispatch_read_only"
+
+
+@contextmanager
+def read_scope(engine: Engine) -> Iterator[Session]:
+    """A session that only reads. On SQLite it begins DEFERRED, so it does
+    not wait for a writer: under WAL it reads a consistent snapshot while
+    another connection writes (a write in it would fail with "database is
+    locked"). On PostgreSQL it is an ordinary transaction."""
+    with Session(engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False) as session:
+        try:
+            yield session
+        finally:
+            session.rollback()
 
 
 @contextmanager

@@ -12,6 +12,7 @@ still committing at the window's end is not missed.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -113,25 +114,35 @@ def _active_rows(session, *conditions, after_id: int, batch: int, either: tuple 
 
 
 def _plan_digests(engine: Engine, *, cutoff: datetime, now: datetime, batch: int, report: PlanReport) -> None:
+    """Batch by batch: read the due readers and work out their plans, then
+    write them. Each batch is written (deliveries and cursors in one
+    transaction) in a thread of its own while the next is read and planned:
+    the database's work overlaps the Python work, and a batch only reads ids
+    above those being written. At most one write is in flight."""
     last_id = 0
     sitreps_since: dict[datetime, list] = {}
     # Readers with the same schedule, cursor and preferences get the same plan:
     # work it out once (a large list has far fewer shapes than readers).
     plans: dict[tuple, digest.Plan] = {}
-    while True:
-        with db.session_scope(engine) as session:
-            due = _active_rows(
-                session, Subscriber.cadence != Cadence.immediate,
-                either=(col(Subscriber.next_due_at).is_(None), col(Subscriber.next_due_at) <= cutoff),
-                after_id=last_id, batch=batch)
+    with ThreadPoolExecutor(1, thread_name_prefix="planner-writer") as writer:
+        writing: Future | None = None
+        while True:
+            # A read-only session: on SQLite it does not wait for the batch being written.
+            with db.read_scope(engine) as session:
+                due = _active_rows(
+                    session, Subscriber.cadence != Cadence.immediate,
+                    either=(col(Subscriber.next_due_at).is_(None), col(Subscriber.next_due_at) <= cutoff),
+                    after_id=last_id, batch=batch)
+                starts = [digest.planning_start(r.cadence, r.weekday, r.timezone, r.send_at,
+                                                created_at=r.created_at, planned_through=r.planned_through)
+                          for r in due]
+                since = min(starts, default=None)
+                if due and since not in sitreps_since:
+                    sitreps_since[since] = views.approved_sitreps(session, approved_after=since,
+                                                                  approved_until=cutoff)
             if not due:
-                return
+                break
             last_id = due[-1].id
-            starts = [digest.planning_start(r.cadence, r.weekday, r.timezone, r.send_at, created_at=r.created_at,
-                                            planned_through=r.planned_through) for r in due]
-            since = min(starts)
-            if since not in sitreps_since:
-                sitreps_since[since] = views.approved_sitreps(session, approved_after=since, approved_until=cutoff)
             sitreps = sitreps_since[since]
             planned = []
             cursors: dict[tuple[datetime, datetime], list[int]] = {}
@@ -143,12 +154,24 @@ def _plan_digests(engine: Engine, *, cutoff: datetime, now: datetime, batch: int
                                                       now=cutoff)
                 planned += [(row.id, window) for window in plan.windows]
                 cursors.setdefault((plan.planned_through, plan.next_due_at), []).append(row.id)
-            report.deliveries_planned += ledger.plan_many(session, planned, now=now)
-            # Readers in one time zone share their cursors: one UPDATE per pair, not per reader.
-            for (through, next_due), ids in cursors.items():
-                session.execute(sa.update(Subscriber).where(col(Subscriber.id).in_(ids))
-                                .values(planned_through=through, next_due_at=next_due))
+            if writing is not None:
+                report.deliveries_planned += writing.result()  # a failed write stops planning here
+            writing = writer.submit(_write_batch, engine, planned, cursors, now=now)
             report.subscribers_checked += len(due)
+        if writing is not None:
+            report.deliveries_planned += writing.result()
+
+
+def _write_batch(engine: Engine, planned: list[tuple[int, digest.Window]],
+                 cursors: dict[tuple[datetime, datetime], list[int]], *, now: datetime) -> int:
+    """A batch's deliveries and its readers' new cursors, in one transaction."""
+    with db.session_scope(engine) as session:
+        count = ledger.plan_many(session, planned, now=now)
+        # Readers in one time zone share their cursors: one UPDATE per pair, not per reader.
+        for (through, next_due), ids in cursors.items():
+            session.execute(sa.update(Subscriber).where(col(Subscriber.id).in_(ids))
+                            .values(planned_through=through, next_due_at=next_due))
+    return count
 
 
 def _plan_immediate(engine: Engine, *, now: datetime, batch: int, report: PlanReport) -> None:

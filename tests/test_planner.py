@@ -121,3 +121,15 @@ def test_readers_read_in_small_batches_each_get_their_own_windows(engine):
     assert marked[1] is not None and marked[japan] is not None and marked[withdrawn] is None
     again = planner.plan_due(engine, now=WINDOW_END + timedelta(minutes=6), batch=2)
     assert (again.deliveries_planned, again.sitreps_fanned_out) == (0, 0)
+
+
+def test_a_read_scope_reads_while_another_connection_writes(engine):
+    """Planning reads the next batch while the last one is being written: the
+    read must see committed rows at once instead of waiting for the writer's
+    lock (on SQLite every other transaction begins IMMEDIATE and would wait)."""
+    seed(engine, [("a@example.org", Preferences())])
+    with db.session_scope(engine) as writing:
+        writing.get(Subscriber, 1).name = "uncommitted"
+        writing.flush()  # the write lock is held from here until commit
+        with db.read_scope(engine) as reading:
+            assert reading.get(Subscriber, 1).name == ""  # the committed row, without waiting
