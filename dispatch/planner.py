@@ -48,8 +48,12 @@ def plan_due(engine: Engine, *, now: datetime, settle: timedelta = SETTLE, batch
     return report
 
 
-_SCHEDULE_COLUMNS = (Subscriber.id, Subscriber.kind, Subscriber.address, Subscriber.timezone, Subscriber.send_at,
-                     Subscriber.cadence, Subscriber.weekday, Subscriber.created_at, Subscriber.planned_through)
+# Kind and cadence as the stored strings: the Enum round trip (string →
+# member → .value) would be done for every reader only to be undone.
+_SCHEDULE_COLUMNS = (Subscriber.id, sa.type_coerce(Subscriber.kind, sa.String).label("kind"), Subscriber.address,
+                     Subscriber.timezone, Subscriber.send_at,
+                     sa.type_coerce(Subscriber.cadence, sa.String).label("cadence"), Subscriber.weekday,
+                     Subscriber.created_at, Subscriber.planned_through)
 
 
 class _Row(NamedTuple):
@@ -107,7 +111,7 @@ def _active_rows(session, *conditions, after_id: int, batch: int, either: tuple 
     # Rows unpacked as tuples: reading a Row's columns by name costs about a
     # microsecond each, ten times over for every reader.
     return [
-        _Row(id_, kind.value, address, zone, send_at, cadence.value, weekday, created_at, planned_through,
+        _Row(id_, kind, address, zone, send_at, cadence, weekday, created_at, planned_through,
              tuple(regions.get(id_, none)), followed.get(id_, none))
         for id_, kind, address, zone, send_at, cadence, weekday, created_at, planned_through in rows
     ]
