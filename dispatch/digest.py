@@ -242,10 +242,13 @@ class Digest:
     def body_key(self) -> tuple:
         """Digests with equal keys have byte-identical bodies (only the
         personal parts differ), so they can share one rendering."""
-        followed = tuple(
-            tuple(q.quote.analyst_slug for q in item.quotes if q.followed) for item in self.items
-        )
-        return (self.recipient.kind, self.recipient.format, self.sitrep_ids, followed)
+        return (self.recipient.kind, self.recipient.format, items_key(self.items))
+
+
+def items_key(items: Sequence[DigestItem]) -> tuple:
+    """What of a digest's items shapes its body: each SITREP with its
+    revision (an edited SITREP is a new body) and which quotes are followed."""
+    return tuple((item.sitrep.id, item.sitrep.revision, tuple(q.followed for q in item.quotes)) for item in items)
 
 
 def order_sitreps(sitreps: Iterable[SitrepView]) -> list[SitrepView]:

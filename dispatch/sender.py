@@ -177,19 +177,16 @@ class _BatchDigests:
         self._items: dict[tuple, tuple] = {}
 
     def build(self, recipient: digest.Recipient, c: ledger.Claimed) -> tuple[digest.Digest, tuple]:
-        """The reader's digest, and the key of its shared body: equal keys,
-        byte-identical bodies. Keyed by each SITREP's revision, so an edited
-        SITREP is a new body."""
+        """The reader's digest, and the key of its shared body (``Digest.body_key``,
+        with the items' part worked out once per group)."""
         found = self._items.get((c.sitrep_ids, recipient.analysts))
         if found is None:
             sitreps = [self.current[i] for i in c.sitrep_ids if i in self.current]
             items = digest.digest_items(recipient.analysts, sitreps)
-            revisions = tuple((item.sitrep.id, item.sitrep.revision, tuple(q.followed for q in item.quotes))
-                              for item in items)
-            found = self._items[(c.sitrep_ids, recipient.analysts)] = (items, revisions)
-        items, revisions = found
+            found = self._items[(c.sitrep_ids, recipient.analysts)] = (items, digest.items_key(items))
+        items, items_key = found
         return (digest.Digest(recipient=recipient, window_key=c.window_key, items=items),
-                (recipient.kind, recipient.format, revisions))
+                (recipient.kind, recipient.format, items_key))
 
 
 class _BoundedCache:
