@@ -1,6 +1,7 @@
 """The tables, and nothing else. See DESIGN.md for what each one means."""
 
 
+import secrets
 from datetime import date, datetime, timezone
 from enum import Enum
 from functools import lru_cache
@@ -310,6 +311,8 @@ class AdminUser(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     username: str = Field(max_length=100, sa_column_kwargs={"unique": True})
     password_hash: str = Field(max_length=200)
+    # Sessions carry it; a new one (sign-out, new password) ends them all.
+    session_nonce: str = Field(default_factory=lambda: secrets.token_urlsafe(32), max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     last_login_at: datetime | None = Field(default=None, sa_column=_utc())
 
