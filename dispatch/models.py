@@ -1,7 +1,14 @@
-"""The tables, and nothing else. See DESIGN.md for what each one means."""
+"""The tables, and nothing else. See DESIGN.md for what each one means.
+
+Each column's limits are the rules for its values (``dispatch.fields``):
+every flush holds new and changed rows to them, so SQLite refuses what
+PostgreSQL would. ``info={"field": …}`` names a column as a person knows it
+("analyst", not "name") in those refusals.
+"""
 
 
 import secrets
+from itertools import chain
 from datetime import date, datetime, timezone
 from enum import Enum
 from functools import lru_cache
@@ -9,6 +16,8 @@ from functools import lru_cache
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Column, Field, Relationship, SQLModel
+
+from dispatch import fields
 
 
 def utcnow() -> datetime:
@@ -65,6 +74,11 @@ def _utc(nullable: bool = True) -> Column:
     return Column(UTCDateTime(), nullable=nullable)
 
 
+def _named(field: str, **column_kwargs) -> dict:
+    """sa_column_kwargs naming the column in refusals."""
+    return {"info": {"field": field}, **column_kwargs}
+
+
 class SitrepStatus(str, Enum):
     draft = "draft"
     approved = "approved"
@@ -117,15 +131,16 @@ def _enum(enum_cls: type[Enum]) -> sa.Enum:
 
 
 class Region(SQLModel, table=True):
-    slug: str = Field(primary_key=True, max_length=64)
-    name: str = Field(max_length=200)
+    slug: str = Field(primary_key=True, max_length=64, sa_column_kwargs=_named("region"))
+    name: str = Field(max_length=200, sa_column_kwargs=_named("region name"))
 
 
 class Analyst(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(max_length=200)
-    title: str | None = Field(default=None, max_length=100)  # "General", "Dr." …
-    slug: str = Field(max_length=200, sa_column_kwargs={"unique": True})
+    name: str = Field(max_length=200, sa_column_kwargs=_named("analyst"))
+    title: str | None = Field(default=None, max_length=100,  # "General", "Dr." …
+                              sa_column_kwargs=_named("analyst title"))
+    slug: str = Field(max_length=200, sa_column_kwargs=_named("analyst", unique=True))
 
 
 class SitrepRegion(SQLModel, table=True):
@@ -141,18 +156,19 @@ class Sitrep(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    title: str = Field(max_length=500)
+    title: str = Field(max_length=500, sa_column_kwargs=_named("title"))
     event_date: date
     status: SitrepStatus = Field(
         default=SitrepStatus.draft, sa_column=Column(_enum(SitrepStatus), nullable=False)
     )
     approved_at: datetime | None = Field(default=None, sa_column=_utc())
-    approved_by: str | None = Field(default=None, max_length=200)
+    approved_by: str | None = Field(default=None, max_length=200, sa_column_kwargs=_named("by"))
     # Set once this approval has been fanned out to the immediate subscribers.
     immediate_planned_at: datetime | None = Field(default=None, sa_column=_utc())
     priority: int = 0
-    summary: list[str] = Field(default_factory=list, sa_column=Column(sa.JSON, nullable=False))
-    source_text: str = Field(sa_column=Column(sa.Text, nullable=False))
+    summary: list[str] = Field(default_factory=list,
+                               sa_column=Column(sa.JSON, nullable=False, info={"field": "bullet"}))
+    source_text: str = Field(sa_column=Column(sa.Text, nullable=False, info={"field": "text"}))
     # Identifies "the same SITREP" across re-imports: normalised title + date.
     fingerprint: str = Field(max_length=64, sa_column_kwargs={"unique": True})
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
@@ -176,7 +192,7 @@ class Commentary(SQLModel, table=True):
     sitrep_id: int = Field(foreign_key="sitrep.id", index=True, ondelete="CASCADE")
     analyst_id: int = Field(foreign_key="analyst.id", index=True)
     position: int
-    text: str = Field(sa_column=Column(sa.Text, nullable=False))
+    text: str = Field(sa_column=Column(sa.Text, nullable=False, info={"field": "quote"}))
 
     sitrep: Sitrep = Relationship(back_populates="commentary")
     analyst: Analyst = Relationship(sa_relationship_kwargs={"lazy": "joined"})
@@ -189,9 +205,22 @@ class SitrepChange(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     sitrep_id: int = Field(foreign_key="sitrep.id", index=True, ondelete="CASCADE")
     at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
-    actor: str = Field(max_length=200)
+    actor: str = Field(max_length=200, sa_column_kwargs=_named("by"))
     action: str = Field(max_length=32)
-    detail: str = Field(default="", sa_column=Column(sa.Text, nullable=False))
+    # The reason given for a withdrawal, or what an edit changed.
+    detail: str = Field(default="", sa_column=Column(sa.Text, nullable=False, info={"field": "reason"}))
+
+
+ADDRESS_KEY_LENGTH = 1000  # an email address is at most 254 characters; casefolding at most triples one
+
+
+def address_key(kind: "SubscriberKind | str", address: str) -> str:
+    """What makes two addresses the same subscription. Email: casefolded —
+    local parts are case-sensitive by the RFC, but every real mailbox
+    provider ignores case, and two subscriptions for one reader mean two
+    copies of everything. A Slack channel ID or webhook URL: exactly as given."""
+    kind = getattr(kind, "value", kind)
+    return address.casefold() if kind == SubscriberKind.email.value else address
 
 
 class SubscriberRegion(SQLModel, table=True):
@@ -208,6 +237,11 @@ class SubscriberAnalyst(SQLModel, table=True):
 
 class Subscriber(SQLModel, table=True):
     __table_args__ = (
+        # One subscription per address however it is capitalised (see
+        # address_key); the key first, so that a lookup without the kind uses it.
+        sa.Index("uq_subscriber_address_key_kind", "address_key", "kind", unique=True),
+        # Implied by the index above, but kept: dropping it would rebuild the
+        # table on SQLite, and a rebuild under foreign keys empties the delivery log.
         sa.UniqueConstraint("kind", "address", name="uq_subscriber_kind_address"),
         # Also serves lookups by status alone; a second index on status would
         # lure SQLite away from it in the planner's due query.
@@ -222,10 +256,14 @@ class Subscriber(SQLModel, table=True):
         default=SubscriberKind.email, sa_column=Column(_enum(SubscriberKind), nullable=False)
     )
     # An email address, a Slack channel ID (bot token) or an incoming-webhook URL.
-    address: str = Field(max_length=500)
-    name: str = Field(default="", max_length=200)
-    timezone: str = Field(default="UTC", max_length=64)
-    send_at: str = Field(default="07:00", max_length=5)  # local HH:MM
+    address: str = Field(max_length=500, sa_column_kwargs=_named("address"))
+    # address_key(kind, address), set at every flush: what "the same address" means.
+    # Casefolding can lengthen a text (ß → ss), hence more room than the address.
+    address_key: str = Field(default="", max_length=ADDRESS_KEY_LENGTH,
+                             sa_column_kwargs=_named("address", server_default=""))
+    name: str = Field(default="", max_length=200, sa_column_kwargs=_named("name"))
+    timezone: str = Field(default="UTC", max_length=64, sa_column_kwargs=_named("tz"))
+    send_at: str = Field(default="07:00", max_length=5, sa_column_kwargs=_named("at"))  # local HH:MM
     cadence: Cadence = Field(
         default=Cadence.daily, sa_column=Column(_enum(Cadence), nullable=False)
     )
@@ -236,7 +274,7 @@ class Subscriber(SQLModel, table=True):
     status: SubscriberStatus = Field(
         default=SubscriberStatus.active, sa_column=Column(_enum(SubscriberStatus), nullable=False)
     )
-    status_reason: str | None = Field(default=None, max_length=500)
+    status_reason: str | None = Field(default=None, max_length=500, sa_column_kwargs=_named("reason"))
     bounce_count: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     confirmed_at: datetime | None = Field(default=None, sa_column=_utc())
@@ -309,7 +347,7 @@ class AdminUser(SQLModel, table=True):
 
     __tablename__ = "admin_user"
     id: int | None = Field(default=None, primary_key=True)
-    username: str = Field(max_length=100, sa_column_kwargs={"unique": True})
+    username: str = Field(max_length=100, sa_column_kwargs=_named("username", unique=True))
     password_hash: str = Field(max_length=200)
     # Sessions carry it; a new one (sign-out, new password) ends them all.
     session_nonce: str = Field(default_factory=lambda: secrets.token_urlsafe(32), max_length=64)
@@ -327,3 +365,14 @@ class ApiToken(SQLModel, table=True):
     token_hash: str = Field(max_length=64, sa_column_kwargs={"unique": True})
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     last_used_at: datetime | None = Field(default=None, sa_column=_utc())
+
+
+@sa.event.listens_for(sa.orm.Session, "before_flush")
+def _before_flush(session, flush_context, instances) -> None:
+    """Derived columns first, then every new or changed row against its columns' rules."""
+    for obj in chain(session.new, session.dirty):
+        if isinstance(obj, Subscriber) and obj.address is not None and obj.kind is not None:
+            key = address_key(obj.kind, obj.address)
+            if obj.address_key != key:
+                obj.address_key = key
+    fields.check_flush(session)

@@ -14,7 +14,7 @@ from sqlalchemy import or_
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
-from dispatch import catalogue, taxonomy
+from dispatch import catalogue, fields, taxonomy
 from dispatch.errors import DuplicateError, NotFoundError, WorkflowError
 from dispatch.models import Commentary, Sitrep, SitrepChange, SitrepStatus, utcnow
 from dispatch.sitrep_text import ParsedSitrep, sitrep_fingerprint
@@ -89,7 +89,8 @@ def _replace_commentary(session: Session, sitrep: Sitrep, parsed: ParsedSitrep) 
 
 
 def get(session: Session, sitrep_id: int) -> Sitrep:
-    sitrep = session.get(Sitrep, sitrep_id, options=[selectinload(Sitrep.regions)])
+    # An id no column can hold is no SITREP (not a database error).
+    sitrep = session.get(Sitrep, sitrep_id, options=[selectinload(Sitrep.regions)]) if fields.is_id(sitrep_id) else None
     if sitrep is None:
         raise NotFoundError(f"no SITREP with id {sitrep_id}")
     return sitrep
@@ -102,8 +103,9 @@ def list_sitreps(
     if status is not None:
         query = query.where(Sitrep.status == status)
     if search:
-        pattern = f"%{search}%"
-        query = query.where(or_(col(Sitrep.title).ilike(pattern), col(Sitrep.source_text).ilike(pattern)))
+        pattern = fields.contains_pattern(search)
+        query = query.where(or_(col(Sitrep.title).ilike(pattern, escape=fields.LIKE_ESCAPE),
+                                col(Sitrep.source_text).ilike(pattern, escape=fields.LIKE_ESCAPE)))
     query = query.order_by(col(Sitrep.event_date).desc(), col(Sitrep.id).desc()).limit(limit)
     return list(session.exec(query).all())
 

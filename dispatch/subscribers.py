@@ -1,8 +1,12 @@
 """Subscribers as stored: validation of every field, add, edit, remove, list,
-and CSV import/export (an export imports back unchanged).
+and CSV export (an export imports back unchanged; ``csv_import`` reads it).
 
 An admin-added subscriber (CLI, CSV) is active at once; double opt-in is for
 self-service sign-ups.
+
+An address names one subscriber exactly: an email address compared
+casefolded (``models.address_key``), a Slack channel or webhook as given.
+Only ``list_subscribers(search=…)`` matches parts of addresses.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import csv
 import io
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -19,8 +23,8 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
-from dispatch import taxonomy
-from dispatch.errors import DuplicateError, FieldError, InputError, NotFoundError
+from dispatch import fields, taxonomy
+from dispatch.errors import DuplicateError, FieldError, NotFoundError
 from dispatch.models import (
     Cadence,
     MailFormat,
@@ -28,6 +32,7 @@ from dispatch.models import (
     SubscriberKind,
     SubscriberRegion,
     SubscriberStatus,
+    address_key,
     utcnow,
 )
 
@@ -85,7 +90,8 @@ def check_timezone(name: str) -> str:
 
 
 def check_send_at(value: str) -> str:
-    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*", value)
+    # [0-9], not \d: '٠٧:٣٠' matches \d, and would be stored as it was typed.
+    match = re.fullmatch(r"\s*([0-9]{1,2}):([0-9]{2})\s*", value)
     if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
         raise FieldError("at", f"{value!r} is not a time of day as HH:MM (00:00–23:59)")
     return f"{int(match.group(1)):02d}:{match.group(2)}"
@@ -93,7 +99,8 @@ def check_send_at(value: str) -> str:
 
 def check_weekday(value: str | int) -> int:
     text = str(value).strip().lower()
-    if text.isdigit() and int(text) < 7:
+    # isdecimal and ASCII: '²'.isdigit() is true, and int('²') fails.
+    if text.isascii() and text.isdecimal() and len(text) == 1 and int(text) < 7:
         return int(text)
     for index, day in enumerate(WEEKDAYS):
         if len(text) >= 3 and day.startswith(text):
@@ -102,12 +109,10 @@ def check_weekday(value: str | int) -> int:
 
 
 def check_name(name: str) -> str:
+    # Length and characters are the column's rules, checked at every flush.
     if any(ch in name for ch in "\r\n"):
         raise FieldError("name", "must not contain line breaks")
-    name = name.strip()
-    if len(name) > 200:
-        raise FieldError("name", "at most 200 characters")
-    return name
+    return name.strip()
 
 
 @dataclass
@@ -124,8 +129,9 @@ class Preferences:
     format: str | None = None
 
 
-def _apply(session: Session, subscriber: Subscriber, prefs: Preferences) -> None:
-    """Validate every given field first, then write them: all or nothing."""
+def preference_values(prefs: Preferences, *, resolve_regions, resolve_analysts) -> dict:
+    """The checked value of every field given, by attribute name; the
+    resolvers turn what was typed into Region and Analyst rows."""
     values: dict = {}
     if prefs.name is not None:
         values["name"] = check_name(prefs.name)
@@ -139,10 +145,21 @@ def _apply(session: Session, subscriber: Subscriber, prefs: Preferences) -> None
         values["weekday"] = check_weekday(prefs.weekday)
     if prefs.format is not None:
         values["format"] = _enum_value(MailFormat, prefs.format, "format")
+    # What names a region or an analyst is text as well: a NUL in it is an
+    # error, not something to slugify away.
     if prefs.regions is not None:
-        values["regions"] = taxonomy.resolve_regions(session, prefs.regions)
+        values["regions"] = resolve_regions([fields.check_text("region", v, max_length=200) for v in prefs.regions])
     if prefs.analysts is not None:
-        values["analysts"] = taxonomy.resolve_analysts(session, prefs.analysts)
+        values["analysts"] = resolve_analysts([fields.check_text("analyst", v, max_length=200)
+                                               for v in prefs.analysts])
+    fields.check_values(Subscriber, values)  # the columns' own rules, before anything is set
+    return values
+
+
+def _apply(session: Session, subscriber: Subscriber, prefs: Preferences) -> None:
+    """Validate every given field first, then write them: all or nothing."""
+    values = preference_values(prefs, resolve_regions=lambda v: taxonomy.resolve_regions(session, v),
+                               resolve_analysts=lambda v: taxonomy.resolve_analysts(session, v))
     for key, value in values.items():
         setattr(subscriber, key, value)
     if values.keys() & {"cadence", "send_at", "timezone", "weekday"}:
@@ -184,7 +201,8 @@ def add_subscriber(
     address = check_address(kind, address)
     existing = find_by_address(session, address, kind=kind)
     if existing is not None:
-        raise DuplicateError(f"{address} is already subscribed (id {existing.id})", existing_id=existing.id)
+        raise DuplicateError(f"{address} is already subscribed (id {existing.id}, as {existing.address})",
+                             existing_id=existing.id)
     subscriber = Subscriber(kind=kind, address=address, status=status)
     if kind == SubscriberKind.slack:
         subscriber.send_at, subscriber.timezone = "08:00", "UTC"
@@ -196,25 +214,45 @@ def add_subscriber(
     return subscriber
 
 
+def _email_key(address: str) -> str:
+    """The key of an email address as someone typed it: normalised as when
+    it was stored (the domain), else as given; then casefolded."""
+    try:
+        address = validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError:
+        pass
+    return address_key(SubscriberKind.email, address)
+
+
+def _storable(text: str) -> bool:
+    """Could a stored address be this text? A query with a NUL or a lone
+    surrogate fails on PostgreSQL instead of finding nothing."""
+    return fields.text_problem(text, max_length=Subscriber.__table__.c.address.type.length) is None
+
+
 def find_by_address(session: Session, address: str, *, kind: SubscriberKind | None = None) -> Subscriber | None:
-    query = select(Subscriber).where(Subscriber.address == address)
-    if kind is not None:
-        query = query.where(Subscriber.kind == kind)
-    return session.exec(query).first()
+    """The subscriber with exactly this address (an email's compared casefolded)."""
+    address = address.strip()
+    if not _storable(address):
+        return None
+    email = (Subscriber.kind == SubscriberKind.email) & (Subscriber.address_key == _email_key(address))
+    slack = (Subscriber.kind == SubscriberKind.slack) & (Subscriber.address_key == address)
+    match = {SubscriberKind.email: email, SubscriberKind.slack: slack, None: email | slack}[kind]
+    return session.exec(select(Subscriber).where(match)).first()
 
 
 def get(session: Session, ident: str | int) -> Subscriber:
-    """By id, or by address (an email is matched case-insensitively)."""
+    """By id, or by exact address (an email's compared casefolded)."""
     text = str(ident).strip()
-    subscriber = session.get(Subscriber, int(text)) if text.isdigit() else None
-    if subscriber is None and not text.isdigit():
+    if isinstance(ident, int) or (text.isascii() and text.isdecimal()):
+        # An id no column can hold is no subscriber (not a database error).
+        number = ident if isinstance(ident, int) else int(text) if len(text) <= 10 else 0
+        subscriber = session.get(Subscriber, number) if fields.is_id(number) else None
+    else:
         subscriber = find_by_address(session, text)
-        if subscriber is None and "@" in text:
-            subscriber = session.exec(
-                select(Subscriber).where(col(Subscriber.address).ilike(text))
-            ).first()
     if subscriber is None:
-        raise NotFoundError(f"no subscriber {text!r} (give an id or an address)")
+        shown = text if len(text) <= 80 else text[:80] + "…"
+        raise NotFoundError(f"no subscriber {shown!r} (give an id or an address)")
     return subscriber
 
 
@@ -262,8 +300,9 @@ def list_subscribers(
         has_wanted = has_any.where(SubscriberRegion.region_slug == wanted.slug)
         query = query.where(col(Subscriber.id).in_(has_wanted) | col(Subscriber.id).not_in(has_any))
     if search:
-        pattern = f"%{search}%"
-        query = query.where(col(Subscriber.address).ilike(pattern) | col(Subscriber.name).ilike(pattern))
+        pattern = fields.contains_pattern(search)
+        query = query.where(col(Subscriber.address).ilike(pattern, escape=fields.LIKE_ESCAPE)
+                            | col(Subscriber.name).ilike(pattern, escape=fields.LIKE_ESCAPE))
     return list(session.exec(query.order_by(Subscriber.id)).all())
 
 
@@ -287,51 +326,7 @@ def as_dict(subscriber: Subscriber) -> dict:
     }
 
 
-# --- CSV ---------------------------------------------------------------------
-
-@dataclass
-class CsvReport:
-    added: list[Subscriber] = field(default_factory=list)
-    already_there: list[tuple[int, str]] = field(default_factory=list)  # (line, address)
-    rejected: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
-    ignored_columns: list[str] = field(default_factory=list)
-
-
-def _split(value: str | None) -> list[str]:
-    return [part.strip() for part in (value or "").split(LIST_SEPARATOR) if part.strip()]
-
-
-def import_csv(session: Session, text: str) -> CsvReport:
-    """Add every good row; report the others with their line numbers and reasons.
-    Each row goes in under its own savepoint, so one bad row loses nothing else."""
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
-    if "email" not in header:
-        raise InputError(f"the CSV needs a header row with an 'email' column; it has: {', '.join(header) or 'none'}")
-    reader.fieldnames = header
-    report = CsvReport(ignored_columns=[h for h in header if h not in CSV_COLUMNS])
-    for row in reader:
-        line = reader.line_num
-        row = {key: (value or "").strip() for key, value in row.items() if key}
-        prefs = Preferences(
-            name=row.get("name") or None,
-            regions=_split(row.get("regions")),
-            analysts=_split(row.get("analysts")),
-            cadence=row.get("cadence") or None,
-            send_at=row.get("at") or None,
-            timezone=row.get("tz") or None,
-            weekday=row.get("weekday") or None,
-            format=row.get("format") or None,
-        )
-        try:
-            with session.begin_nested():
-                report.added.append(add_subscriber(session, row.get("email", ""), prefs=prefs))
-        except DuplicateError:
-            report.already_there.append((line, row.get("email", "")))
-        except InputError as exc:
-            report.rejected.append((line, str(exc)))
-    return report
-
+# --- CSV export (csv_import reads it back) -----------------------------------
 
 def export_csv(subscribers: Iterable[Subscriber]) -> str:
     out = io.StringIO()
@@ -360,7 +355,7 @@ def record_hard_bounce(session: Session, subscriber_id: int, *, reason: str, lim
     subscriber.bounce_count += 1
     if subscriber.bounce_count >= limit and subscriber.status == SubscriberStatus.active:
         subscriber.status = SubscriberStatus.bounced
-        subscriber.status_reason = f"{subscriber.bounce_count} hard bounces; last: {reason}"[:500]
+        subscriber.status_reason = fields.clip_line(f"{subscriber.bounce_count} hard bounces; last: {reason}", 500)
     return subscriber
 
 
@@ -369,5 +364,5 @@ def disable_for(session: Session, subscriber_id: int, *, reason: str) -> Subscri
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is not None and subscriber.status == SubscriberStatus.active:
         subscriber.status = SubscriberStatus.disabled
-        subscriber.status_reason = reason[:500]
+        subscriber.status_reason = fields.clip_line(reason, 500)
     return subscriber

@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.table import Table
 
-from dispatch import admins
+from dispatch import admins, fields
 from dispatch.cli.common import app_context, console, print_json
 
 app = typer.Typer(help="Admin users for the web pages, and tokens for the JSON API.", no_args_is_help=True)
@@ -52,6 +52,7 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
 @app.command("remove")
 def remove(ctx: typer.Context, username: str) -> None:
     """Remove an admin (their open sessions end at their next request)."""
+    username = admins.check_username(username)  # also keeps undecodable bytes from the query
     with app_context(ctx).session() as session:
         admins.remove_admin(session, username)
     console.print(f"admin {username} removed", highlight=False)
@@ -64,6 +65,7 @@ def token(
     revoke: bool = typer.Option(False, "--revoke", help="Revoke the token of this name instead."),
 ) -> None:
     """Make an API token (printed once: store it now) or revoke one."""
+    fields.check_text("name", name, max_length=100)  # before it reaches a query
     with app_context(ctx).session() as session:
         if revoke:
             admins.revoke_token(session, name)

@@ -9,18 +9,12 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.markup import escape
 
-from dispatch import compose, subscribers
+from dispatch import compose, fields, subscribers
 from dispatch.cli.common import EXIT_BAD_INPUT, app_context, console, fail, print_json
 
 
 def _parse_at(value: str, tz: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        fail(f"--at: {value!r} is not an ISO-8601 date and time (e.g. 2026-11-28T07:00)", code=EXIT_BAD_INPUT)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=ZoneInfo(tz))
-    return parsed.astimezone(timezone.utc)
+    return fields.parse_instant(value, field="--at", default_zone=ZoneInfo(tz), to_act_at=True)
 
 
 def _local(moment: datetime, tz: str) -> str:

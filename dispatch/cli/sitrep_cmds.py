@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dispatch import sitrep_text, sitreps
+from dispatch import fields, sitrep_text, sitreps
 from dispatch.cli.common import (
     EXIT_BAD_INPUT, app_context, console, current_user, err_console, fail, print_json, split_values,
 )
@@ -19,6 +19,8 @@ from dispatch.models import SitrepStatus
 app = typer.Typer(help="Import, review, approve and withdraw SITREPs.", no_args_is_help=True)
 
 BY_OPTION = typer.Option(None, "--by", help="Who does this (recorded); default: your login name.")
+# Bounded as an id column is: a larger number is a usage error, not a database one.
+ID_ARGUMENT = typer.Argument(..., metavar="ID", min=1, max=fields.MAX_ID)
 
 
 def read_sitrep_file(path: Path) -> sitrep_text.ParsedSitrep:
@@ -99,7 +101,7 @@ def list_(
 @app.command()
 def show(
     ctx: typer.Context,
-    sitrep_id: int = typer.Argument(..., metavar="ID"),
+    sitrep_id: int = ID_ARGUMENT,
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Show one SITREP: bullets, commentary, regions and its history."""
@@ -127,7 +129,7 @@ def show(
 
 
 @app.command()
-def approve(ctx: typer.Context, sitrep_id: int = typer.Argument(..., metavar="ID"), by: str = BY_OPTION) -> None:
+def approve(ctx: typer.Context, sitrep_id: int = ID_ARGUMENT, by: str = BY_OPTION) -> None:
     """Approve a draft: it goes out in each subscriber's next window."""
     with app_context(ctx).session() as session:
         s = sitreps.approve_sitrep(session, sitrep_id, by=by or current_user())
@@ -137,7 +139,7 @@ def approve(ctx: typer.Context, sitrep_id: int = typer.Argument(..., metavar="ID
 @app.command()
 def withdraw(
     ctx: typer.Context,
-    sitrep_id: int = typer.Argument(..., metavar="ID"),
+    sitrep_id: int = ID_ARGUMENT,
     reason: str = typer.Option("", "--reason", help="Why (recorded)."),
     by: str = BY_OPTION,
 ) -> None:
@@ -150,7 +152,7 @@ def withdraw(
 @app.command()
 def tag(
     ctx: typer.Context,
-    sitrep_id: int = typer.Argument(..., metavar="ID"),
+    sitrep_id: int = ID_ARGUMENT,
     region: list[str] = typer.Option(..., "--region", "-r", help="Region slug or name; repeat or comma-separate."),
     by: str = BY_OPTION,
 ) -> None:
@@ -163,7 +165,7 @@ def tag(
 @app.command()
 def edit(
     ctx: typer.Context,
-    sitrep_id: int = typer.Argument(..., metavar="ID"),
+    sitrep_id: int = ID_ARGUMENT,
     title: str = typer.Option(None, "--title"),
     event_date: str = typer.Option(None, "--date", help="YYYY-MM-DD"),
     priority: int = typer.Option(None, "--priority", help="Higher comes first in a digest."),

@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dispatch import subscribers
-from dispatch.cli.common import EXIT_BAD_INPUT, app_context, console, err_console, print_json, split_values
+from dispatch import csv_import, subscribers
+from dispatch.cli.common import EXIT_BAD_INPUT, app_context, console, err_console, fail, print_json, split_values
 from dispatch.models import Cadence, MailFormat, SubscriberKind, SubscriberStatus
 from dispatch.subscribers import Preferences
 
@@ -179,14 +179,14 @@ def remove(
 def import_csv(ctx: typer.Context, csv_file: Path = typer.Argument(..., metavar="CSV")) -> None:
     """Import subscribers from CSV: a header row; `email` required; optional name,
     regions, analysts (each ';'-separated), cadence, at, tz, weekday, format.
-    Good rows go in; rejected rows are listed with line numbers (exit code 2)."""
+    Good rows go in; rejected rows are listed with line numbers (exit code 2).
+    At most 64 MB; rows are checked first, then added in short batches."""
     try:
-        text = csv_file.read_text("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        err_console.print(f"[bold red]error:[/] {csv_file}: cannot read it as UTF-8 text: {exc}")
-        raise typer.Exit(EXIT_BAD_INPUT) from exc
-    with app_context(ctx).session() as session:
-        report = subscribers.import_csv(session, text)
+        stream = csv_file.open("rb")
+    except OSError as exc:
+        fail(f"{csv_file}: cannot read it: {exc.strerror or exc}", code=EXIT_BAD_INPUT)
+    with stream:
+        report = csv_import.import_csv(app_context(ctx).engine, stream, limit=csv_import.MAX_CLI_CSV_BYTES)
     console.print(f"{len(report.added)} added, {len(report.already_there)} already there, "
                   f"{len(report.rejected)} rejected")
     for line, address in report.already_there:
@@ -194,7 +194,7 @@ def import_csv(ctx: typer.Context, csv_file: Path = typer.Argument(..., metavar=
     for line, reason in report.rejected:
         err_console.print(f"  line {line}: {escape(reason)}", highlight=False)
     if report.ignored_columns:
-        err_console.print(f"ignored unknown columns: {', '.join(report.ignored_columns)}")
+        err_console.print(f"ignored unknown columns: {escape(', '.join(report.ignored_columns))}")
     if report.rejected:
         raise typer.Exit(EXIT_BAD_INPUT)
 

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timezone
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session, col, select
 from starlette.datastructures import FormData
 
-from dispatch import admins, compose, db, digest, ledger, sitrep_text, sitreps, subscribers, taxonomy, views
+from dispatch import (
+    admins, compose, csv_import, db, digest, fields, ledger, sitrep_text, sitreps, subscribers, taxonomy, views,
+)
 from dispatch.coordination import live_workers
 from dispatch.errors import InputError, WorkflowError
 from dispatch.models import (
@@ -43,6 +47,8 @@ def _admin(request: Request) -> Admin:
 
 
 router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(_admin)])
+# An id beyond what an id column holds is refused (422, naming it) before it reaches the database.
+Id = Annotated[int, Path(ge=1, le=fields.MAX_ID)]
 form_post = {"dependencies": [Depends(require_csrf)], "status_code": 303}
 
 
@@ -150,7 +156,7 @@ def sitrep_import(request: Request, text: str = Form(""), file: UploadFile | Non
 
 
 @router.get("/sitreps/{sitrep_id}")
-def sitrep_detail(sitrep_id: int, request: Request, session: Session = Depends(db_session)):
+def sitrep_detail(sitrep_id: Id, request: Request, session: Session = Depends(db_session)):
     sitrep = sitreps.get(session, sitrep_id)
     data = sitreps.as_dict(sitrep, full=True)
     return page(request, "admin/sitrep.html", sitrep=data, all_regions=taxonomy.all_regions(session),
@@ -158,7 +164,7 @@ def sitrep_detail(sitrep_id: int, request: Request, session: Session = Depends(d
 
 
 @router.post("/sitreps/{sitrep_id}/edit", dependencies=[Depends(require_csrf)])
-def sitrep_edit(sitrep_id: int, request: Request, form: FormData = Depends(submitted_form)):
+def sitrep_edit(sitrep_id: Id, request: Request, form: FormData = Depends(submitted_form)):
     by = request.state.admin.username
     try:
         event_date = date.fromisoformat(str(form.get("event_date", "")))
@@ -178,21 +184,21 @@ def sitrep_edit(sitrep_id: int, request: Request, form: FormData = Depends(submi
 
 
 @router.post("/sitreps/{sitrep_id}/approve", **form_post)
-def sitrep_approve(sitrep_id: int, request: Request, session: Session = Depends(db_session)):
+def sitrep_approve(sitrep_id: Id, request: Request, session: Session = Depends(db_session)):
     sitreps.approve_sitrep(session, sitrep_id, by=request.state.admin.username)
     flash(request, f"SITREP {sitrep_id} is approved: the next planning run sends it out.")
     return _back(f"/admin/sitreps/{sitrep_id}")
 
 
 @router.post("/sitreps/{sitrep_id}/withdraw", **form_post)
-def sitrep_withdraw(sitrep_id: int, request: Request, reason: str = Form(""), session: Session = Depends(db_session)):
+def sitrep_withdraw(sitrep_id: Id, request: Request, reason: str = Form(""), session: Session = Depends(db_session)):
     sitreps.withdraw_sitrep(session, sitrep_id, by=request.state.admin.username, reason=reason)
     flash(request, f"SITREP {sitrep_id} is withdrawn: deliveries not yet sent leave it out.")
     return _back(f"/admin/sitreps/{sitrep_id}")
 
 
 @router.get("/sitreps/{sitrep_id}/preview")
-def sitrep_preview(sitrep_id: int, request: Request, session: Session = Depends(db_session)):
+def sitrep_preview(sitrep_id: Id, request: Request, session: Session = Depends(db_session)):
     sitrep = sitreps.get(session, sitrep_id)
     # A draft has no approval time yet: preview it as if approved now.
     view = dataclasses.replace(views.sitrep_view(sitrep, views.region_names(session)),
@@ -249,20 +255,27 @@ def subscriber_export(session: Session = Depends(db_session)):
 
 @router.get("/subscribers/import")
 def subscriber_import_form(request: Request):
-    return page(request, "admin/subscriber_import.html", report=None)
+    return page(request, "admin/subscriber_import.html", report=None, error=None)
 
 
 @router.post("/subscribers/import", dependencies=[Depends(require_csrf)])
 def subscriber_import(request: Request, file: UploadFile | None = File(None), text: str = Form("")):
-    source = uploads.read_text(file, text, limit=uploads.CSV_MAX_BYTES, what="CSV")
-    with db.session_scope(request.app.state.engine) as session:
-        report = subscribers.import_csv(session, source)
-        added = [s.address for s in report.added]
-    return page(request, "admin/subscriber_import.html", report=report, added=added)
+    if file is not None and file.filename:
+        # Streamed from the spooled upload in checked batches, not read whole first.
+        if file.size is not None and file.size > uploads.CSV_MAX_BYTES:
+            raise HTTPException(413, f"The CSV file is larger than {uploads.CSV_MAX_BYTES // 1024} KB.")
+        source = file.file
+    else:
+        source = uploads.read_text(None, text, limit=uploads.CSV_MAX_BYTES, what="CSV")
+    try:
+        report = csv_import.import_csv(request.app.state.engine, source, limit=uploads.CSV_MAX_BYTES)
+    except InputError as exc:
+        return page(request, "admin/subscriber_import.html", status_code=400, report=None, error=str(exc))
+    return page(request, "admin/subscriber_import.html", report=report, error=None)
 
 
 @router.get("/subscribers/{subscriber_id}")
-def subscriber_detail(subscriber_id: int, request: Request, session: Session = Depends(db_session)):
+def subscriber_detail(subscriber_id: Id, request: Request, session: Session = Depends(db_session)):
     subscriber = subscribers.get(session, subscriber_id)
     return page(request, "admin/subscriber.html", subscriber=subscriber, kind=subscriber.kind.value,
                 address=subscriber.address, values=forms.values_of(subscriber), error=None,
@@ -271,7 +284,7 @@ def subscriber_detail(subscriber_id: int, request: Request, session: Session = D
 
 
 @router.post("/subscribers/{subscriber_id}", dependencies=[Depends(require_csrf)])
-def subscriber_edit(subscriber_id: int, request: Request, form: FormData = Depends(submitted_form)):
+def subscriber_edit(subscriber_id: Id, request: Request, form: FormData = Depends(submitted_form)):
     status = str(form.get("status", ""))
     with db.session_scope(request.app.state.engine) as session:
         subscribers.edit_subscriber(
@@ -282,14 +295,14 @@ def subscriber_edit(subscriber_id: int, request: Request, form: FormData = Depen
 
 
 @router.post("/subscribers/{subscriber_id}/remove", **form_post)
-def subscriber_remove(subscriber_id: int, request: Request, session: Session = Depends(db_session)):
+def subscriber_remove(subscriber_id: Id, request: Request, session: Session = Depends(db_session)):
     removed = subscribers.remove_subscriber(session, subscriber_id)
     flash(request, f"Removed {removed.address} and its delivery log.")
     return _back("/admin/subscribers")
 
 
 @router.get("/subscribers/{subscriber_id}/preview")
-def subscriber_preview(subscriber_id: int, request: Request, session: Session = Depends(db_session)):
+def subscriber_preview(subscriber_id: Id, request: Request, session: Session = Depends(db_session)):
     subscriber = subscribers.get(session, subscriber_id)
     result = compose.preview(session, subscriber_id, now=utcnow(), status=subscriber.status)
     email, slack = None, []
@@ -312,24 +325,19 @@ def subscriber_preview(subscriber_id: int, request: Request, session: Session = 
 def delivery_list(request: Request, status: str = "", subscriber: str = "", sitrep: str = "", day: str = "",
                   session: Session = Depends(db_session)):
     since = until = None
-    if day:
-        try:
-            since = datetime.combine(date.fromisoformat(day), time(0), tzinfo=timezone.utc)
-        except ValueError:
-            raise InputError(f"{day!r} is not a date as YYYY-MM-DD") from None
-        until = since + timedelta(days=1)
+    if day.strip():
+        since, until = fields.day_bounds(fields.parse_day(day, field="day"))
     subscriber_id = subscribers.get(session, subscriber).id if subscriber.strip() else None
-    if sitrep.strip() and not sitrep.strip().isdigit():
-        raise InputError(f"SITREP {sitrep!r}: give its number")
+    sitrep_id = fields.parse_id(sitrep, field="sitrep") if sitrep.strip() else None
     rows = ledger.log(session, status=_chosen(DeliveryStatus, status),
-                      subscriber_id=subscriber_id, sitrep_id=int(sitrep) if sitrep.strip() else None,
+                      subscriber_id=subscriber_id, sitrep_id=sitrep_id,
                       since=since, until=until, limit=200)
     return page(request, "admin/deliveries.html", rows=rows, status=status, subscriber=subscriber, sitrep=sitrep,
                 day=day, statuses=[s.value for s in DeliveryStatus])
 
 
 @router.get("/deliveries/{delivery_id}")
-def delivery_detail(delivery_id: int, request: Request, session: Session = Depends(db_session)):
+def delivery_detail(delivery_id: Id, request: Request, session: Session = Depends(db_session)):
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
         raise HTTPException(404, f"There is no delivery {delivery_id}.")
@@ -341,7 +349,7 @@ def delivery_detail(delivery_id: int, request: Request, session: Session = Depen
 
 
 @router.post("/deliveries/{delivery_id}/retry", **form_post)
-def delivery_retry(delivery_id: int, request: Request, session: Session = Depends(db_session)):
+def delivery_retry(delivery_id: Id, request: Request, session: Session = Depends(db_session)):
     if not ledger.retry_failed(session, now=utcnow(), delivery_id=delivery_id):
         raise WorkflowError(f"delivery {delivery_id} has not failed, so there is nothing to retry")
     flash(request, f"Delivery {delivery_id} goes back to the queue; the next sending run tries it again.")

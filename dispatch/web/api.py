@@ -4,14 +4,14 @@ bearer token (``dispatch admin token NAME``); its OpenAPI page is /api/docs."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Literal
+from datetime import datetime
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
-from dispatch import ledger, sitrep_text, sitreps, subscribers
+from dispatch import fields, ledger, sitrep_text, sitreps, subscribers
 from dispatch.errors import NotFoundError
 from dispatch.models import Delivery, DeliveryStatus, SitrepStatus, SubscriberKind, SubscriberStatus
 from dispatch.web.pages import db_session
@@ -20,6 +20,10 @@ from dispatch.web.uploads import SITREP_MAX_BYTES
 
 router = APIRouter(prefix="/api", tags=["dispatch"], dependencies=[Depends(api_client)])
 
+# An id beyond what an id column holds is refused here (422, naming the
+# parameter) rather than sent to the database, which fails on it.
+SitrepId = Annotated[int, Path(ge=1, le=fields.MAX_ID)]
+DeliveryId = Annotated[int, Path(ge=1, le=fields.MAX_ID)]
 
 
 def _actor(client: str = Depends(api_client)) -> str:
@@ -75,17 +79,17 @@ def list_sitreps(status: SitrepStatus | None = None, q: str | None = None, limit
 
 
 @router.get("/sitreps/{sitrep_id}", summary="One SITREP with its bullets, commentary and history")
-def get_sitrep(sitrep_id: int, session: Session = Depends(db_session)) -> dict:
+def get_sitrep(sitrep_id: SitrepId, session: Session = Depends(db_session)) -> dict:
     return sitreps.as_dict(sitreps.get(session, sitrep_id), full=True)
 
 
 @router.post("/sitreps/{sitrep_id}/approve", summary="Approve a SITREP: the next planning run delivers it")
-def approve_sitrep(sitrep_id: int, actor: str = Depends(_actor), session: Session = Depends(db_session)) -> dict:
+def approve_sitrep(sitrep_id: SitrepId, actor: str = Depends(_actor), session: Session = Depends(db_session)) -> dict:
     return sitreps.as_dict(sitreps.approve_sitrep(session, sitrep_id, by=actor))
 
 
 @router.post("/sitreps/{sitrep_id}/withdraw", summary="Withdraw a SITREP: unsent deliveries leave it out")
-def withdraw_sitrep(sitrep_id: int, reason: str = "", actor: str = Depends(_actor),
+def withdraw_sitrep(sitrep_id: SitrepId, reason: str = "", actor: str = Depends(_actor),
                     session: Session = Depends(db_session)) -> dict:
     return sitreps.as_dict(sitreps.withdraw_sitrep(session, sitrep_id, by=actor, reason=reason))
 
@@ -132,16 +136,17 @@ def _delivery(d: Delivery, address: str | None = None) -> dict:
 
 @router.get("/deliveries", summary="The delivery log, newest first")
 def list_deliveries(status: DeliveryStatus | None = None, subscriber: str | None = None,
-                    sitrep: int | None = None, since: datetime | None = None, until: datetime | None = None,
+                    sitrep: int | None = Query(None, ge=1, le=fields.MAX_ID),
+                    since: datetime | None = None, until: datetime | None = None,
                     limit: int = Query(100, ge=1, le=1000), session: Session = Depends(db_session)) -> list[dict]:
     subscriber_id = subscribers.get(session, subscriber).id if subscriber else None
     entries = ledger.log(session, status=status, subscriber_id=subscriber_id, sitrep_id=sitrep,
-                         since=_aware(since), until=_aware(until), limit=limit)
+                         since=_utc(since, "since"), until=_utc(until, "until"), limit=limit)
     return [_delivery(e.delivery, e.address) for e in entries]
 
 
 @router.get("/deliveries/{delivery_id}", summary="One delivery with every attempt")
-def get_delivery(delivery_id: int, session: Session = Depends(db_session)) -> dict:
+def get_delivery(delivery_id: DeliveryId, session: Session = Depends(db_session)) -> dict:
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
         raise NotFoundError(f"no delivery {delivery_id}")
@@ -151,8 +156,6 @@ def get_delivery(delivery_id: int, session: Session = Depends(db_session)) -> di
     return data
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    """A time without an offset is UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=timezone.utc)
+def _utc(moment: datetime | None, field: str) -> datetime | None:
+    """A time without an offset is UTC; one outside what can be stored is a 400 naming the field."""
+    return None if moment is None else fields.utc_instant(moment, field=field)

@@ -1,0 +1,267 @@
+"""Subscribers from CSV (the columns ``subscribers.export_csv`` writes).
+
+Two passes, so that a big file never holds SQLite's one write lock for long:
+
+1. read and check every row, holding no lock: the file is streamed with a
+   size limit (never read whole first), each row's fields get the same
+   checks as any other entry point, regions and analysts are resolved once
+   per distinct list, and addresses already stored or repeated in the file
+   are set aside. A file that cannot be read at all (too large, not UTF-8,
+   no 'email' column) is refused here, before anything is written.
+2. insert the good rows in batches of ``BATCH_ROWS``, each its own short
+   transaction; a reader's request waits for at most one batch.
+
+Bad rows are reported with their line numbers and reasons; the good ones go in.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from dispatch import db, fields, subscribers, taxonomy
+from dispatch.errors import InputError
+from dispatch.models import (
+    Subscriber,
+    SubscriberAnalyst,
+    SubscriberKind,
+    SubscriberRegion,
+    SubscriberStatus,
+    address_key,
+    utcnow,
+)
+
+MAX_CSV_BYTES = 10 * 1024 * 1024  # an upload: about 100,000 rows
+MAX_CLI_CSV_BYTES = 64 * 1024 * 1024  # a file on the admin's own machine
+BATCH_ROWS = 500  # a few tens of milliseconds of SQLite's write lock each
+
+
+@dataclass
+class CsvReport:
+    added: list[tuple[int, str]] = field(default_factory=list)  # (line, address)
+    already_there: list[tuple[int, str]] = field(default_factory=list)  # (line, address)
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+    ignored_columns: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """One checked row, kept small: a big file has tens of thousands."""
+    line: int
+    given: str  # the address as written in the file
+    key: str  # models.address_key
+    values: tuple  # (column, value) pairs for the Subscriber
+    region_slugs: tuple[str, ...]
+    analyst_ids: tuple[int, ...]
+
+
+class _Bounded(io.RawIOBase):
+    """A binary stream that refuses to give more than ``limit`` bytes:
+    /dev/zero or a runaway upload stops here, not in a MemoryError."""
+
+    def __init__(self, stream: BinaryIO, limit: int):
+        self._stream, self._limit, self._read = stream, limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self._stream.read(min(len(buffer), self._limit + 1 - self._read))
+        self._read += len(chunk)
+        if self._read > self._limit:
+            raise InputError(f"the CSV is larger than {self._limit // (1024 * 1024)} MB; split it into parts")
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def _text_lines(source: BinaryIO | str, limit: int) -> io.TextIOBase:
+    if isinstance(source, str):
+        if len(source) > limit or len(source.encode("utf-8", "surrogatepass")) > limit:
+            raise InputError(f"the CSV is larger than {limit // (1024 * 1024)} MB; split it into parts")
+        return io.StringIO(source.removeprefix("\ufeff"), newline="")
+    # newline="": the csv module reads line breaks inside quoted fields itself.
+    return io.TextIOWrapper(io.BufferedReader(_Bounded(source, limit)), encoding="utf-8-sig", newline="")
+
+
+def _records(source: BinaryIO | str, limit: int) -> Iterator[tuple[int, list[str]]]:
+    """(line, cells) for each record, the header first; unreadable input
+    is an InputError naming the line."""
+    # No field can be longer than the whole file, and the file is bounded;
+    # the csv module's own limit (128 KiB, process-wide) would only turn an
+    # over-long field into a traceback instead of a rejected row.
+    csv.field_size_limit(max(csv.field_size_limit(), limit))
+    reader = csv.reader(_text_lines(source, limit))
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except UnicodeDecodeError:
+        raise InputError(f"line {reader.line_num + 1}: this is not UTF-8 text; save the CSV as UTF-8") from None
+    except csv.Error as exc:
+        raise InputError(f"line {reader.line_num}: cannot read the CSV: {exc}") from None
+
+
+class _Checker:
+    """Checks rows as ``subscribers.add_subscriber`` does — the address, then
+    whether it is there already, then the preferences — with the catalogue
+    looked up once per distinct list instead of once per row."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self._regions: dict[tuple[str, ...], list] = {}
+        self._analysts: dict[tuple[str, ...], list] = {}
+
+    def regions(self, values: list[str]) -> list:
+        key = tuple(values)
+        if key not in self._regions:
+            self._regions[key] = taxonomy.resolve_regions(self.session, values)
+        return self._regions[key]
+
+    def analysts(self, values: list[str]) -> list:
+        key = tuple(values)
+        if key not in self._analysts:
+            self._analysts[key] = taxonomy.resolve_analysts(self.session, values)
+        return self._analysts[key]
+
+    def preferences(self, line: int, cells: dict[str, str], address: str) -> _Row:
+        prefs = subscribers.Preferences(
+            name=cells.get("name") or None, regions=_split(cells.get("regions")),
+            analysts=_split(cells.get("analysts")), cadence=cells.get("cadence") or None,
+            send_at=cells.get("at") or None, timezone=cells.get("tz") or None,
+            weekday=cells.get("weekday") or None, format=cells.get("format") or None)
+        values = subscribers.preference_values(prefs, resolve_regions=self.regions, resolve_analysts=self.analysts)
+        regions, analysts = values.pop("regions"), values.pop("analysts")
+        key = address_key(SubscriberKind.email, address)
+        values.update(address=address, address_key=key)
+        fields.check_values(Subscriber, values)
+        return _Row(line=line, given=cells.get("email", ""), key=key, values=tuple(values.items()),
+                    region_slugs=tuple(r.slug for r in regions), analyst_ids=tuple(a.id for a in analysts))
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(subscribers.LIST_SEPARATOR) if part.strip()]
+
+
+def _stored_keys(session: Session, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), BATCH_ROWS):
+        chunk = keys[start : start + BATCH_ROWS]
+        found.update(session.exec(select(Subscriber.address_key).where(
+            Subscriber.kind == SubscriberKind.email, col(Subscriber.address_key).in_(chunk))).all())
+    return found
+
+
+def _chunks(records: Iterator, size: int) -> Iterator[list]:
+    chunk = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def check_rows(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_BYTES) -> tuple[list[_Row], CsvReport]:
+    """Pass 1: every row read and checked, nothing written and no write lock held."""
+    report = CsvReport()
+    good: list[_Row] = []
+    seen: set[str] = set()
+    records = _records(source, limit)
+    with db.read_scope(engine) as session:
+        first = next(records, None)
+        header = [h.strip().lower() for h in (first[1] if first else [])]
+        if "email" not in header:
+            raise InputError("the CSV needs a header row with an 'email' column; it has: "
+                             f"{', '.join(header) or 'none'}")
+        report.ignored_columns = [h for h in header if h and h not in subscribers.CSV_COLUMNS]
+        checker = _Checker(session)
+        for chunk in _chunks(records, BATCH_ROWS):
+            addressed = []  # (line, cells, address) of the rows whose address is good
+            for line, cells in chunk:
+                if not cells:
+                    continue  # a blank line, skipped as csv.DictReader does
+                named = {h: (cells[i].strip() if i < len(cells) else "") for i, h in enumerate(header) if h}
+                try:
+                    addressed.append((line, named, subscribers.check_email(named.get("email", ""))))
+                except InputError as exc:
+                    report.rejected.append((line, str(exc)))
+            stored = _stored_keys(session, [address_key(SubscriberKind.email, a) for _, _, a in addressed])
+            for line, named, address in addressed:
+                key = address_key(SubscriberKind.email, address)
+                if key in stored or key in seen:
+                    report.already_there.append((line, named.get("email", "")))
+                    continue
+                try:
+                    good.append(checker.preferences(line, named, address))
+                except InputError as exc:
+                    report.rejected.append((line, str(exc)))
+                    continue
+                seen.add(key)
+    report.rejected.sort()
+    return good, report
+
+
+def import_csv(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_BYTES,
+               batch_rows: int = BATCH_ROWS, on_batch: Callable[[int, int], None] | None = None) -> CsvReport:
+    """Add every good row of a CSV (a binary stream or text); report the
+    others with their line numbers and reasons. ``on_batch(done, total)``
+    is called after each committed batch."""
+    rows, report = check_rows(engine, source, limit=limit)
+    for start in range(0, len(rows), batch_rows):
+        batch = rows[start : start + batch_rows]
+        added, there = _insert(engine, batch)
+        report.added.extend(added)
+        report.already_there.extend(there)
+        if on_batch is not None:
+            on_batch(min(start + batch_rows, len(rows)), len(rows))
+    report.already_there.sort()
+    return report
+
+
+def _defaults() -> dict:
+    """The column values of a new admin-added subscriber that a row does not set."""
+    made = Subscriber(kind=SubscriberKind.email, address="", status=SubscriberStatus.active)
+    names = ("kind", "name", "timezone", "send_at", "cadence", "weekday", "format", "status", "bounce_count")
+    return {name: getattr(made, name) for name in names}
+
+
+def _insert(engine: Engine, batch: list[_Row]) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """Pass 2: one batch in one short transaction, as Core statements (an
+    ORM object costs a third of a millisecond to build: too long under the
+    lock). The values were held to the columns' rules in pass 1, by the same
+    ``fields.check_values`` a flush uses. Addresses stored since pass 1
+    (another admin, a sign-up) are looked up again under the lock on SQLite;
+    on PostgreSQL a clash at insert retries the batch, which then sees it."""
+    now = utcnow()
+    base = _defaults() | {"created_at": now, "confirmed_at": now}
+    parameters = {row.key: base | dict(row.values) for row in batch}
+    table = Subscriber.__table__
+    insert = sa.insert(table).returning(table.c.id, table.c.address_key, sort_by_parameter_order=True)
+    for _attempt in range(3):
+        try:
+            with db.session_scope(engine) as session:
+                stored = _stored_keys(session, [row.key for row in batch])
+                fresh = [row for row in batch if row.key not in stored]
+                made = session.execute(insert, [parameters[row.key] for row in fresh]) if fresh else []
+                ids = {key: id_ for id_, key in made}
+                regions = [{"subscriber_id": ids[row.key], "region_slug": slug}
+                           for row in fresh for slug in row.region_slugs]
+                analysts = [{"subscriber_id": ids[row.key], "analyst_id": analyst_id}
+                            for row in fresh for analyst_id in row.analyst_ids]
+                if regions:
+                    session.execute(sa.insert(SubscriberRegion.__table__), regions)
+                if analysts:
+                    session.execute(sa.insert(SubscriberAnalyst.__table__), analysts)
+            return ([(row.line, dict(row.values)["address"]) for row in fresh],
+                    [(row.line, row.given) for row in batch if row.key in stored])
+        except sa.exc.IntegrityError:
+            continue
+    raise InputError("the subscriber list kept changing during the import; import the file again "
+                     "(rows already added are reported as already there)")
