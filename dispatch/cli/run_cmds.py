@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dispatch import ledger
+from dispatch import fields, ledger
 from dispatch.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, app_context, console, fail, print_json
 from dispatch.cli.web_cmds import BackgroundServer, build_server
 from dispatch.coordination import SqliteRunLock
@@ -22,12 +22,7 @@ from dispatch.models import DeliveryStatus
 
 
 def parse_instant(value: str, option: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        fail(f"{option}: {value!r} is not an ISO-8601 date and time (e.g. 2026-11-28T07:05:00Z)",
-             code=EXIT_BAD_INPUT)
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return fields.parse_instant(value, field=option)  # a FieldError is one line and exit 2
 
 
 def setup_logging() -> None:
@@ -98,7 +93,7 @@ def run(
         fail("--now only goes with --once", code=EXIT_BAD_INPUT)
     if web and once:
         fail("--web runs until stopped; it does not go with --once", code=EXIT_BAD_INPUT)
-    fixed = parse_instant(now, "--now") if now else None
+    fixed = fields.parse_instant(now, field="--now", to_act_at=True) if now else None
     runner = make_runner(ctx, clock=(lambda: fixed) if fixed else None, role=role)
     single = SqliteRunLock(runner.engine)
     single.acquire()
@@ -136,8 +131,9 @@ def show_log(
     status: DeliveryStatus = typer.Option(None, "--status"),
     subscriber: str = typer.Option(None, "--subscriber", metavar="ID|ADDRESS"),
     since: str = typer.Option(None, "--since", metavar="ISO-8601", help="Deliveries planned since then."),
-    limit: int = typer.Option(100, "--limit"),
-    delivery: int = typer.Option(None, "--delivery", metavar="ID", help="Every attempt of one delivery."),
+    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
+    delivery: int = typer.Option(None, "--delivery", metavar="ID", min=1, max=fields.MAX_ID,
+                                 help="Every attempt of one delivery."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The delivery log, newest first (or one delivery's attempts)."""
@@ -179,7 +175,7 @@ def show_log(
 
 def retry(
     ctx: typer.Context,
-    delivery_id: int = typer.Argument(None, metavar="DELIVERY_ID"),
+    delivery_id: int = typer.Argument(None, metavar="DELIVERY_ID", min=1, max=fields.MAX_ID),
     failed: bool = typer.Option(False, "--failed", help="Every failed delivery."),
 ) -> None:
     """Put a failed delivery (or all of them) back in the queue."""

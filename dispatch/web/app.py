@@ -82,6 +82,11 @@ def _is_api(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
 
+def _encodable(text: str) -> str:
+    """An error message that can be sent as UTF-8 even when it quotes bad input."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired):
@@ -91,9 +96,10 @@ def _error_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: DispatchError):
         status = (404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, ConflictError)
                   else 400 if isinstance(exc, InputError) else 500)
+        text = _encodable(str(exc))
         if _is_api(request):
-            return JSONResponse({"detail": str(exc)}, status_code=status)
-        return message(request, "That did not work", str(exc), status_code=status)
+            return JSONResponse({"detail": text}, status_code=status)
+        return message(request, "That did not work", text, status_code=status)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -109,8 +115,11 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
-                             for e in exc.errors())
+        problems = _encodable("; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
+                                        for e in exc.errors()))
+        # Without the "input" pydantic echoes: it may be the whole body, or
+        # hold text (a lone surrogate) that cannot even be encoded as a reply.
+        errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
         if _is_api(request):
-            return JSONResponse({"detail": problems, "errors": jsonable_encoder(exc.errors())}, status_code=422)
+            return JSONResponse({"detail": problems, "errors": jsonable_encoder(errors)}, status_code=422)
         return message(request, "Some fields are not right", problems, status_code=422)
