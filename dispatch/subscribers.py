@@ -81,8 +81,10 @@ def check_slack_address(address: str) -> str:
 def check_timezone(name: str) -> str:
     name = name.strip()
     try:
+        if len(name) > 64:  # the longest IANA name is 32; a longer one is a file name too long to look up
+            raise ValueError(name)
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         close = sorted(tz for tz in available_timezones() if name.lower() in tz.lower())[:5]
         hint = f"; did you mean {', '.join(close)}?" if close else " (an IANA name such as Europe/London)"
         raise FieldError("tz", f"unknown time zone {name!r}{hint}") from None
