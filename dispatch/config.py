@@ -67,7 +67,14 @@ class Settings(BaseSettings):
     bounce_limit: int = Field(3, ge=1, description="hard bounces before an address is marked bounced")
     public_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8000/")
     secret_key: SecretStr | None = Field(
-        None, description="signs subscriber links; generated and stored in the database if unset"
+        None, description="signs subscriber links and admin sessions; if unset, a key is generated and kept "
+                          "in secret_key_file (SQLite default: beside the database) or in the database (PostgreSQL)"
+    )
+    secret_key_file: Path | None = Field(None, description="a file (created 0600) holding the signing key")
+    api_docs: bool = Field(True, description="serve the API's OpenAPI schema and /api/docs")
+    trusted_proxies: str = Field(
+        "", description="comma-separated addresses of reverse proxies whose X-Forwarded-For is believed; "
+                        "default none: the client is the peer",
     )
     templates_dir: Path | None = Field(
         None, description="a folder whose templates override the shipped ones by name"

@@ -9,6 +9,7 @@
     │   ├── DuplicateError           it is already there
     │   └── WorkflowError            not allowed from the current status
     ├── SchemaError                  the database needs `dispatch init`
+    ├── SettingsError                a setting or a file it names cannot be used
     └── DeliveryError                sending failed (raised by the adapters)
         ├── TransientError           worth retrying later (4xx, drops, 429, 5xx)
         └── PermanentError           retrying cannot help (5xx on a recipient …)
@@ -65,6 +66,10 @@ class WorkflowError(ConflictError):
 
 
 class SchemaError(DispatchError):
+    pass
+
+
+class SettingsError(DispatchError):
     pass
 
 

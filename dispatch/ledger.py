@@ -33,6 +33,9 @@ from dispatch.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscribe
 from dispatch.retry import RetryPolicy
 
 DEFAULT_LEASE = timedelta(minutes=5)
+# Window keys of notices (confirmation, reminder): deliveries to one reader
+# that carry no SITREP and are sent by the notice sender, not the digest sender.
+NOTICE_PREFIX = "notice:"
 _table = Delivery.__table__
 
 
@@ -84,11 +87,36 @@ def _plan_statement(dialect: str):
         index_elements=["subscriber_id", "window_key"]).execution_options(preserve_rowcount=True)
 
 
+def plan_notice(session: Session, subscriber_id: int, *, kind: str, now: datetime) -> int:
+    """A notice (``kind``: confirm, remind) for one reader, due now; its own
+    window key, so every request is a delivery of its own. Returns its id."""
+    row = Delivery(subscriber_id=subscriber_id, window_key=f"{NOTICE_PREFIX}{kind}:{now.isoformat()}",
+                   sitrep_ids=[], status=DeliveryStatus.pending, next_attempt_at=now, created_at=now)
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def notice_kind(window_key: str) -> str:
+    """``notice:confirm:…`` -> ``confirm``."""
+    return window_key[len(NOTICE_PREFIX):].split(":", 1)[0]
+
+
+def notices_since(session: Session, subscriber_id: int, *, since: datetime) -> int:
+    """How many notices were planned for this reader since then: the daily cap counts them."""
+    return session.execute(select(sa.func.count()).select_from(_table).where(
+        _table.c.subscriber_id == subscriber_id, _table.c.window_key.startswith(NOTICE_PREFIX),
+        _table.c.created_at >= since)).scalar_one()
+
+
 def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE,
-          worker_id: int | None = None) -> list[Claimed]:
+          worker_id: int | None = None, notices: bool = False) -> list[Claimed]:
+    """Due digests, or (``notices``) due notices: each has senders of its own."""
+    kind = col(Delivery.window_key).startswith(NOTICE_PREFIX)
     due = (
         select(Delivery.id)
-        .where(Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= now)
+        .where(Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= now,
+               kind if notices else sa.not_(kind))
         .order_by(col(Delivery.next_attempt_at), col(Delivery.id))
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -4,12 +4,13 @@ real SMTP sink, signed links, preferences, RFC 8058 one-click unsubscribe."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from sqlmodel import select
 
-from dispatch import db, links, subscribers
-from dispatch.models import Subscriber, SubscriberStatus
+from dispatch import db, ledger, links, subscribers
+from dispatch.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, utcnow
 
 FORM = {"email": "ana@example.org", "name": "Ana", "region": ["europe-eurasia", "americas"], "cadence": "daily",
         "send_at": "06:30", "timezone": "Europe/London", "weekday": "0", "format": "html"}
@@ -83,16 +84,38 @@ def test_bad_subscribe_input_is_shown_with_the_form_and_stores_nothing(web):
     assert web.mails() == []
 
 
-def test_a_dead_mail_server_keeps_the_request_and_says_so(database_url, engine, tmp_path):
+def test_a_dead_mail_server_never_holds_the_request_and_the_notice_is_retried(database_url, engine, tmp_path):
     from dispatch.sink import SmtpSink
     from tests.webtools import make_web
 
     sink = SmtpSink(tmp_path / "mail").start()
     sink.stop()  # nothing listens on its port any more
     harness = make_web(database_url, engine, sink, tmp_path / "mail")
-    response = harness.form("/subscribe", FORM)
-    assert response.status_code == 503 and "try again in a few minutes" in response.text
-    assert stored(harness).status == SubscriberStatus.pending
+    with harness.client:
+        response = harness.form("/subscribe", FORM)
+        assert response.status_code == 200 and "Check your inbox" in response.text
+        assert stored(harness).status == SubscriberStatus.pending
+        # The notice is a delivery: its failed attempt is logged and it waits for its retry.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with db.session_scope(engine) as session:
+                notice = session.exec(select(Delivery)).one()
+                if notice.attempts == 1 and notice.status == DeliveryStatus.pending:
+                    break
+            time.sleep(0.05)
+        assert notice.window_key.startswith("notice:confirm:") and notice.last_error
+        with db.session_scope(engine) as session:
+            assert [a.outcome for a in ledger.attempts(session, notice.id)] == ["retry"]
+            session.get(Delivery, notice.id).next_attempt_at = utcnow()  # its backoff is over
+        back = SmtpSink(tmp_path / "mail", port=sink.port).start()  # the relay is back
+        try:
+            harness.client.app.state.notice_worker.wake()
+            (mail,) = harness.mails()
+        finally:
+            back.stop()
+    assert mail["To"] == "ana@example.org" and "Confirm" in mail["Subject"]
+    with db.session_scope(engine) as session:
+        assert session.get(Delivery, notice.id).status == DeliveryStatus.sent
 
 
 def test_preferences_change_through_the_signed_link(web):

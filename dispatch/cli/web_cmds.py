@@ -21,8 +21,9 @@ def build_server(ctx: typer.Context, host: str, port: int):
         app = create_app(appctx.settings, appctx.engine)
     except ValueError as exc:  # the SMTP settings for confirmation emails
         fail(f"invalid settings: {exc}", code=EXIT_BAD_INPUT)
-    # proxy_headers: behind a TLS proxy, the client address (login throttling) is the forwarded one.
-    config = uvicorn.Config(app, host=host, port=port, proxy_headers=True, log_level="info")
+    # Forwarded headers are the app's business (DISPATCH_TRUSTED_PROXIES):
+    # uvicorn's default would believe any loopback peer.
+    config = uvicorn.Config(app, host=host, port=port, proxy_headers=False, log_level="info")
     return uvicorn.Server(config)
 
 

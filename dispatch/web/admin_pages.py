@@ -31,7 +31,17 @@ from dispatch.models import (
 )
 from dispatch.web import forms, uploads
 from dispatch.web.pages import db_session, flash, page
-from dispatch.web.security import Admin, client_address, current_admin, require_csrf, sign_in, submitted_form
+from dispatch.web.security import (
+    Admin,
+    client_address,
+    current_admin,
+    login_keys,
+    refuse_if_full,
+    require_csrf,
+    sign_in,
+    sign_out,
+    submitted_form,
+)
 
 login_router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -68,23 +78,25 @@ def login_form(request: Request, next: str = "/admin"):
 
 @login_router.post("/login", dependencies=[Depends(require_csrf)])
 def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/admin")):
-    throttle = request.app.state.login_throttle
-    client = client_address(request)
-    throttle.refuse_if_full(client, username, what="failed sign-ins")
-    with db.session_scope(request.app.state.engine) as session:
+    state = request.app.state
+    pair, client = login_keys(client_address(request), username)
+    checks = ((state.login_throttle, pair), (state.login_client_throttle, client))
+    refuse_if_full(*checks, what="failed sign-ins")
+    with db.session_scope(state.engine) as session:
         admin = admins.authenticate(session, username, password)
     if admin is None:
-        throttle.record(client, username)
+        for throttle, key in checks:
+            throttle.record(key)
         return page(request, "admin/login.html", status_code=401, next=_safe_next(next), username=username,
                     error="Wrong username or password.")
-    throttle.forget(username)
+    state.login_throttle.forget(pair)
     sign_in(request, admin)
     return _back(_safe_next(next))
 
 
 @router.post("/logout", **form_post)
 def logout(request: Request):
-    request.session.clear()
+    sign_out(request, request.state.admin)
     return _back("/admin/login")
 
 
