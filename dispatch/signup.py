@@ -73,18 +73,26 @@ def confirm(session: Session, subscriber: Subscriber) -> bool:
 
 
 def unsubscribe(session: Session, subscriber: Subscriber, *, how: str) -> bool:
-    """True if this call unsubscribed them (a second click changes nothing)."""
-    if subscriber.status == SubscriberStatus.unsubscribed:
+    """The reader's own opt-out, recorded for good (``opted_out_at``). An
+    address an admin disabled or that bounced stays so (its status says why
+    nothing is sent); the opt-out is kept beside it, so lifting that status
+    later cannot start mail the reader declined. True if this call changed
+    anything (a second click changes nothing)."""
+    if subscriber.opted_out_at is not None and subscriber.status not in (SubscriberStatus.active,
+                                                                          SubscriberStatus.pending):
         return False
-    subscriber.status = SubscriberStatus.unsubscribed
-    subscriber.status_reason = f"unsubscribed by the subscriber ({how})"
+    subscriber.opted_out_at = utcnow()
+    if subscriber.status in (SubscriberStatus.active, SubscriberStatus.pending):
+        subscriber.status = SubscriberStatus.unsubscribed
+        subscriber.status_reason = f"unsubscribed by the subscriber ({how})"
     session.flush()
     return True
 
 
 def resubscribe(session: Session, subscriber: Subscriber) -> bool:
     """Unsubscribed → active again, from a signed link to this very address
-    (which proves it is theirs, so no second opt-in)."""
+    (which proves it is theirs, so no second opt-in). Never lifts a bounce
+    or an admin's "disabled"."""
     if subscriber.status != SubscriberStatus.unsubscribed:
         return False
     _activate(subscriber, reason="subscribed again by the subscriber")
@@ -93,8 +101,10 @@ def resubscribe(session: Session, subscriber: Subscriber) -> bool:
 
 
 def _activate(subscriber: Subscriber, *, reason: str) -> None:
+    """The reader's own confirmed opt-in: the only way an opt-out ends."""
     subscriber.status = SubscriberStatus.active
     subscriber.status_reason = reason
+    subscriber.opted_out_at = None
     subscriber.bounce_count = 0
     if subscriber.planned_through is not None:
         # Start afresh: the first digest after a pause must not carry every

@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import select
 
 from dispatch import db, ledger, links, subscribers
-from dispatch.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, utcnow
+from dispatch.models import Delivery, DeliveryStatus, Subscriber, SubscriberChange, SubscriberStatus, utcnow
 
 FORM = {"email": "ana@example.org", "name": "Ana", "region": ["europe-eurasia", "americas"], "cadence": "daily",
         "send_at": "06:30", "timezone": "Europe/London", "weekday": "0", "format": "html"}
@@ -215,3 +215,63 @@ def test_resubscribing_after_months_does_not_send_the_backlog(web):
 def test_the_home_page_leads_to_the_subscribe_form(web):
     response = web.client.get("/", follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == "/subscribe"
+
+
+# --- opt-outs are the reader's (issue 13.10) ------------------------------------------
+
+def _set_status(web, status: SubscriberStatus, reason: str) -> None:
+    with db.session_scope(web.engine) as session:
+        reader = subscribers.get(session, "ana@example.org")
+        reader.status, reader.status_reason = status, reason
+
+
+@pytest.mark.parametrize("status", [SubscriberStatus.unsubscribed, SubscriberStatus.bounced,
+                                    SubscriberStatus.disabled])
+def test_a_strangers_sign_up_never_changes_a_closed_subscription(web, status):
+    confirmed(web)
+    _set_status(web, status, "the reason on record")
+    before = len(web.mails())
+    response = subscribe(web, name="Mallory")
+    assert response.status_code == 200 and "Check your inbox" in response.text  # reads the same as ever
+    reader = stored(web)
+    assert (reader.status, reader.status_reason, reader.name) == (status, "the reason on record", "Ana")
+    mails = web.mails()[before:]
+    if status == SubscriberStatus.unsubscribed:
+        # The reader may come back, but only through the confirmation sent to their own mailbox.
+        (mail,) = mails
+        assert "Confirm" in mail["Subject"]
+        assert web.form(link_in(mail, "confirm"), follow_redirects=False).status_code == 303
+        assert stored(web).status == SubscriberStatus.active and stored(web).opted_out_at is None
+    else:
+        assert mails == []  # a bounced address is suppressed; an admin's "disabled" is final
+
+
+def test_unsubscribing_while_disabled_or_bounced_keeps_that_status_and_subscribing_again_lifts_nothing(web):
+    confirmed(web)
+    path = _unsubscribe_path(web)
+    for status in (SubscriberStatus.disabled, SubscriberStatus.bounced):
+        _set_status(web, status, "an admin's or the mail system's reason")
+        assert web.form(path, page="/subscribe").status_code == 200
+        reader = stored(web)
+        assert reader.status == status and reader.opted_out_at is not None
+        page = web.client.get(path).text
+        assert "You are unsubscribed" in page and "Subscribe again" not in page
+        refused = web.form(path.replace("/unsubscribe/", "/resubscribe/"), page="/subscribe", follow_redirects=False)
+        assert refused.status_code == 409
+        assert stored(web).status == status
+        # A stale confirmation link does not lift it either.
+        token = links.make_token("web-test-secret", subscriber_id=reader.id, address=reader.address, purpose="confirm")
+        assert web.form(f"/confirm/{token}", page="/subscribe", follow_redirects=False).status_code == 409
+        assert stored(web).status == status
+
+
+def test_every_status_change_leaves_a_line_in_the_subscribers_history(web):
+    confirmed(web)
+    web.form(_unsubscribe_path(web))
+    with db.session_scope(web.engine) as session:
+        reader = subscribers.get(session, "ana@example.org")
+        changes = session.exec(select(SubscriberChange).where(SubscriberChange.subscriber_id == reader.id)
+                               .order_by(SubscriberChange.id)).all()
+    assert [(c.from_status, c.to_status) for c in changes] == [
+        (None, "pending"), ("pending", "active"), ("active", "unsubscribed")]
+    assert "unsubscribed by the subscriber" in changes[-1].reason

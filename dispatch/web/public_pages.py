@@ -88,8 +88,8 @@ def confirm(token: str, request: Request, session: Session = Depends(db_session)
     subscriber = _by_link(request, session, token, "confirm")
     if not signup.confirm(session, subscriber) and subscriber.status != SubscriberStatus.active:
         return message(request, "This subscription is closed",
-                       f"{subscriber.address} is {subscriber.status.value}. Subscribe again to receive briefings.",
-                       status_code=409, link=("/subscribe", "Subscribe"))
+                       f"Nothing is being sent to {subscriber.address} ({subscriber.status.value}). "
+                       "Please contact the publisher.", status_code=409)
     flash(request, "Your subscription is confirmed. Choose what you receive below.")
     return RedirectResponse(_link(request, subscriber, "preferences"), status_code=303)
 
@@ -143,7 +143,10 @@ def unsubscribe(token: str, request: Request, form: FormData = Depends(submitted
 @router.post("/resubscribe/{token}", dependencies=[Depends(require_csrf)])
 def resubscribe(token: str, request: Request, session: Session = Depends(db_session)):
     subscriber = _by_link(request, session, token, "unsubscribe")
-    signup.resubscribe(session, subscriber)
+    if not signup.resubscribe(session, subscriber) and subscriber.status != SubscriberStatus.active:
+        return message(request, "This subscription cannot be resumed here",
+                       f"Nothing is being sent to {subscriber.address} ({subscriber.status.value}). "
+                       "Please contact the publisher.", status_code=409)
     flash(request, "Welcome back: you are subscribed again.")
     return RedirectResponse(_link(request, subscriber, "preferences"), status_code=303)
 
