@@ -51,7 +51,8 @@ def smtp_adapter(settings: Settings) -> SmtpAdapter:
         password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
         timeout=settings.smtp_timeout, ca_file=settings.smtp_ca_file, mail_from=settings.mail_from,
         reply_to=settings.reply_to, list_id=settings.list_id, unsubscribe_mailto=settings.unsubscribe_mailto,
-        pool_size=settings.smtp_pool_size, rate_limit=settings.smtp_rate_limit)
+        pool_size=settings.smtp_pool_size, rate_limit=settings.smtp_rate_limit,
+        allow_plaintext_auth=settings.smtp_allow_plaintext_auth)
 
 
 def build_channels(settings: Settings) -> dict:
