@@ -297,6 +297,31 @@ class CsvReport:
     ignored_columns: list[str] = field(default_factory=list)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula
+# (OWASP "CSV injection"): =HYPERLINK(...) in a sign-up name would become a
+# link or worse in the admin's spreadsheet. Export prefixes such a cell with
+# a single quote, which spreadsheets show as text; import takes exactly that
+# quote off again. A value that itself starts with a quote before one of
+# these (or before a quote) gets a quote too, so the pair is exact both ways:
+# csv_value(csv_cell(v)) == v for every v.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_QUOTE = "'"
+
+
+def csv_value(cell: str) -> str:
+    """What a cell of an export stands for: the export's own quote removed."""
+    if cell.startswith(_QUOTE) and cell[1:2] and cell[1:2] in (*FORMULA_STARTS, _QUOTE):
+        return cell[1:]
+    return cell
+
+
+def csv_cell(value: str) -> str:
+    """A value as an export writes it: never a cell a spreadsheet would run."""
+    if value.startswith(FORMULA_STARTS) or csv_value(value) != value:
+        return _QUOTE + value
+    return value
+
+
 def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(LIST_SEPARATOR) if part.strip()]
 
@@ -312,7 +337,7 @@ def import_csv(session: Session, text: str) -> CsvReport:
     report = CsvReport(ignored_columns=[h for h in header if h not in CSV_COLUMNS])
     for row in reader:
         line = reader.line_num
-        row = {key: (value or "").strip() for key, value in row.items() if key}
+        row = {key: csv_value((value or "").strip()) for key, value in row.items() if key}
         prefs = Preferences(
             name=row.get("name") or None,
             regions=_split(row.get("regions")),
@@ -340,12 +365,12 @@ def export_csv(subscribers: Iterable[Subscriber]) -> str:
     for s in subscribers:
         if s.kind != SubscriberKind.email:
             continue
-        writer.writerow([
+        writer.writerow([csv_cell(value) for value in (
             s.address, s.name,
             LIST_SEPARATOR.join(r.slug for r in s.regions),
             LIST_SEPARATOR.join(a.name for a in s.analysts),
             s.cadence.value, s.send_at, s.timezone, WEEKDAYS[s.weekday][:3], s.format.value,
-        ])
+        )])
     return out.getvalue()
 
 
