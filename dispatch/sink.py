@@ -25,7 +25,20 @@ from urllib.parse import parse_qs
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from dispatch.errors import InputError
+
 _unsafe = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class SinkError(InputError):
+    """A sink cannot listen where it was asked to (port in use, no such address)."""
+
+
+def _cannot_listen(what: str, host: str, port: int, exc: OSError) -> SinkError:
+    reason = exc.strerror or str(exc)
+    if "address already in use" in str(exc).lower():
+        reason = "the port is already in use (another sink, or another program)"
+    return SinkError(f"the {what} cannot listen on {host}:{port}: {reason.rstrip('.')}")
 
 
 class MailFolderHandler:
@@ -89,7 +102,10 @@ class SmtpSink:
         return self.controller.port
 
     def start(self) -> SmtpSink:
-        self.controller.start()
+        try:
+            self.controller.start()
+        except OSError as exc:
+            raise _cannot_listen("SMTP sink", self.host, self.port, exc) from exc
         self._running = True
         return self
 
@@ -137,7 +153,10 @@ class SlackSink:
         self._faults: deque[tuple[int, dict, dict]] = deque()
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
-        self.server = ThreadingHTTPServer((host, port), _handler_for(self))
+        try:
+            self.server = ThreadingHTTPServer((host, port), _handler_for(self))
+        except OSError as exc:
+            raise _cannot_listen("Slack sink", host, port, exc) from exc
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="slack-sink", daemon=True)
 
