@@ -60,7 +60,8 @@ def build_channels(settings: Settings) -> dict:
         "email": smtp_adapter(settings),
         "slack": SlackAdapter(
             token=settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
-            base_url=str(settings.slack_base_url), min_interval=settings.slack_min_interval),
+            base_url=str(settings.slack_base_url), min_interval=settings.slack_min_interval,
+            webhook_hosts=settings.slack_webhook_hosts),
     }
 
 
