@@ -30,7 +30,7 @@ def is_webhook(address: str) -> bool:
 def shape_problem(url: str) -> str | None:
     """What makes ``url`` no http(s) URL with a host at all, or None."""
     if control_characters(url):
-        return "must not contain line breaks, spaces or other control characters"
+        return "must not contain line breaks or other control characters"
     if " " in url:
         return "must not contain spaces"
     try:

@@ -168,7 +168,8 @@ def quick_address_problem(kind: SubscriberKind, address: str) -> str | None:
         # Which webhook hosts are allowed is the Slack adapter's to check, before it posts.
         if SLACK_CHANNEL_ID.match(address):
             return None
-        problem = slack_webhooks.shape_problem(address) if slack_webhooks.is_webhook(address) else "no channel ID"
+        problem = (slack_webhooks.shape_problem(address) if slack_webhooks.is_webhook(address)
+                   else "is neither a Slack channel ID nor a webhook URL")
         return f"channel: {address!r} {problem}" if problem else None
     if not _PLAUSIBLE_EMAIL.fullmatch(address):
         return f"email: {address!r} is not a valid address"
