@@ -51,7 +51,8 @@ def smtp_adapter(settings: Settings) -> SmtpAdapter:
         password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
         timeout=settings.smtp_timeout, ca_file=settings.smtp_ca_file, mail_from=settings.mail_from,
         reply_to=settings.reply_to, list_id=settings.list_id, unsubscribe_mailto=settings.unsubscribe_mailto,
-        pool_size=settings.smtp_pool_size, rate_limit=settings.smtp_rate_limit)
+        pool_size=settings.smtp_pool_size, rate_limit=settings.smtp_rate_limit,
+        allow_plaintext_auth=settings.smtp_allow_plaintext_auth)
 
 
 def build_channels(settings: Settings) -> dict:
@@ -59,7 +60,8 @@ def build_channels(settings: Settings) -> dict:
         "email": smtp_adapter(settings),
         "slack": SlackAdapter(
             token=settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
-            base_url=str(settings.slack_base_url), min_interval=settings.slack_min_interval),
+            base_url=str(settings.slack_base_url), min_interval=settings.slack_min_interval,
+            webhook_hosts=settings.slack_webhook_hosts),
     }
 
 

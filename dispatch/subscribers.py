@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -19,7 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
-from dispatch import taxonomy
+from dispatch import slack_webhooks, taxonomy
 from dispatch.errors import DuplicateError, FieldError, InputError, NotFoundError
 from dispatch.models import (
     Cadence,
@@ -35,7 +35,6 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 CSV_COLUMNS = ("email", "name", "regions", "analysts", "cadence", "at", "tz", "weekday", "format")
 LIST_SEPARATOR = ";"
-LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 # --- field validation (pure) -----------------------------------------------
@@ -57,16 +56,17 @@ def check_email(address: str) -> str:
         raise FieldError("email", f"{address!r} is not a valid address: {exc}") from exc
 
 
-def check_slack_address(address: str) -> str:
-    """A channel ID (posted with the bot token) or an incoming-webhook URL."""
+def check_slack_address(address: str, *, webhook_hosts: Collection[str] = ()) -> str:
+    """A channel ID (posted with the bot token) or an incoming-webhook URL on
+    Slack's hosts or on one of ``webhook_hosts`` (settings.slack_webhook_hosts)."""
     address = address.strip()
     if SLACK_CHANNEL_ID.match(address):
         return address
-    parts = urlsplit(address)
-    if parts.scheme == "https" and parts.netloc:
-        return address
-    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
-        return address  # the local Slack sink
+    if slack_webhooks.is_webhook(address):
+        problem = slack_webhooks.webhook_problem(address, extra_hosts=webhook_hosts)
+        if problem is None:
+            return address
+        raise FieldError("channel", f"{address!r} is not a Slack channel ID, nor an accepted webhook URL: {problem}")
     raise FieldError(
         "channel",
         f"{address!r} is neither a Slack channel ID (like C0123ABCD) nor an https webhook URL",
@@ -151,8 +151,10 @@ def _apply(session: Session, subscriber: Subscriber, prefs: Preferences) -> None
 
 # --- stored subscribers ------------------------------------------------------
 
-def check_address(kind: SubscriberKind, address: str) -> str:
-    return check_email(address) if kind == SubscriberKind.email else check_slack_address(address)
+def check_address(kind: SubscriberKind, address: str, *, webhook_hosts: Collection[str] = ()) -> str:
+    if kind == SubscriberKind.email:
+        return check_email(address)
+    return check_slack_address(address, webhook_hosts=webhook_hosts)
 
 
 _PLAUSIBLE_EMAIL = re.compile(r"[^@\s<>()\[\],;:\\\"]+@[A-Za-z0-9\u0080-\uffff-]+(\.[A-Za-z0-9\u0080-\uffff-]+)+")
@@ -163,11 +165,12 @@ def quick_address_problem(kind: SubscriberKind, address: str) -> str | None:
     send. Addresses were fully validated when stored; this catches one that
     was changed behind our back (and any line break, which could forge a header)."""
     if kind == SubscriberKind.slack:
-        try:
-            check_slack_address(address)
-        except FieldError as exc:
-            return str(exc)
-        return None
+        # Which webhook hosts are allowed is the Slack adapter's to check, before it posts.
+        if SLACK_CHANNEL_ID.match(address):
+            return None
+        problem = (slack_webhooks.shape_problem(address) if slack_webhooks.is_webhook(address)
+                   else "is neither a Slack channel ID nor a webhook URL")
+        return f"channel: {address!r} {problem}" if problem else None
     if not _PLAUSIBLE_EMAIL.fullmatch(address):
         return f"email: {address!r} is not a valid address"
     return None
@@ -180,8 +183,10 @@ def add_subscriber(
     kind: SubscriberKind = SubscriberKind.email,
     prefs: Preferences | None = None,
     status: SubscriberStatus = SubscriberStatus.active,
+    webhook_hosts: Collection[str] = (),
 ) -> Subscriber:
-    address = check_address(kind, address)
+    """``webhook_hosts``: settings.slack_webhook_hosts, for a Slack webhook URL."""
+    address = check_address(kind, address, webhook_hosts=webhook_hosts)
     existing = find_by_address(session, address, kind=kind)
     if existing is not None:
         raise DuplicateError(f"{address} is already subscribed (id {existing.id})", existing_id=existing.id)
@@ -297,6 +302,31 @@ class CsvReport:
     ignored_columns: list[str] = field(default_factory=list)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula
+# (OWASP "CSV injection"): =HYPERLINK(...) in a sign-up name would become a
+# link or worse in the admin's spreadsheet. Export prefixes such a cell with
+# a single quote, which spreadsheets show as text; import takes exactly that
+# quote off again. A value that itself starts with a quote before one of
+# these (or before a quote) gets a quote too, so the pair is exact both ways:
+# csv_value(csv_cell(v)) == v for every v.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_QUOTE = "'"
+
+
+def csv_value(cell: str) -> str:
+    """What a cell of an export stands for: the export's own quote removed."""
+    if cell.startswith(_QUOTE) and cell[1:2] and cell[1:2] in (*FORMULA_STARTS, _QUOTE):
+        return cell[1:]
+    return cell
+
+
+def csv_cell(value: str) -> str:
+    """A value as an export writes it: never a cell a spreadsheet would run."""
+    if value.startswith(FORMULA_STARTS) or csv_value(value) != value:
+        return _QUOTE + value
+    return value
+
+
 def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(LIST_SEPARATOR) if part.strip()]
 
@@ -312,7 +342,7 @@ def import_csv(session: Session, text: str) -> CsvReport:
     report = CsvReport(ignored_columns=[h for h in header if h not in CSV_COLUMNS])
     for row in reader:
         line = reader.line_num
-        row = {key: (value or "").strip() for key, value in row.items() if key}
+        row = {key: csv_value((value or "").strip()) for key, value in row.items() if key}
         prefs = Preferences(
             name=row.get("name") or None,
             regions=_split(row.get("regions")),
@@ -340,12 +370,12 @@ def export_csv(subscribers: Iterable[Subscriber]) -> str:
     for s in subscribers:
         if s.kind != SubscriberKind.email:
             continue
-        writer.writerow([
+        writer.writerow([csv_cell(value) for value in (
             s.address, s.name,
             LIST_SEPARATOR.join(r.slug for r in s.regions),
             LIST_SEPARATOR.join(a.name for a in s.analysts),
             s.cadence.value, s.send_at, s.timezone, WEEKDAYS[s.weekday][:3], s.format.value,
-        ])
+        )])
     return out.getvalue()
 
 

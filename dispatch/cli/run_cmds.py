@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import logging
 import sys
 import threading
 from datetime import datetime, timedelta, timezone
@@ -14,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dispatch import ledger
+from dispatch import ledger, logsafe
 from dispatch.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, app_context, console, fail, print_json
 from dispatch.cli.web_cmds import BackgroundServer, build_server
 from dispatch.coordination import SqliteRunLock
@@ -30,9 +29,9 @@ def parse_instant(value: str, option: str) -> datetime:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def setup_logging(*, webhook_hosts=()) -> None:
+    """One line per record on stderr, with every secret cut out (dispatch.logsafe)."""
+    logsafe.configure(webhook_hosts=webhook_hosts)
 
 
 # Planning and sending make hundreds of thousands of short-lived rows and
@@ -92,7 +91,7 @@ def run(
     Without --once it runs until stopped (Ctrl-C or SIGTERM finish the message in
     flight and release the rest). --once exits 1 if any delivery failed.
     """
-    setup_logging()
+    setup_logging(webhook_hosts=app_context(ctx).settings.slack_webhook_hosts)
     tune_garbage_collector()
     if now and not once:
         fail("--now only goes with --once", code=EXIT_BAD_INPUT)

@@ -242,7 +242,8 @@ def subscriber_add(request: Request, form: FormData = Depends(submitted_form)):
     address = str(form.get("address", ""))
     try:
         with db.session_scope(request.app.state.engine) as session:
-            added = subscribers.add_subscriber(session, address, kind=kind, prefs=forms.preferences_from(form))
+            added = subscribers.add_subscriber(session, address, kind=kind, prefs=forms.preferences_from(form),
+                                               webhook_hosts=request.app.state.settings.slack_webhook_hosts)
             added_id = added.id
     except InputError as exc:
         with db.session_scope(request.app.state.engine) as session:
