@@ -160,6 +160,18 @@ class Settings(BaseSettings):
         None, description="a folder whose templates override the shipped ones by name"
     )
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        for entry in (e.strip() for e in value.split(",")):
+            if not entry or entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 127.0.0.1, 10.0.0.0/8)") from None
+        return value.strip()
+
     @field_validator("database_url")
     @classmethod
     def _url_not_empty(cls, value: str) -> str:
