@@ -22,6 +22,8 @@ from dispatch.models import AdminUser, ApiToken, utcnow
 
 MIN_PASSWORD_LENGTH = 10
 TOKEN_PREFIX = "dsp_"
+# Fullmatched: one character class with a bounded count, so a match reads at
+# most 101 characters of any input (dispatch/input_bounds.py).
 _USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,100}")
 _NAME = re.compile(r"[A-Za-z0-9._ -]{1,100}")
 _hasher = PasswordHasher()
