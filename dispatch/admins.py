@@ -25,6 +25,8 @@ MAX_PASSWORD_LENGTH = 1024
 MIN_PASSWORD_SCORE = 3  # zxcvbn: "safely unguessable: moderate protection from offline slow-hash attacks"
 ZXCVBN_MAX_CHARS = 72
 TOKEN_PREFIX = "dsp_"
+# Fullmatched: one character class with a bounded count, so a match reads at
+# most 101 characters of any input (dispatch/input_bounds.py).
 _USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,100}")
 _NAME = re.compile(r"[A-Za-z0-9._ -]{1,100}")
 _hasher = PasswordHasher()

@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 
 from dispatch import slack_webhooks, taxonomy
 from dispatch.errors import DuplicateError, FieldError, InputError, NotFoundError
+from dispatch.input_bounds import bounded
 from dispatch.models import (
     Cadence,
     MailFormat,
@@ -32,16 +33,25 @@ from dispatch.models import (
 )
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+SLACK_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}")  # fullmatched on the stripped address
 CSV_COLUMNS = ("email", "name", "regions", "analysts", "cadence", "at", "tz", "weekday", "format")
 LIST_SEPARATOR = ";"
 
 
 # --- field validation (pure) -----------------------------------------------
+# Every check bounds its field before anything reads it further (see
+# dispatch/input_bounds.py): the patterns below are linear, and the
+# libraries behind them (email_validator, IDNA) only see short text.
+
+MAX_EMAIL_CHARS = 254  # RFC 5321: a path is at most 256 octets, angle brackets included
+MAX_ADDRESS_CHARS = 500  # models.Subscriber.address (a Slack webhook URL)
+MAX_TIMEZONE_CHARS = 64  # models.Subscriber.timezone; IANA names are shorter
+MAX_WORD_CHARS = 32  # a cadence, format, weekday or time of day
 
 def _enum_value(enum_cls, value: str, field_name: str):
+    value = bounded(value.strip(), field=field_name, limit=MAX_WORD_CHARS)
     try:
-        return enum_cls(value.strip().lower())
+        return enum_cls(value.lower())
     except ValueError:
         allowed = "|".join(m.value for m in enum_cls)
         raise FieldError(field_name, f"{value!r} is not one of {allowed}") from None
@@ -50,8 +60,9 @@ def _enum_value(enum_cls, value: str, field_name: str):
 def check_email(address: str) -> str:
     if any(ch in address for ch in "\r\n"):
         raise FieldError("email", "must not contain line breaks")
+    address = bounded(address.strip(), field="email", limit=MAX_EMAIL_CHARS)
     try:
-        return validate_email(address.strip(), check_deliverability=False).normalized
+        return validate_email(address, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise FieldError("email", f"{address!r} is not a valid address: {exc}") from exc
 
@@ -59,8 +70,8 @@ def check_email(address: str) -> str:
 def check_slack_address(address: str, *, webhook_hosts: Collection[str] = ()) -> str:
     """A channel ID (posted with the bot token) or an incoming-webhook URL on
     Slack's hosts or on one of ``webhook_hosts`` (settings.slack_webhook_hosts)."""
-    address = address.strip()
-    if SLACK_CHANNEL_ID.match(address):
+    address = bounded(address.strip(), field="channel", limit=MAX_ADDRESS_CHARS)
+    if SLACK_CHANNEL_ID.fullmatch(address):
         return address
     if slack_webhooks.is_webhook(address):
         problem = slack_webhooks.webhook_problem(address, extra_hosts=webhook_hosts)
@@ -74,7 +85,7 @@ def check_slack_address(address: str, *, webhook_hosts: Collection[str] = ()) ->
 
 
 def check_timezone(name: str) -> str:
-    name = name.strip()
+    name = bounded(name.strip(), field="tz", limit=MAX_TIMEZONE_CHARS)
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -85,15 +96,18 @@ def check_timezone(name: str) -> str:
 
 
 def check_send_at(value: str) -> str:
-    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*", value)
+    text = bounded(value.strip(), field="at", limit=MAX_WORD_CHARS)
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
     if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
         raise FieldError("at", f"{value!r} is not a time of day as HH:MM (00:00–23:59)")
-    return f"{int(match.group(1)):02d}:{match.group(2)}"
+    # \d takes any decimal digit ("٠٧:٣٠"); what is stored is always ASCII.
+    return f"{int(match.group(1)):02d}:{int(match.group(2)):02d}"
 
 
 def check_weekday(value: str | int) -> int:
-    text = str(value).strip().lower()
-    if text.isdigit() and int(text) < 7:
+    text = bounded(str(value).strip(), field="weekday", limit=MAX_WORD_CHARS).lower()
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    if text.isdecimal() and int(text) < 7:
         return int(text)
     for index, day in enumerate(WEEKDAYS):
         if len(text) >= 3 and day.startswith(text):
@@ -157,6 +171,8 @@ def check_address(kind: SubscriberKind, address: str, *, webhook_hosts: Collecti
     return check_slack_address(address, webhook_hosts=webhook_hosts)
 
 
+# Linear: the local part's class has no "@" and the labels' class no ".", so
+# no character can be matched in two ways.
 _PLAUSIBLE_EMAIL = re.compile(r"[^@\s<>()\[\],;:\\\"]+@[A-Za-z0-9\u0080-\uffff-]+(\.[A-Za-z0-9\u0080-\uffff-]+)+")
 
 
@@ -166,12 +182,14 @@ def quick_address_problem(kind: SubscriberKind, address: str) -> str | None:
     was changed behind our back (and any line break, which could forge a header)."""
     if kind == SubscriberKind.slack:
         # Which webhook hosts are allowed is the Slack adapter's to check, before it posts.
-        if SLACK_CHANNEL_ID.match(address):
+        if len(address) > MAX_ADDRESS_CHARS:
+            return f"channel: the address is longer than {MAX_ADDRESS_CHARS} characters"
+        if SLACK_CHANNEL_ID.fullmatch(address):
             return None
         problem = (slack_webhooks.shape_problem(address) if slack_webhooks.is_webhook(address)
                    else "is neither a Slack channel ID nor a webhook URL")
         return f"channel: {address!r} {problem}" if problem else None
-    if not _PLAUSIBLE_EMAIL.fullmatch(address):
+    if len(address) > MAX_EMAIL_CHARS or not _PLAUSIBLE_EMAIL.fullmatch(address):
         return f"email: {address!r} is not a valid address"
     return None
 

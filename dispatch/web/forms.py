@@ -44,8 +44,14 @@ def values_from(form: FormData) -> dict:
     return {"name": str(form.get("name", "")), "regions": form.getlist("region"),
             "analysts": form.getlist("analyst"), "cadence": str(form.get("cadence", "daily")),
             "send_at": str(form.get("send_at", "07:00")), "timezone": str(form.get("timezone", "UTC")),
-            "weekday": int(form.get("weekday", 0)) if str(form.get("weekday", "0")).isdigit() else 0,
+            "weekday": _weekday_shown(str(form.get("weekday", "0"))),
             "format": str(form.get("format", "html"))}
+
+
+def _weekday_shown(value: str) -> int:
+    """The weekday to select again; a value that is no weekday selects Monday.
+    (isdecimal and short: int() refuses "²" and is quadratic on long digit strings.)"""
+    return int(value) if len(value) == 1 and value.isdecimal() and int(value) < 7 else 0
 
 
 def preferences_from(form: FormData) -> Preferences:
