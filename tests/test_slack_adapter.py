@@ -7,7 +7,7 @@ import time
 import pytest
 
 from dispatch.adapters.slack import SlackAdapter
-from dispatch.errors import PermanentError, TransientError
+from dispatch.errors import CredentialError, PermanentError, TransientError
 from dispatch.render_slack import SlackContent, SlackMessage
 from dispatch.sink import SlackSink
 
@@ -81,9 +81,14 @@ def test_channel_errors_are_permanent_and_blame_the_channel(sink, channel, error
     assert caught.value.blames_recipient
 
 
-def test_bad_token_is_permanent(sink):
-    with pytest.raises(PermanentError, match="invalid_auth"):
+def test_a_bad_token_is_the_installations_credential_error_not_the_channels(sink):
+    with pytest.raises(CredentialError, match="invalid_auth") as caught:
         adapter(sink, token="xoxb-wrong").send("C0123ABCD", content(), delivery_id=1)
+    assert isinstance(caught.value, TransientError)  # the delivery waits; nobody is blamed
+    for error in ("token_revoked", "account_inactive", "not_authed"):
+        sink.fail_next(200, error=error)
+        with pytest.raises(CredentialError, match=error):
+            adapter(sink).send("C0123ABCD", content(), delivery_id=1)
 
 
 def test_no_token_configured(sink):

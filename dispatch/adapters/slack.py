@@ -37,13 +37,14 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from dispatch import slack_webhooks
-from dispatch.errors import PermanentError, TransientError
+from dispatch.errors import CredentialError, PermanentError, TransientError
 from dispatch.render_slack import SlackContent, SlackMessage
 
-# The channel or the token is the problem: the subscriber is disabled.
-RECIPIENT_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "invalid_auth",
-                    "account_inactive", "token_revoked", "not_authed", "channel_is_archived",
+# The channel (or a webhook URL, which is its own credential) is the problem: the subscriber is disabled.
+RECIPIENT_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "channel_is_archived",
                     "no_service", "invalid_token", "action_prohibited", "no_active_hooks"}
+# The bot token is the problem: it is the installation's, not any channel's.
+CREDENTIAL_ERRORS = {"invalid_auth", "token_revoked", "account_inactive", "not_authed", "token_expired"}
 
 
 # A short Retry-After is waited out in place; a longer one goes back to the
@@ -133,6 +134,8 @@ class SlackAdapter:
         except SlackApiError as exc:
             error = exc.response.get("error", "") if exc.response is not None else ""
             status = exc.response.status_code if exc.response is not None else 0
+            if error in CREDENTIAL_ERRORS:
+                raise CredentialError(f"Slack refused the bot token: {error}") from exc
             raise _classify(status, error, _retry_after(exc.response.headers if exc.response else None),
                             where=address) from exc
         except (SlackClientError, OSError) as exc:

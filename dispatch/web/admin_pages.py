@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session, col, select
 from starlette.datastructures import FormData
 
-from dispatch import admins, compose, db, digest, ledger, sitrep_text, sitreps, subscribers, taxonomy, views
+from dispatch import admins, compose, db, digest, ledger, pauses, sitrep_text, sitreps, subscribers, taxonomy, views
 from dispatch.coordination import live_workers
 from dispatch.errors import InputError, WorkflowError
 from dispatch.models import (
@@ -107,11 +107,12 @@ def dashboard(request: Request):
     now = utcnow()
     # Read before opening the page's session: on SQLite a second one would wait for it.
     workers = live_workers(request.app.state.engine, now=now)
+    paused = pauses.load(request.app.state.engine)
     with db.session_scope(request.app.state.engine) as session:
-        return _dashboard(request, session, now=now, workers=workers)
+        return _dashboard(request, session, now=now, workers=workers, paused=paused)
 
 
-def _dashboard(request: Request, session: Session, *, now: datetime, workers: list):
+def _dashboard(request: Request, session: Session, *, now: datetime, workers: list, paused: list):
     midnight = datetime.combine(now.date(), time(0), tzinfo=timezone.utc)
     today = dict(session.execute(
         select(Delivery.status, sa.func.count()).where(col(Delivery.created_at) >= midnight)
@@ -124,7 +125,7 @@ def _dashboard(request: Request, session: Session, *, now: datetime, workers: li
         drafts=sitreps.list_sitreps(session, status=SitrepStatus.draft, limit=20),
         today=[(s.value, today.get(s, 0)) for s in DeliveryStatus],
         failures=ledger.log(session, status=DeliveryStatus.failed, limit=10),
-        next_window=next_window, workers=workers,
+        next_window=next_window, workers=workers, paused=paused, held=ledger.held_ids(session),
         subscriber_counts=dict(session.execute(
             select(Subscriber.status, sa.func.count()).group_by(Subscriber.status)).all()),
     )
