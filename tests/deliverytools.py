@@ -17,6 +17,7 @@ from .conftest import FIXTURES
 
 APPROVED = datetime(2026, 11, 26, 15, tzinfo=timezone.utc)
 LATER = APPROVED + timedelta(hours=1)
+LOCAL_WEBHOOK_HOSTS = ("127.0.0.1",)  # the local Slack sink's webhooks
 
 
 class Clock:
@@ -34,7 +35,8 @@ def seed(engine, readers, *, approved_at: datetime | None = APPROVED) -> int:
         sitrep = sitreps.import_parsed(session, parse((FIXTURES / "standard.txt").read_text()), actor="ed").sitrep
         for reader in readers:
             kind, address = (SubscriberKind.email, reader) if isinstance(reader, str) else reader
-            s = subscribers.add_subscriber(session, address, kind=kind, prefs=Preferences(cadence="immediate"))
+            s = subscribers.add_subscriber(session, address, kind=kind, prefs=Preferences(cadence="immediate"),
+                                           webhook_hosts=LOCAL_WEBHOOK_HOSTS)
             s.created_at = (approved_at or datetime.now(timezone.utc)) - timedelta(days=3)
         sitreps.approve_sitrep(session, sitrep.id, by="chief", at=approved_at)
         return sitrep.id

@@ -18,7 +18,7 @@ from dispatch.scheduler import Runner
 from dispatch.sink import SlackSink
 
 from .conftest import _libpq_dsn
-from .deliverytools import LATER, Clock, outcomes, received, rows, seed
+from .deliverytools import LATER, LOCAL_WEBHOOK_HOSTS, Clock, outcomes, received, rows, seed
 from .servers import scripted_smtp
 
 TOKEN = "xoxb-test"
@@ -37,6 +37,7 @@ def runner_for(database_url, engine, servers, clock, **overrides):
     sink, _, slack = servers
     settings = Settings(database_url=database_url, smtp_host=sink.host, smtp_port=sink.port,
                         mail_from="news@example.org", secret_key=SecretStr("k"), slack_base_url=slack.base_url,
+                        slack_webhook_hosts=LOCAL_WEBHOOK_HOSTS,
                         slack_bot_token=SecretStr(TOKEN), slack_min_interval=0, sender_threads=1, **overrides)
     return Runner(settings, engine, clock=clock)
 
@@ -49,9 +50,12 @@ def run_twice(runner, clock):
     return first, second
 
 
-def test_a_receipt_longer_than_its_column_is_stored_cut_and_sent_once(engine, database_url, servers):
+def test_a_long_webhook_url_is_stored_and_its_digest_sent_once(engine, database_url, servers):
+    """The long URL once made a receipt too long for its column (a crash after
+    each post on PostgreSQL); receipts now leave the URL out, and any text
+    too long is cut (next test)."""
     _, handler, slack = servers
-    # A long webhook URL (Slack's own are /services/T…/B…/secret): the receipt names it.
+    # A long webhook URL (Slack's own are /services/T…/B…/secret).
     hook = slack.webhook_url("/".join(["T0" + "a" * 140, "B0" + "b" * 140, "c" * 170]))
     assert 480 < len(hook) <= 500
     seed(engine, [(SubscriberKind.slack, hook), "reader@example.org"])
@@ -67,7 +71,7 @@ def test_a_receipt_longer_than_its_column_is_stored_cut_and_sent_once(engine, da
     with db.session_scope(engine) as session:
         webhook_row = by_address[subscribers.get(session, hook).id]
     assert webhook_row.status == DeliveryStatus.sent
-    assert len(webhook_row.receipt) == ledger.MAX_RECEIPT and webhook_row.receipt.endswith(ledger.TRUNCATED)
+    assert len(webhook_row.receipt) <= ledger.MAX_RECEIPT and "c" * 170 not in webhook_row.receipt
 
 
 def test_text_is_bounded_the_same_on_every_backend(engine):
