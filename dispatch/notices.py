@@ -27,6 +27,7 @@ from dispatch.render import EmailContent
 from dispatch.retry import RetryPolicy
 
 log = logging.getLogger("dispatch.notices")
+BRAND = "Dispatch Briefing"  # the publication's name in notices and pages
 # However many clients ask, an address gets at most this many notices a day.
 NOTICES_PER_ADDRESS_PER_DAY = 3
 POLL_SECONDS = 5.0  # a notice planned by another process is picked up within this

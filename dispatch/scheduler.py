@@ -32,7 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
-from dispatch import coordination, db, leases, ledger, planner
+from dispatch import coordination, db, leases, ledger, notices, planner
 from dispatch.adapters.slack import SlackAdapter
 from dispatch.adapters.smtp import SmtpAdapter
 from dispatch.compose import Composer
@@ -118,7 +118,14 @@ class Runner:
         self.lock = coordination.PlannerLock(engine)
         self.worker_id: int | None = None
         self.channels = channels or build_channels(settings)
-        self.sender = Sender(engine, composer=Composer(settings, engine), channels=self.channels,
+        composer = Composer(settings, engine)
+        # Confirmations and reminders that a web process planned: sent here too,
+        # so none waits for a web process to come back.
+        self.notices = notices.NoticeSender(
+            engine, environment=composer.email_renderer.env, brand=notices.BRAND, public_url=composer.public_url,
+            secret=composer.secret, mailer=self.channels["email"],
+            policy=RetryPolicy(max_attempts=settings.max_attempts), clock=clock)
+        self.sender = Sender(engine, composer=composer, channels=self.channels,
                              policy=RetryPolicy(max_attempts=settings.max_attempts),
                              bounce_limit=settings.bounce_limit, clock=clock, stop=self.stop)
         self.lease = timedelta(seconds=settings.lease_seconds)
@@ -226,6 +233,9 @@ class Runner:
                 future.result()
         return outcomes
 
+    def send_notices(self) -> int:
+        return self.notices.drain(stop=self.stop)
+
     # --- the two ways to run ------------------------------------------------------
 
     def run_once(self, on_outcome: Callable[[Outcome], None] | None = None,
@@ -245,6 +255,7 @@ class Runner:
 
         if self.role != "planner":
             self.drain(count, collect=False)
+            self.send_notices()
         summary.send_seconds = time.perf_counter() - planned_at
         return summary
 
@@ -263,6 +274,8 @@ class Runner:
         if self.role in ("all", "sender"):
             scheduler.add_job(self._guarded(self.drain), "interval", seconds=SEND_INTERVAL_SECONDS, id="send",
                               next_run_time=start)
+            scheduler.add_job(self._guarded(self.send_notices), "interval", seconds=SEND_INTERVAL_SECONDS,
+                              id="notices", next_run_time=start)
         scheduler.start()
         log.info("dispatch is running as %s (worker %s): planning every %ss, %s sender threads", self.role,
                  self.worker_id, self.settings.plan_interval, self.settings.sender_threads)

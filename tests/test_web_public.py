@@ -275,3 +275,20 @@ def test_every_status_change_leaves_a_line_in_the_subscribers_history(web):
     assert [(c.from_status, c.to_status) for c in changes] == [
         (None, "pending"), ("pending", "active"), ("active", "unsubscribed")]
     assert "unsubscribed by the subscriber" in changes[-1].reason
+
+
+def test_dispatch_run_sends_the_notices_a_web_process_planned(web, engine, mail_sink):
+    """A confirmation planned while the web process's sender was down is sent by `dispatch run`."""
+    from dispatch.scheduler import Runner
+
+    web.client.app.state.notice_worker.stop()  # as if the web process had gone
+    subscribe(web)
+    assert web.notices_due() == 1
+    runner = Runner(web.client.app.state.settings, engine)
+    try:
+        runner.run_once()
+    finally:
+        runner.close()
+    assert web.notices_due() == 0
+    (mail,) = web.mails()
+    assert mail["To"] == "ana@example.org" and "Confirm" in mail["Subject"]

@@ -34,7 +34,6 @@ FORM_ROOM = 256 * 1024  # the rest of a form around an upload
 MAX_BODY_BYTES = CSV_MAX_BYTES + FORM_ROOM  # the largest upload there is: a subscriber CSV
 SITREP_BODY_BYTES = 6 * SITREP_MAX_BYTES + FORM_ROOM  # a SITREP as JSON, where a character may take six bytes
 DEFAULT_BODY_BYTES = 64 * 1024  # every other form and JSON body: preferences, sign-ups, sign-ins
-BRAND = "Dispatch Briefing"
 
 
 def body_limit(path: str) -> int:
@@ -75,7 +74,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.secret = secret
-    app.state.brand = BRAND
+    app.state.brand = notices.BRAND
     app.state.templates = templates(settings.templates_dir)
     # Failed sign-ins per (client, username), and per client whatever the username.
     app.state.login_throttle = Throttle(limit=5, window=900)
