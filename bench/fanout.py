@@ -190,7 +190,8 @@ def run_pipeline(url: str, *, port: int, slack_base: str, connections: int) -> t
            # A spare thread renders while another waits on the wire; connections stay as given.
            "DISPATCH_SENDER_THREADS": str(connections + 1),
            "DISPATCH_SLACK_BASE_URL": slack_base, "DISPATCH_SLACK_BOT_TOKEN": "xoxb-bench",
-           "DISPATCH_SLACK_MIN_INTERVAL": "0", "DISPATCH_SECRET_KEY": "bench", "DISPATCH_BATCH_SIZE": "200"}
+           "DISPATCH_SLACK_MIN_INTERVAL": "0", "DISPATCH_SECRET_KEY": "bench", "DISPATCH_BATCH_SIZE": "200",
+           "DISPATCH_SLACK_WEBHOOK_HOSTS": "127.0.0.1"}  # the Slack sink's webhooks
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "dispatch", "run", "--once", "--json", "--now", RUN_AT.isoformat()],
                           env=env, capture_output=True, text=True)

@@ -39,7 +39,7 @@ def main() -> None:
             env = {**os.environ, "DISPATCH_DATABASE_URL": args.database_url, "DISPATCH_SMTP_HOST": "127.0.0.1",
                    "DISPATCH_SMTP_PORT": str(port), "DISPATCH_MAIL_FROM": "news@example.org",
                    "DISPATCH_SECRET_KEY": "bench", "DISPATCH_SENDER_THREADS": "2", "DISPATCH_BATCH_SIZE": "200",
-                   "DISPATCH_MAX_ATTEMPTS": "1"}
+                   "DISPATCH_MAX_ATTEMPTS": "1", "DISPATCH_SLACK_WEBHOOK_HOSTS": "127.0.0.1"}
             command = [sys.executable, "-m", "dispatch", "run", "--once", "--json", "--now", fanout.RUN_AT.isoformat()]
             subprocess.run([*command, "--role", "planner"], env=env, check=False, capture_output=True)
             started = time.perf_counter()

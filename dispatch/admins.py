@@ -21,7 +21,12 @@ from dispatch.errors import DuplicateError, FieldError, NotFoundError
 from dispatch.models import AdminUser, ApiToken, utcnow
 
 MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 1024
+MIN_PASSWORD_SCORE = 3  # zxcvbn: "safely unguessable: moderate protection from offline slow-hash attacks"
+ZXCVBN_MAX_CHARS = 72
 TOKEN_PREFIX = "dsp_"
+# Fullmatched: one character class with a bounded count, so a match reads at
+# most 101 characters of any input (dispatch/input_bounds.py).
 _USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,100}")
 _NAME = re.compile(r"[A-Za-z0-9._ -]{1,100}")
 _hasher = PasswordHasher()
@@ -43,9 +48,25 @@ def check_username(username: str) -> str:
     return username
 
 
-def check_password(password: str) -> str:
+def check_password(password: str, *, username: str = "") -> str:
+    """Long enough, and not guessable: zxcvbn (a well-kept strength estimator
+    with common-password, keyboard-pattern, repeat and sequence dictionaries)
+    must rate it at least ``MIN_PASSWORD_SCORE`` of 4, the username counting
+    as a known word."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise FieldError("password", f"at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise FieldError("password", f"at most {MAX_PASSWORD_LENGTH} characters")
+    from zxcvbn import zxcvbn  # a second's import and its dictionaries: only where a password is set
+
+    # Its matchers grow faster than linearly with length: rate the first
+    # characters only (a strong prefix makes the whole strong).
+    rating = zxcvbn(password[:ZXCVBN_MAX_CHARS], user_inputs=[username, "dispatch"])
+    if rating["score"] < MIN_PASSWORD_SCORE:
+        feedback = rating["feedback"]
+        why = feedback.get("warning") or "it is too easy to guess"
+        hint = " ".join(feedback.get("suggestions") or []) or "Use a few unrelated words, or a password manager."
+        raise FieldError("password", f"too weak: {why.rstrip('.')}. {hint}")
     return password
 
 
@@ -53,7 +74,7 @@ def create_admin(session: Session, username: str, password: str) -> AdminUser:
     username = check_username(username)
     if find_admin(session, username) is not None:
         raise DuplicateError(f"admin {username!r} exists already (use --reset-password to change the password)")
-    admin = AdminUser(username=username, password_hash=_hasher.hash(check_password(password)))
+    admin = AdminUser(username=username, password_hash=_hasher.hash(check_password(password, username=username)))
     session.add(admin)
     session.flush()
     return admin
@@ -63,9 +84,22 @@ def set_password(session: Session, username: str, password: str) -> AdminUser:
     admin = find_admin(session, username)
     if admin is None:
         raise NotFoundError(f"no admin {username!r}")
-    admin.password_hash = _hasher.hash(check_password(password))
+    admin.password_hash = _hasher.hash(check_password(password, username=admin.username))
+    admin.session_nonce = _new_nonce()  # a new password ends every session of the old one
     session.flush()
     return admin
+
+
+def end_sessions(session: Session, admin_id: int) -> None:
+    """Every session of this admin ends: the cookies name a nonce that is gone."""
+    admin = session.get(AdminUser, admin_id)
+    if admin is not None:
+        admin.session_nonce = _new_nonce()
+        session.flush()
+
+
+def _new_nonce() -> str:
+    return secrets.token_urlsafe(32)
 
 
 def find_admin(session: Session, username: str) -> AdminUser | None:

@@ -7,14 +7,17 @@ processes, so it is only ever migrated by an explicit `dispatch init`.
 
 from __future__ import annotations
 
+import os
 import secrets
+from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from dispatch import db, taxonomy
 from dispatch.config import Settings
-from dispatch.errors import SchemaError
+from dispatch.errors import SchemaError, SettingsError
 from dispatch.models import StoredSetting
 
 SECRET_KEY_SETTING = "secret_key"
@@ -44,12 +47,75 @@ def open_engine(settings: Settings) -> Engine:
     )
 
 
-def secret_key(engine: Engine, settings: Settings) -> str:
-    """The key that signs subscribers' links: DISPATCH_SECRET_KEY if set,
-    else one generated on first use and kept in the database, so that every
-    process and every restart signs alike."""
+KEY_FILE_MAX_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """Where the link- and session-signing key comes from, for ``dispatch config``."""
+
+    kind: str  # environment | file | database
+    path: Path | None = None
+
+    def describe(self) -> str:
+        if self.kind == "environment":
+            return "DISPATCH_SECRET_KEY"
+        if self.kind == "file":
+            return f"the file {self.path} (owner-only, 0600)"
+        return "the database (PostgreSQL: shared by every process that uses it)"
+
+
+def key_source(engine: Engine, settings: Settings) -> KeySource:
+    """DISPATCH_SECRET_KEY if set; else DISPATCH_SECRET_KEY_FILE; else, on
+    SQLite, a file beside the database (``subscribers.db.key``), so that
+    whoever can read the database cannot forge links or admin sessions with
+    it; else (PostgreSQL, many hosts) the database, guarded by its credentials."""
     if settings.secret_key is not None:
+        return KeySource("environment")
+    if settings.secret_key_file is not None:
+        return KeySource("file", settings.secret_key_file.expanduser())
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        return KeySource("file", Path(database).expanduser().with_name(Path(database).name + ".key"))
+    return KeySource("database")
+
+
+def secret_key(engine: Engine, settings: Settings) -> str:
+    """The key that signs subscribers' links and admin sessions: the same in
+    every process and after every restart (see ``key_source``)."""
+    source = key_source(engine, settings)
+    if source.kind == "environment":
         return settings.secret_key.get_secret_value()
+    if source.kind == "file":
+        return _key_from_file(engine, source.path)
+    return _key_from_database(engine)
+
+
+def _key_from_file(engine: Engine, path: Path) -> str:
+    if not path.exists():
+        # An installation that kept its key in the database moves it here,
+        # so that links already sent keep working.
+        with db.session_scope(engine) as session:
+            stored = session.get(StoredSetting, SECRET_KEY_SETTING)
+            key = stored.value if stored is not None else secrets.token_urlsafe(32)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process wrote it first: use theirs
+            else:
+                with os.fdopen(fd, "w") as file:
+                    file.write(key + "\n")
+            if stored is not None:
+                session.delete(stored)
+    with path.open("rb") as file:
+        data = file.read(KEY_FILE_MAX_BYTES + 1)
+    key = data.decode("utf-8", "replace").strip()
+    if len(data) > KEY_FILE_MAX_BYTES or len(key) < 16:
+        raise SettingsError(f"the secret key file {path} must hold one key of 16 to {KEY_FILE_MAX_BYTES} characters")
+    return key
+
+
+def _key_from_database(engine: Engine) -> str:
     with db.session_scope(engine) as session:
         stored = session.get(StoredSetting, SECRET_KEY_SETTING)
         if stored is not None:

@@ -7,14 +7,17 @@ then the defaults below.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from email.utils import getaddresses
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -34,6 +37,78 @@ class SmtpSecurity(str, Enum):
     ssl = "ssl"
 
 
+# --- checks shared with the adapters (pure; they import nothing of ours) ------
+
+def control_characters(value: str) -> bool:
+    """CR, LF, NUL, tab … : anything that could end a header line or hide in one."""
+    return any(not ch.isprintable() for ch in value)
+
+
+def _label_ok(label: str) -> bool:
+    return (0 < len(label) <= 63 and not label.startswith("-") and not label.endswith("-")
+            and all(ch.isalnum() or ch == "-" for ch in label))
+
+
+def mailbox_problem(value: str, *, display_name: bool = True) -> str | None:
+    """Why ``value`` is not one address (``Name <local@domain>``, or a bare
+    ``local@domain`` when ``display_name`` is False), or None."""
+    if control_characters(value):
+        return "must not contain line breaks or other control characters"
+    value = value.strip()
+    found = getaddresses([value])
+    if len(found) != 1:
+        return f"{value!r} is not one address like 'Briefings <news@example.org>'"
+    name, address = found[0]
+    if name and not display_name:
+        return f"{value!r}: give the address alone (like news@example.org), without a name"
+    local, at, domain = address.rpartition("@")
+    # The parser quietly drops what it cannot place (spaces, a second
+    # address): the address must be there as written.
+    as_written = value.endswith(f"<{address}>") if name else value in (address, f"<{address}>")
+    if (not as_written or not at or not local or len(local) > 64 or len(address) > 254
+            or any(ch.isspace() or ch in '<>()[]\\,;:"@' for ch in local)
+            or not all(_label_ok(label) for label in domain.split("."))):
+        return f"{value!r} is not an address like 'Briefings <news@example.org>'"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip().strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plaintext_auth_problem(*, host: str, security: SmtpSecurity, username: str | None, allowed: bool) -> str | None:
+    """AUTH over plain TCP gives the password to anyone on the path: refused
+    unless the relay is this machine or the operator says the network is trusted."""
+    if not username or SmtpSecurity(security) != SmtpSecurity.none or allowed or is_loopback(host):
+        return None
+    return (f"smtp_username is set but smtp_security is none: the SMTP password would cross the network to "
+            f"{host} unencrypted; set DISPATCH_SMTP_SECURITY=starttls or ssl (or, on a network you trust, "
+            f"DISPATCH_SMTP_ALLOW_PLAINTEXT_AUTH=true)")
+
+
+def _host_entries(value: Any) -> tuple[str, ...]:
+    """DISPATCH_SLACK_WEBHOOK_HOSTS is comma-separated; TOML may give a list."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    hosts = []
+    for item in items:
+        host = str(item).strip().lower().rstrip(".")
+        if not host:
+            continue
+        if not (all(_label_ok(label) for label in host.split(".")) or is_loopback(host)):
+            raise ValueError(f"{item!r} is not a host name (give hosts only, like hooks.example.org, "
+                             "without scheme, port or path)")
+        hosts.append(host.strip("[]"))
+    return tuple(hosts)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DISPATCH_", extra="ignore")
 
@@ -46,6 +121,8 @@ class Settings(BaseSettings):
     smtp_host: str = "localhost"
     smtp_port: int = Field(25, ge=1, le=65535)
     smtp_security: SmtpSecurity = SmtpSecurity.none
+    smtp_allow_plaintext_auth: bool = Field(
+        False, description="allow AUTH without TLS to a relay that is not on loopback (a trusted network only)")
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout: float = Field(30.0, gt=0)
@@ -59,6 +136,9 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = None
     slack_base_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
     slack_min_interval: float = Field(1.0, ge=0, description="seconds between two posts to one channel")
+    slack_webhook_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="hosts accepted for incoming-webhook URLs besides Slack's own, comma-separated "
+                        "(http only for a loopback host, e.g. a local sink)")
     sender_threads: int = Field(4, ge=1, le=64)
     batch_size: int = Field(50, ge=1, le=5000, description="deliveries one sender claims at a time")
     plan_interval: float = Field(60, gt=0, description="seconds between two planning runs")
@@ -67,11 +147,30 @@ class Settings(BaseSettings):
     bounce_limit: int = Field(3, ge=1, description="hard bounces before an address is marked bounced")
     public_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8000/")
     secret_key: SecretStr | None = Field(
-        None, description="signs subscriber links; generated and stored in the database if unset"
+        None, description="signs subscriber links and admin sessions; if unset, a key is generated and kept "
+                          "in secret_key_file (SQLite default: beside the database) or in the database (PostgreSQL)"
+    )
+    secret_key_file: Path | None = Field(None, description="a file (created 0600) holding the signing key")
+    api_docs: bool = Field(True, description="serve the API's OpenAPI schema and /api/docs")
+    trusted_proxies: str = Field(
+        "", description="comma-separated addresses of reverse proxies whose X-Forwarded-For is believed; "
+                        "default none: the client is the peer",
     )
     templates_dir: Path | None = Field(
         None, description="a folder whose templates override the shipped ones by name"
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        for entry in (e.strip() for e in value.split(",")):
+            if not entry or entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 127.0.0.1, 10.0.0.0/8)") from None
+        return value.strip()
 
     @field_validator("database_url")
     @classmethod
@@ -79,6 +178,64 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be empty")
         return value.strip()
+
+    # These reach message headers (From, Reply-To, List-Id, List-Unsubscribe):
+    # a CR or LF in one would start a header of its own, so they are refused
+    # here, at start, rather than folded somewhere later.
+    @field_validator("mail_from", "reply_to")
+    @classmethod
+    def _mailbox(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = mailbox_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value.strip()
+
+    @field_validator("unsubscribe_mailto")
+    @classmethod
+    def _bare_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = mailbox_problem(value, display_name=False)
+        if problem:
+            raise ValueError(problem)
+        return value.strip()
+
+    @field_validator("list_id")
+    @classmethod
+    def _list_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if control_characters(value) or not value.isascii() or not value.strip() or len(value) > 255:
+            raise ValueError("must be printable ASCII on one line (like <briefings.example.org>), "
+                             "at most 255 characters")
+        return value.strip()
+
+    @field_validator("public_url", "slack_base_url", mode="before")
+    @classmethod
+    def _url_on_one_line(cls, value: Any) -> Any:
+        # The URL parser would quietly drop a line break; say so instead.
+        if isinstance(value, str) and control_characters(value):
+            raise ValueError("must not contain line breaks or other control characters")
+        return value
+
+    @field_validator("slack_webhook_hosts", mode="before")
+    @classmethod
+    def _webhook_hosts(cls, value: Any) -> tuple[str, ...]:
+        return _host_entries(value)
+
+    @field_validator("smtp_username")
+    @classmethod
+    def _no_password_in_the_clear(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A field check, not a model one: its error shows the username, never the password.
+        known = info.data
+        if {"smtp_host", "smtp_security", "smtp_allow_plaintext_auth"} <= known.keys():
+            problem = plaintext_auth_problem(host=known["smtp_host"], security=known["smtp_security"],
+                                             username=value, allowed=known["smtp_allow_plaintext_auth"])
+            if problem:
+                raise ValueError(problem)
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -100,6 +257,8 @@ class Settings(BaseSettings):
                 shown[name] = "********"
             elif isinstance(value, Enum):
                 shown[name] = value.value
+            elif isinstance(value, tuple):
+                shown[name] = ", ".join(value)
             elif value is None:
                 shown[name] = None
             else:

@@ -12,7 +12,8 @@ PostgreSQL is the coordination engine; there is no broker of our own:
 - Every process records a heartbeat, for `dispatch status`.
 
 On SQLite one process runs at a time: a second one is refused with a clear
-message (an exclusive lock on a file beside the database).
+message (an exclusive lock on a file beside the database — the real file,
+whatever symlinks or relative paths lead to it).
 """
 
 from __future__ import annotations
@@ -99,7 +100,10 @@ class SqliteRunLock:
 
     def __init__(self, engine: Engine):
         database = engine.url.database
-        self.path = Path(f"{database}.run.lock") if engine.dialect.name == "sqlite" and database else None
+        in_memory = not database or database == ":memory:" or database.startswith("file::memory:")
+        self.database = None if engine.dialect.name != "sqlite" or in_memory else Path(os.path.realpath(database))
+        # Keyed on the resolved file: the same database through a symlink is the same database.
+        self.path = Path(f"{self.database}.run.lock") if self.database else None
         self._file = None
 
     def acquire(self) -> None:
@@ -114,7 +118,7 @@ class SqliteRunLock:
             self._file.close()
             self._file = None
             raise ConflictError(
-                f"{holder} is already running dispatch on {self.path.with_suffix('').with_suffix('')}; "
+                f"{holder} is already running dispatch on {self.database}; "
                 "on SQLite one `dispatch run` runs at a time — stop it first, or use PostgreSQL "
                 "(DISPATCH_DATABASE_URL=postgresql+psycopg://…) to run several") from None
         self._file.seek(0)

@@ -187,7 +187,9 @@ def check_rows(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_B
             for line, cells in chunk:
                 if not cells:
                     continue  # a blank line, skipped as csv.DictReader does
-                named = {h: (cells[i].strip() if i < len(cells) else "") for i, h in enumerate(header) if h}
+                # csv_value: an export's formula-guarding quote comes off again.
+                named = {h: subscribers.csv_value(cells[i].strip() if i < len(cells) else "")
+                         for i, h in enumerate(header) if h}
                 try:
                     addressed.append((line, named, subscribers.check_email(named.get("email", ""))))
                 except InputError as exc:

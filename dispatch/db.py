@@ -11,6 +11,7 @@ PostgreSQL URLs are used unchanged.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -59,9 +60,21 @@ def create_engine(url: str, *, pool_size: int = 5, statement_timeout: float = 0,
                             connect_args=connect_args, **kwargs)
 
 
+def _create_private(path: Path) -> None:
+    """A new database file is readable by its owner only (0600): it holds
+    readers' addresses. SQLite takes an empty file as a new database, and
+    gives its -wal and -shm files the database file's mode."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
 def _sqlite_engine(url: sa.URL) -> Engine:
     if url.database and url.database != ":memory:":
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.database).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
     # A small prepared-statement cache: IN lists of a new length are new
     # statements, and with the default 128 per connection, statements with
     # thousands of placeholders (the planner's cursor updates) pile up to tens of MB.

@@ -9,8 +9,10 @@
     │   ├── DuplicateError           it is already there
     │   └── WorkflowError            not allowed from the current status
     ├── SchemaError                  the database needs `dispatch init`
+    ├── SettingsError                a setting or a file it names cannot be used
     └── DeliveryError                sending failed (raised by the adapters)
         ├── TransientError           worth retrying later (4xx, drops, 429, 5xx)
+        │   └── CredentialError      the installation's own credentials were refused
         └── PermanentError           retrying cannot help (5xx on a recipient …)
 
 Library errors are translated where they enter our code (``raise X(...) from
@@ -68,6 +70,10 @@ class SchemaError(DispatchError):
     pass
 
 
+class SettingsError(DispatchError):
+    pass
+
+
 class DeliveryError(DispatchError):
     pass
 
@@ -80,6 +86,13 @@ class TransientError(DeliveryError):
         self.retry_after = retry_after
         self.progress = progress
         super().__init__(message)
+
+
+class CredentialError(TransientError):
+    """The installation's credentials were refused (a revoked Slack bot
+    token …). Nothing is wrong with the delivery or its channel: sending
+    through those credentials pauses, the deliveries wait, and no subscriber
+    is blamed."""
 
 
 class PermanentError(DeliveryError):

@@ -5,7 +5,10 @@ DeliveryAttempt rows, and so the only place that sets a delivery's status.
        ▲                  │ ──mark_retry──▶ pending (later) | failed (exhausted)
        │                  │ ──mark_failed─▶ failed
        │                  │ ──mark_skipped▶ skipped
+       │                  │ ──mark_paused─▶ pending (after the pause; the attempt does not count)
        └──reclaim_expired─┘ (lease ran out: the worker died)
+                          │ ──renew───────▶ sending (a live worker extends its lease)
+                          │ ──hold────────▶ sending, held (the outcome could not be written)
 
 Planning inserts one row per (subscriber, window) and relies on the unique
 key, so planning twice inserts nothing. Claiming takes due pending rows with
@@ -13,7 +16,13 @@ key, so planning twice inserts nothing. Claiming takes due pending rows with
 work; on SQLite every transaction is BEGIN IMMEDIATE, which serialises claims.
 Each claim increments ``attempts``; finishing a delivery checks that number, so
 a worker whose lease expired cannot overwrite the work of the one that
-reclaimed it. Every finish appends a DeliveryAttempt row: the log.
+reclaimed it — except a "sent": a message the server accepted is recorded
+as sent while its row is still open, whoever holds it now, so that it is not
+sent again. A live worker renews its leases (``renew``); a row whose outcome
+cannot be written is held (``hold``): still `sending`, with a lease that
+never runs out, so no reclaim sends it again. Every finish appends a
+DeliveryAttempt row: the log. Text is bounded before it is written (``fit``),
+with the same limits on SQLite and PostgreSQL. See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
 import sqlalchemy as sa
@@ -33,7 +42,33 @@ from dispatch.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscribe
 from dispatch.retry import RetryPolicy
 
 DEFAULT_LEASE = timedelta(minutes=5)
+# Window keys of notices (confirmation, reminder): deliveries to one reader
+# that carry no SITREP and are sent by the notice sender, not the digest sender.
+NOTICE_PREFIX = "notice:"
 _table = Delivery.__table__
+# A held row's lease: later than any clock will read, earlier than any backend's limit.
+HELD_UNTIL = datetime(9999, 1, 1, tzinfo=timezone.utc)
+MAX_RECEIPT = _table.c.receipt.type.length  # VARCHAR(500): PostgreSQL refuses more
+MAX_TEXT = 2000  # last_error and attempt details: TEXT, bounded all the same
+TRUNCATED = "… [truncated]"
+_CHUNK = 500  # (id, attempts) pairs per statement
+
+
+def fit(text: str | None, limit: int) -> str | None:
+    """``text`` as every backend stores it: at most ``limit`` characters,
+    cut with a visible marker; no NUL and no lone surrogate (PostgreSQL
+    refuses the one, UTF-8 cannot carry the other)."""
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    if len(text) > limit:
+        text = text[:limit - len(TRUNCATED)] + TRUNCATED
+    return text
 
 
 @dataclass(frozen=True)
@@ -84,11 +119,36 @@ def _plan_statement(dialect: str):
         index_elements=["subscriber_id", "window_key"]).execution_options(preserve_rowcount=True)
 
 
+def plan_notice(session: Session, subscriber_id: int, *, kind: str, now: datetime) -> int:
+    """A notice (``kind``: confirm, remind) for one reader, due now; its own
+    window key, so every request is a delivery of its own. Returns its id."""
+    row = Delivery(subscriber_id=subscriber_id, window_key=f"{NOTICE_PREFIX}{kind}:{now.isoformat()}",
+                   sitrep_ids=[], status=DeliveryStatus.pending, next_attempt_at=now, created_at=now)
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def notice_kind(window_key: str) -> str:
+    """``notice:confirm:…`` -> ``confirm``."""
+    return window_key[len(NOTICE_PREFIX):].split(":", 1)[0]
+
+
+def notices_since(session: Session, subscriber_id: int, *, since: datetime) -> int:
+    """How many notices were planned for this reader since then: the daily cap counts them."""
+    return session.execute(select(sa.func.count()).select_from(_table).where(
+        _table.c.subscriber_id == subscriber_id, _table.c.window_key.startswith(NOTICE_PREFIX),
+        _table.c.created_at >= since)).scalar_one()
+
+
 def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE,
-          worker_id: int | None = None) -> list[Claimed]:
+          worker_id: int | None = None, notices: bool = False) -> list[Claimed]:
+    """Due digests, or (``notices``) due notices: each has senders of its own."""
+    kind = col(Delivery.window_key).startswith(NOTICE_PREFIX)
     due = (
         select(Delivery.id)
-        .where(Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= now)
+        .where(Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= now,
+               kind if notices else sa.not_(kind))
         .order_by(col(Delivery.next_attempt_at), col(Delivery.id))
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -151,6 +211,16 @@ def skipped(claimed: Claimed, *, reason: str, now: datetime) -> Finish:
                   next_attempt_at=now)
 
 
+def paused(claimed: Claimed, *, reason: str, until: datetime, now: datetime,
+           progress: str | None = None) -> Finish:
+    """Waiting for the installation's credentials to work again: back to
+    pending until ``until``. Not the delivery's fault, so the attempt does
+    not count towards giving up."""
+    return Finish(claimed, now, DeliveryStatus.pending, "paused", f"{reason}; next attempt {until.isoformat()}",
+                  receipt=progress if progress is not None else claimed.receipt, last_error=reason,
+                  next_attempt_at=until, attempts=claimed.attempts - 1)
+
+
 def released(claimed: Claimed, *, now: datetime) -> Finish:
     """Handed back untouched (clean shutdown): the attempt does not count."""
     return Finish(claimed, now, DeliveryStatus.pending, "released", "released at shutdown before sending",
@@ -170,22 +240,99 @@ _FINISH = (
 )
 
 
+# A "sent" whose claim was taken over: the server accepted the message, so
+# while the row is still open (reclaimed, or claimed again and not finished)
+# it is recorded as sent, and its new holder finds it gone instead of
+# sending it a second time. Its attempt count stays the new holder's.
+_SENT_LATE = (
+    sa.update(_table)
+    .where(_table.c.id == sa.bindparam("b_id"),
+           _table.c.status.in_([DeliveryStatus.pending.value, DeliveryStatus.sending.value]),
+           _table.c.lease_until.is_(None) | (_table.c.lease_until < HELD_UNTIL))
+    .values(status=DeliveryStatus.sent.value, lease_until=None, receipt=sa.bindparam("b_receipt"),
+            last_error=None, next_attempt_at=sa.bindparam("b_next"), sent_at=sa.bindparam("b_sent_at"))
+)
+
+
 def record(session: Session, finishes: Sequence[Finish]) -> int:
     """Write the finishes and their log rows; returns how many rows this
     worker still owned (the others' claims had been taken over)."""
     if not finishes:
         return 0
-    owned = session.execute(_FINISH, [
-        {"b_id": f.claimed.id, "b_claim": f.claimed.attempts, "b_status": f.status.value, "b_receipt": f.receipt,
-         "b_error": f.last_error, "b_next": f.next_attempt_at, "b_sent_at": f.sent_at,
+    params = [
+        {"b_id": f.claimed.id, "b_claim": f.claimed.attempts, "b_status": f.status.value,
+         "b_receipt": fit(f.receipt, MAX_RECEIPT), "b_error": fit(f.last_error, MAX_TEXT),
+         "b_next": f.next_attempt_at, "b_sent_at": f.sent_at,
          "b_attempts": f.claimed.attempts if f.attempts is None else f.attempts} for f in finishes
-    ]).rowcount
-    stale = "" if owned == len(finishes) else " (a claim in this run had expired and was taken over)"
+    ]
+    owned = session.execute(_FINISH, params).rowcount
+    stale = ""
+    if owned != len(finishes):  # rare: a claim in this run was taken over
+        late = sum(session.execute(_SENT_LATE, p).rowcount for f, p in zip(finishes, params)
+                   if f.status == DeliveryStatus.sent)
+        stale = (" (a claim in this run had expired and was taken over"
+                 + (f"; {late} accepted message(s) recorded as sent all the same)" if late else ")"))
+        owned += late
     session.execute(sa.insert(DeliveryAttempt.__table__), [
-        {"delivery_id": f.claimed.id, "at": f.at, "outcome": f.outcome, "detail": f.detail + stale}
+        {"delivery_id": f.claimed.id, "at": f.at, "outcome": f.outcome, "detail": fit(f.detail + stale, MAX_TEXT)}
         for f in finishes
     ])
     return owned
+
+
+def _owned(claims: Sequence[Claimed]):
+    """Rows these claims still hold: `sending`, with the claim's attempt number, not held."""
+    return sa.and_(_table.c.status == DeliveryStatus.sending.value,
+                   sa.tuple_(_table.c.id, _table.c.attempts).in_([(c.id, c.attempts) for c in claims]),
+                   _table.c.lease_until < HELD_UNTIL)
+
+
+def renew(session: Session, claims: Sequence[Claimed], *, until: datetime) -> set[int]:
+    """Extend the leases of the rows these claims still hold to ``until``.
+    Returns the ids they no longer hold (taken over, or finished).
+
+    A row another transaction has locked (its record being written) is
+    skipped rather than waited for, so renewing never deadlocks with a
+    record; it counts as held, and the next renewal gets it if it is still
+    open.
+    """
+    lost: set[int] = set()
+    for start in range(0, len(claims), _CHUNK):
+        chunk = claims[start:start + _CHUNK]
+        locked = select(_table.c.id).where(_owned(chunk)).with_for_update(skip_locked=True)
+        renewed = set(session.execute(sa.update(_table).where(_table.c.id.in_(locked.scalar_subquery()))
+                                      .values(lease_until=until).returning(_table.c.id)).scalars())
+        rest = [c for c in chunk if c.id not in renewed]
+        if rest:
+            busy = set(session.execute(select(_table.c.id).where(_owned(rest))).scalars())
+            lost |= {c.id for c in rest} - busy
+    return lost
+
+
+def hold(session: Session, claims: Sequence[Claimed], *, now: datetime, reason: str | None = None) -> int:
+    """Park claims whose outcome could not be written: they stay `sending`
+    with a lease that never runs out, so reclaiming never sends them again.
+    `dispatch status` counts them; `dispatch retry ID` requeues one. With a
+    ``reason``, each gets a log row too. Returns how many were held."""
+    held = 0
+    for start in range(0, len(claims), _CHUNK):
+        held += session.execute(sa.update(_table).where(_owned(claims[start:start + _CHUNK]))
+                                .values(lease_until=HELD_UNTIL)).rowcount
+    if reason is not None and held:
+        session.execute(sa.insert(DeliveryAttempt.__table__), [
+            {"delivery_id": c.id, "at": now, "outcome": "held", "detail": fit(reason, MAX_TEXT)} for c in claims])
+    return held
+
+
+def _is_held():
+    return sa.and_(_table.c.status == DeliveryStatus.sending.value, _table.c.lease_until >= HELD_UNTIL)
+
+
+def held_ids(session: Session, *, limit: int = 20) -> tuple[int, list[int]]:
+    """How many deliveries are held, and the ids of the first few."""
+    total = session.execute(select(sa.func.count()).select_from(_table).where(_is_held())).scalar_one()
+    ids = session.execute(select(_table.c.id).where(_is_held()).order_by(_table.c.id).limit(limit)).scalars().all()
+    return total, list(ids)
 
 
 def mark_sent(session: Session, claimed: Claimed, *, receipt: str, now: datetime) -> bool:
@@ -204,6 +351,10 @@ def mark_failed(session: Session, claimed: Claimed, *, error: str, now: datetime
 
 def mark_skipped(session: Session, claimed: Claimed, *, reason: str, now: datetime) -> bool:
     return record(session, [skipped(claimed, reason=reason, now=now)]) == 1
+
+
+def mark_paused(session: Session, claimed: Claimed, *, reason: str, until: datetime, now: datetime) -> bool:
+    return record(session, [paused(claimed, reason=reason, until=until, now=now)]) == 1
 
 
 def release(session: Session, claimed: Sequence[Claimed], *, now: datetime) -> None:
@@ -227,14 +378,17 @@ def reclaim_expired(session: Session, *, now: datetime) -> int:
 
 
 def retry_failed(session: Session, *, now: datetime, delivery_id: int | None = None) -> list[int]:
-    """Put failed deliveries (one, or all) back in the queue, attempts reset."""
-    query = select(Delivery.id).where(Delivery.status == DeliveryStatus.failed)
+    """Put failed deliveries (one, or all) back in the queue, attempts reset.
+    One delivery named by its id may also be a held one: a person has looked."""
+    failed_rows = _table.c.status == DeliveryStatus.failed.value
+    query = select(_table.c.id).where(failed_rows)
     if delivery_id is not None:
-        query = query.where(Delivery.id == delivery_id)
+        query = select(_table.c.id).where(failed_rows | _is_held(), _table.c.id == delivery_id)
     ids = list(session.execute(query).scalars().all())
     if ids:
         session.execute(sa.update(_table).where(_table.c.id.in_(ids))
-                        .values(status=DeliveryStatus.pending.value, attempts=0, next_attempt_at=now))
+                        .values(status=DeliveryStatus.pending.value, attempts=0, next_attempt_at=now,
+                                lease_until=None))
         session.add_all(DeliveryAttempt(delivery_id=i, at=now, outcome="requeued", detail="retry requested")
                         for i in ids)
     return ids

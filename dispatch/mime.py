@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import secrets
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,6 +56,18 @@ def encode_address(value: str) -> str:
 
 
 MAX_8BIT_LINE = 990  # 8bit allows 998 octets a line; keep a margin
+
+# The multipart boundary must never occur in the parts. 8bit parts carry
+# SITREP text as it is, and a title can be any line; a boundary derived from
+# the Message-ID alone could be computed and written into a SITREP by anyone
+# who knows the scheme. Keyed with a secret made at start, it stays the same
+# for one message (both build paths give the same bytes) and cannot be
+# predicted from outside the process.
+_BOUNDARY_KEY = secrets.token_bytes(16)
+
+
+def boundary_for(msg_id: str) -> str:
+    return "=_dispatch_" + hashlib.blake2b(msg_id.encode(), key=_BOUNDARY_KEY, digest_size=12).hexdigest()
 
 
 def _part_head(subtype: str, encoding: str) -> bytes:
@@ -186,9 +199,9 @@ def build_message(
     if html is None:
         head = CRLF.join(f"{k}: {v}" for k, v in headers).encode("utf-8") + CRLF.encode()
         return head + text
-    # "=_" never starts a line of quoted-printable text, nor of our 8bit text
-    # (every line there begins with text or markup), so the boundary cannot clash.
-    boundary = "=_dispatch_" + hashlib.sha1(msg_id.encode()).hexdigest()[:20]
+    # "=_" never starts a line of quoted-printable text ("=" is encoded), and
+    # 8bit text cannot hold a boundary keyed with a secret it never saw.
+    boundary = boundary_for(msg_id)
     headers.append(("Content-Type", f'multipart/alternative;{CRLF} boundary="{boundary}"'))
     head = CRLF.join(f"{k}: {v}" for k, v in headers).encode("utf-8")
     delimiter = f"{CRLF}--{boundary}{CRLF}".encode("ascii")

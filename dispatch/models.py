@@ -14,6 +14,7 @@ from enum import Enum
 from functools import lru_cache
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Column, Field, Relationship, SQLModel
 
@@ -284,9 +285,46 @@ class Subscriber(SQLModel, table=True):
     # When the next daily/weekly window ends, so that a planning tick reads
     # only the subscribers that are due. None: to be computed (new or edited).
     next_due_at: datetime | None = Field(default=None, sa_column=_utc())
+    # When the reader last unsubscribed themselves. Only their own confirmed
+    # opt-in clears it; while it is set, no admin edit makes them active.
+    opted_out_at: datetime | None = Field(default=None, sa_column=_utc())
 
     regions: list[Region] = Relationship(link_model=SubscriberRegion)
     analysts: list[Analyst] = Relationship(link_model=SubscriberAnalyst)
+
+
+class SubscriberChange(SQLModel, table=True):
+    """Append-only: every change of a subscriber's status, with its reason.
+    Written by the flush hook below, so no path (reader, admin, bounce) can
+    change a status without leaving its line here."""
+
+    __tablename__ = "subscriber_change"
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True, ondelete="CASCADE")
+    at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    from_status: str | None = Field(default=None, max_length=16)  # None: the subscriber was created
+    to_status: str = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+@sa.event.listens_for(sa.orm.Session, "after_flush")
+def _record_status_changes(session: sa.orm.Session, _flush_context) -> None:
+    rows = []
+    for obj in (*session.new, *session.dirty):
+        if not isinstance(obj, Subscriber):
+            continue
+        history = sa.inspect(obj).attrs.status.history
+        if not history.has_changes() and obj not in session.new:
+            continue
+        before = history.deleted[0] if history.deleted else None
+        rows.append({"subscriber_id": obj.id, "at": utcnow(), "from_status": _value(before),
+                     "to_status": _value(obj.status), "reason": (obj.status_reason or None) and obj.status_reason[:500]})
+    if rows:
+        session.connection().execute(sa.insert(SubscriberChange.__table__), rows)
+
+
+def _value(status) -> str | None:
+    return status.value if isinstance(status, Enum) else status
 
 
 class Delivery(SQLModel, table=True):

@@ -10,11 +10,16 @@ body; only a few personal values differ (greeting, links, why they get it).
 ``EmailRenderer.shared`` renders a body once with markers in place of those
 values, and ``personalise`` fills them in: the result is byte for byte what
 ``EmailRenderer.render`` gives for that reader alone.
+
+The markers hold a random token made afresh for each shared rendering, after
+the content exists: SITREP text cannot contain it, so no text that looks
+like a marker (``@@dispatch:unsubscribe_url@@`` or any other) is ever taken
+for one. Content is content.
 """
 
 from __future__ import annotations
 
-import re
+import secrets
 import textwrap
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -32,7 +37,6 @@ SHIPPED_TEMPLATES = next(
     Path(__file__).parent / "templates",
 )
 PERSONAL_FIELDS = ("greeting", "reason", "preferences_url", "unsubscribe_url")
-MARKER = re.compile(r"@@dispatch:(\w+)@@")
 
 
 def build_environment(templates_dir: Path | None = None) -> Environment:
@@ -102,12 +106,25 @@ class Personal:
 
 
 class _Markers:
-    """Stands in for Personal while a shared body renders."""
+    """Stands in for Personal while a shared body renders: each value is
+    ``<token><field name><token>``, so splitting the output at the token
+    gives literal, name, literal, …, literal. The token is hex (html5ever
+    and Jinja2 pass it through unchanged) and new for every rendering."""
+
+    def __init__(self):
+        self.token = secrets.token_hex(16)
 
     def __getattr__(self, name: str) -> Markup:
         if name not in PERSONAL_FIELDS:
             raise AttributeError(name)
-        return Markup(f"@@dispatch:{name}@@")
+        return Markup(f"{self.token}{name}{self.token}")
+
+    def cut(self, rendered: str) -> tuple[str, ...]:
+        pieces = tuple(rendered.split(self.token))
+        if len(pieces) % 2 == 0 or any(name not in PERSONAL_FIELDS for name in pieces[1::2]):
+            # Only a template that alters a marker (a filter on a personal value) can get here.
+            raise ValueError("a template changed a personal value; use personal.* as they are")
+        return pieces
 
 
 @dataclass(frozen=True)
@@ -161,9 +178,10 @@ class EmailRenderer:
 
     def shared(self, digest: Digest) -> SharedEmail:
         """The body every reader with this digest's ``body_key`` shares."""
-        subject, text, html = self._render(digest, _Markers())
-        return SharedEmail(subject=subject, text_pieces=tuple(MARKER.split(text)),
-                           html_pieces=tuple(MARKER.split(html)) if html is not None else None)
+        markers = _Markers()
+        subject, text, html = self._render(digest, markers)
+        return SharedEmail(subject=subject, text_pieces=markers.cut(text),
+                           html_pieces=markers.cut(html) if html is not None else None)
 
     @staticmethod
     def personalise(shared: SharedEmail, personal: Personal) -> PersonalisedEmail:

@@ -3,7 +3,12 @@
 APScheduler 3 only drives two loops — plan and send — with coalescing and
 no overlapping runs; every piece of schedule state lives in our tables, so
 there is no job store to share or to lose. Sending uses a pool of threads,
-each claiming batches from the ledger until nothing is due.
+each claiming batches from the ledger (no bigger than fits in a lease, see
+dispatch/leases.py) while a LeaseKeeper renews what they hold. A thread
+that finds nothing waits and looks again while any other thread is still
+sending or a planning run is under way; the pool ends only when every
+thread is idle and nothing is due, so work planned a moment after a tick
+began is shared by all threads.
 
 Shutdown (SIGINT/SIGTERM): no new batch is claimed, the message being sent
 finishes, and the rest of a claimed batch is released back to the queue,
@@ -27,7 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
-from dispatch import coordination, db, ledger, planner
+from dispatch import coordination, db, leases, ledger, notices, planner
 from dispatch.adapters.slack import SlackAdapter
 from dispatch.adapters.smtp import SmtpAdapter
 from dispatch.compose import Composer
@@ -38,6 +43,7 @@ from dispatch.sender import Outcome, Sender
 
 log = logging.getLogger("dispatch.run")
 SEND_INTERVAL_SECONDS = 2.0
+IDLE_RECHECK_SECONDS = 0.5  # an idle sender thread looks again this often while others work
 
 
 def utcnow() -> datetime:
@@ -51,7 +57,8 @@ def smtp_adapter(settings: Settings) -> SmtpAdapter:
         password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
         timeout=settings.smtp_timeout, ca_file=settings.smtp_ca_file, mail_from=settings.mail_from,
         reply_to=settings.reply_to, list_id=settings.list_id, unsubscribe_mailto=settings.unsubscribe_mailto,
-        pool_size=settings.smtp_pool_size, rate_limit=settings.smtp_rate_limit)
+        pool_size=settings.smtp_pool_size, rate_limit=settings.smtp_rate_limit,
+        allow_plaintext_auth=settings.smtp_allow_plaintext_auth)
 
 
 def build_channels(settings: Settings) -> dict:
@@ -59,7 +66,8 @@ def build_channels(settings: Settings) -> dict:
         "email": smtp_adapter(settings),
         "slack": SlackAdapter(
             token=settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
-            base_url=str(settings.slack_base_url), min_interval=settings.slack_min_interval),
+            base_url=str(settings.slack_base_url), min_interval=settings.slack_min_interval,
+            webhook_hosts=settings.slack_webhook_hosts),
     }
 
 
@@ -77,7 +85,7 @@ class RunSummary:
 
     def add(self, outcome: Outcome) -> None:
         self.by_status[outcome.status] += 1
-        if outcome.status in ("failed", "pending"):
+        if outcome.status in ("failed", "pending", "held", "unrecorded"):
             self.problems.append(outcome)
 
     def as_dict(self) -> dict:
@@ -87,6 +95,11 @@ class RunSummary:
     @property
     def failed(self) -> int:
         return self.by_status["failed"]
+
+    @property
+    def unrecorded(self) -> int:
+        """Outcomes that could not be written (held, or worse): a person should look."""
+        return self.by_status["held"] + self.by_status["unrecorded"]
 
 
 ROLES = ("all", "planner", "sender")
@@ -105,10 +118,20 @@ class Runner:
         self.lock = coordination.PlannerLock(engine)
         self.worker_id: int | None = None
         self.channels = channels or build_channels(settings)
-        self.sender = Sender(engine, composer=Composer(settings, engine), channels=self.channels,
+        composer = Composer(settings, engine)
+        # Confirmations and reminders that a web process planned: sent here too,
+        # so none waits for a web process to come back.
+        self.notices = notices.NoticeSender(
+            engine, environment=composer.email_renderer.env, brand=notices.BRAND, public_url=composer.public_url,
+            secret=composer.secret, mailer=self.channels["email"],
+            policy=RetryPolicy(max_attempts=settings.max_attempts), clock=clock)
+        self.sender = Sender(engine, composer=composer, channels=self.channels,
                              policy=RetryPolicy(max_attempts=settings.max_attempts),
                              bounce_limit=settings.bounce_limit, clock=clock, stop=self.stop)
         self.lease = timedelta(seconds=settings.lease_seconds)
+        self.pace = leases.SendPace()
+        self.planning = threading.Event()  # set while a planning run is under way
+        self._work = threading.Condition()  # idle sender threads wait on it
 
     def close(self) -> None:
         for channel in self.channels.values():
@@ -131,10 +154,16 @@ class Runner:
         if self.role == "sender" or not self.lock.ensure():
             return 0, 0  # a standby: another process holds the planner lock
         now = self.clock()
-        with db.session_scope(self.engine) as session:
-            reclaimed = ledger.reclaim_expired(session, now=now)
-        coordination.forget_dead(self.engine, now=now)
-        report = planner.plan_due(self.engine, now=now)
+        self.planning.set()
+        try:
+            with db.session_scope(self.engine) as session:
+                reclaimed = ledger.reclaim_expired(session, now=now)
+            coordination.forget_dead(self.engine, now=now)
+            report = planner.plan_due(self.engine, now=now)
+        finally:
+            self.planning.clear()
+            with self._work:  # idle sender threads: there may be work now
+                self._work.notify_all()
         if report.deliveries_planned or reclaimed:
             log.info("planned %s deliveries (%s subscribers checked); reclaimed %s",
                      report.deliveries_planned, report.subscribers_checked, reclaimed)
@@ -150,25 +179,62 @@ class Runner:
         Returns the outcomes when ``collect`` (small runs, tests)."""
         outcomes: list[Outcome] = []
         lock = threading.Lock()
+        threads = self.settings.sender_threads
+        looking = {"threads": threads, "done": False}  # threads not waiting idle; all finished
 
-        def worker() -> None:
-            while not self.stop.is_set():
-                with db.session_scope(self.engine) as session:
-                    claimed = ledger.claim(session, now=self.clock(), limit=self.settings.batch_size,
-                                           lease=self.lease, worker_id=self.worker_id)
-                if not claimed:
-                    return
-                for outcome in self.sender.process(claimed):
+        def idle_wait() -> bool:
+            """Found nothing: wait while others still work or planning runs.
+            False when this thread is done."""
+            with self._work:
+                looking["threads"] -= 1
+                if looking["done"] or (looking["threads"] == 0 and not self.planning.is_set()):
+                    looking["done"] = True  # every thread idle and nothing due: the pool ends
+                    self._work.notify_all()
+                    return False
+                self._work.wait(IDLE_RECHECK_SECONDS)
+                if looking["done"]:
+                    return False
+                looking["threads"] += 1
+                return True
+
+        def worker(keeper: leases.LeaseKeeper) -> None:
+            counted = True  # among the looking threads
+            try:
+                while not self.stop.is_set():
+                    limit = leases.claim_size(batch_size=self.settings.batch_size,
+                                              lease_seconds=self.lease.total_seconds(),
+                                              seconds_each=self.pace.seconds_each,
+                                              rate_limit=self.settings.smtp_rate_limit, threads=threads)
+                    with db.session_scope(self.engine) as session:
+                        claimed = ledger.claim(session, now=self.clock(), limit=limit, lease=self.lease,
+                                               worker_id=self.worker_id)
+                    if not claimed:
+                        if not idle_wait():
+                            counted = False
+                            return
+                        continue
+                    started = time.monotonic()
+                    batch = self.sender.process(claimed, keeper=keeper)
+                    self.pace.observe(time.monotonic() - started, len(claimed))
                     with lock:
-                        if collect:
-                            outcomes.append(outcome)
-                        if on_outcome:
-                            on_outcome(outcome)
+                        for outcome in batch:
+                            if collect:
+                                outcomes.append(outcome)
+                            if on_outcome:
+                                on_outcome(outcome)
+            finally:
+                with self._work:  # a thread that stops or fails must not keep the others waiting for it
+                    looking["threads"] -= counted
+                    self._work.notify_all()
 
-        with ThreadPoolExecutor(self.settings.sender_threads, thread_name_prefix="sender") as pool:
-            for future in [pool.submit(worker) for _ in range(self.settings.sender_threads)]:
+        with leases.LeaseKeeper(self.engine, lease=self.lease, clock=self.clock) as keeper, \
+                ThreadPoolExecutor(threads, thread_name_prefix="sender") as pool:
+            for future in [pool.submit(worker, keeper) for _ in range(threads)]:
                 future.result()
         return outcomes
+
+    def send_notices(self) -> int:
+        return self.notices.drain(stop=self.stop)
 
     # --- the two ways to run ------------------------------------------------------
 
@@ -189,6 +255,7 @@ class Runner:
 
         if self.role != "planner":
             self.drain(count, collect=False)
+            self.send_notices()
         summary.send_seconds = time.perf_counter() - planned_at
         return summary
 
@@ -207,6 +274,8 @@ class Runner:
         if self.role in ("all", "sender"):
             scheduler.add_job(self._guarded(self.drain), "interval", seconds=SEND_INTERVAL_SECONDS, id="send",
                               next_run_time=start)
+            scheduler.add_job(self._guarded(self.send_notices), "interval", seconds=SEND_INTERVAL_SECONDS,
+                              id="notices", next_run_time=start)
         scheduler.start()
         log.info("dispatch is running as %s (worker %s): planning every %ss, %s sender threads", self.role,
                  self.worker_id, self.settings.plan_interval, self.settings.sender_threads)

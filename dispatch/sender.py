@@ -5,33 +5,37 @@ Rendering happens here, at send time, so an edit after approval is what
 goes out, and a delivery whose SITREPs were all withdrawn is skipped. Readers
 whose digests share a body (same SITREPs, format and followed analysts)
 share one rendering within a batch; only their personal parts differ.
+
+While a batch is worked through, a LeaseKeeper (dispatch/leases.py) renews
+its leases, and a row it found taken over is not sent from here. Outcomes
+are written by ``recording.Recorder``, which retries and, failing that,
+holds rows rather than let them be sent again. A refused installation
+credential pauses the deliveries that use it (dispatch/pauses.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
 
-from dispatch import db, digest, ledger, subscribers, views
+from dispatch import db, digest, ledger, leases, pauses, recording, subscribers, views
 from dispatch.adapters import Channel
 from dispatch.compose import Composer
-from dispatch.errors import PermanentError, TransientError
+from dispatch.errors import CredentialError, PermanentError, TransientError
 from dispatch.models import SubscriberKind, SubscriberStatus
 from dispatch.retry import RetryPolicy
 
 log = logging.getLogger("dispatch.delivery")
-DB_WRITE_TRIES = 6
 # Outcomes are recorded in runs of this many (never before the server
 # answered); a crash between a send and its record can repeat at most a run.
 RECORD_EVERY = 20
+MAX_REASON = 500  # subscriber.status_reason is VARCHAR(500)
 BODY_CACHE_SIZE = 256  # a rendered body is some 40 KB: about 12 MB at most
 
 
@@ -42,7 +46,7 @@ class Outcome:
     address: str
     channel: str
     window_key: str
-    status: str  # sent | pending (retry later) | failed | skipped | released
+    status: str  # sent | pending (retry later) | failed | skipped | released | held | taken over
     detail: str
 
 
@@ -56,13 +60,26 @@ class Sender:
         self.bounce_limit = bounce_limit
         self.clock = clock
         self.stop = stop or threading.Event()
+        self.pauses = pauses.Pauses(engine)
+        self.recorder = recording.Recorder(engine, clock=clock)
         self._bodies = _BoundedCache(BODY_CACHE_SIZE)
 
-    def process(self, claimed: list[ledger.Claimed]) -> list[Outcome]:
+    def process(self, claimed: list[ledger.Claimed], *, keeper=None) -> list[Outcome]:
+        """Send a claimed batch and record every outcome. ``keeper`` (a
+        LeaseKeeper) renews the batch's leases meanwhile."""
+        keeper = keeper or leases.NoKeeper()
+        keeper.hold(claimed)
+        try:
+            return self._process(claimed, keeper)
+        finally:
+            keeper.drop(c.id for c in claimed)
+
+    def _process(self, claimed: list[ledger.Claimed], keeper) -> list[Outcome]:
         with db.session_scope(self.engine) as session:
             people = views.readers(session, {c.subscriber_id for c in claimed})
             wanted = {i for c in claimed for i in c.sitrep_ids}
             current = {s.id: s for s in views.approved_sitreps(session, ids=wanted)}
+        self.pauses.refresh()
         digests = _BatchDigests(current)
         outcomes: list[Outcome] = []
         unrecorded: list[_Result] = []
@@ -70,33 +87,31 @@ class Sender:
         claimed = sorted(claimed, key=lambda c: (c.sitrep_ids, c.id))
         for index, c in enumerate(claimed):
             if self.stop.is_set():
-                outcomes += self._record(unrecorded)
+                outcomes += self._record(unrecorded, keeper)
                 unrecorded = []
-                self._write(lambda session: ledger.release(session, claimed[index:], now=self.clock()))  # noqa: B023
-                outcomes += [self._log(r, people.get(r.subscriber_id), "released", "stopping")
-                             for r in claimed[index:]]
+                rest = [r for r in claimed[index:] if not keeper.lost(r.id)]
+                self.recorder.write(lambda session: ledger.release(session, rest, now=self.clock()))  # noqa: B023
+                outcomes += [self._log(r, people.get(r.subscriber_id), "released", "stopping") for r in rest]
                 break
+            if keeper.lost(c.id):  # its lease ran out and another sender has it now
+                outcomes.append(self._log(c, people.get(c.subscriber_id), "taken over",
+                                          "its claim was taken over by another sender; not sent from here"))
+                continue
             unrecorded.append(self._deliver(c, people.get(c.subscriber_id), digests))
             if len(unrecorded) >= RECORD_EVERY:
-                outcomes += self._record(unrecorded)
+                outcomes += self._record(unrecorded, keeper)
                 unrecorded = []
-        return outcomes + self._record(unrecorded)
+        return outcomes + self._record(unrecorded, keeper)
 
-    def _record(self, results: list[_Result]) -> list[Outcome]:
+    def _record(self, results: list[_Result], keeper) -> list[Outcome]:
         """Write a run of outcomes in one transaction: every message in it
         has already been accepted or refused by its server."""
         if not results:
             return []
         finishes = [r.action() for r in results]
-
-        def write(session):
-            ledger.record(session, [f for f, _ in finishes])
-            for _, effect in finishes:
-                if effect:
-                    effect(session)
-
-        self._write(write)
-        return [self._log(r.claimed, r.person, f.status.value, r.detail) for r, (f, _) in zip(results, finishes)]
+        states = self.recorder.record(finishes)
+        keeper.drop(r.claimed.id for r in results)
+        return [self._log(r.claimed, r.person, state, r.detail) for r, state in zip(results, states)]
 
     def _log(self, c: ledger.Claimed, person, status: str, detail: str) -> Outcome:
         recipient = person[1] if person else None
@@ -115,12 +130,21 @@ class Sender:
         if skip:
             return _Result(c, person, skip, lambda: (ledger.skipped(c, reason=skip, now=now()), None))
         _, recipient = person
+        scope = pauses.scope_of(recipient.kind, recipient.address)
+        pause = self.pauses.active(scope, now())
+        if pause is not None:  # its credentials were refused: wait, without asking the server again
+            return _Result(c, person, pause.reason, lambda: (ledger.paused(
+                c, reason=f"paused: {pause.reason}", until=pause.until, now=now()), None))
         built, body_key = digests.build(recipient, c)
         try:
             content = self._render(built, body_key)
             receipt = self.channels[recipient.kind].send(recipient.address, content, delivery_id=c.id,
                                                          progress=c.receipt)
         # The record is written later: bind the error now (``exc`` ends with its block).
+        except CredentialError as exc:
+            pause = self.pauses.refused(scope or recipient.kind, reason=str(exc), now=now())
+            return _Result(c, person, str(exc), lambda e=exc, p=pause: (ledger.paused(
+                c, reason=f"paused: {e}", until=p.until, now=now(), progress=e.progress), None))
         except TransientError as exc:
             return _Result(c, person, str(exc), lambda e=exc: (ledger.retry(
                 c, error=str(e), now=now(), policy=self.policy, retry_after=e.retry_after, progress=e.progress), None))
@@ -132,30 +156,18 @@ class Sender:
             error = f"internal error: {type(exc).__name__}: {exc}"
             return _Result(c, person, error, lambda: (
                 ledger.retry(c, error=error, now=now(), policy=self.policy), None))
+        self.pauses.worked(scope)
         return _Result(c, person, receipt, lambda: (ledger.sent(c, receipt=receipt, now=now()), None))
-
-    def _write(self, action):
-        """Record an outcome, riding out a database connection that was cut
-        (restart, failover): the message is already out, and losing its
-        record would send it again after the lease."""
-        for attempt in range(DB_WRITE_TRIES):
-            try:
-                with db.session_scope(self.engine) as session:
-                    return action(session)
-            except (OperationalError, InterfaceError):
-                if attempt == DB_WRITE_TRIES - 1:
-                    raise
-                log.warning("database connection lost while recording; trying again")
-                time.sleep(0.25 * 2 ** attempt)
 
     def _blame(self, recipient: digest.Recipient, exc: PermanentError):
         """What a permanent refusal of the address does to the subscriber."""
         if not exc.blames_recipient:
             return None
+        reason = ledger.fit(str(exc), MAX_REASON)
         if recipient.kind == SubscriberKind.email.value:
-            return lambda session: subscribers.record_hard_bounce(session, recipient.id, reason=str(exc),
+            return lambda session: subscribers.record_hard_bounce(session, recipient.id, reason=reason,
                                                                  limit=self.bounce_limit)
-        return lambda session: subscribers.disable_for(session, recipient.id, reason=str(exc))
+        return lambda session: subscribers.disable_for(session, recipient.id, reason=reason)
 
     def _render(self, built: digest.Digest, key: tuple):
         body = self._bodies.get(key)

@@ -32,28 +32,39 @@ class SignupResult:
 
 
 def request_subscription(session: Session, address: str, prefs: subscribers.Preferences) -> SignupResult:
-    """The public subscribe form. The page shown afterwards is the same
-    whatever the outcome, so it does not reveal who is subscribed."""
+    """The public subscribe form, which anyone may use for any address: it
+    creates a pending subscriber, or decides which email an existing one
+    gets, and never changes an existing subscriber's status, reason or
+    preferences (the opt-outs are the reader's). The page shown afterwards
+    is the same whatever the outcome, so it does not reveal who is subscribed."""
     address = subscribers.check_email(address)
     existing = subscribers.find_by_address(session, address, kind=SubscriberKind.email)
     if existing is None:
         created = subscribers.add_subscriber(session, address, prefs=prefs, status=SubscriberStatus.pending)
         created.status_reason = "waiting for the subscriber to confirm"
         return SignupResult(created, NextStep.confirm)
-    if existing.status == SubscriberStatus.active:
-        return SignupResult(existing, NextStep.remind)
-    if existing.status == SubscriberStatus.disabled:
-        return SignupResult(existing, NextStep.nothing)
-    # pending (asked again), unsubscribed or bounced: confirm the address afresh.
-    existing.status = SubscriberStatus.pending
-    existing.status_reason = "waiting for the subscriber to confirm"
-    session.flush()
-    return SignupResult(existing, NextStep.confirm)
+    return SignupResult(existing, NEXT_STEP[existing.status])
+
+
+# What a sign-up for an existing address leads to. Bounced addresses are
+# suppressed (mail to them is what gets a sender blocked) and an admin's
+# "disabled" is final: neither is mailed because a stranger asked.
+NEXT_STEP = {
+    SubscriberStatus.pending: NextStep.confirm,  # asked again: the confirmation again
+    SubscriberStatus.unsubscribed: NextStep.confirm,  # stays unsubscribed unless the reader confirms
+    SubscriberStatus.active: NextStep.remind,
+    SubscriberStatus.bounced: NextStep.nothing,
+    SubscriberStatus.disabled: NextStep.nothing,
+}
+# Whom a confirmation link may (re)activate: the reader's own confirmed opt-in.
+CONFIRMABLE = (SubscriberStatus.pending, SubscriberStatus.unsubscribed)
 
 
 def confirm(session: Session, subscriber: Subscriber) -> bool:
-    """Pending → active. True if this call activated the subscriber."""
-    if subscriber.status != SubscriberStatus.pending:
+    """Pending (or unsubscribed, who asked to come back) → active: the
+    reader opened the confirmation link sent to this very address. True if
+    this call activated the subscriber."""
+    if subscriber.status not in CONFIRMABLE:
         return False
     _activate(subscriber, reason="confirmed by the subscriber")
     subscriber.confirmed_at = utcnow()
@@ -62,18 +73,26 @@ def confirm(session: Session, subscriber: Subscriber) -> bool:
 
 
 def unsubscribe(session: Session, subscriber: Subscriber, *, how: str) -> bool:
-    """True if this call unsubscribed them (a second click changes nothing)."""
-    if subscriber.status == SubscriberStatus.unsubscribed:
+    """The reader's own opt-out, recorded for good (``opted_out_at``). An
+    address an admin disabled or that bounced stays so (its status says why
+    nothing is sent); the opt-out is kept beside it, so lifting that status
+    later cannot start mail the reader declined. True if this call changed
+    anything (a second click changes nothing)."""
+    if subscriber.opted_out_at is not None and subscriber.status not in (SubscriberStatus.active,
+                                                                          SubscriberStatus.pending):
         return False
-    subscriber.status = SubscriberStatus.unsubscribed
-    subscriber.status_reason = f"unsubscribed by the subscriber ({how})"
+    subscriber.opted_out_at = utcnow()
+    if subscriber.status in (SubscriberStatus.active, SubscriberStatus.pending):
+        subscriber.status = SubscriberStatus.unsubscribed
+        subscriber.status_reason = f"unsubscribed by the subscriber ({how})"
     session.flush()
     return True
 
 
 def resubscribe(session: Session, subscriber: Subscriber) -> bool:
     """Unsubscribed → active again, from a signed link to this very address
-    (which proves it is theirs, so no second opt-in)."""
+    (which proves it is theirs, so no second opt-in). Never lifts a bounce
+    or an admin's "disabled"."""
     if subscriber.status != SubscriberStatus.unsubscribed:
         return False
     _activate(subscriber, reason="subscribed again by the subscriber")
@@ -82,8 +101,10 @@ def resubscribe(session: Session, subscriber: Subscriber) -> bool:
 
 
 def _activate(subscriber: Subscriber, *, reason: str) -> None:
+    """The reader's own confirmed opt-in: the only way an opt-out ends."""
     subscriber.status = SubscriberStatus.active
     subscriber.status_reason = reason
+    subscriber.opted_out_at = None
     subscriber.bounce_count = 0
     if subscriber.planned_through is not None:
         # Start afresh: the first digest after a pause must not carry every

@@ -5,7 +5,9 @@ calls dispatch makes (auth.test, chat.postMessage) and incoming-webhook
 posts, keeping each payload as JSON. It checks Block Kit limits as Slack does.
 
 For tests, ``SlackSink.fail_next`` queues error answers (429 with
-Retry-After, 500, channel_not_found …).
+Retry-After, 500, channel_not_found, a redirect, a long body …); GET
+requests (which only a client that follows a redirect makes) are answered
+"ok" and listed in ``SlackSink.gets``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,20 @@ from urllib.parse import parse_qs
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from dispatch.errors import InputError
+
 _unsafe = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class SinkError(InputError):
+    """A sink cannot listen where it was asked to (port in use, no such address)."""
+
+
+def _cannot_listen(what: str, host: str, port: int, exc: OSError) -> SinkError:
+    reason = exc.strerror or str(exc)
+    if "address already in use" in str(exc).lower():
+        reason = "the port is already in use (another sink, or another program)"
+    return SinkError(f"the {what} cannot listen on {host}:{port}: {reason.rstrip('.')}")
 
 
 class MailFolderHandler:
@@ -89,7 +104,10 @@ class SmtpSink:
         return self.controller.port
 
     def start(self) -> SmtpSink:
-        self.controller.start()
+        try:
+            self.controller.start()
+        except OSError as exc:
+            raise _cannot_listen("SMTP sink", self.host, self.port, exc) from exc
         self._running = True
         return self
 
@@ -133,11 +151,15 @@ class SlackSink:
         self.missing = set(missing_channels)
         self.archived = set(archived_channels)
         self.posts: list[dict] = []  # every accepted payload, in order
+        self.gets: list[str] = []  # paths of GET requests
         self.requests = 0
         self._faults: deque[tuple[int, dict, dict]] = deque()
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
-        self.server = ThreadingHTTPServer((host, port), _handler_for(self))
+        try:
+            self.server = ThreadingHTTPServer((host, port), _handler_for(self))
+        except OSError as exc:
+            raise _cannot_listen("Slack sink", host, port, exc) from exc
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="slack-sink", daemon=True)
 
@@ -151,10 +173,13 @@ class SlackSink:
         return f"http://{host}:{port}/webhook/{name}"
 
     def fail_next(self, status: int = 429, *, error: str = "ratelimited", retry_after: float | None = None,
-                  times: int = 1) -> None:
-        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+                  times: int = 1, body: str | None = None, headers: dict | None = None) -> None:
+        """``body`` replaces the answer's text as it is; ``headers`` are added (e.g. Location)."""
+        extra = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        extra.update(headers or {})
+        answer = {"ok": False, "error": error} if body is None else {"ok": False, "error": error, "body": body}
         for _ in range(times):
-            self._faults.append((status, {"ok": False, "error": error}, headers))
+            self._faults.append((status, answer, extra))
 
     def start(self) -> SlackSink:
         self._thread.start()
@@ -170,6 +195,8 @@ class SlackSink:
             self.requests += 1
             if self._faults:
                 status, answer, headers = self._faults.popleft()
+                if "body" in answer:
+                    return status, answer["body"], headers
                 # Webhooks answer in plain text ("no_service"), the Web API in JSON.
                 return status, answer["error"] if path.startswith("/webhook/") else answer, headers
         payload = _read_payload(headers, body)
@@ -219,7 +246,14 @@ def _handler_for(sink: SlackSink):
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
-            status, answer, extra = sink.answer(self.path.split("?")[0], self.headers, body)
+            self._reply(*sink.answer(self.path.split("?")[0], self.headers, body))
+
+        def do_GET(self):
+            with sink._lock:
+                sink.gets.append(self.path)
+            self._reply(200, "ok", {})
+
+        def _reply(self, status: int, answer, extra: dict):
             data = (json.dumps(answer) if isinstance(answer, dict) else answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json" if isinstance(answer, dict) else "text/plain")

@@ -13,6 +13,11 @@ The format, as analysts write it::
     - General Firstname Lastname               (the analyst who said it)
 
 "Why it Matters" may be missing, and so may the publication line.
+
+Every pattern here sees text from outside, so each runs in linear time on any
+input (see dispatch/input_bounds.py): a line is stripped before it is matched
+and patterns carry no surrounding ``\\s*``, and no line is longer than
+MAX_LINE_CHARS.
 """
 
 from __future__ import annotations
@@ -26,13 +31,19 @@ from datetime import date, datetime
 from dispatch.errors import SitrepFormatError
 
 MAX_SOURCE_BYTES = 1_000_000
+# A wrapped paragraph is a few hundred characters; one unwrapped is a few
+# thousand. Longer lines are refused before any pattern reads them.
+MAX_LINE_CHARS = 10_000
 
-HAPPENED_HEADING = re.compile(r"^\s*what\s+has\s+happened\s*:?\s*$", re.IGNORECASE)
-MATTERS_HEADING = re.compile(r"^\s*why\s+it\s+matters\s*:?\s*$", re.IGNORECASE)
-# "Academy SITREP – Title", "SITREP: Title", "Weekly SITREP - Title"
-SITREP_PREFIX = re.compile(r"^.*?\bSITREP\b\s*[–—:\-]\s*(?P<title>.+)$", re.IGNORECASE)
-BULLET = re.compile(r"^\s*[•*\-–—·▪●◦‣]\s+(?P<text>.*)$")
-ATTRIBUTION = re.compile(r"^\s*[-–—]{1,2}\s*(?P<who>\S.*)$")
+# Each is matched against a stripped line (fullmatch for the headings): a
+# "\s*:?\s*$" at the end, as these once had, splits a run of n spaces n ways
+# on each of n starts, which is quadratic.
+HAPPENED_HEADING = re.compile(r"what\s+has\s+happened\s*:?", re.IGNORECASE)
+MATTERS_HEADING = re.compile(r"why\s+it\s+matters\s*:?", re.IGNORECASE)
+# "Academy SITREP – Title", "SITREP: Title", "Weekly SITREP - Title" (searched: the first such "SITREP").
+SITREP_PREFIX = re.compile(r"\bSITREP\b\s*[–—:\-]\s*(?P<title>.+)", re.IGNORECASE)
+BULLET = re.compile(r"[•*\-–—·▪●◦‣]\s+(?P<text>.*)")  # on the line without its indent
+ATTRIBUTION = re.compile(r"[-–—]{1,2}\s*(?P<who>\S.*)")  # on the stripped line
 MAX_ATTRIBUTION_WORDS = 10
 
 OPENING_QUOTES = "\"“„«‘'"
@@ -84,9 +95,18 @@ def sitrep_fingerprint(title: str, event_date: date) -> str:
 
 
 def slugify(text: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    slug = re.sub(r"[^a-z0-9]+", "-", _ascii_letters(text).lower()).strip("-")
     return slug or hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _ascii_letters(text: str) -> str:
+    """NFKD, keeping the ASCII characters: "Émile Ñuñez" -> "Emile Nunez".
+
+    Decomposed one character at a time: NFKD of a whole string re-sorts each
+    run of combining marks by insertion sort, which is quadratic on
+    "\\u0301\\u0316" * n. The re-sorting only moves combining marks, which are
+    never ASCII and are dropped here, so the result is the same."""
+    return "".join([unicodedata.normalize("NFKD", ch) for ch in text]).encode("ascii", "ignore").decode("ascii")
 
 
 def decode_source(raw: bytes, *, source: str | None = None) -> str:
@@ -114,10 +134,22 @@ def decode_source(raw: bytes, *, source: str | None = None) -> str:
 
 def parse(text: str, *, source: str | None = None) -> ParsedSitrep:
     """Parse SITREP text; raise SitrepFormatError naming the first problem."""
+    if len(text) > MAX_SOURCE_BYTES:
+        raise SitrepFormatError(
+            f"the text is {len(text):,} characters; a SITREP is at most {MAX_SOURCE_BYTES:,}", source=source
+        )
     text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
     if not text.strip():
         raise SitrepFormatError("the file is empty", source=source)
     lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if len(line) > MAX_LINE_CHARS:
+            raise SitrepFormatError(
+                f"the line is {len(line):,} characters long; a line is at most {MAX_LINE_CHARS:,} "
+                "(break a long paragraph into lines)",
+                source=source,
+                line=number,
+            )
 
     happened = _find(lines, HAPPENED_HEADING)
     if happened is None:
@@ -146,7 +178,7 @@ def parse(text: str, *, source: str | None = None) -> ParsedSitrep:
 
 def _find(lines: list[str], pattern: re.Pattern[str], *, start: int = 0) -> int | None:
     for index in range(start, len(lines)):
-        if pattern.match(lines[index]):
+        if pattern.fullmatch(lines[index].strip()):
             return index
     return None
 
@@ -171,8 +203,8 @@ def _parse_header(lines: list[str], *, source: str | None) -> tuple[str | None, 
     rest = [line for _, line in numbered[:-1]]
     if not rest:
         raise SitrepFormatError("no title before the date", source=source, line=date_line_no)
-    title_index = next((i for i, line in enumerate(rest) if SITREP_PREFIX.match(line)), len(rest) - 1)
-    match = SITREP_PREFIX.match(rest[title_index])
+    title_index = next((i for i, line in enumerate(rest) if SITREP_PREFIX.search(line)), len(rest) - 1)
+    match = SITREP_PREFIX.search(rest[title_index])
     title = (match.group("title") if match else rest[title_index]).strip()
     if not title:
         raise SitrepFormatError("the title is empty", source=source)
@@ -201,7 +233,7 @@ def _parse_bullets(lines: list[str]) -> list[str]:
         if not line.strip():
             previous_blank = True
             continue
-        marker = BULLET.match(line)
+        marker = BULLET.match(line.lstrip())
         if marker:
             items.append([marker.group("text").strip()])
         elif items and not previous_blank:
@@ -218,7 +250,7 @@ def _parse_commentary(lines: list[str], *, first_line: int, source: str | None) 
     start_line: int | None = None
     for offset, line in enumerate(lines):
         stripped = line.strip()
-        attribution = ATTRIBUTION.match(line)
+        attribution = ATTRIBUTION.match(stripped)
         if attribution and len(attribution.group("who").split()) <= MAX_ATTRIBUTION_WORDS and paragraphs:
             name, title = split_attribution(attribution.group("who"))
             text = _strip_outer_quotes("\n\n".join(" ".join(p) for p in paragraphs if p))
@@ -255,9 +287,29 @@ def _strip_outer_quotes(text: str) -> str:
 
 def split_attribution(who: str) -> tuple[str, str | None]:
     """'General Robert Walsh, USMC (Ret.)' -> ('Robert Walsh', 'General')."""
-    who = re.sub(r"\(.*?\)", "", who)
+    who = _without_parentheses(who)
     who = who.split(",", 1)[0].strip()
     for honorific in HONORIFICS:
         if who.startswith(honorific + " "):
             return who[len(honorific) :].strip(), honorific
     return who, None
+
+
+def _without_parentheses(text: str) -> str:
+    """Each "(…)" within a line removed, as ``re.sub(r"\\(.*?\\)", "", text)``
+    did, in one pass. That pattern, tried at every "(", scanned the rest of
+    the line for a ")" each time: quadratic in the number of unclosed "("."""
+    return "\n".join(_without_parentheses_in_line(line) for line in text.split("\n"))
+
+
+def _without_parentheses_in_line(line: str) -> str:
+    kept: list[str] = []
+    start = 0
+    while (opening := line.find("(", start)) >= 0:
+        closing = line.find(")", opening + 1)
+        if closing < 0:
+            break  # no ")" after this "(", so none after any later "(" either
+        kept.append(line[start:opening])
+        start = closing + 1
+    kept.append(line[start:])
+    return "".join(kept)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -23,8 +23,9 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
-from dispatch import fields, taxonomy
+from dispatch import fields, slack_webhooks, taxonomy
 from dispatch.errors import DuplicateError, FieldError, NotFoundError
+from dispatch.input_bounds import bounded
 from dispatch.models import (
     Cadence,
     MailFormat,
@@ -37,17 +38,25 @@ from dispatch.models import (
 )
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+SLACK_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}")  # fullmatched on the stripped address
 CSV_COLUMNS = ("email", "name", "regions", "analysts", "cadence", "at", "tz", "weekday", "format")
 LIST_SEPARATOR = ";"
-LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 # --- field validation (pure) -----------------------------------------------
+# Every check bounds its field before anything reads it further (see
+# dispatch/input_bounds.py): the patterns below are linear, and the
+# libraries behind them (email_validator, IDNA) only see short text.
+
+MAX_EMAIL_CHARS = 254  # RFC 5321: a path is at most 256 octets, angle brackets included
+MAX_ADDRESS_CHARS = 500  # models.Subscriber.address (a Slack webhook URL)
+MAX_TIMEZONE_CHARS = 64  # models.Subscriber.timezone; IANA names are shorter
+MAX_WORD_CHARS = 32  # a cadence, format, weekday or time of day
 
 def _enum_value(enum_cls, value: str, field_name: str):
+    value = bounded(value.strip(), field=field_name, limit=MAX_WORD_CHARS)
     try:
-        return enum_cls(value.strip().lower())
+        return enum_cls(value.lower())
     except ValueError:
         allowed = "|".join(m.value for m in enum_cls)
         raise FieldError(field_name, f"{value!r} is not one of {allowed}") from None
@@ -56,22 +65,24 @@ def _enum_value(enum_cls, value: str, field_name: str):
 def check_email(address: str) -> str:
     if any(ch in address for ch in "\r\n"):
         raise FieldError("email", "must not contain line breaks")
+    address = bounded(address.strip(), field="email", limit=MAX_EMAIL_CHARS)
     try:
-        return validate_email(address.strip(), check_deliverability=False).normalized
+        return validate_email(address, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise FieldError("email", f"{address!r} is not a valid address: {exc}") from exc
 
 
-def check_slack_address(address: str) -> str:
-    """A channel ID (posted with the bot token) or an incoming-webhook URL."""
-    address = address.strip()
-    if SLACK_CHANNEL_ID.match(address):
+def check_slack_address(address: str, *, webhook_hosts: Collection[str] = ()) -> str:
+    """A channel ID (posted with the bot token) or an incoming-webhook URL on
+    Slack's hosts or on one of ``webhook_hosts`` (settings.slack_webhook_hosts)."""
+    address = bounded(address.strip(), field="channel", limit=MAX_ADDRESS_CHARS)
+    if SLACK_CHANNEL_ID.fullmatch(address):
         return address
-    parts = urlsplit(address)
-    if parts.scheme == "https" and parts.netloc:
-        return address
-    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
-        return address  # the local Slack sink
+    if slack_webhooks.is_webhook(address):
+        problem = slack_webhooks.webhook_problem(address, extra_hosts=webhook_hosts)
+        if problem is None:
+            return address
+        raise FieldError("channel", f"{address!r} is not a Slack channel ID, nor an accepted webhook URL: {problem}")
     raise FieldError(
         "channel",
         f"{address!r} is neither a Slack channel ID (like C0123ABCD) nor an https webhook URL",
@@ -79,10 +90,8 @@ def check_slack_address(address: str) -> str:
 
 
 def check_timezone(name: str) -> str:
-    name = name.strip()
+    name = bounded(name.strip(), field="tz", limit=MAX_TIMEZONE_CHARS)
     try:
-        if len(name) > 64:  # the longest IANA name is 32; a longer one is a file name too long to look up
-            raise ValueError(name)
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         close = sorted(tz for tz in available_timezones() if name.lower() in tz.lower())[:5]
@@ -92,17 +101,18 @@ def check_timezone(name: str) -> str:
 
 
 def check_send_at(value: str) -> str:
-    # [0-9], not \d: '٠٧:٣٠' matches \d, and would be stored as it was typed.
-    match = re.fullmatch(r"\s*([0-9]{1,2}):([0-9]{2})\s*", value)
+    text = bounded(value.strip(), field="at", limit=MAX_WORD_CHARS)
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
     if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
         raise FieldError("at", f"{value!r} is not a time of day as HH:MM (00:00–23:59)")
-    return f"{int(match.group(1)):02d}:{match.group(2)}"
+    # \d takes any decimal digit ("٠٧:٣٠"); what is stored is always ASCII.
+    return f"{int(match.group(1)):02d}:{int(match.group(2)):02d}"
 
 
 def check_weekday(value: str | int) -> int:
-    text = str(value).strip().lower()
-    # isdecimal and ASCII: '²'.isdigit() is true, and int('²') fails.
-    if text.isascii() and text.isdecimal() and len(text) == 1 and int(text) < 7:
+    text = bounded(str(value).strip(), field="weekday", limit=MAX_WORD_CHARS).lower()
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    if text.isdecimal() and int(text) < 7:
         return int(text)
     for index, day in enumerate(WEEKDAYS):
         if len(text) >= 3 and day.startswith(text):
@@ -170,10 +180,14 @@ def _apply(session: Session, subscriber: Subscriber, prefs: Preferences) -> None
 
 # --- stored subscribers ------------------------------------------------------
 
-def check_address(kind: SubscriberKind, address: str) -> str:
-    return check_email(address) if kind == SubscriberKind.email else check_slack_address(address)
+def check_address(kind: SubscriberKind, address: str, *, webhook_hosts: Collection[str] = ()) -> str:
+    if kind == SubscriberKind.email:
+        return check_email(address)
+    return check_slack_address(address, webhook_hosts=webhook_hosts)
 
 
+# Linear: the local part's class has no "@" and the labels' class no ".", so
+# no character can be matched in two ways.
 _PLAUSIBLE_EMAIL = re.compile(r"[^@\s<>()\[\],;:\\\"]+@[A-Za-z0-9\u0080-\uffff-]+(\.[A-Za-z0-9\u0080-\uffff-]+)+")
 
 
@@ -182,12 +196,15 @@ def quick_address_problem(kind: SubscriberKind, address: str) -> str | None:
     send. Addresses were fully validated when stored; this catches one that
     was changed behind our back (and any line break, which could forge a header)."""
     if kind == SubscriberKind.slack:
-        try:
-            check_slack_address(address)
-        except FieldError as exc:
-            return str(exc)
-        return None
-    if not _PLAUSIBLE_EMAIL.fullmatch(address):
+        # Which webhook hosts are allowed is the Slack adapter's to check, before it posts.
+        if len(address) > MAX_ADDRESS_CHARS:
+            return f"channel: the address is longer than {MAX_ADDRESS_CHARS} characters"
+        if SLACK_CHANNEL_ID.fullmatch(address):
+            return None
+        problem = (slack_webhooks.shape_problem(address) if slack_webhooks.is_webhook(address)
+                   else "is neither a Slack channel ID nor a webhook URL")
+        return f"channel: {address!r} {problem}" if problem else None
+    if len(address) > MAX_EMAIL_CHARS or not _PLAUSIBLE_EMAIL.fullmatch(address):
         return f"email: {address!r} is not a valid address"
     return None
 
@@ -199,8 +216,10 @@ def add_subscriber(
     kind: SubscriberKind = SubscriberKind.email,
     prefs: Preferences | None = None,
     status: SubscriberStatus = SubscriberStatus.active,
+    webhook_hosts: Collection[str] = (),
 ) -> Subscriber:
-    address = check_address(kind, address)
+    """``webhook_hosts``: settings.slack_webhook_hosts, for a Slack webhook URL."""
+    address = check_address(kind, address, webhook_hosts=webhook_hosts)
     existing = find_by_address(session, address, kind=kind)
     if existing is not None:
         raise DuplicateError(f"{address} is already subscribed (id {existing.id}, as {existing.address})",
@@ -330,6 +349,31 @@ def as_dict(subscriber: Subscriber) -> dict:
 
 # --- CSV export (csv_import reads it back) -----------------------------------
 
+# A spreadsheet runs a cell that starts with one of these as a formula
+# (OWASP "CSV injection"): =HYPERLINK(...) in a sign-up name would become a
+# link or worse in the admin's spreadsheet. Export prefixes such a cell with
+# a single quote, which spreadsheets show as text; import takes exactly that
+# quote off again. A value that itself starts with a quote before one of
+# these (or before a quote) gets a quote too, so the pair is exact both ways:
+# csv_value(csv_cell(v)) == v for every v.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_QUOTE = "'"
+
+
+def csv_value(cell: str) -> str:
+    """What a cell of an export stands for: the export's own quote removed."""
+    if cell.startswith(_QUOTE) and cell[1:2] and cell[1:2] in (*FORMULA_STARTS, _QUOTE):
+        return cell[1:]
+    return cell
+
+
+def csv_cell(value: str) -> str:
+    """A value as an export writes it: never a cell a spreadsheet would run."""
+    if value.startswith(FORMULA_STARTS) or csv_value(value) != value:
+        return _QUOTE + value
+    return value
+
+
 def export_csv(subscribers: Iterable[Subscriber]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -337,12 +381,12 @@ def export_csv(subscribers: Iterable[Subscriber]) -> str:
     for s in subscribers:
         if s.kind != SubscriberKind.email:
             continue
-        writer.writerow([
+        writer.writerow([csv_cell(value) for value in (
             s.address, s.name,
             LIST_SEPARATOR.join(r.slug for r in s.regions),
             LIST_SEPARATOR.join(a.name for a in s.analysts),
             s.cadence.value, s.send_at, s.timezone, WEEKDAYS[s.weekday][:3], s.format.value,
-        ])
+        )])
     return out.getvalue()
 
 

@@ -10,8 +10,14 @@ from sqlmodel import Session, select
 
 from dispatch import catalogue
 from dispatch.errors import FieldError
+from dispatch.input_bounds import bounded
 from dispatch.models import Analyst, Region
 from dispatch.sitrep_text import slugify, split_attribution
+
+# What a region's or an analyst's name and slug hold (models.Region,
+# models.Analyst): a longer value names nothing, and is refused before it is
+# parsed (dispatch/input_bounds.py).
+MAX_NAME_CHARS = 200
 
 
 def seed_regions(session: Session) -> int:
@@ -38,7 +44,7 @@ def resolve_regions(session: Session, values: Iterable[str], *, field: str = "re
     resolved: list[Region] = []
     unknown: list[str] = []
     for value in values:
-        value = value.strip()
+        value = bounded(value.strip(), field=field, limit=MAX_NAME_CHARS)
         if not value:
             continue
         region = by_key.get(value.casefold()) or by_key.get(slugify(value))
@@ -55,6 +61,8 @@ def resolve_regions(session: Session, values: Iterable[str], *, field: str = "re
 def find_analyst(session: Session, value: str) -> Analyst | None:
     """By slug, by name, or by name with a rank ("General Robert Walsh")."""
     value = value.strip()
+    if len(value) > MAX_NAME_CHARS:
+        return None
     name, _title = split_attribution(value)
     for slug in dict.fromkeys((value.casefold(), slugify(value), slugify(name))):
         analyst = session.exec(select(Analyst).where(Analyst.slug == slug)).first()
@@ -67,7 +75,7 @@ def resolve_analysts(session: Session, values: Iterable[str], *, field: str = "a
     resolved: list[Analyst] = []
     unknown: list[str] = []
     for value in values:
-        if not value.strip():
+        if not bounded(value.strip(), field=field, limit=MAX_NAME_CHARS):
             continue
         analyst = find_analyst(session, value)
         if analyst is None:

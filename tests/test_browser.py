@@ -80,7 +80,12 @@ def shot(page, name: str, tmp_path: Path) -> None:
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
-def mails(folder: Path) -> list[str]:
+def mails(folder: Path, *, at_least: int = 0, timeout: float = 10.0) -> list[str]:
+    """The emails in the sink, waiting up to ``timeout`` for ``at_least`` of
+    them (confirmations are sent in the background, by the notice sender)."""
+    deadline = time.monotonic() + timeout
+    while len(list(folder.glob("*.eml"))) < at_least and time.monotonic() < deadline:
+        time.sleep(0.05)
     return [p.read_text("utf-8", "replace") for p in sorted(folder.glob("*.eml"))]
 
 
@@ -143,7 +148,7 @@ def test_a_reader_confirms_changes_regions_and_unsubscribes(site, browser, tmp_p
     with db.session_scope(site["engine"]) as session:
         assert subscribers.get(session, "ana@example.org").status == SubscriberStatus.pending
 
-    (confirmation,) = mails(site["mail"])
+    (confirmation,) = mails(site["mail"], at_least=1)
     confirm_url = re.search(r"(http://127\.0\.0\.1:\d+/confirm/\S+)", confirmation).group(1)
     page.goto(confirm_url)
     page.click("button:has-text('Yes, confirm')")

@@ -58,7 +58,8 @@ def settings(database_url, smtp, slack):
     return Settings(database_url=database_url, smtp_host=smtp[0].host, smtp_port=smtp[0].port,
                     mail_from="Briefings <news@example.org>", slack_base_url=slack.base_url,
                     slack_bot_token=SecretStr(TOKEN), slack_min_interval=0, secret_key=SecretStr("k"),
-                    public_url="https://news.example.org/", sender_threads=2, batch_size=3, bounce_limit=2)
+                    public_url="https://news.example.org/", sender_threads=2, batch_size=3, bounce_limit=2,
+                    slack_webhook_hosts=("127.0.0.1",))  # the local Slack sink's webhooks
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def setup_readers(engine, readers):
     with db.session_scope(engine) as session:
         result = sitreps.import_parsed(session, parse((FIXTURES / "standard.txt").read_text()), actor="ed")
         for kind, address, prefs in readers:
-            s = subscribers.add_subscriber(session, address, kind=kind, prefs=prefs)
+            s = subscribers.add_subscriber(session, address, kind=kind, prefs=prefs, webhook_hosts=("127.0.0.1",))
             s.created_at = APPROVED - timedelta(days=3)
         sitreps.approve_sitrep(session, result.sitrep.id, by="chief", at=APPROVED)
         return result.sitrep.id
@@ -226,6 +227,32 @@ def test_slack_rate_limit_server_error_and_missing_channel(engine, runner, slack
     clock.now += timedelta(hours=3)
     assert runner.run_once().by_status == {"sent": 1}
     assert [p["channel"] for p in slack.posts] == ["C0BUSY01"]
+
+
+def test_a_webhook_answer_is_never_stored_as_it_came_and_a_redirect_never_followed(engine, runner, slack, clock):
+    hook, moved = slack.webhook_url("ops"), slack.webhook_url("moved")
+    setup_readers(engine, [(SubscriberKind.slack, hook, Preferences()), (SubscriberKind.slack, moved, Preferences())])
+    original = slack.answer
+
+    def answer(path, headers, body):  # one hook answers with a page of HTML, the other moved away
+        if path.endswith("/moved"):
+            return 302, "", {"Location": slack.webhook_url("elsewhere")}
+        return 400, "<html>" + "<p>not what Slack says</p>" * 40_000 + "</html>", {}
+
+    slack.answer = answer
+    assert runner.run_once().by_status == {"failed": 2}
+    slack.answer = original
+    rows = deliveries(engine)
+    assert rows[moved].last_error == ("Slack webhook answered HTTP 302, a redirect, which is never followed; "
+                                      "check the webhook URL")
+    assert slack.gets == []  # nothing went to where the redirect pointed
+    error = rows[hook].last_error
+    assert error.startswith("Slack refused the message to webhook (HTTP 400): <html><p>not what Slack says")
+    assert len(error) <= 150 and error.isprintable()
+    with db.session_scope(engine) as session:
+        details = [a.detail for d in rows.values() for a in session.exec(
+            select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == d.id)).all()]
+    assert details and all(len(d) <= 150 for d in details)
 
 
 def test_changes_between_planning_and_sending(engine, runner, smtp):

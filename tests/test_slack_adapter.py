@@ -7,7 +7,7 @@ import time
 import pytest
 
 from dispatch.adapters.slack import SlackAdapter
-from dispatch.errors import PermanentError, TransientError
+from dispatch.errors import CredentialError, PermanentError, TransientError
 from dispatch.render_slack import SlackContent, SlackMessage
 from dispatch.sink import SlackSink
 
@@ -29,6 +29,7 @@ def sink(tmp_path):
 
 
 def adapter(sink, **kw):
+    kw.setdefault("webhook_hosts", ("127.0.0.1",))  # the sink's webhooks are on loopback
     return SlackAdapter(token=kw.pop("token", TOKEN), base_url=sink.base_url, min_interval=kw.pop("interval", 0), **kw)
 
 
@@ -80,9 +81,14 @@ def test_channel_errors_are_permanent_and_blame_the_channel(sink, channel, error
     assert caught.value.blames_recipient
 
 
-def test_bad_token_is_permanent(sink):
-    with pytest.raises(PermanentError, match="invalid_auth"):
+def test_a_bad_token_is_the_installations_credential_error_not_the_channels(sink):
+    with pytest.raises(CredentialError, match="invalid_auth") as caught:
         adapter(sink, token="xoxb-wrong").send("C0123ABCD", content(), delivery_id=1)
+    assert isinstance(caught.value, TransientError)  # the delivery waits; nobody is blamed
+    for error in ("token_revoked", "account_inactive", "not_authed"):
+        sink.fail_next(200, error=error)
+        with pytest.raises(CredentialError, match=error):
+            adapter(sink).send("C0123ABCD", content(), delivery_id=1)
 
 
 def test_no_token_configured(sink):
@@ -132,3 +138,60 @@ def test_pacing_spaces_posts_to_one_channel(sink):
 def test_bad_base_url():
     with pytest.raises(ValueError, match="not an http"):
         SlackAdapter(token=TOKEN, base_url="slack.com/api")
+
+
+# --- webhooks: allowed hosts only, no redirects, nothing of an answer kept ----------
+
+def test_webhooks_go_only_to_slack_or_to_listed_hosts(sink):
+    url = sink.webhook_url("desk")
+    with pytest.raises(PermanentError, match="127.0.0.1 is not a Slack webhook host.*SLACK_WEBHOOK_HOSTS"):
+        adapter(sink, webhook_hosts=()).send(url, content(), delivery_id=1)
+    with pytest.raises(PermanentError, match="must be https"):
+        adapter(sink, webhook_hosts=("localhost.example",)).send(
+            url.replace("127.0.0.1", "localhost.example"), content(), delivery_id=1)
+    assert sink.requests == 0  # refused before any request
+
+
+def test_a_receipt_does_not_carry_the_webhook_url(sink):
+    receipt = json.loads(adapter(sink).send(sink.webhook_url("desk"), content(2), delivery_id=1))
+    assert receipt == {"channel": "webhook", "ts": ["webhook:ok", "webhook:ok"]}
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_permanent_error_and_is_not_followed(sink, status):
+    sink.fail_next(status, body="", headers={"Location": sink.webhook_url("elsewhere")})
+    with pytest.raises(PermanentError, match=f"HTTP {status}, a redirect, which is never followed") as caught:
+        adapter(sink).send(sink.webhook_url("desk"), content(), delivery_id=1)
+    assert not caught.value.blames_recipient
+    assert sink.gets == [] and sink.posts == [] and sink.requests == 1
+
+
+@pytest.mark.parametrize("body, kept", [
+    ("invalid_payload", "invalid_payload"),
+    ('{"ok": false, "error": "invalid_blocks"}', "invalid_blocks"),
+    ("<html><body>" + "Lorem ipsum \x00\u202e dolor " * 100_000 + "</body></html>",
+     "<html><body>Lorem ipsum dolor Lorem ipsum dolor Lorem ipsum…"),
+    ("", ""),
+])
+def test_only_a_short_status_is_kept_of_an_error_answer(sink, body, kept):
+    sink.fail_next(400, body=body)
+    with pytest.raises(PermanentError) as caught:
+        adapter(sink).send(sink.webhook_url("desk"), content(), delivery_id=1)
+    message = str(caught.value)
+    assert message == f"Slack refused the message to webhook (HTTP 400): {kept or 'HTTP 400'}"
+    assert len(message) <= 150 and message.isprintable()
+
+
+def test_a_slack_error_code_in_a_webhook_answer_still_decides(sink):
+    sink.fail_next(404, body="no_service")
+    with pytest.raises(PermanentError) as caught:
+        adapter(sink).send(sink.webhook_url("desk"), content(), delivery_id=1)
+    assert caught.value.blames_recipient and "no_service" in str(caught.value)
+    sink.fail_next(500, body="x" * 50_000, times=3)
+    with pytest.raises(TransientError, match=r"server error at webhook \(HTTP 500\)") as caught:
+        adapter(sink).send(sink.webhook_url("desk"), content(), delivery_id=2)
+    assert len(str(caught.value)) <= 150
+    sink.fail_next(429, body="ratelimited", retry_after=120)
+    with pytest.raises(TransientError) as caught:
+        adapter(sink).send(sink.webhook_url("desk"), content(), delivery_id=3)
+    assert caught.value.retry_after == 120.0

@@ -165,3 +165,64 @@ def test_leading_dots_8bit_text_and_long_lines_arrive_intact(server):
     assert html["Content-Transfer-Encoding"] == "quoted-printable"  # a 4,800-byte line does not fit 8bit
     assert text.get_content().replace("\r\n", "\n") == DOTTY.text
     assert html.get_content().replace("\r\n", "\n") == DOTTY.html
+
+
+def _outward_address() -> str | None:
+    """An address of this machine that is not loopback, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_auth_without_tls_is_refused_unless_the_relay_is_on_loopback_or_allowed(tmp_path):
+    outward = _outward_address()
+    if outward is None:
+        pytest.skip("this machine has no non-loopback address to put a relay on")
+    sink, handler = scripted_smtp(tmp_path / "mail", host=outward, auth=("dispatch", "s3cret"))
+    try:
+        options = dict(host=outward, port=sink.port, mail_from="news@example.org", timeout=5,
+                       username="dispatch", password="s3cret")
+        with pytest.raises(ValueError, match="unencrypted") as caught:
+            SmtpAdapter(**options)  # refused before any connection is made
+        assert "s3cret" not in str(caught.value) and handler.connections == 0
+        allowed = SmtpAdapter(**options, allow_plaintext_auth=True)  # the operator trusts this network
+        allowed.send("r@example.org", CONTENT, delivery_id=1)
+        allowed.close()
+        assert len(received(handler)) == 1
+    finally:
+        sink.stop()
+    loopback, _ = scripted_smtp(tmp_path / "mail2", auth=("dispatch", "s3cret"))
+    try:  # a relay on this machine: nothing crosses a network
+        local = SmtpAdapter(host=loopback.host, port=loopback.port, mail_from="news@example.org", timeout=5,
+                            username="dispatch", password="s3cret")
+        local.send("r@example.org", CONTENT, delivery_id=1)
+        local.close()
+    finally:
+        loopback.stop()
+
+
+def test_plaintext_auth_to_a_remote_relay_is_one_line_at_start(run, monkeypatch):
+    monkeypatch.setenv("DISPATCH_SMTP_HOST", "relay.example.org")
+    monkeypatch.setenv("DISPATCH_SMTP_USERNAME", "dispatch")
+    monkeypatch.setenv("DISPATCH_SMTP_PASSWORD", "s3cret")
+    result = run("run", "--once")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "smtp_username" in result.stderr
+    assert "DISPATCH_SMTP_ALLOW_PLAINTEXT_AUTH" in result.stderr and "s3cret" not in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(mail_from="news@example.org\r\nBcc: x@example.org"), "mail_from"),
+    (dict(mail_from="news@example.org", reply_to="desk@example.org\nBcc: x@example.org"), "reply_to"),
+    (dict(mail_from="news@example.org", list_id="<l.example.org>\r\nBcc: x@example.org"), "list_id"),
+    (dict(mail_from="news@example.org", unsubscribe_mailto="u@example.org\r\nBcc: x@example.org"),
+     "unsubscribe_mailto"),
+])
+def test_header_values_with_line_breaks_are_refused_by_the_adapter_too(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SmtpAdapter(host="127.0.0.1", port=25, **kwargs)

@@ -59,9 +59,34 @@ def test_weekday(value, expected):
 
 
 @pytest.mark.parametrize("value", ["C0123ABCD", "https://hooks.slack.com/services/T1/B2/xyz",
-                                   "http://127.0.0.1:9999/webhook/abc"])
+                                   "https://hooks.slack-gov.com/services/T1/B2/xyz"])
 def test_slack_addresses(value):
     assert subscribers.check_slack_address(value) == value
+
+
+@pytest.mark.parametrize("value, hosts, problem", [
+    ("http://127.0.0.1:9999/webhook/abc", (), "127.0.0.1 is not a Slack webhook host"),
+    ("https://internal.example.org/hook", (), "internal.example.org is not a Slack webhook host"),
+    ("https://169.254.169.254/latest/meta-data", (), "169.254.169.254 is not a Slack webhook host"),
+    ("http://hooks.slack.com/services/T1/B2/xyz", (), "must be https"),
+    ("http://hooks.example.org/x", ("hooks.example.org",), "must be https"),
+    ("https://u:p@hooks.slack.com/services/T1/B2/xyz", (), "user name or password"),
+    ("https://hooks.slack.com:x/services", (), "not a URL"),
+    ("https://hooks.slack.com/a b", (), "spaces"),
+])
+def test_webhook_urls_only_on_slack_or_listed_hosts(value, hosts, problem):
+    with pytest.raises(FieldError, match=problem) as caught:
+        subscribers.check_slack_address(value, webhook_hosts=hosts)
+    assert caught.value.field == "channel"
+
+
+@pytest.mark.parametrize("value, hosts", [
+    ("http://127.0.0.1:9999/webhook/abc", ("127.0.0.1",)),  # the local sink, once listed
+    ("http://localhost:8026/webhook/abc", ("localhost",)),
+    ("https://hooks.example.org/x", ("hooks.example.org",)),
+])
+def test_listed_webhook_hosts_are_accepted(value, hosts):
+    assert subscribers.check_slack_address(value, webhook_hosts=hosts) == value
 
 
 @pytest.mark.parametrize("value", ["#general", "general", "http://hooks.example.com/x", "ftp://x"])

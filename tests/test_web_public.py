@@ -4,12 +4,13 @@ real SMTP sink, signed links, preferences, RFC 8058 one-click unsubscribe."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from sqlmodel import select
 
-from dispatch import db, links, subscribers
-from dispatch.models import Subscriber, SubscriberStatus
+from dispatch import db, ledger, links, subscribers
+from dispatch.models import Delivery, DeliveryStatus, Subscriber, SubscriberChange, SubscriberStatus, utcnow
 
 FORM = {"email": "ana@example.org", "name": "Ana", "region": ["europe-eurasia", "americas"], "cadence": "daily",
         "send_at": "06:30", "timezone": "Europe/London", "weekday": "0", "format": "html"}
@@ -83,16 +84,38 @@ def test_bad_subscribe_input_is_shown_with_the_form_and_stores_nothing(web):
     assert web.mails() == []
 
 
-def test_a_dead_mail_server_keeps_the_request_and_says_so(database_url, engine, tmp_path):
+def test_a_dead_mail_server_never_holds_the_request_and_the_notice_is_retried(database_url, engine, tmp_path):
     from dispatch.sink import SmtpSink
     from tests.webtools import make_web
 
     sink = SmtpSink(tmp_path / "mail").start()
     sink.stop()  # nothing listens on its port any more
     harness = make_web(database_url, engine, sink, tmp_path / "mail")
-    response = harness.form("/subscribe", FORM)
-    assert response.status_code == 503 and "try again in a few minutes" in response.text
-    assert stored(harness).status == SubscriberStatus.pending
+    with harness.client:
+        response = harness.form("/subscribe", FORM)
+        assert response.status_code == 200 and "Check your inbox" in response.text
+        assert stored(harness).status == SubscriberStatus.pending
+        # The notice is a delivery: its failed attempt is logged and it waits for its retry.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with db.session_scope(engine) as session:
+                notice = session.exec(select(Delivery)).one()
+                if notice.attempts == 1 and notice.status == DeliveryStatus.pending:
+                    break
+            time.sleep(0.05)
+        assert notice.window_key.startswith("notice:confirm:") and notice.last_error
+        with db.session_scope(engine) as session:
+            assert [a.outcome for a in ledger.attempts(session, notice.id)] == ["retry"]
+            session.get(Delivery, notice.id).next_attempt_at = utcnow()  # its backoff is over
+        back = SmtpSink(tmp_path / "mail", port=sink.port).start()  # the relay is back
+        try:
+            harness.client.app.state.notice_worker.wake()
+            (mail,) = harness.mails()
+        finally:
+            back.stop()
+    assert mail["To"] == "ana@example.org" and "Confirm" in mail["Subject"]
+    with db.session_scope(engine) as session:
+        assert session.get(Delivery, notice.id).status == DeliveryStatus.sent
 
 
 def test_preferences_change_through_the_signed_link(web):
@@ -192,3 +215,80 @@ def test_resubscribing_after_months_does_not_send_the_backlog(web):
 def test_the_home_page_leads_to_the_subscribe_form(web):
     response = web.client.get("/", follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == "/subscribe"
+
+
+# --- opt-outs are the reader's (issue 13.10) ------------------------------------------
+
+def _set_status(web, status: SubscriberStatus, reason: str) -> None:
+    with db.session_scope(web.engine) as session:
+        reader = subscribers.get(session, "ana@example.org")
+        reader.status, reader.status_reason = status, reason
+
+
+@pytest.mark.parametrize("status", [SubscriberStatus.unsubscribed, SubscriberStatus.bounced,
+                                    SubscriberStatus.disabled])
+def test_a_strangers_sign_up_never_changes_a_closed_subscription(web, status):
+    confirmed(web)
+    _set_status(web, status, "the reason on record")
+    before = len(web.mails())
+    response = subscribe(web, name="Mallory")
+    assert response.status_code == 200 and "Check your inbox" in response.text  # reads the same as ever
+    reader = stored(web)
+    assert (reader.status, reader.status_reason, reader.name) == (status, "the reason on record", "Ana")
+    mails = web.mails()[before:]
+    if status == SubscriberStatus.unsubscribed:
+        # The reader may come back, but only through the confirmation sent to their own mailbox.
+        (mail,) = mails
+        assert "Confirm" in mail["Subject"]
+        assert web.form(link_in(mail, "confirm"), follow_redirects=False).status_code == 303
+        assert stored(web).status == SubscriberStatus.active and stored(web).opted_out_at is None
+    else:
+        assert mails == []  # a bounced address is suppressed; an admin's "disabled" is final
+
+
+def test_unsubscribing_while_disabled_or_bounced_keeps_that_status_and_subscribing_again_lifts_nothing(web):
+    confirmed(web)
+    path = _unsubscribe_path(web)
+    for status in (SubscriberStatus.disabled, SubscriberStatus.bounced):
+        _set_status(web, status, "an admin's or the mail system's reason")
+        assert web.form(path, page="/subscribe").status_code == 200
+        reader = stored(web)
+        assert reader.status == status and reader.opted_out_at is not None
+        page = web.client.get(path).text
+        assert "You are unsubscribed" in page and "Subscribe again" not in page
+        refused = web.form(path.replace("/unsubscribe/", "/resubscribe/"), page="/subscribe", follow_redirects=False)
+        assert refused.status_code == 409
+        assert stored(web).status == status
+        # A stale confirmation link does not lift it either.
+        token = links.make_token("web-test-secret", subscriber_id=reader.id, address=reader.address, purpose="confirm")
+        assert web.form(f"/confirm/{token}", page="/subscribe", follow_redirects=False).status_code == 409
+        assert stored(web).status == status
+
+
+def test_every_status_change_leaves_a_line_in_the_subscribers_history(web):
+    confirmed(web)
+    web.form(_unsubscribe_path(web))
+    with db.session_scope(web.engine) as session:
+        reader = subscribers.get(session, "ana@example.org")
+        changes = session.exec(select(SubscriberChange).where(SubscriberChange.subscriber_id == reader.id)
+                               .order_by(SubscriberChange.id)).all()
+    assert [(c.from_status, c.to_status) for c in changes] == [
+        (None, "pending"), ("pending", "active"), ("active", "unsubscribed")]
+    assert "unsubscribed by the subscriber" in changes[-1].reason
+
+
+def test_dispatch_run_sends_the_notices_a_web_process_planned(web, engine, mail_sink):
+    """A confirmation planned while the web process's sender was down is sent by `dispatch run`."""
+    from dispatch.scheduler import Runner
+
+    web.client.app.state.notice_worker.stop()  # as if the web process had gone
+    subscribe(web)
+    assert web.notices_due() == 1
+    runner = Runner(web.client.app.state.settings, engine)
+    try:
+        runner.run_once()
+    finally:
+        runner.close()
+    assert web.notices_due() == 0
+    (mail,) = web.mails()
+    assert mail["To"] == "ana@example.org" and "Confirm" in mail["Subject"]

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import email
 import re
+import time
 from dataclasses import dataclass
 from email import policy
 from pathlib import Path
 
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from sqlmodel import col
 
-from dispatch import admins, db
+from dispatch import admins, db, ledger
 from dispatch.config import Settings
+from dispatch.models import Delivery, DeliveryStatus, utcnow
 from dispatch.sink import SmtpSink
 from dispatch.web import create_app
 
@@ -51,7 +55,20 @@ class Web:
         assert response.status_code == 303, response.text
         return response
 
-    def mails(self) -> list[email.message.EmailMessage]:
+    def notices_due(self) -> int:
+        """Notices planned and due but not yet sent (or given up on)."""
+        with db.session_scope(self.engine) as session:
+            return session.execute(sa.select(sa.func.count()).select_from(Delivery).where(
+                col(Delivery.window_key).startswith(ledger.NOTICE_PREFIX),
+                col(Delivery.status).in_([DeliveryStatus.pending, DeliveryStatus.sending]),
+                col(Delivery.next_attempt_at) <= utcnow())).scalar_one()
+
+    def mails(self, *, timeout: float = 10.0) -> list[email.message.EmailMessage]:
+        """The emails that reached the sink, once the app's notice sender has
+        worked off every notice that is due (it sends them in the background)."""
+        deadline = time.monotonic() + timeout
+        while self.notices_due() and time.monotonic() < deadline:
+            time.sleep(0.02)
         files = sorted(self.sink_folder.glob("*.eml"))  # numbered in arrival order
         return [email.message_from_bytes(p.read_bytes(), policy=policy.default) for p in files]
 

@@ -1,5 +1,5 @@
 """Slack: channel IDs through the Web API with a bot token (slack-sdk's
-WebClient), incoming-webhook URLs through WebhookClient.
+WebClient), incoming-webhook URLs with a small POST of our own.
 
 slack-sdk retries only connection errors by default; rate limits (429, with
 Retry-After) and server errors (5xx) get one retry handler each here. What
@@ -7,13 +7,26 @@ is still failing after those becomes a TransientError carrying Retry-After.
 A digest may be several messages: the receipt lists the ``ts`` of each one
 posted, and a retry starts after the last one that went out, so no message
 is posted twice.
+
+Webhooks do not go through slack-sdk's WebhookClient: it posts with
+urllib's default opener, which follows redirects (a POST turned into a GET
+to wherever the answer points) and reads any answer whole. Ours posts only
+to an allowed host (``slack_webhooks``), never follows a redirect (a 3xx is
+a permanent error naming the status), reads at most a few KB of an answer,
+and keeps only a short status from it ("HTTP 400 invalid_payload"): what a
+server answers is never stored as it came.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Collection
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -22,15 +35,16 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
-from slack_sdk.webhook import WebhookClient
 
-from dispatch.errors import PermanentError, TransientError
+from dispatch import slack_webhooks
+from dispatch.errors import CredentialError, PermanentError, TransientError
 from dispatch.render_slack import SlackContent, SlackMessage
 
-# The channel or the token is the problem: the subscriber is disabled.
-RECIPIENT_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "invalid_auth",
-                    "account_inactive", "token_revoked", "not_authed", "channel_is_archived",
+# The channel (or a webhook URL, which is its own credential) is the problem: the subscriber is disabled.
+RECIPIENT_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "channel_is_archived",
                     "no_service", "invalid_token", "action_prohibited", "no_active_hooks"}
+# The bot token is the problem: it is the installation's, not any channel's.
+CREDENTIAL_ERRORS = {"invalid_auth", "token_revoked", "account_inactive", "not_authed", "token_expired"}
 
 
 # A short Retry-After is waited out in place; a longer one goes back to the
@@ -82,7 +96,9 @@ class Pacer:
 
 
 class SlackAdapter:
-    def __init__(self, *, token: str | None, base_url: str, min_interval: float = 1.0, timeout: int = 30):
+    def __init__(self, *, token: str | None, base_url: str, min_interval: float = 1.0, timeout: int = 30,
+                 webhook_hosts: Collection[str] = ()):
+        """``webhook_hosts``: hosts allowed for webhook URLs besides Slack's (settings.slack_webhook_hosts)."""
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"slack_base_url {base_url!r} is not an http(s) URL")
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
@@ -90,8 +106,8 @@ class SlackAdapter:
         self._client = WebClient(token=token, base_url=self.base_url, timeout=timeout,
                                  retry_handlers=_retry_handlers()) if token else None
         self._pacer = Pacer(min_interval)
-        self._webhooks: dict[str, WebhookClient] = {}
-        self._lock = threading.Lock()
+        self.webhook_hosts = tuple(webhook_hosts)
+        self._webhook = _WebhookPoster(timeout=timeout)
 
     def close(self) -> None:
         pass  # slack-sdk opens a connection per request
@@ -103,12 +119,12 @@ class SlackAdapter:
             try:
                 posted.append(self._post(address, message))
             except (TransientError, PermanentError) as exc:
-                exc.progress = json.dumps({"channel": address, "ts": posted}) if posted else None
+                exc.progress = json.dumps({"channel": _receipt_channel(address), "ts": posted}) if posted else None
                 raise
-        return json.dumps({"channel": address, "ts": posted})
+        return json.dumps({"channel": _receipt_channel(address), "ts": posted})
 
     def _post(self, address: str, message: SlackMessage) -> str:
-        if address.startswith(("http://", "https://")):
+        if slack_webhooks.is_webhook(address):
             return self._post_webhook(address, message)
         if self._client is None:
             raise TransientError("no Slack bot token configured (DISPATCH_SLACK_BOT_TOKEN)")
@@ -118,29 +134,101 @@ class SlackAdapter:
         except SlackApiError as exc:
             error = exc.response.get("error", "") if exc.response is not None else ""
             status = exc.response.status_code if exc.response is not None else 0
+            if error in CREDENTIAL_ERRORS:
+                raise CredentialError(f"Slack refused the bot token: {error}") from exc
             raise _classify(status, error, _retry_after(exc.response.headers if exc.response else None),
                             where=address) from exc
         except (SlackClientError, OSError) as exc:
             raise TransientError(f"cannot reach Slack at {self.base_url}: {exc}") from exc
         return str(response.get("ts", ""))
 
-    def _webhook(self, url: str) -> WebhookClient:
-        with self._lock:
-            if url not in self._webhooks:
-                self._webhooks[url] = WebhookClient(url, timeout=self.timeout, retry_handlers=_retry_handlers())
-            return self._webhooks[url]
-
     def _post_webhook(self, url: str, message: SlackMessage) -> str:
+        problem = slack_webhooks.webhook_problem(url, extra_hosts=self.webhook_hosts)
+        if problem:  # stored before the rule, or the setting changed since: nothing is sent
+            raise PermanentError(f"webhook not posted to: the URL {problem}")
+        payload = {"text": message.text, "blocks": list(message.blocks), "unfurl_links": False}
+        status, code, retry_after = self._webhook.post(url, payload)
+        if 200 <= status < 300:
+            return "webhook:ok"  # what the body says is not kept
+        if 300 <= status < 400:
+            raise PermanentError(f"Slack webhook answered HTTP {status}, a redirect, which is never followed; "
+                                 "check the webhook URL")
+        raise _classify(status, code, retry_after, where=f"webhook (HTTP {status})")
+
+
+def _receipt_channel(address: str) -> str:
+    """A receipt names the channel it went to, but never a webhook URL (a credential)."""
+    return "webhook" if slack_webhooks.is_webhook(address) else address
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError with the 3xx status
+
+
+MAX_ANSWER_BYTES = 4096  # Slack's answers are a word ("ok", "invalid_payload"); nothing more is read
+_ERROR_CODE = re.compile(r"[a-z0-9_]{1,60}")
+
+
+def short_status(body: bytes) -> str:
+    """What is kept of an error answer: a Slack error code ("invalid_payload"),
+    else a short excerpt of its printable ASCII text, else nothing."""
+    text = body[:MAX_ANSWER_BYTES].decode("utf-8", "replace").strip()
+    if _ERROR_CODE.fullmatch(text):
+        return text
+    if text.startswith("{"):  # a JSON answer such as {"ok": false, "error": "..."}
         try:
-            # WebhookClient raises nothing on 4xx/429: the status and body tell.
-            response = self._webhook(url).send(text=message.text, blocks=list(message.blocks),
-                                               unfurl_links=False)
-        except (SlackClientError, OSError) as exc:
-            raise TransientError(f"cannot reach the webhook: {exc}") from exc
-        if response.status_code == 200:
-            return f"webhook:{response.body or 'ok'}"
-        raise _classify(response.status_code, (response.body or "").strip(), _retry_after(response.headers),
-                        where="webhook")
+            error = json.loads(text).get("error")
+        except (ValueError, AttributeError):
+            error = None
+        if isinstance(error, str) and _ERROR_CODE.fullmatch(error):
+            return error
+    excerpt = " ".join("".join(ch if ch.isascii() and ch.isprintable() else " " for ch in text[:200]).split())
+    return excerpt[:60].rstrip() + "…" if len(excerpt) > 60 or (excerpt and len(body) > 200) else excerpt
+
+
+class _WebhookPoster:
+    """POST one JSON payload; answer (status, short status or "", Retry-After).
+    Retried in place as slack-sdk's handlers would: 429 with a short
+    Retry-After once, 5xx and connection errors twice."""
+
+    def __init__(self, *, timeout: float):
+        self.timeout = timeout
+        # The default handlers (proxies from the environment, https with
+        # certificate checks) minus redirects.
+        self._opener = urllib.request.build_opener(_NoRedirects)
+
+    def post(self, url: str, payload: dict) -> tuple[int, str, float | None]:
+        data = json.dumps(payload).encode("utf-8")
+        tries = {"rate": 1, "server": 2, "connection": 2}
+        while True:
+            request = urllib.request.Request(url, data=data, method="POST",
+                                             headers={"Content-Type": "application/json;charset=utf-8"})
+            try:
+                with self._opener.open(request, timeout=self.timeout) as response:
+                    return response.status, "", None  # the answer is not read: nothing of it is kept
+            except urllib.error.HTTPError as exc:
+                status, retry_after = exc.code, _retry_after(dict(exc.headers.items()) if exc.headers else None)
+                code = short_status(exc.read(MAX_ANSWER_BYTES) if exc.fp else b"")
+                exc.close()
+            except (OSError, http.client.HTTPException) as exc:  # the text of these carries no URL
+                # The errors slack-sdk's ConnectionErrorRetryHandler retries; a
+                # timeout is not retried here (the post may have arrived).
+                if tries["connection"] and isinstance(exc, (urllib.error.URLError, ConnectionResetError,
+                                                            http.client.RemoteDisconnected)):
+                    tries["connection"] -= 1
+                    time.sleep(0.5)
+                    continue
+                raise TransientError(f"cannot reach the webhook: {getattr(exc, 'reason', exc)}") from exc
+            if status == 429 and tries["rate"] and (retry_after or 0) <= MAX_INLINE_WAIT:
+                tries["rate"] -= 1
+                time.sleep(retry_after or 1.0)
+                continue
+            if status >= 500 and tries["server"]:
+                tries["server"] -= 1
+                time.sleep(0.5)
+                continue
+            return status, code, retry_after
 
 
 def _classify(status: int, error: str, retry_after: float | None, *, where: str):

@@ -22,7 +22,7 @@ from email.utils import parseaddr
 from pathlib import Path
 
 from dispatch import mime
-from dispatch.config import SmtpSecurity
+from dispatch.config import SmtpSecurity, control_characters, mailbox_problem, plaintext_auth_problem
 from dispatch.errors import PermanentError, TransientError
 from dispatch.render import EmailContent
 
@@ -66,12 +66,24 @@ class SmtpAdapter:
         unsubscribe_mailto: str | None = None,
         pool_size: int = 2,
         rate_limit: float = 0.0,
+        allow_plaintext_auth: bool = False,
     ):
-        name, address = parseaddr(mail_from)
-        if "@" not in address or any(ch in mail_from for ch in "\r\n"):
-            raise ValueError(f"mail_from {mail_from!r} is not an address like 'Briefings <news@example.org>'")
+        # The same checks as the settings make, for callers that build an
+        # adapter themselves: every value here ends up in a header or on the wire.
+        for label, value, bare in (("mail_from", mail_from, False), ("reply_to", reply_to, False),
+                                   ("unsubscribe_mailto", unsubscribe_mailto, True)):
+            problem = value is not None and mailbox_problem(value, display_name=not bare)
+            if problem:
+                raise ValueError(f"{label}: {problem}")
+        if list_id is not None and control_characters(list_id):
+            raise ValueError("list_id: must not contain line breaks or other control characters")
         if bool(username) != bool(password):
             raise ValueError("set both smtp_username and smtp_password, or neither")
+        problem = plaintext_auth_problem(host=host, security=security, username=username,
+                                         allowed=allow_plaintext_auth)
+        if problem:
+            raise ValueError(problem)
+        name, address = parseaddr(mail_from)
         if ca_file is not None and not Path(ca_file).is_file():
             raise ValueError(f"smtp_ca_file {ca_file} does not exist")
         self.host, self.port, self.security = host, port, SmtpSecurity(security)

@@ -64,15 +64,18 @@ def init(ctx: typer.Context) -> None:
 
 @app.command("config")
 def show_config(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Print the effective settings, with secrets masked."""
-    shown = app_context(ctx).settings.masked()
+    """Print the effective settings, with secrets masked, and where the signing key comes from."""
+    appctx = app_context(ctx)
+    shown = appctx.settings.masked()
+    key_from = bootstrap.key_source(appctx.engine, appctx.settings).describe()
     if as_json:
-        print_json(shown)
+        print_json({**shown, "secret_key_source": key_from})
         return
     table = Table("setting", "environment variable", "value")
     for name, value in shown.items():
         table.add_row(name, f"DISPATCH_{name.upper()}", "—" if value is None else str(value))
     console.print(table)
+    console.print(f"The key that signs reader links and admin sessions comes from {key_from}.", highlight=False)
 
 
 @app.command()

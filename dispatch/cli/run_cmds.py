@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import logging
 import sys
 import threading
 from datetime import datetime, timedelta, timezone
@@ -14,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dispatch import fields, ledger
+from dispatch import fields, ledger, logsafe
 from dispatch.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, app_context, console, fail, print_json
 from dispatch.cli.web_cmds import BackgroundServer, build_server
 from dispatch.coordination import SqliteRunLock
@@ -25,9 +24,9 @@ def parse_instant(value: str, option: str) -> datetime:
     return fields.parse_instant(value, field=option)  # a FieldError is one line and exit 2
 
 
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def setup_logging(*, webhook_hosts=()) -> None:
+    """One line per record on stderr, with every secret cut out (dispatch.logsafe)."""
+    logsafe.configure(webhook_hosts=webhook_hosts)
 
 
 # Planning and sending make hundreds of thousands of short-lived rows and
@@ -57,7 +56,7 @@ def print_summary(summary) -> None:
     counts = summary.by_status
     table = Table("outcome", "deliveries", title=f"planned {summary.planned} in {summary.plan_seconds:.1f} s, "
                                                   f"sent in {summary.send_seconds:.1f} s, reclaimed {summary.reclaimed}")
-    for status in ("sent", "pending", "failed", "skipped", "released"):
+    for status in ("sent", "pending", "failed", "skipped", "released", "taken over", "held", "unrecorded"):
         if counts[status]:
             label = "retry later" if status == "pending" else status
             table.add_row(label, str(counts[status]))
@@ -85,9 +84,10 @@ def run(
     """Deliver digests: plan due windows and send them, logging one line per delivery.
 
     Without --once it runs until stopped (Ctrl-C or SIGTERM finish the message in
-    flight and release the rest). --once exits 1 if any delivery failed.
+    flight and release the rest). --once exits 1 if any delivery failed or its
+    outcome could not be recorded (it is then held: see `dispatch status`).
     """
-    setup_logging()
+    setup_logging(webhook_hosts=app_context(ctx).settings.slack_webhook_hosts)
     tune_garbage_collector()
     if now and not once:
         fail("--now only goes with --once", code=EXIT_BAD_INPUT)
@@ -122,7 +122,7 @@ def run(
         print_json(summary.as_dict())
     else:
         print_summary(summary)
-    if summary.failed:
+    if summary.failed or summary.unrecorded:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -178,13 +178,14 @@ def retry(
     delivery_id: int = typer.Argument(None, metavar="DELIVERY_ID", min=1, max=fields.MAX_ID),
     failed: bool = typer.Option(False, "--failed", help="Every failed delivery."),
 ) -> None:
-    """Put a failed delivery (or all of them) back in the queue."""
+    """Put a failed delivery (or all of them) back in the queue; a held one
+    (its outcome could not be recorded) only by its id, once you have looked."""
     if (delivery_id is None) == (not failed):
         fail("give a DELIVERY_ID or --failed", code=EXIT_BAD_INPUT)
     with app_context(ctx).session() as session:
         ids = ledger.retry_failed(session, now=datetime.now(timezone.utc), delivery_id=delivery_id)
     if delivery_id is not None and not ids:
-        fail(f"delivery {delivery_id} is not a failed delivery")
+        fail(f"delivery {delivery_id} is not a failed or held delivery")
     console.print(f"requeued {len(ids)} deliver{'y' if len(ids) == 1 else 'ies'}; `dispatch run` sends them")
 
 
@@ -217,17 +218,20 @@ def sink(
 
 
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Who is running (planner leader, live senders) and how the queue stands."""
+    """Who is running (planner leader, live senders), how the queue stands,
+    and anything paused or held that needs a person."""
     from sqlmodel import col, func, select
 
-    from dispatch import coordination
+    from dispatch import coordination, pauses
     from dispatch.models import Delivery
 
     appctx = app_context(ctx)
     now = datetime.now(timezone.utc)
     workers = coordination.live_workers(appctx.engine, now=now)
+    paused = pauses.load(appctx.engine)
     with appctx.session() as session:
         counts = ledger.counts(session)
+        held, held_ids = ledger.held_ids(session)
         oldest = session.exec(select(func.min(Delivery.created_at))
                               .where(col(Delivery.status) == DeliveryStatus.pending)).one()
     if oldest is not None and oldest.tzinfo is None:
@@ -240,6 +244,9 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
                      "heartbeat_age_s": round((now - w.heartbeat_at).total_seconds(), 1)} for w in workers],
         "deliveries": {s.value: counts.get(s.value, 0) for s in DeliveryStatus},
         "oldest_pending_age_s": round((now - oldest).total_seconds(), 1) if oldest else None,
+        "paused": [{"scope": p.scope, "reason": p.reason, "since": p.since.isoformat(),
+                    "next_try": p.until.isoformat(), "message": p.describe()} for p in paused],
+        "held": {"count": held, "ids": held_ids},
     }
     if as_json:
         print_json(data)
@@ -253,3 +260,10 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
     console.print("deliveries: " + ", ".join(f"{k} {v}" for k, v in data["deliveries"].items()), highlight=False)
     if data["oldest_pending_age_s"] is not None:
         console.print(f"oldest pending: {timedelta(seconds=int(data['oldest_pending_age_s']))} old", highlight=False)
+    for p in paused:
+        console.print(f"[bold yellow]paused[/]: {escape(p.describe())}", highlight=False)
+    if held:
+        shown = ", ".join(f"#{i}" for i in held_ids) + (" …" if held > len(held_ids) else "")
+        console.print(f"[bold red]held[/]: {held} deliver{'y' if held == 1 else 'ies'} ({shown}) whose outcome "
+                      "could not be recorded: not sent again automatically. Check `dispatch log --delivery ID`; "
+                      "`dispatch retry ID` sends one again.", highlight=False)

@@ -62,8 +62,10 @@ def _print_table(rows: list[dict]) -> None:
 
 
 def _add(ctx, kind, address, prefs) -> None:
-    with app_context(ctx).session() as session:
-        data = subscribers.as_dict(subscribers.add_subscriber(session, address, kind=kind, prefs=prefs))
+    appctx = app_context(ctx)
+    with appctx.session() as session:
+        data = subscribers.as_dict(subscribers.add_subscriber(
+            session, address, kind=kind, prefs=prefs, webhook_hosts=appctx.settings.slack_webhook_hosts))
     console.print(f"added #{data['id']} {escape(data['address'])}: {escape(_describe(data))}", highlight=False)
 
 

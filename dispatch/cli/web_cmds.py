@@ -6,6 +6,7 @@ import threading
 
 import typer
 
+from dispatch import logsafe
 from dispatch.cli.common import EXIT_BAD_INPUT, app_context, console, fail
 
 HOST_HELP = "Address to listen on (0.0.0.0 for every interface; put a TLS proxy in front)."
@@ -21,8 +22,12 @@ def build_server(ctx: typer.Context, host: str, port: int):
         app = create_app(appctx.settings, appctx.engine)
     except ValueError as exc:  # the SMTP settings for confirmation emails
         fail(f"invalid settings: {exc}", code=EXIT_BAD_INPUT)
-    # proxy_headers: behind a TLS proxy, the client address (login throttling) is the forwarded one.
-    config = uvicorn.Config(app, host=host, port=port, proxy_headers=True, log_level="info")
+    # Forwarded headers are the app's business (DISPATCH_TRUSTED_PROXIES):
+    # uvicorn's default would believe any loopback peer.
+    config = uvicorn.Config(app, host=host, port=port, proxy_headers=False, log_level="info")
+    # Built, the Config has set up uvicorn's loggers: the access log would show
+    # every signed reader link in full. Redact their lines as the CLI's own.
+    logsafe.install_on_uvicorn(webhook_hosts=appctx.settings.slack_webhook_hosts)
     return uvicorn.Server(config)
 
 
@@ -37,6 +42,7 @@ def web(
     Set DISPATCH_PUBLIC_URL to the address readers reach it at: links in
     emails point there, and https there makes the session cookie Secure.
     """
+    logsafe.configure(webhook_hosts=app_context(ctx).settings.slack_webhook_hosts)  # dispatch's own loggers
     server = build_server(ctx, host, port)
     console.print(f"serving on http://{host}:{port}/ (admin: /admin, API docs: /api/docs)", highlight=False)
     server.run()

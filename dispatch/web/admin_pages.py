@@ -18,7 +18,8 @@ from sqlmodel import Session, col, select
 from starlette.datastructures import FormData
 
 from dispatch import (
-    admins, compose, csv_import, db, digest, fields, ledger, sitrep_text, sitreps, subscribers, taxonomy, views,
+    admins, compose, csv_import, db, digest, fields, ledger, pauses, sitrep_text, sitreps, subscribers, taxonomy,
+    views,
 )
 from dispatch.coordination import live_workers
 from dispatch.errors import InputError, WorkflowError
@@ -35,7 +36,17 @@ from dispatch.models import (
 )
 from dispatch.web import forms, uploads
 from dispatch.web.pages import db_session, flash, page
-from dispatch.web.security import Admin, client_address, current_admin, require_csrf, sign_in, submitted_form
+from dispatch.web.security import (
+    Admin,
+    client_address,
+    current_admin,
+    login_keys,
+    refuse_if_full,
+    require_csrf,
+    sign_in,
+    sign_out,
+    submitted_form,
+)
 
 login_router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -74,23 +85,25 @@ def login_form(request: Request, next: str = "/admin"):
 
 @login_router.post("/login", dependencies=[Depends(require_csrf)])
 def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/admin")):
-    throttle = request.app.state.login_throttle
-    client = client_address(request)
-    throttle.refuse_if_full(client, username, what="failed sign-ins")
-    with db.session_scope(request.app.state.engine) as session:
+    state = request.app.state
+    pair, client = login_keys(client_address(request), username)
+    checks = ((state.login_throttle, pair), (state.login_client_throttle, client))
+    refuse_if_full(*checks, what="failed sign-ins")
+    with db.session_scope(state.engine) as session:
         admin = admins.authenticate(session, username, password)
     if admin is None:
-        throttle.record(client, username)
+        for throttle, key in checks:
+            throttle.record(key)
         return page(request, "admin/login.html", status_code=401, next=_safe_next(next), username=username,
                     error="Wrong username or password.")
-    throttle.forget(username)
+    state.login_throttle.forget(pair)
     sign_in(request, admin)
     return _back(_safe_next(next))
 
 
 @router.post("/logout", **form_post)
 def logout(request: Request):
-    request.session.clear()
+    sign_out(request, request.state.admin)
     return _back("/admin/login")
 
 
@@ -101,11 +114,12 @@ def dashboard(request: Request):
     now = utcnow()
     # Read before opening the page's session: on SQLite a second one would wait for it.
     workers = live_workers(request.app.state.engine, now=now)
+    paused = pauses.load(request.app.state.engine)
     with db.session_scope(request.app.state.engine) as session:
-        return _dashboard(request, session, now=now, workers=workers)
+        return _dashboard(request, session, now=now, workers=workers, paused=paused)
 
 
-def _dashboard(request: Request, session: Session, *, now: datetime, workers: list):
+def _dashboard(request: Request, session: Session, *, now: datetime, workers: list, paused: list):
     midnight = datetime.combine(now.date(), time(0), tzinfo=timezone.utc)
     today = dict(session.execute(
         select(Delivery.status, sa.func.count()).where(col(Delivery.created_at) >= midnight)
@@ -118,7 +132,7 @@ def _dashboard(request: Request, session: Session, *, now: datetime, workers: li
         drafts=sitreps.list_sitreps(session, status=SitrepStatus.draft, limit=20),
         today=[(s.value, today.get(s, 0)) for s in DeliveryStatus],
         failures=ledger.log(session, status=DeliveryStatus.failed, limit=10),
-        next_window=next_window, workers=workers,
+        next_window=next_window, workers=workers, paused=paused, held=ledger.held_ids(session),
         subscriber_counts=dict(session.execute(
             select(Subscriber.status, sa.func.count()).group_by(Subscriber.status)).all()),
     )
@@ -236,7 +250,8 @@ def subscriber_add(request: Request, form: FormData = Depends(submitted_form)):
     address = str(form.get("address", ""))
     try:
         with db.session_scope(request.app.state.engine) as session:
-            added = subscribers.add_subscriber(session, address, kind=kind, prefs=forms.preferences_from(form))
+            added = subscribers.add_subscriber(session, address, kind=kind, prefs=forms.preferences_from(form),
+                                               webhook_hosts=request.app.state.settings.slack_webhook_hosts)
             added_id = added.id
     except InputError as exc:
         with db.session_scope(request.app.state.engine) as session:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
@@ -102,9 +102,10 @@ def list_subscribers(status: SubscriberStatus | None = None, kind: SubscriberKin
 
 
 @router.post("/subscribers", summary="Add a subscriber or a Slack channel", status_code=201)
-def add_subscriber(body: SubscriberIn, session: Session = Depends(db_session)) -> dict:
+def add_subscriber(body: SubscriberIn, request: Request, session: Session = Depends(db_session)) -> dict:
     added = subscribers.add_subscriber(session, body.address, kind=SubscriberKind(body.kind),
-                                       prefs=body.as_preferences(), status=SubscriberStatus(body.status))
+                                       prefs=body.as_preferences(), status=SubscriberStatus(body.status),
+                                       webhook_hosts=request.app.state.settings.slack_webhook_hosts)
     return subscribers.as_dict(added)
 
 

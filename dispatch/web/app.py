@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import FastAPI, HTTPException, Request
@@ -13,69 +15,95 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.engine import Engine
 from starlette.middleware.sessions import SessionMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from dispatch import __version__, bootstrap
+from dispatch import __version__, bootstrap, notices
 from dispatch.compose import Composer
 from dispatch.config import Settings
 from dispatch.errors import ConflictError, DispatchError, InputError, NotFoundError
+from dispatch.retry import RetryPolicy
 from dispatch.scheduler import smtp_adapter
 from dispatch.web import admin_pages, api, public_pages
+from dispatch.web.middleware import BodyLimit, SecurityHeaders
 from dispatch.web.pages import message, templates
-from dispatch.web.uploads import CSV_MAX_BYTES
 from dispatch.web.security import LoginRequired, Throttle
+from dispatch.web.uploads import CSV_MAX_BYTES, SITREP_MAX_BYTES
 
 SESSION_MAX_AGE = timedelta(hours=12)
-MAX_BODY_BYTES = CSV_MAX_BYTES + 256 * 1024  # the largest upload, with room for the form around it
-BRAND = "Dispatch Briefing"
+FORM_ROOM = 256 * 1024  # the rest of a form around an upload
+MAX_BODY_BYTES = CSV_MAX_BYTES + FORM_ROOM  # the largest upload there is: a subscriber CSV
+SITREP_BODY_BYTES = 6 * SITREP_MAX_BYTES + FORM_ROOM  # a SITREP as JSON, where a character may take six bytes
+DEFAULT_BODY_BYTES = 64 * 1024  # every other form and JSON body: preferences, sign-ups, sign-ins
 
 
-def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
-               login_throttle: Throttle | None = None, signup_throttle: Throttle | None = None) -> FastAPI:
-    """``mailer`` sends confirmation emails (default: an SMTP adapter from the settings)."""
+def body_limit(path: str) -> int:
+    """The most a request to ``path`` may send: only the upload routes take
+    more than a form needs."""
+    if path == "/admin/subscribers/import":
+        return MAX_BODY_BYTES
+    if path in ("/admin/sitreps/new", "/api/sitreps") or (path.startswith("/admin/sitreps/")
+                                                          and path.endswith("/edit")):
+        return SITREP_BODY_BYTES
+    return DEFAULT_BODY_BYTES
+
+
+def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None) -> FastAPI:
+    """``mailer`` sends confirmation emails (default: an SMTP adapter from the
+    settings), from a notice sender that runs while the app is served."""
     engine = engine or bootstrap.open_engine(settings)
     secret = bootstrap.secret_key(engine, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker = app.state.notice_worker = notices.NoticeWorker(notices.NoticeSender(
+            engine, environment=app.state.templates.env, brand=app.state.brand, public_url=str(settings.public_url),
+            secret=secret, mailer=app.state.mailer, policy=RetryPolicy(max_attempts=settings.max_attempts))).start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(worker.stop)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="dispatch API", version=__version__,
         description="Push SITREPs, manage subscribers and read the delivery log. Every route needs "
                     "`Authorization: Bearer <token>`; make a token with `dispatch admin token NAME`.",
-        docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json",
+        docs_url="/api/docs" if settings.api_docs else None, redoc_url=None,
+        openapi_url="/api/openapi.json" if settings.api_docs else None,
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.secret = secret
-    app.state.brand = BRAND
+    app.state.brand = notices.BRAND
     app.state.templates = templates(settings.templates_dir)
-    app.state.login_throttle = login_throttle or Throttle(limit=5, window=900)  # failed sign-ins
-    app.state.signup_throttle = signup_throttle or Throttle(limit=10, window=3600)  # confirmation emails
+    # Failed sign-ins per (client, username), and per client whatever the username.
+    app.state.login_throttle = Throttle(limit=5, window=900)
+    app.state.login_client_throttle = Throttle(limit=20, window=900)
+    # Subscribe requests per client (each address also has a daily cap: notices.NOTICES_PER_ADDRESS_PER_DAY).
+    app.state.signup_throttle = Throttle(limit=10, window=3600)
+    app.state.notice_worker = None  # started with the server (lifespan)
     app.state.mailer = mailer or smtp_adapter(settings)
     app.state.composer = Composer(settings, engine)  # renderers for the previews, built once
-    _limit_body(app)  # added before the sessions, so it runs inside them (its error page has a session)
     # The session key is derived from the link key, so neither can be used as the other.
     session_key = hmac.new(secret.encode(), b"dispatch web session", hashlib.sha256).hexdigest()
     app.add_middleware(SessionMiddleware, secret_key=session_key, session_cookie="dispatch_session",
                        max_age=int(SESSION_MAX_AGE.total_seconds()), same_site="lax",
                        https_only=str(settings.public_url).startswith("https:"))
+    # Added last, so they run first: a body is capped before the session
+    # or any route reads it, and even a refusal carries the headers.
+    app.add_middleware(BodyLimit, limit_for=body_limit)
+    app.add_middleware(SecurityHeaders)
+    proxies = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
+    if proxies:
+        # uvicorn's own: X-Forwarded-For is believed only from these peers
+        # (addresses or networks), so no client can claim a new address per request.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
     app.include_router(public_pages.router)
     app.include_router(admin_pages.login_router)
     app.include_router(admin_pages.router)
     app.include_router(api.router)
     _error_handlers(app)
     return app
-
-
-def _limit_body(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def refuse_oversized(request: Request, call_next):
-        # Refuse before reading: Starlette would spool a whole upload to disk
-        # before the form handlers could check its size. (A chunked body has no
-        # length; the handlers' own limits still apply to it.)
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_BODY_BYTES:
-            text = f"The request is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB."
-            if _is_api(request):
-                return JSONResponse({"detail": text}, status_code=413)
-            return message(request, "Too large", text, status_code=413)
-        return await call_next(request)
 
 
 def _is_api(request: Request) -> bool:

@@ -49,8 +49,9 @@ def values_from(form: FormData) -> dict:
 
 
 def _weekday_shown(value: str) -> int:
-    # Not isdigit(): '²'.isdigit() is true and int('²') fails.
-    return int(value) if len(value) == 1 and value in "0123456" else 0
+    """The weekday to select again; a value that is no weekday selects Monday.
+    (isdecimal and short: int() refuses "²" and is quadratic on long digit strings.)"""
+    return int(value) if len(value) == 1 and value.isdecimal() and int(value) < 7 else 0
 
 
 def preferences_from(form: FormData) -> Preferences:

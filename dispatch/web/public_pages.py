@@ -4,8 +4,6 @@ signed link, and a link only ever shows the subscriber it was made for."""
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from sqlalchemy.orm import selectinload
@@ -13,15 +11,13 @@ from sqlmodel import Session, select
 from starlette.datastructures import FormData
 
 from dispatch import db, links, notices, signup, subscribers
-from dispatch.errors import DeliveryError, FieldError
-from dispatch.models import Subscriber, SubscriberStatus
+from dispatch.errors import FieldError
+from dispatch.models import Subscriber, SubscriberStatus, utcnow
 from dispatch.web import forms
 from dispatch.web.pages import db_session, flash, message, page
-from dispatch.web.security import check_csrf, client_address, require_csrf, submitted_form
+from dispatch.web.security import check_csrf, client_address, refuse_if_full, require_csrf, submitted_form
 
 router = APIRouter(include_in_schema=False)
-log = logging.getLogger("dispatch.web")
-
 
 
 def _by_link(request: Request, session: Session, token: str, purpose: str) -> Subscriber:
@@ -56,10 +52,12 @@ def subscribe_form(request: Request, session: Session = Depends(db_session)):
 def subscribe(request: Request, form: FormData = Depends(submitted_form)):
     address = str(form.get("email", "")).strip()
     app = request.app.state
-    # Each request may send an email: limit them per client and per address,
-    # so the form cannot be used to flood someone's inbox.
-    app.signup_throttle.refuse_if_full(client_address(request), address, what="subscribe requests")
-    app.signup_throttle.record(client_address(request), address)
+    client = client_address(request)
+    # Each request may send an email: limited per client here, and per
+    # address by the daily cap when the notice is planned, so the form
+    # cannot be used to flood an inbox. The answer is the same either way.
+    refuse_if_full((app.signup_throttle, client), what="subscribe requests")
+    app.signup_throttle.record(client)
     try:
         with db.session_scope(app.engine) as session:
             result = signup.request_subscription(session, address, forms.preferences_from(form))
@@ -69,16 +67,10 @@ def subscribe(request: Request, form: FormData = Depends(submitted_form)):
             return page(request, "subscribe.html", status_code=400, values=forms.values_from(form),
                         address=address, error=str(exc), **forms.choices(session))
     if result.next_step != signup.NextStep.nothing:
-        notice = notices.compose(app.templates.env, kind=result.next_step.value, brand=app.brand,
-                                 public_url=str(app.settings.public_url), secret=app.secret,
-                                 subscriber_id=subscriber_id, address=stored_address)
-        try:
-            notices.send(app.mailer, notice)
-        except DeliveryError as exc:
-            log.warning("subscribe: could not email %s: %s", stored_address, exc)
-            return message(request, "We could not send the email",
-                           "Your request is saved, but the confirmation email could not be sent just now. "
-                           "Please try again in a few minutes.", status_code=503)
+        # Planned, not sent: the notice sender mails it, so a slow relay never holds this request.
+        if notices.plan(app.engine, subscriber_id, kind=result.next_step.value, now=utcnow()) is not None \
+                and app.notice_worker is not None:
+            app.notice_worker.wake()
     return message(request, "Check your inbox",
                    f"If {stored_address} can be subscribed, an email is on its way to it. "
                    "Open the link in it to confirm: nothing is sent to you before that.")
@@ -94,12 +86,10 @@ def confirm_page(token: str, request: Request, session: Session = Depends(db_ses
 @router.post("/confirm/{token}", dependencies=[Depends(require_csrf)])
 def confirm(token: str, request: Request, session: Session = Depends(db_session)):
     subscriber = _by_link(request, session, token, "confirm")
-    if subscriber.status == SubscriberStatus.pending:
-        signup.confirm(session, subscriber)
-    elif subscriber.status != SubscriberStatus.active:
+    if not signup.confirm(session, subscriber) and subscriber.status != SubscriberStatus.active:
         return message(request, "This subscription is closed",
-                       f"{subscriber.address} is {subscriber.status.value}. Subscribe again to receive briefings.",
-                       status_code=409, link=("/subscribe", "Subscribe"))
+                       f"Nothing is being sent to {subscriber.address} ({subscriber.status.value}). "
+                       "Please contact the publisher.", status_code=409)
     flash(request, "Your subscription is confirmed. Choose what you receive below.")
     return RedirectResponse(_link(request, subscriber, "preferences"), status_code=303)
 
@@ -153,7 +143,10 @@ def unsubscribe(token: str, request: Request, form: FormData = Depends(submitted
 @router.post("/resubscribe/{token}", dependencies=[Depends(require_csrf)])
 def resubscribe(token: str, request: Request, session: Session = Depends(db_session)):
     subscriber = _by_link(request, session, token, "unsubscribe")
-    signup.resubscribe(session, subscriber)
+    if not signup.resubscribe(session, subscriber) and subscriber.status != SubscriberStatus.active:
+        return message(request, "This subscription cannot be resumed here",
+                       f"Nothing is being sent to {subscriber.address} ({subscriber.status.value}). "
+                       "Please contact the publisher.", status_code=409)
     flash(request, "Welcome back: you are subscribed again.")
     return RedirectResponse(_link(request, subscriber, "preferences"), status_code=303)
 

@@ -10,9 +10,11 @@ send it without cookies (its signed link is its authority).
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 import threading
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from dispatch import admins, db
 from dispatch.models import AdminUser, utcnow
 
 CSRF_FIELD = "csrf_token"
+LOGIN_KEY_CHARS = 200  # usernames have at most 100
 CSRF_HEADER = "x-csrf-token"
 
 
@@ -71,14 +74,21 @@ class Admin:
 
 
 def current_admin(request: Request) -> Admin:
-    """A dependency for every admin page: the signed-in admin, who must still exist."""
-    admin_id = request.session.get("admin_id")
+    """A dependency for every admin page: the signed-in admin, who must still
+    exist and whose sessions must not have been ended since this one began.
+
+    The cookie names the account's session nonce, not just its id: signing
+    out, a new password or removal changes or drops the nonce, which ends
+    every session of that account at once, and an account that later gets
+    the same id (SQLite reuses ids) has a nonce of its own."""
+    admin_id, nonce = request.session.get("admin_id"), request.session.get("admin_nonce")
     if admin_id is not None:
-        with db.session_scope(request.app.state.engine) as session:
-            row = session.get(AdminUser, admin_id)
-            if row is not None:
-                return Admin(id=row.id, username=row.username)
-        request.session.pop("admin_id", None)
+        if isinstance(nonce, str):
+            with db.session_scope(request.app.state.engine) as session:
+                row = session.get(AdminUser, admin_id)
+                if row is not None and hmac.compare_digest(row.session_nonce, nonce):
+                    return Admin(id=row.id, username=row.username)
+        request.session.clear()
     raise LoginRequired(request.url.path if request.method == "GET" else "/admin")
 
 
@@ -86,18 +96,25 @@ def sign_in(request: Request, admin: AdminUser) -> None:
     # A new CSRF token at sign-in: one planted before login is worth nothing after.
     request.session.clear()
     request.session["admin_id"] = admin.id
+    request.session["admin_nonce"] = admin.session_nonce
     csrf_token(request)
 
 
-class Throttle:
-    """Counts events (failed sign-ins, subscribe requests) per client address
-    and per name (username, email address) in a sliding window, and says how
-    long to wait once either count is full.
+def sign_out(request: Request, admin: Admin) -> None:
+    """End this session and every other session of the same admin."""
+    with db.session_scope(request.app.state.engine) as session:
+        admins.end_sessions(session, admin.id)
+    request.session.clear()
 
-    Kept in memory: a restart forgets it, and several web processes each
-    count their own. That is enough to make guessing passwords, or mailing
-    confirmations to a stranger, slow; it is not an account lockout (which
-    would let anyone lock an admin out).
+
+class Throttle:
+    """Counts events (failed sign-ins, subscribe requests) per key in a
+    sliding window, and says how long to wait once a key's count is full.
+
+    Callers choose the keys: sign-ins count per (client, username) and per
+    client, never per username alone, so that nobody elsewhere can lock the
+    rightful admin out by failing on purpose. Kept in memory: a restart
+    forgets it, and several web processes each count their own.
     """
 
     def __init__(self, *, limit: int = 5, window: float = 900.0, clock: Callable[[], float] = time.monotonic):
@@ -107,45 +124,60 @@ class Throttle:
         self._events: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def _keys(self, client: str, name: str) -> tuple[str, str]:
-        return f"ip:{client}", f"name:{name.strip().lower()}"
-
-    def retry_after(self, client: str, name: str) -> float:
-        """Seconds until another try is allowed; 0 if allowed now."""
-        now = self.clock()
-        wait = 0.0
-        with self._lock:
-            for key in self._keys(client, name):
-                times = self._events.get(key)
-                if not times:
-                    continue
-                while times and times[0] <= now - self.window:
-                    times.popleft()
-                if len(times) >= self.limit:
-                    wait = max(wait, times[0] + self.window - now)
-        return wait
-
-    def refuse_if_full(self, client: str, name: str, *, what: str) -> None:
-        """Raise 429 with Retry-After while either count is full."""
-        wait = self.retry_after(client, name)
-        if wait:
-            raise HTTPException(429, f"Too many {what}. Try again in {int(wait // 60) + 1} minute(s).",
-                                headers={"Retry-After": str(int(wait) + 1)})
-
-    def record(self, client: str, name: str) -> None:
+    def retry_after(self, key: str) -> float:
+        """Seconds until another event for ``key`` is allowed; 0 if allowed now."""
         now = self.clock()
         with self._lock:
-            for key in self._keys(client, name):
-                self._events.setdefault(key, deque()).append(now)
+            times = self._events.get(key)
+            if not times:
+                return 0.0
+            while times and times[0] <= now - self.window:
+                times.popleft()
+            if not times:
+                del self._events[key]  # idle keys go, so memory follows the active ones
+                return 0.0
+            return max(0.0, times[0] + self.window - now) if len(times) >= self.limit else 0.0
 
-    def forget(self, name: str) -> None:
-        """A successful sign-in clears the name's count (not the address's)."""
+    def record(self, key: str) -> None:
+        now = self.clock()
         with self._lock:
-            self._events.pop(self._keys("", name)[1], None)
+            self._events.setdefault(key, deque()).append(now)
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._events.pop(key, None)
+
+
+def refuse_if_full(*checks: tuple[Throttle, str], what: str) -> None:
+    """Raise 429 with Retry-After while any (throttle, key) is full."""
+    wait = max(throttle.retry_after(key) for throttle, key in checks)
+    if wait:
+        raise HTTPException(429, f"Too many {what}. Try again in {int(wait // 60) + 1} minute(s).",
+                            headers={"Retry-After": str(int(wait) + 1)})
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "?"
+    """The client a throttle counts: the peer, or the address a trusted proxy
+    forwarded (see DISPATCH_TRUSTED_PROXIES). IPv6 clients count per /64,
+    the block one subscriber line usually has, so that a new address from
+    the same block is not a new client."""
+    host = request.client.host if request.client else "?"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def login_keys(client: str, username: str) -> tuple[str, str]:
+    """(client + username, client): the keys a failed sign-in counts against."""
+    # Cut first: normalising is slow on long runs of combining marks, and no username is this long.
+    name = unicodedata.normalize("NFKC", username[:LOGIN_KEY_CHARS]).strip().casefold()
+    return f"{client}|{name}", client
 
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `dispatch admin token NAME`.")
