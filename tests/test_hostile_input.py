@@ -13,9 +13,11 @@ import itertools
 import json
 
 import pytest
+from sqlmodel import select
 
 from dispatch import admins, db, sitrep_text, sitreps, subscribers
 from dispatch.web.security import Throttle
+from dispatch.models import Subscriber
 
 from .conftest import FIXTURES
 from .tables import dump
@@ -37,7 +39,8 @@ def sitrep_text_with(*, title="Port Strike Halts Grain Shipments", bullet="Dock 
 @pytest.fixture
 def hostile_web(database_url, engine, mail_sink, tmp_path):
     many = Throttle(limit=10_000, window=60)
-    harness = make_web(database_url, engine, mail_sink, tmp_path / "mail", signup_throttle=many, login_throttle=many)
+    harness = make_web(database_url, engine, mail_sink, tmp_path / "mail")
+    harness.client.app.state.signup_throttle = many
     with harness.client:
         harness.sign_in()
         with db.session_scope(engine) as session:
@@ -79,7 +82,6 @@ WEB_CASES = [
     ("10k-character name", lambda w: _subscribe(w, name=LONG), "name"),
     ("weekday=²", lambda w: _subscribe(w, weekday="²"), "weekday"),
     ("a 5,000-digit weekday", lambda w: _subscribe(w, weekday="9" * 5000), "weekday"),
-    ("Arabic-Indic digits as a time", lambda w: _subscribe(w, send_at="٠٧:٣٠"), "at"),
     ("NUL in a time zone", lambda w: _subscribe(w, timezone="UTC\x00"), "tz"),
     ("NUL in an address", lambda w: _subscribe(w, email="a\x00@example.org"), "email"),
     ("NUL in a region", lambda w: _subscribe(w, region="americas\x00"), "region"),
@@ -105,7 +107,7 @@ WEB_CASES = [
     ("a 501-character webhook URL", lambda w: _form(w, "/admin/subscribers/new", {
         "kind": "slack", "address": "https://hooks.example.org/" + "a" * 480, "cadence": "daily",
         "send_at": "08:00", "timezone": "UTC", "weekday": "0", "format": "html"},
-        page="/admin/subscribers/new?kind=slack"), "address"),
+        page="/admin/subscribers/new?kind=slack"), "at most 500 characters"),
     ("a NUL in a withdrawal reason", lambda w: _form(w, "/admin/sitreps/1/withdraw", {"reason": "x\x00"},
                                                      page="/admin/sitreps/1"), "reason"),
     ("weekday=² in an admin edit", lambda w: _form(w, "/admin/subscribers/1", {
@@ -137,15 +139,13 @@ WEB_CASES = [
     ("a NUL in a withdrawal reason by API", lambda w: w.client.post(
         "/api/sitreps/1/withdraw", params={"reason": "x\x00"}, headers=_api(w)), "reason"),
     ("a 501-character webhook by API", lambda w: w.client.post("/api/subscribers", headers=_api(w), json={
-        "kind": "slack", "address": "https://hooks.example.org/" + "a" * 480}), "address"),
+        "kind": "slack", "address": "https://hooks.example.org/" + "a" * 480}), "at most 500 characters"),
     ("a NUL in a name by API", lambda w: w.client.post("/api/subscribers", headers=_api(w), json={
         "address": "n@example.org", "name": "N\x00"}), "name"),
     ("weekday ² by API", lambda w: w.client.post("/api/subscribers", headers=_api(w), json={
         "address": "n@example.org", "weekday": "²"}), "weekday"),
     ("weekday 10^30 by API", lambda w: w.client.post("/api/subscribers", headers=_api(w), json={
         "address": "n@example.org", "weekday": 10**30}), "weekday"),
-    ("a Devanagari time by API", lambda w: w.client.post("/api/subscribers", headers=_api(w), json={
-        "address": "n@example.org", "send_at": "०७:००"}), "at"),
     ("PATCH with wildcards for an address", lambda w: w.client.patch(
         "/api/subscribers/%25smith%25@%25", headers=_api(w), json={"name": "Changed"}), "subscriber"),
     ("DELETE with a wildcard for an address", lambda w: w.client.delete("/api/subscribers/%25",
@@ -171,6 +171,19 @@ def test_every_web_and_api_entry_refuses_hostile_values_clearly(hostile_web):
             problems.append(f"{what}: changed {changed}")
             before = after
     assert problems == [], "\n".join(problems)
+
+
+def test_digits_of_other_scripts_are_read_as_the_numbers_they_are_and_stored_in_ascii(hostile_web):
+    """'٠٧:٣٠' is 07:30 in Arabic-Indic digits: taken, and what is stored is ASCII."""
+    web = hostile_web
+    assert _subscribe(web, email="arabic@example.org", send_at="٠٧:٣٠", weekday="٣").status_code == 200
+    response = web.client.post("/api/subscribers", headers=_api(web), json={
+        "address": "devanagari@example.org", "send_at": "०७:००", "cadence": "weekly", "weekday": "५"})
+    assert response.status_code == 201 and (response.json()["at"], response.json()["weekday"]) == ("07:00", "saturday")
+    with db.session_scope(web.engine) as session:
+        arabic = subscribers.get(session, "arabic@example.org")
+        assert (arabic.send_at, arabic.weekday) == ("07:30", 3)
+        assert all(s.send_at.isascii() for s in session.exec(select(Subscriber)).all())
 
 
 def test_extreme_but_real_days_and_instants_are_answered_not_refused(hostile_web):
@@ -216,10 +229,10 @@ CLI_CASES = [
     ("undecodable bytes in a reason", ["sitrep", "withdraw", "1", "--reason", "x" + SURROGATE], 2, "reason"),
     ("undecodable bytes in a search", ["sitrep", "list", "--search", SURROGATE], 2, "search"),
     ("weekday ²", ["subscriber", "add", "w@example.org", "--weekday", "²"], 2, "weekday"),
-    ("Arabic-Indic digits as a time", ["subscriber", "add", "w@example.org", "--at", "٠٧:٣٠"], 2, "at"),
     ("a 201-character name", ["subscriber", "add", "w@example.org", "--name", "n" * 201], 2, "name"),
     ("undecodable bytes in a name", ["subscriber", "edit", "1", "--name", SURROGATE], 2, "name"),
-    ("a 501-character webhook URL", ["slack", "add", "https://hooks.example.org/" + "a" * 480], 2, "address"),
+    ("a 501-character webhook URL", ["slack", "add", "https://hooks.example.org/" + "a" * 480], 2,
+     "at most 500 characters"),
     ("a subscriber id past int64", ["subscriber", "show", HUGE_ID], 1, "no subscriber"),
     ("undecodable bytes as a subscriber", ["subscriber", "remove", SURROGATE, "--yes"], 1, "no subscriber"),
     ("a subscriber search with a surrogate", ["subscriber", "list", "--search", SURROGATE], 2, "search"),
