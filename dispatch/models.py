@@ -224,6 +224,12 @@ def address_key(kind: "SubscriberKind | str", address: str) -> str:
     return address.casefold() if kind == SubscriberKind.email.value else address
 
 
+def _address_key_default(context) -> str:
+    """For a Core INSERT that gives no key (a flush always sets one)."""
+    values = context.get_current_parameters()
+    return address_key(values.get("kind") or SubscriberKind.email, values["address"])
+
+
 class SubscriberRegion(SQLModel, table=True):
     __tablename__ = "subscriber_region"
     subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
@@ -260,8 +266,8 @@ class Subscriber(SQLModel, table=True):
     address: str = Field(max_length=500, sa_column_kwargs=_named("address"))
     # address_key(kind, address), set at every flush: what "the same address" means.
     # Casefolding can lengthen a text (ß → ss), hence more room than the address.
-    address_key: str = Field(default="", max_length=ADDRESS_KEY_LENGTH,
-                             sa_column_kwargs=_named("address", server_default=""))
+    address_key: str = Field(default="", max_length=ADDRESS_KEY_LENGTH, sa_column_kwargs=_named(
+        "address", default=_address_key_default, server_default=""))
     name: str = Field(default="", max_length=200, sa_column_kwargs=_named("name"))
     timezone: str = Field(default="UTC", max_length=64, sa_column_kwargs=_named("tz"))
     send_at: str = Field(default="07:00", max_length=5, sa_column_kwargs=_named("at"))  # local HH:MM

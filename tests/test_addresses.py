@@ -5,6 +5,7 @@ search is a search, with % and _ as plain characters. On SQLite and PostgreSQL."
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -66,6 +67,16 @@ def test_the_database_itself_refuses_a_second_row_for_one_address(engine):
         row.address = "Reader@example.org"  # a change of spelling keeps its key in step
     with db.session_scope(engine) as session:
         assert session.exec(select(Subscriber.address_key)).all() == ["reader@example.org"]
+    # A Core INSERT that gives no key (bench/, scripts) gets one too.
+    row = {"kind": "email", "cadence": "daily", "format": "html", "status": "active",
+           "created_at": datetime.now(timezone.utc)}
+    with pytest.raises(sa.exc.IntegrityError, match="address_key"):
+        with engine.begin() as connection:
+            connection.execute(sa.insert(Subscriber.__table__), [{**row, "address": "READER@EXAMPLE.org"}])
+    with engine.begin() as connection:
+        connection.execute(sa.insert(Subscriber.__table__), [{**row, "address": "Other@Example.org"}])
+        assert connection.execute(sa.select(Subscriber.address_key).where(
+            Subscriber.address == "Other@Example.org")).scalar() == "other@example.org"
 
 
 def test_editing_by_address_changes_only_that_subscriber(session):
