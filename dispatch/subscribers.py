@@ -24,7 +24,7 @@ from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
 from dispatch import fields, slack_webhooks, taxonomy
-from dispatch.errors import DuplicateError, FieldError, NotFoundError
+from dispatch.errors import DuplicateError, FieldError, NotFoundError, WorkflowError
 from dispatch.input_bounds import bounded
 from dispatch.models import (
     Cadence,
@@ -278,9 +278,17 @@ def get(session: Session, ident: str | int) -> Subscriber:
 
 
 def edit_subscriber(
-    session: Session, ident: str | int, prefs: Preferences, *, status: SubscriberStatus | None = None
+    session: Session, ident: str | int, prefs: Preferences, *, status: SubscriberStatus | None = None,
+    force: bool = False,
 ) -> Subscriber:
+    """``force`` lets an admin make active a reader who unsubscribed
+    themselves (they asked the admin to, in writing); without it that is refused."""
     subscriber = get(session, ident)
+    if status == SubscriberStatus.active and subscriber.opted_out_at is not None and not force:
+        raise WorkflowError(
+            f"{subscriber.address} unsubscribed themselves on {subscriber.opted_out_at:%Y-%m-%d}: only their own "
+            "confirmed opt-in makes them active again (they can subscribe at /subscribe; an admin who has "
+            "their request in writing can use `dispatch subscriber edit --status active --force`)")
     _apply(session, subscriber, prefs)
     if status is not None and status != subscriber.status:
         subscriber.status = status

@@ -233,3 +233,17 @@ def test_the_plain_query_reader_loader_gives_what_the_orm_gives(session):
         assert loaded[subscriber.id] == (subscriber.status, views.recipient(subscriber, names))
     assert 9999 not in loaded
     assert loaded[made[0].id][1].analyst_names == ("Dana Whitfield", "Samir Haddad")
+
+
+def test_an_admin_cannot_reactivate_a_reader_who_opted_out_without_force(session):
+    from dispatch import signup
+    from dispatch.errors import WorkflowError
+
+    reader = subscribers.add_subscriber(session, "optout@example.org")
+    signup.unsubscribe(session, reader, how="one-click")
+    with pytest.raises(WorkflowError, match="unsubscribed themselves"):
+        subscribers.edit_subscriber(session, "optout@example.org", Preferences(), status=SubscriberStatus.active)
+    assert reader.status == SubscriberStatus.unsubscribed
+    subscribers.edit_subscriber(session, "optout@example.org", Preferences(), status=SubscriberStatus.disabled)  # allowed
+    edited = subscribers.edit_subscriber(session, "optout@example.org", Preferences(), status=SubscriberStatus.active, force=True)
+    assert edited.status == SubscriberStatus.active

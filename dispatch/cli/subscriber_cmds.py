@@ -148,6 +148,8 @@ def edit(
     status: SubscriberStatus = typer.Option(None, "--status", help="e.g. disabled to pause, active to resume."),
     all_regions: bool = typer.Option(False, "--all-regions", help="Clear the region filter."),
     all_analysts: bool = typer.Option(False, "--all-analysts", help="Clear the analyst filter."),
+    force: bool = typer.Option(False, "--force", help="With --status active: re-activate a reader who "
+                                                      "unsubscribed themselves (only on their written request)."),
 ) -> None:
     """Change a subscriber's preferences or status; options not given stay as they are."""
     prefs = _prefs(name, region, analyst, cadence, at, tz, weekday, fmt)
@@ -156,7 +158,8 @@ def edit(
     if all_analysts:
         prefs.analysts = []
     with app_context(ctx).session() as session:
-        data = subscribers.as_dict(subscribers.edit_subscriber(session, ident, prefs, status=status))
+        data = subscribers.as_dict(subscribers.edit_subscriber(session, ident, prefs, status=status,
+                                                                         force=force))
     console.print(f"#{data['id']} {escape(data['address'])} [{data['status']}]: {escape(_describe(data))}",
                   highlight=False)
 
