@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Session, col, select
 
-from dispatch.errors import DuplicateError, FieldError, NotFoundError
+from dispatch.errors import DispatchError, DuplicateError, FieldError, NotFoundError
 from dispatch.models import AdminUser, ApiToken, utcnow
 
 MIN_PASSWORD_LENGTH = 10
@@ -30,6 +31,9 @@ TOKEN_PREFIX = "dsp_"
 _USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,100}")
 _NAME = re.compile(r"[A-Za-z0-9._ -]{1,100}")
 _hasher = PasswordHasher()
+VERIFY_SLOTS = 2  # one per core of the machines this runs on
+VERIFY_WAIT_SECONDS = 10.0
+_verify_slots = threading.BoundedSemaphore(VERIFY_SLOTS)
 
 
 @cache
@@ -117,20 +121,45 @@ def remove_admin(session: Session, username: str) -> None:
     session.delete(admin)
 
 
+def plausible_username(username: str) -> bool:
+    return _USERNAME.fullmatch(username.strip()) is not None
+
+
 def authenticate(session: Session, username: str, password: str) -> AdminUser | None:
     """The admin if the password is right, else None (never says which part was wrong)."""
-    admin = find_admin(session, username) if _USERNAME.fullmatch(username.strip()) else None
+    admin = find_admin(session, username) if plausible_username(username) else None
+    if not verify(admin.password_hash if admin else None, password) or admin is None:
+        return None
+    record_sign_in(session, admin, password)
+    return admin
+
+
+class Busy(DispatchError):
+    """Too many password checks at once: try again in a moment."""
+
+
+def verify(password_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches; None (no such user) takes as long as a
+    wrong password. At most ``VERIFY_SLOTS`` run at once: each Argon2 check
+    costs tens of MB and a core for a moment, so a burst of sign-ins waits
+    here (and is refused as Busy after a while) instead of starving the
+    server. Call it outside any database transaction."""
+    if not _verify_slots.acquire(timeout=VERIFY_WAIT_SECONDS):
+        raise Busy("The server is busy checking passwords; try again in a moment.")
     try:
-        _hasher.verify(admin.password_hash if admin else _dummy_hash(), password)
+        _hasher.verify(password_hash or _dummy_hash(), password[:MAX_PASSWORD_LENGTH])
     except (VerificationError, InvalidHashError):
-        return None
-    if admin is None:
-        return None
+        return False
+    finally:
+        _verify_slots.release()
+    return password_hash is not None
+
+
+def record_sign_in(session: Session, admin: AdminUser, password: str) -> None:
     if _hasher.check_needs_rehash(admin.password_hash):
         admin.password_hash = _hasher.hash(password)
     admin.last_login_at = utcnow()
     session.flush()
-    return admin
 
 
 # --- API tokens --------------------------------------------------------------

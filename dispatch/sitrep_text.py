@@ -115,7 +115,7 @@ def decode_source(raw: bytes, *, source: str | None = None) -> str:
         raise SitrepFormatError("the file is empty", source=source)
     if len(raw) > MAX_SOURCE_BYTES:
         raise SitrepFormatError(
-            f"the file is {len(raw):,} bytes; a SITREP is at most {MAX_SOURCE_BYTES:,}", source=source
+            f"the file is larger than {MAX_SOURCE_BYTES:,} bytes, the most a SITREP may be", source=source
         )
     if b"\x00" in raw:
         raise SitrepFormatError("this is a binary file, not SITREP text", source=source)

@@ -182,3 +182,44 @@ def test_x_forwarded_for_from_a_loopback_peer_is_not_believed(web_process):
             codes.append(client.post("/subscribe", data={"email": f"r{n}@example.org", "csrf_token": csrf},
                                      headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code)
     assert codes[:10] == [200] * 10 and codes[10:] == [429, 429]
+
+
+def test_a_burst_of_concurrent_guesses_gets_no_more_checks_than_the_limit(web_process, tmp_path):
+    """Each attempt is counted before its password is checked, and the checks
+    run outside any transaction and a few at a time: 30 guesses at once get 5
+    checks, and the other pages keep answering."""
+    import threading
+
+    import httpx2
+
+    from tests.webtools import csrf_from
+
+    base, _ = web_process
+    env = {**os.environ, "DISPATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'subscribers.db'}"}
+    subprocess.run([sys.executable, "-m", "dispatch", "admin", "create", "boss", "--password-stdin"], env=env,
+                   cwd=tmp_path, input="a long and proper passphrase\n", text=True, check=True, capture_output=True)
+    clients = [httpx2.Client(base_url=base) for _ in range(30)]
+    tokens = [csrf_from(c.get("/admin/login").text) for c in clients]
+    codes: list[int] = []
+    start = threading.Barrier(len(clients) + 1)
+
+    def guess(client, token, n):
+        start.wait()
+        codes.append(client.post("/admin/login", data={"username": "boss", "password": f"guess number {n}",
+                                                        "csrf_token": token}, timeout=60).status_code)
+
+    threads = [threading.Thread(target=guess, args=(c, t, n)) for n, (c, t) in enumerate(zip(clients, tokens))]
+    for t in threads:
+        t.start()
+    start.wait()
+    time.sleep(0.2)
+    with httpx2.Client(base_url=base) as other:
+        began = time.monotonic()
+        assert other.get("/subscribe", timeout=30).status_code == 200
+        waited = time.monotonic() - began
+    for t in threads:
+        t.join()
+    for c in clients:
+        c.close()
+    assert codes.count(401) == 5 and codes.count(429) == 25, codes
+    assert waited < 2.0

@@ -118,7 +118,7 @@ def test_failed_logins_are_throttled_then_allowed_again(web):
     for _ in range(3):
         assert web.form("/admin/login", {"username": "editor", "password": "guess"}).status_code == 401
     blocked = web.form("/admin/login", {"username": "editor", "password": "correct horse battery"})
-    assert blocked.status_code == 429 and "Too many failed sign-ins" in blocked.text
+    assert blocked.status_code == 429 and "Too many sign-in attempts" in blocked.text
     assert int(blocked.headers["retry-after"]) > 0
     clock[0] += 601
     web.sign_in()

@@ -26,7 +26,9 @@ ID_ARGUMENT = typer.Argument(..., metavar="ID", min=1, max=fields.MAX_ID)
 def read_sitrep_file(path: Path) -> sitrep_text.ParsedSitrep:
     source = str(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            # One byte past the limit is enough to refuse it: /dev/zero is never read whole.
+            raw = file.read(sitrep_text.MAX_SOURCE_BYTES + 1)
     except OSError as exc:
         raise sitrep_text.SitrepFormatError(f"cannot read the file: {exc.strerror}", source=source) from exc
     return sitrep_text.parse(sitrep_text.decode_source(raw, source=source), source=source)

@@ -9,6 +9,7 @@ import typer
 from dispatch import logsafe
 from dispatch.cli.common import EXIT_BAD_INPUT, app_context, console, fail
 
+MAX_CONNECTIONS = 500
 HOST_HELP = "Address to listen on (0.0.0.0 for every interface; put a TLS proxy in front)."
 
 
@@ -24,7 +25,10 @@ def build_server(ctx: typer.Context, host: str, port: int):
         fail(f"invalid settings: {exc}", code=EXIT_BAD_INPUT)
     # Forwarded headers are the app's business (DISPATCH_TRUSTED_PROXIES):
     # uvicorn's default would believe any loopback peer.
-    config = uvicorn.Config(app, host=host, port=port, proxy_headers=False, log_level="info")
+    # limit_concurrency: past this many open connections and tasks, new ones
+    # get 503 at once rather than each holding memory while it trickles in.
+    config = uvicorn.Config(app, host=host, port=port, proxy_headers=False, log_level="info",
+                            limit_concurrency=MAX_CONNECTIONS)
     # Built, the Config has set up uvicorn's loggers: the access log would show
     # every signed reader link in full. Redact their lines as the CLI's own.
     logsafe.install_on_uvicorn(webhook_hosts=appctx.settings.slack_webhook_hosts)

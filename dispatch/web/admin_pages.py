@@ -24,6 +24,7 @@ from dispatch import (
 from dispatch.coordination import live_workers
 from dispatch.errors import InputError, WorkflowError
 from dispatch.models import (
+    AdminUser,
     Cadence,
     Delivery,
     DeliveryStatus,
@@ -87,15 +88,28 @@ def login_form(request: Request, next: str = "/admin"):
 def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/admin")):
     state = request.app.state
     pair, client = login_keys(client_address(request), username)
-    checks = ((state.login_throttle, pair), (state.login_client_throttle, client))
-    refuse_if_full(*checks, what="failed sign-ins")
+    # Counted before the password is checked: a burst of concurrent guesses
+    # cannot all slip through a limit that none of them has counted yet.
+    refuse_if_full((state.login_throttle, pair), (state.login_client_throttle, client),
+                   what="sign-in attempts", take=True)
+    # The hash is read, then checked outside any transaction: an Argon2 check
+    # must never hold SQLite's write lock while other requests wait for it.
     with db.session_scope(state.engine) as session:
-        admin = admins.authenticate(session, username, password)
-    if admin is None:
-        for throttle, key in checks:
-            throttle.record(key)
+        found = admins.find_admin(session, username) if admins.plausible_username(username) else None
+        admin_id, stored = (found.id, found.password_hash) if found else (None, None)
+    try:
+        right = admins.verify(stored, password)
+    except admins.Busy as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+    if not right:
         return page(request, "admin/login.html", status_code=401, next=_safe_next(next), username=username,
                     error="Wrong username or password.")
+    with db.session_scope(state.engine) as session:
+        admin = session.get(AdminUser, admin_id)
+        if admin is None:  # removed in the meantime
+            return page(request, "admin/login.html", status_code=401, next=_safe_next(next), username=username,
+                        error="Wrong username or password.")
+        admins.record_sign_in(session, admin, password)
     state.login_throttle.forget(pair)
     sign_in(request, admin)
     return _back(_safe_next(next))

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
+from base64 import b64decode
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import FastAPI, HTTPException, Request
+from itsdangerous import BadSignature, TimestampSigner
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -17,7 +20,7 @@ from sqlalchemy.engine import Engine
 from starlette.middleware.sessions import SessionMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from dispatch import __version__, bootstrap, notices
+from dispatch import __version__, admins, bootstrap, db, notices
 from dispatch.compose import Composer
 from dispatch.config import Settings
 from dispatch.errors import ConflictError, DispatchError, InputError, NotFoundError
@@ -30,21 +33,58 @@ from dispatch.web.security import LoginRequired, Throttle
 from dispatch.web.uploads import CSV_MAX_BYTES, SITREP_MAX_BYTES
 
 SESSION_MAX_AGE = timedelta(hours=12)
+SESSION_COOKIE = "dispatch_session"
 FORM_ROOM = 256 * 1024  # the rest of a form around an upload
 MAX_BODY_BYTES = CSV_MAX_BYTES + FORM_ROOM  # the largest upload there is: a subscriber CSV
 SITREP_BODY_BYTES = 6 * SITREP_MAX_BYTES + FORM_ROOM  # a SITREP as JSON, where a character may take six bytes
 DEFAULT_BODY_BYTES = 64 * 1024  # every other form and JSON body: preferences, sign-ups, sign-ins
 
 
-def body_limit(path: str) -> int:
-    """The most a request to ``path`` may send: only the upload routes take
-    more than a form needs."""
+def upload_allowance(path: str) -> int | None:
+    """The routes that take more than a form needs, and how much."""
     if path == "/admin/subscribers/import":
         return MAX_BODY_BYTES
     if path in ("/admin/sitreps/new", "/api/sitreps") or (path.startswith("/admin/sitreps/")
                                                           and path.endswith("/edit")):
         return SITREP_BODY_BYTES
-    return DEFAULT_BODY_BYTES
+    return None
+
+
+class BodyAllowance:
+    """How much a request may send. The upload routes' allowance goes only
+    to a request that carries a valid API token or a session cookie we
+    signed for a signed-in admin (checked here, before the body is read:
+    FastAPI reads an upload before the route's own sign-in check runs);
+    everyone else gets what a form needs."""
+
+    def __init__(self, *, session_key: str, engine: Engine):
+        self.signer = TimestampSigner(session_key)
+        self.engine = engine
+
+    async def __call__(self, scope) -> int:
+        allowance = upload_allowance(scope["path"])
+        if allowance is None:
+            return DEFAULT_BODY_BYTES
+        request = Request(scope)
+        if scope["path"].startswith("/api/"):
+            authorization = request.headers.get("authorization", "")
+            scheme, _, token = authorization.partition(" ")
+            known = scheme.lower() == "bearer" and await asyncio.to_thread(self._known_token, token.strip())
+        else:
+            known = self._admin_cookie(request.cookies.get(SESSION_COOKIE, ""))
+        return allowance if known else DEFAULT_BODY_BYTES
+
+    def _known_token(self, token: str) -> bool:
+        with db.session_scope(self.engine) as session:
+            return admins.find_token(session, token) is not None
+
+    def _admin_cookie(self, cookie: str) -> bool:
+        try:
+            data = self.signer.unsign(cookie.encode("latin-1", "replace"),
+                                      max_age=int(SESSION_MAX_AGE.total_seconds()))
+            return "admin_id" in json.loads(b64decode(data))
+        except (BadSignature, ValueError, TypeError):
+            return False
 
 
 def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None) -> FastAPI:
@@ -86,12 +126,12 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None)
     app.state.composer = Composer(settings, engine)  # renderers for the previews, built once
     # The session key is derived from the link key, so neither can be used as the other.
     session_key = hmac.new(secret.encode(), b"dispatch web session", hashlib.sha256).hexdigest()
-    app.add_middleware(SessionMiddleware, secret_key=session_key, session_cookie="dispatch_session",
+    app.add_middleware(SessionMiddleware, secret_key=session_key, session_cookie=SESSION_COOKIE,
                        max_age=int(SESSION_MAX_AGE.total_seconds()), same_site="lax",
                        https_only=str(settings.public_url).startswith("https:"))
     # Added last, so they run first: a body is capped before the session
     # or any route reads it, and even a refusal carries the headers.
-    app.add_middleware(BodyLimit, limit_for=body_limit)
+    app.add_middleware(BodyLimit, limit_for=BodyAllowance(session_key=session_key, engine=engine))
     app.add_middleware(SecurityHeaders)
     proxies = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
     if proxies:

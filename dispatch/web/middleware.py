@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from html import escape
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,13 +24,14 @@ class _BodyTooLarge(Exception):
 
 
 class BodyLimit:
-    """Refuses with 413 any request body larger than ``limit_for(path)``
+    """Refuses with 413 any request body larger than ``await limit_for(scope)``
     bytes: at once when Content-Length says so, else the moment the
     streamed chunks (``Transfer-Encoding: chunked`` included) add up past
     it; nothing beyond the limit is ever held in memory. A body that takes
     longer than ``BODY_TIMEOUT_SECONDS`` to arrive gets 408."""
 
-    def __init__(self, app: ASGIApp, *, limit_for: Callable[[str], int], timeout: float = BODY_TIMEOUT_SECONDS):
+    def __init__(self, app: ASGIApp, *, limit_for: Callable[[Scope], Awaitable[int]],
+                 timeout: float = BODY_TIMEOUT_SECONDS):
         self.app = app
         self.limit_for = limit_for
         self.timeout = timeout
@@ -40,7 +41,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        limit = self.limit_for(path)
+        limit = await self.limit_for(scope)
         length = _header(scope, b"content-length")
         if length is not None:
             if not length.isdigit():

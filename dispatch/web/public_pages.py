@@ -61,7 +61,7 @@ def subscribe(request: Request, form: FormData = Depends(submitted_form)):
     try:
         with db.session_scope(app.engine) as session:
             result = signup.request_subscription(session, address, forms.preferences_from(form))
-            subscriber_id, stored_address = result.subscriber.id, result.subscriber.address
+            subscriber_id = result.subscriber.id
     except FieldError as exc:
         with db.session_scope(app.engine) as session:
             return page(request, "subscribe.html", status_code=400, values=forms.values_from(form),
@@ -72,7 +72,8 @@ def subscribe(request: Request, form: FormData = Depends(submitted_form)):
                 and app.notice_worker is not None:
             app.notice_worker.wake()
     return message(request, "Check your inbox",
-                   f"If {stored_address} can be subscribed, an email is on its way to it. "
+                   # What was typed, never what is stored: the stored spelling would tell who is subscribed.
+                   f"If {address} can be subscribed, an email is on its way to it. "
                    "Open the link in it to confirm: nothing is sent to you before that.")
 
 

@@ -126,31 +126,44 @@ class Throttle:
 
     def retry_after(self, key: str) -> float:
         """Seconds until another event for ``key`` is allowed; 0 if allowed now."""
-        now = self.clock()
         with self._lock:
-            times = self._events.get(key)
-            if not times:
-                return 0.0
-            while times and times[0] <= now - self.window:
-                times.popleft()
-            if not times:
-                del self._events[key]  # idle keys go, so memory follows the active ones
-                return 0.0
-            return max(0.0, times[0] + self.window - now) if len(times) >= self.limit else 0.0
+            return self._wait(key, self.clock())
+
+    def _wait(self, key: str, now: float) -> float:
+        times = self._events.get(key)
+        if not times:
+            return 0.0
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._events[key]  # idle keys go, so memory follows the active ones
+            return 0.0
+        return max(0.0, times[0] + self.window - now) if len(times) >= self.limit else 0.0
 
     def record(self, key: str) -> None:
         now = self.clock()
         with self._lock:
             self._events.setdefault(key, deque()).append(now)
 
+    def take(self, key: str) -> float:
+        """Check and count in one step: 0 if this event is allowed (and now
+        counted), else the seconds to wait. Concurrent requests cannot all
+        pass a check that none of them has counted yet."""
+        with self._lock:
+            wait = self._wait(key, self.clock())
+            if not wait:
+                self._events.setdefault(key, deque()).append(self.clock())
+            return wait
+
     def forget(self, key: str) -> None:
         with self._lock:
             self._events.pop(key, None)
 
 
-def refuse_if_full(*checks: tuple[Throttle, str], what: str) -> None:
-    """Raise 429 with Retry-After while any (throttle, key) is full."""
-    wait = max(throttle.retry_after(key) for throttle, key in checks)
+def refuse_if_full(*checks: tuple[Throttle, str], what: str, take: bool = False) -> None:
+    """Raise 429 with Retry-After while any (throttle, key) is full; with
+    ``take``, count this event against each as it passes."""
+    wait = max((throttle.take if take else throttle.retry_after)(key) for throttle, key in checks)
     if wait:
         raise HTTPException(429, f"Too many {what}. Try again in {int(wait // 60) + 1} minute(s).",
                             headers={"Retry-After": str(int(wait) + 1)})
