@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from dispatch import paging
 from dispatch.digest import Window
 from dispatch.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscriber
 from dispatch.retry import RetryPolicy
@@ -401,17 +402,12 @@ class LogEntry:
     kind: str
 
 
-def log(
-    session: Session,
-    *,
-    status: DeliveryStatus | None = None,
-    subscriber_id: int | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    sitrep_id: int | None = None,
-    limit: int = 100,
-) -> list[LogEntry]:
-    """Newest first; deliveries planned in [since, until), carrying the SITREP if given."""
+def _logged(session: Session, *, status, subscriber_id, since, until, sitrep_id):
+    """The filtered select of the log, not yet ordered or limited. Each
+    filter reads an index (migration 0011): status and created_at lead
+    indexes that end in the id; a subscriber's rows come from the
+    (subscriber, window) key; a SITREP is matched inside each row's JSON,
+    newest first, so a page stops as soon as it is full."""
     query = select(Delivery, Subscriber.address, Subscriber.kind).join(
         Subscriber, Subscriber.id == Delivery.subscriber_id)
     if status is not None:
@@ -424,9 +420,59 @@ def log(
         query = query.where(col(Delivery.created_at) < until)
     if sitrep_id is not None:
         query = query.where(_carries(session, sitrep_id))
-    query = query.order_by(col(Delivery.id).desc()).limit(limit)
+    return query
+
+
+def _entries(session: Session, query) -> list[LogEntry]:
     return [LogEntry(delivery=d, address=a, kind=k.value if hasattr(k, "value") else k)
             for d, a, k in session.exec(query).all()]
+
+
+def log(
+    session: Session,
+    *,
+    status: DeliveryStatus | None = None,
+    subscriber_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    sitrep_id: int | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> list[LogEntry]:
+    """Newest first (by id); deliveries planned in [since, until), carrying
+    the SITREP if given; ``after``: only ids below it (the next page)."""
+    query = _logged(session, status=status, subscriber_id=subscriber_id, since=since, until=until,
+                    sitrep_id=sitrep_id)
+    if after is not None:
+        query = query.where(col(Delivery.id) < after)
+    return _entries(session, query.order_by(col(Delivery.id).desc()).limit(limit))
+
+
+def log_page(
+    session: Session,
+    *,
+    limit: int,
+    after: int | None = None,
+    before: int | None = None,
+    status: DeliveryStatus | None = None,
+    subscriber_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    sitrep_id: int | None = None,
+) -> "paging.Page[LogEntry]":
+    """One page of ``log``, with the cursors beside it (``dispatch.paging``)."""
+    query = _logged(session, status=status, subscriber_id=subscriber_id, since=since, until=until,
+                    sitrep_id=sitrep_id)
+    return paging.fetch(query, col(Delivery.id), lambda q: _entries(session, q), row_id=lambda e: e.delivery.id,
+                        limit=limit, after=after, before=before, descending=True)
+
+
+def today_by_status(session: Session, *, since: datetime) -> dict[DeliveryStatus, int]:
+    """Deliveries planned since then, by status: a covering read of the
+    (created_at, status) index over one day's rows, never the whole log."""
+    return dict(session.execute(
+        select(Delivery.status, sa.func.count()).where(col(Delivery.created_at) >= since)
+        .group_by(Delivery.status)).all())
 
 
 def _carries(session: Session, sitrep_id: int):
