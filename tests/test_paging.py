@@ -151,6 +151,9 @@ def test_admin_pages_link_to_older_and_newer_with_their_filters(web):
     assert 'rel="prev"' in second.text and 'rel="next"' in second.text
     third = web.client.get(re.search(r'rel="next" href="([^"]+)"', second.text).group(1).replace("&amp;", "&"))
     assert 'rel="next"' not in third.text and 'rel="prev"' in third.text  # 50 + 50 + 20
+    _readers(web.engine, 60)
+    readers = web.client.get("/admin/subscribers?kind=email")
+    assert readers.status_code == 200 and 'rel="next"' in readers.text and "kind=email" in readers.text
     page = web.client.get(f"/admin/subscribers/{reader}")
     assert 'rel="next"' in page.text  # its own deliveries, 20 a page
     for path in ("/admin/deliveries", "/admin/subscribers", "/admin/sitreps", f"/admin/subscribers/{reader}"):
