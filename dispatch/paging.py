@@ -64,19 +64,24 @@ def fetch(
     before: int | None = None,
     descending: bool = False,
     exists: Callable[[sa.Select], bool] | None = None,
+    sort_key=None,
 ) -> Page:
     """One page of ``query`` (filters applied, no ORDER BY or LIMIT yet),
     ordered by ``id_column``. ``after``: the page following that id in the
     list's order; ``before``: the page preceding it. ``run`` executes a
     select and returns its rows; ``exists`` answers whether a select (one
-    row at most) finds anything, for the cursor on the far side."""
+    row at most) finds anything, for the cursor on the far side.
+    ``sort_key``: an expression in the id's order that no index provides
+    (``id + 0``): it keeps a planner from walking the primary key backwards
+    in search of rows that a narrow filter's own index finds at once."""
     if after is not None and before is not None:
         raise FieldError("before", "give either after or before, not both")
     forward = before is None
     # "Later in the list" is a lower id when the list is newest first.
     later = (lambda c, v: c < v) if descending else (lambda c, v: c > v)
     earlier = (lambda c, v: c > v) if descending else (lambda c, v: c < v)
-    order = id_column.desc() if descending == forward else id_column.asc()
+    key = id_column if sort_key is None else sort_key
+    order = key.desc() if descending == forward else key.asc()
     paged = query
     if after is not None:
         paged = paged.where(later(id_column, after))

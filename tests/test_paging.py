@@ -6,7 +6,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import count
 
 import pytest
@@ -176,3 +176,18 @@ def test_the_cli_lists_a_page_and_says_how_to_get_the_next(run):
     assert run("subscriber", "list", "--after", "x").exit_code == 2
     assert run("sitrep", "list", "--limit", "1").exit_code == 0
     assert run("log", "--limit", "1", "--after", "5").exit_code == 0
+
+
+def test_a_day_of_the_log_pages_newest_first_through_its_own_index(engine):
+    """A filter of a few days sorts what its index finds (id + 0); pages and cursors are the same."""
+    (reader,) = _readers(engine, 1)
+    _deliveries(engine, reader, 5)
+    since = NOW.replace(hour=0)
+    until = since + timedelta(days=1)
+    with db.session_scope(engine) as session:
+        everything = [e.delivery.id for e in ledger.log(session, since=since, until=until)]
+        one = ledger.log_page(session, limit=3, since=since, until=until)
+        two = ledger.log_page(session, limit=3, since=since, until=until, after=one.next)
+        back = ledger.log_page(session, limit=3, since=since, until=until, before=two.previous)
+    assert [e.delivery.id for e in one.items + two.items] == everything and two.next is None
+    assert len(everything) == 5 and [e.delivery.id for e in back.items] == everything[:3] and back.previous is None
