@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from dispatch import paging
 from dispatch.digest import Window
 from dispatch.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscriber
 from dispatch.retry import RetryPolicy
@@ -401,19 +402,15 @@ class LogEntry:
     kind: str
 
 
-def log(
-    session: Session,
-    *,
-    status: DeliveryStatus | None = None,
-    subscriber_id: int | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    sitrep_id: int | None = None,
-    limit: int = 100,
-) -> list[LogEntry]:
-    """Newest first; deliveries planned in [since, until), carrying the SITREP if given."""
-    query = select(Delivery, Subscriber.address, Subscriber.kind).join(
-        Subscriber, Subscriber.id == Delivery.subscriber_id)
+def _logged(session: Session, *, status, subscriber_id, since, until, sitrep_id, query=None):
+    """The filtered select of the log, not yet ordered or limited. Each
+    filter reads an index (migration 0011): status and created_at lead
+    indexes that end in the id; a subscriber's rows come from the
+    (subscriber, window) key; a SITREP is matched inside each row's JSON,
+    newest first, so a page stops as soon as it is full."""
+    if query is None:
+        query = select(Delivery, Subscriber.address, Subscriber.kind).join(
+            Subscriber, Subscriber.id == Delivery.subscriber_id)
     if status is not None:
         query = query.where(Delivery.status == status)
     if subscriber_id is not None:
@@ -424,9 +421,78 @@ def log(
         query = query.where(col(Delivery.created_at) < until)
     if sitrep_id is not None:
         query = query.where(_carries(session, sitrep_id))
-    query = query.order_by(col(Delivery.id).desc()).limit(limit)
+    return query
+
+
+def _entries(session: Session, query) -> list[LogEntry]:
     return [LogEntry(delivery=d, address=a, kind=k.value if hasattr(k, "value") else k)
             for d, a, k in session.exec(query).all()]
+
+
+def log(
+    session: Session,
+    *,
+    status: DeliveryStatus | None = None,
+    subscriber_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    sitrep_id: int | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> list[LogEntry]:
+    """Newest first (by id); deliveries planned in [since, until), carrying
+    the SITREP if given; ``after``: only ids below it (the next page)."""
+    query = _logged(session, status=status, subscriber_id=subscriber_id, since=since, until=until,
+                    sitrep_id=sitrep_id)
+    if after is not None:
+        query = query.where(col(Delivery.id) < after)
+    return _entries(session, query.order_by(col(Delivery.id).desc()).limit(limit))
+
+
+NARROW_SPAN = timedelta(days=7)  # a time filter at most this wide is read through its index
+
+
+def log_page(
+    session: Session,
+    *,
+    limit: int,
+    after: int | None = None,
+    before: int | None = None,
+    status: DeliveryStatus | None = None,
+    subscriber_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    sitrep_id: int | None = None,
+) -> "paging.Page[LogEntry]":
+    """One page of ``log``, with the cursors beside it (``dispatch.paging``).
+
+    The page's ids are chosen first, from the indexes alone (a day's rows,
+    or one status's, without reading the rows or their subscribers), and
+    only those rows are then read whole: choosing with the join read and
+    sorted a whole day of joined rows per page."""
+    ids = _logged(session, status=status, subscriber_id=subscriber_id, since=since, until=until,
+                  sitrep_id=sitrep_id, query=select(_table.c.id))
+    # A few days' rows: read through the created_at index and sorted, rather
+    # than the whole log walked newest first until that day (PostgreSQL's
+    # estimate, which takes rows to be spread evenly over ids, picks the walk).
+    narrow = since is not None and until is not None and until - since <= NARROW_SPAN
+    chosen = paging.fetch(ids, _table.c.id, lambda q: session.execute(q).scalars().all(), row_id=int,
+                          limit=limit, after=after, before=before, descending=True,
+                          sort_key=_table.c.id + 0 if narrow else None)
+    entries = _entries(session, select(Delivery, Subscriber.address, Subscriber.kind)
+                       .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                       .where(col(Delivery.id).in_(chosen.items)).order_by(col(Delivery.id).desc()))
+    return paging.Page(items=entries, next=chosen.next, previous=chosen.previous)
+
+
+def today_by_status(session: Session, *, since: datetime) -> dict[DeliveryStatus, int]:
+    """Deliveries planned since then, by status: a covering read of the
+    (created_at, status) index over one day's rows, never the whole log."""
+    # One count per status, without GROUP BY: grouped, SQLite reads the whole
+    # (status, id) index in status order instead of one day of this one.
+    counted = [sa.func.count().filter(_table.c.status == s) for s in DeliveryStatus]
+    row = session.execute(select(*counted).where(_table.c.created_at >= since)).one()
+    return {s: n for s, n in zip(DeliveryStatus, row) if n}
 
 
 def _carries(session: Session, sitrep_id: int):

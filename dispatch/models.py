@@ -215,6 +215,10 @@ class SitrepChange(SQLModel, table=True):
 ADDRESS_KEY_LENGTH = 1000  # an email address is at most 254 characters; casefolding at most triples one
 
 
+ADDRESS_KEY_TYPE = sa.String(ADDRESS_KEY_LENGTH).with_variant(
+    sa.String(ADDRESS_KEY_LENGTH, collation="C"), "postgresql")
+
+
 def address_key(kind: "SubscriberKind | str", address: str) -> str:
     """What makes two addresses the same subscription. Email: casefolded —
     local parts are case-sensitive by the RFC, but every real mailbox
@@ -266,7 +270,9 @@ class Subscriber(SQLModel, table=True):
     address: str = Field(max_length=500, sa_column_kwargs=_named("address"))
     # address_key(kind, address), set at every flush: what "the same address" means.
     # Casefolding can lengthen a text (ß → ss), hence more room than the address.
-    address_key: str = Field(default="", max_length=ADDRESS_KEY_LENGTH, sa_column_kwargs=_named(
+    # Compared in code-point order on every backend (COLLATE "C" on
+    # PostgreSQL), so that a prefix search is a range of its index.
+    address_key: str = Field(default="", max_length=ADDRESS_KEY_LENGTH, sa_type=ADDRESS_KEY_TYPE, sa_column_kwargs=_named(
         "address", default=_address_key_default, server_default=""))
     name: str = Field(default="", max_length=200, sa_column_kwargs=_named("name"))
     timezone: str = Field(default="UTC", max_length=64, sa_column_kwargs=_named("tz"))
@@ -337,6 +343,12 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("subscriber_id", "window_key", name="uq_delivery_subscriber_window"),
         sa.Index("ix_delivery_status_next_attempt", "status", "next_attempt_at"),
+        # The log filtered by status, newest first, read in index order and
+        # stopped when a page is full (the dashboard's failures, a status filter).
+        sa.Index("ix_delivery_status_id", "status", "id"),
+        # Deliveries planned on a day (and today's counts by status) read from
+        # this index alone: one day's entries, never the whole log.
+        sa.Index("ix_delivery_created_at_status", "created_at", "status"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

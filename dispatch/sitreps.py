@@ -14,7 +14,7 @@ from sqlalchemy import or_
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
-from dispatch import catalogue, fields, taxonomy
+from dispatch import catalogue, fields, paging, taxonomy
 from dispatch.errors import DuplicateError, NotFoundError, WorkflowError
 from dispatch.models import Commentary, Sitrep, SitrepChange, SitrepStatus, utcnow
 from dispatch.sitrep_text import ParsedSitrep, sitrep_fingerprint
@@ -96,18 +96,37 @@ def get(session: Session, sitrep_id: int) -> Sitrep:
     return sitrep
 
 
-def list_sitreps(
-    session: Session, *, status: SitrepStatus | None = None, search: str | None = None, limit: int = 200
-) -> list[Sitrep]:
+def _listed(status: SitrepStatus | None, search: str | None):
     query = select(Sitrep).options(selectinload(Sitrep.regions))
     if status is not None:
         query = query.where(Sitrep.status == status)
     if search:
+        # A contains-search over the text: SITREPs number in the thousands, not the
+        # hundred thousands, and a page stops reading once it is full.
         pattern = fields.contains_pattern(search)
         query = query.where(or_(col(Sitrep.title).ilike(pattern, escape=fields.LIKE_ESCAPE),
                                 col(Sitrep.source_text).ilike(pattern, escape=fields.LIKE_ESCAPE)))
-    query = query.order_by(col(Sitrep.event_date).desc(), col(Sitrep.id).desc()).limit(limit)
-    return list(session.exec(query).all())
+    return query
+
+
+def list_sitreps(
+    session: Session, *, status: SitrepStatus | None = None, search: str | None = None, limit: int = 200,
+    after: int | None = None,
+) -> list[Sitrep]:
+    """Newest first by id (the order of import); ``after``: only ids below it."""
+    query = _listed(status, search)
+    if after is not None:
+        query = query.where(col(Sitrep.id) < after)
+    return list(session.exec(query.order_by(col(Sitrep.id).desc()).limit(limit)).all())
+
+
+def sitrep_page(
+    session: Session, *, limit: int, after: int | None = None, before: int | None = None,
+    status: SitrepStatus | None = None, search: str | None = None,
+) -> paging.Page[Sitrep]:
+    """One page of ``list_sitreps``, with the cursors beside it (``dispatch.paging``)."""
+    return paging.fetch(_listed(status, search), col(Sitrep.id), lambda q: session.exec(q).all(),
+                        row_id=lambda s: s.id, limit=limit, after=after, before=before, descending=True)
 
 
 def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | None = None) -> Sitrep:

@@ -32,8 +32,8 @@ def test_push_a_sitrep_approve_it_and_read_it_back(api):
     approved = api.post(f"/api/sitreps/{sitrep['id']}/approve")
     assert approved.status_code == 200 and approved.json()["approved_by"] == "api:cms"
     assert api.post(f"/api/sitreps/{sitrep['id']}/approve").status_code == 409
-    assert [s["id"] for s in api.get("/api/sitreps?status=approved").json()] == [sitrep["id"]]
-    assert api.get("/api/sitreps?q=odesa").json()[0]["id"] == sitrep["id"]
+    assert [s["id"] for s in api.get("/api/sitreps?status=approved").json()["items"]] == [sitrep["id"]]
+    assert api.get("/api/sitreps?q=odesa").json()["items"][0]["id"] == sitrep["id"]
     assert api.get(f"/api/sitreps/{sitrep['id']}").json()["changes"][-1]["action"] == "approved"
 
 
@@ -63,7 +63,7 @@ def test_subscribers_list_add_update_remove(api):
     bad = api.post("/api/subscribers", json={"address": "ana@", "timezone": "UTC"})
     assert bad.status_code == 400 and "not a valid address" in bad.json()["detail"]
     assert api.post("/api/subscribers", json={"address": "b@example.org", "timezone": "Nowhere/Town"}).status_code == 400
-    assert [s["address"] for s in api.get("/api/subscribers?kind=slack").json()] == ["C0123ABCD"]
+    assert [s["address"] for s in api.get("/api/subscribers?kind=slack").json()["items"]] == ["C0123ABCD"]
     changed = api.patch(f"/api/subscribers/{ana['id']}", json={"regions": [], "status": "disabled"})
     assert changed.status_code == 200
     assert (changed.json()["regions"], changed.json()["status"], changed.json()["cadence"]) == ([], "disabled", "weekly")
@@ -78,11 +78,11 @@ def test_the_delivery_log(api, web):
     with db.session_scope(web.engine) as session:
         now = datetime.now(timezone.utc)
         ledger.plan(session, reader["id"], [Window("daily:test", now, now, (sitrep_id,))], now=now)
-    log = api.get("/api/deliveries").json()
+    log = api.get("/api/deliveries").json()["items"]
     assert [(d["address"], d["sitreps"], d["status"]) for d in log] == [("ana@example.org", [sitrep_id], "pending")]
-    assert api.get(f"/api/deliveries?sitrep={sitrep_id}&subscriber=ana@example.org").json() == log
-    assert api.get(f"/api/deliveries?sitrep={sitrep_id + 1}").json() == []
-    assert api.get("/api/deliveries?since=2999-01-01T00:00:00").json() == []
+    assert api.get(f"/api/deliveries?sitrep={sitrep_id}&subscriber=ana@example.org").json()["items"] == log
+    assert api.get(f"/api/deliveries?sitrep={sitrep_id + 1}").json() == {"items": [], "next": None}
+    assert api.get("/api/deliveries?since=2999-01-01T00:00:00").json()["items"] == []
     one = api.get(f"/api/deliveries/{log[0]['id']}").json()
     assert one["window"] == "daily:test" and one["attempts_log"] == []
     assert api.get("/api/deliveries/999").status_code == 404

@@ -78,8 +78,9 @@ def demo(
                 sitreps.approve_sitrep(session, sitrep.id, by=DEMO_ACTOR)
                 console.print(f"approved #{sitrep.id}", highlight=False)
     console.print()
-    sitrep_cmds.list_(ctx, status=None, search=None, as_json=False)
-    subscriber_cmds.list_(ctx, region=None, status=None, kind=None, search=None, as_json=False)
+    sitrep_cmds.list_(ctx, status=None, search=None, limit=100, after=None, as_json=False)
+    subscriber_cmds.list_(ctx, region=None, status=None, kind=None, search=None, limit=100, after=None,
+                          as_json=False)
     _deliver(ctx, output)
 
 
@@ -105,7 +106,8 @@ def _deliver(ctx: typer.Context, output: Path) -> None:
         smtp.stop()
         slack.stop()
     run_cmds.print_summary(summary)
-    run_cmds.show_log(ctx, status=None, subscriber=None, since=None, limit=50, delivery=None, as_json=False)
+    run_cmds.show_log(ctx, status=None, subscriber=None, since=None, limit=50, after=None,
+                      delivery=None, as_json=False)
     mails = sorted((output / "mail").glob("*.eml"))
     posts = sorted((output / "slack").rglob("*.json"))
     console.print(f"\n[bold]Delivered emails[/] ({len(mails)}): {output / 'mail'}/*.eml — open one in a mail "

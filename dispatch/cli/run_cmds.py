@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dispatch import fields, ledger, logsafe
-from dispatch.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, app_context, console, fail, print_json
+from dispatch import fields, ledger, logsafe, paging
+from dispatch.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, app_context, console, err_console, fail, print_json
 from dispatch.cli.web_cmds import BackgroundServer, build_server
 from dispatch.coordination import SqliteRunLock
 from dispatch.models import DeliveryStatus
@@ -131,7 +131,8 @@ def show_log(
     status: DeliveryStatus = typer.Option(None, "--status"),
     subscriber: str = typer.Option(None, "--subscriber", metavar="ID|ADDRESS"),
     since: str = typer.Option(None, "--since", metavar="ISO-8601", help="Deliveries planned since then."),
-    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
+    limit: int = typer.Option(100, "--limit", min=1, max=1000, help="Rows to show (one page)."),
+    after: str = typer.Option(None, "--after", metavar="ID", help="Start after this id (the hint under a page)."),
     delivery: int = typer.Option(None, "--delivery", metavar="ID", min=1, max=fields.MAX_ID,
                                  help="Every attempt of one delivery."),
     as_json: bool = typer.Option(False, "--json"),
@@ -153,8 +154,10 @@ def show_log(
             console.print(table)
             return
         subscriber_id = subs.get(session, subscriber).id if subscriber else None
-        entries = ledger.log(session, status=status, subscriber_id=subscriber_id,
-                             since=parse_instant(since, "--since") if since else None, limit=limit)
+        page = ledger.log_page(session, status=status, subscriber_id=subscriber_id,
+                               since=parse_instant(since, "--since") if since else None, limit=limit,
+                               after=paging.parse_cursor(after, field="--after"))
+        entries = page.items
         rows = [{"id": e.delivery.id, "subscriber": e.address, "channel": e.kind, "window": e.delivery.window_key,
                  "sitreps": e.delivery.sitrep_ids, "status": e.delivery.status.value,
                  "attempts": e.delivery.attempts,
@@ -162,15 +165,16 @@ def show_log(
                  "receipt": e.delivery.receipt, "error": e.delivery.last_error} for e in entries]
     if as_json:
         print_json(rows)
-        return
-    if not rows:
-        console.print("no deliveries yet")
-        return
-    table = Table("id", "subscriber", "channel", "window", "status", "tries", "receipt or error")
-    for r in rows:
-        table.add_row(str(r["id"]), escape(r["subscriber"]), r["channel"], r["window"], r["status"],
-                      str(r["attempts"]), escape((r["receipt"] if r["status"] == "sent" else r["error"]) or ""))
-    console.print(table)
+    elif not rows:
+        console.print("no deliveries" + (" match" if status or subscriber or since or after else " yet"))
+    else:
+        table = Table("id", "subscriber", "channel", "window", "status", "tries", "receipt or error")
+        for r in rows:
+            table.add_row(str(r["id"]), escape(r["subscriber"]), r["channel"], r["window"], r["status"],
+                          str(r["attempts"]), escape((r["receipt"] if r["status"] == "sent" else r["error"]) or ""))
+        console.print(table)
+    if page.next is not None:  # on stderr: --json output stays one array
+        err_console.print(f"more: the same dispatch log with --after {page.next}", highlight=False)
 
 
 def retry(

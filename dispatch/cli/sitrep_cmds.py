@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dispatch import fields, sitrep_text, sitreps
+from dispatch import fields, paging, sitrep_text, sitreps
 from dispatch.cli.common import (
     EXIT_BAD_INPUT, app_context, console, current_user, err_console, fail, print_json, split_values,
 )
@@ -82,22 +82,27 @@ def list_(
     ctx: typer.Context,
     status: SitrepStatus = typer.Option(None, "--status", help="Only this status."),
     search: str = typer.Option(None, "--search", "-s", help="Text in the title or body."),
+    limit: int = typer.Option(100, "--limit", min=1, max=1000, help="Rows to show (one page)."),
+    after: str = typer.Option(None, "--after", metavar="ID", help="Start after this id (the hint under a page)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
-    """List SITREPs, newest event first."""
+    """List SITREPs, newest first (by id), a page at a time."""
     with app_context(ctx).session() as session:
-        rows = sitreps.list_sitreps(session, status=status, search=search)
+        page = sitreps.sitrep_page(session, status=status, search=search, limit=limit,
+                                   after=paging.parse_cursor(after, field="--after"))
+        rows = page.items
         if as_json:
             print_json([sitreps.as_dict(s) for s in rows])
-            return
-        if not rows:
+        elif not rows:
             console.print("no SITREPs" + (f" with status {status.value}" if status else ""))
-            return
-        table = Table("id", "date", "status", "title", "regions", "approved by")
-        for s in rows:
-            table.add_row(str(s.id), s.event_date.isoformat(), s.status.value, escape(s.title),
-                          ", ".join(sitreps.region_slugs(s)), s.approved_by or "")
-        console.print(table)
+        else:
+            table = Table("id", "date", "status", "title", "regions", "approved by")
+            for s in rows:
+                table.add_row(str(s.id), s.event_date.isoformat(), s.status.value, escape(s.title),
+                              ", ".join(sitreps.region_slugs(s)), s.approved_by or "")
+            console.print(table)
+    if page.next is not None:  # on stderr: --json output stays one array
+        err_console.print(f"more: the same dispatch sitrep list with --after {page.next}", highlight=False)
 
 
 @app.command()

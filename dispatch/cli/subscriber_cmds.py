@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dispatch import csv_import, subscribers
+from dispatch import csv_import, paging, subscribers
 from dispatch.cli.common import EXIT_BAD_INPUT, app_context, console, err_console, fail, print_json, split_values
 from dispatch.models import Cadence, MailFormat, SubscriberKind, SubscriberStatus
 from dispatch.subscribers import Preferences
@@ -93,16 +93,24 @@ def slack_add(
     _add(ctx, SubscriberKind.slack, channel, _prefs(name, region, analyst, cadence, at, tz, weekday, None))
 
 
-def _list(ctx, kind, status, region, search, as_json) -> None:
+LIMIT = typer.Option(100, "--limit", min=1, max=1000, help="Rows to show (one page).")
+AFTER = typer.Option(None, "--after", metavar="ID", help="Start after this id (the hint under a page).")
+
+
+def _list(ctx, kind, status, region, search, as_json, *, limit: int = 100, after: str | None = None,
+          again: str = "dispatch subscriber list") -> None:
     with app_context(ctx).session() as session:
-        rows = [subscribers.as_dict(s) for s in subscribers.list_subscribers(
-            session, kind=kind, status=status, region=region, search=search)]
+        page = subscribers.subscriber_page(session, kind=kind, status=status, region=region, search=search,
+                                           limit=limit, after=paging.parse_cursor(after, field="--after"))
+        rows = [subscribers.as_dict(s) for s in page.items]
     if as_json:
         print_json(rows)
     elif not rows:
         console.print("no subscribers match")
     else:
         _print_table(rows)
+    if page.next is not None:  # on stderr: --json output stays one array
+        err_console.print(f"more: the same {again} with --after {page.next}", highlight=False)
 
 
 @app.command("list")
@@ -111,17 +119,19 @@ def list_(
     region: str = typer.Option(None, "--region", "-r", help="Who receives this region (incl. 'all regions')."),
     status: SubscriberStatus = typer.Option(None, "--status"),
     kind: SubscriberKind = typer.Option(None, "--kind", help="email | slack"),
-    search: str = typer.Option(None, "--search", "-s", help="Text in the address or name."),
+    search: str = typer.Option(None, "--search", "-s", help="The address starts with this (any case)."),
+    limit: int = LIMIT, after: str = AFTER,
     as_json: bool = JSON,
 ) -> None:
-    """List subscribers (email and Slack) with their preferences."""
-    _list(ctx, kind, status, region, search, as_json)
+    """List subscribers (email and Slack) with their preferences, by id, a page at a time."""
+    _list(ctx, kind, status, region, search, as_json, limit=limit, after=after)
 
 
 @slack_app.command("list")
-def slack_list(ctx: typer.Context, as_json: bool = JSON) -> None:
-    """List the Slack channels."""
-    _list(ctx, SubscriberKind.slack, None, None, None, as_json)
+def slack_list(ctx: typer.Context, limit: int = LIMIT, after: str = AFTER, as_json: bool = JSON) -> None:
+    """List the Slack channels, by id, a page at a time."""
+    _list(ctx, SubscriberKind.slack, None, None, None, as_json, limit=limit, after=after,
+          again="dispatch slack list")
 
 
 @app.command()

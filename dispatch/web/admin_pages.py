@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import date, datetime, time, timezone
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import sqlalchemy as sa
 from typing import Annotated
@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from starlette.datastructures import FormData
 
 from dispatch import (
-    admins, compose, csv_import, db, digest, fields, ledger, pauses, sitrep_text, sitreps, subscribers, taxonomy,
+    admins, compose, csv_import, db, digest, fields, ledger, paging, pauses, sitrep_text, sitreps, subscribers, taxonomy,
     views,
 )
 from dispatch.coordination import live_workers
@@ -135,29 +135,31 @@ def dashboard(request: Request):
 
 def _dashboard(request: Request, session: Session, *, now: datetime, workers: list, paused: list):
     midnight = datetime.combine(now.date(), time(0), tzinfo=timezone.utc)
-    today = dict(session.execute(
-        select(Delivery.status, sa.func.count()).where(col(Delivery.created_at) >= midnight)
-        .group_by(Delivery.status)).all())
+    today = ledger.today_by_status(session, since=midnight)
+    # Immediate readers have no due time: reading from the first non-NULL one
+    # of the (status, next_due_at) index skips them all.
     next_window = session.execute(
         select(sa.func.min(Subscriber.next_due_at)).where(
-            Subscriber.status == SubscriberStatus.active, Subscriber.cadence != Cadence.immediate)).scalar()
+            Subscriber.status == SubscriberStatus.active, col(Subscriber.next_due_at).is_not(None),
+            Subscriber.cadence != Cadence.immediate)).scalar()
     return page(
         request, "admin/dashboard.html",
         drafts=sitreps.list_sitreps(session, status=SitrepStatus.draft, limit=20),
         today=[(s.value, today.get(s, 0)) for s in DeliveryStatus],
         failures=ledger.log(session, status=DeliveryStatus.failed, limit=10),
         next_window=next_window, workers=workers, paused=paused, held=ledger.held_ids(session),
-        subscriber_counts=dict(session.execute(
-            select(Subscriber.status, sa.func.count()).group_by(Subscriber.status)).all()),
+        subscriber_counts=subscribers.counts_by_status(session),
     )
 
 
 # --- SITREPs ---------------------------------------------------------------------
 
 @router.get("/sitreps")
-def sitrep_list(request: Request, q: str = "", status: str = "", session: Session = Depends(db_session)):
-    return page(request, "admin/sitreps.html",
-                rows=sitreps.list_sitreps(session, status=_chosen(SitrepStatus, status), search=q or None),
+def sitrep_list(request: Request, q: str = "", status: str = "", after: str = "", before: str = "",
+                session: Session = Depends(db_session)):
+    found = sitreps.sitrep_page(session, status=_chosen(SitrepStatus, status), search=q or None, limit=PAGE_ROWS,
+                                **_cursors(after, before))
+    return page(request, "admin/sitreps.html", rows=found.items, pager=_pager(request, found),
                 q=q, status=status, statuses=[s.value for s in SitrepStatus])
 
 
@@ -243,11 +245,11 @@ def sitrep_preview(sitrep_id: Id, request: Request, session: Session = Depends(d
 
 @router.get("/subscribers")
 def subscriber_list(request: Request, q: str = "", status: str = "", kind: str = "", region: str = "",
-                    session: Session = Depends(db_session)):
-    rows = subscribers.list_subscribers(
-        session, search=q or None, region=region or None,
+                    after: str = "", before: str = "", session: Session = Depends(db_session)):
+    found = subscribers.subscriber_page(
+        session, search=q or None, region=region or None, limit=PAGE_ROWS, **_cursors(after, before),
         status=_chosen(SubscriberStatus, status), kind=_chosen(SubscriberKind, kind))
-    return page(request, "admin/subscribers.html", rows=rows, q=q, status=status, kind=kind, region=region,
+    return page(request, "admin/subscribers.html", rows=found.items, pager=_pager(request, found), q=q, status=status, kind=kind, region=region,
                 statuses=[s.value for s in SubscriberStatus], kinds=[k.value for k in SubscriberKind],
                 all_regions=taxonomy.all_regions(session))
 
@@ -304,12 +306,14 @@ def subscriber_import(request: Request, file: UploadFile | None = File(None), te
 
 
 @router.get("/subscribers/{subscriber_id}")
-def subscriber_detail(subscriber_id: Id, request: Request, session: Session = Depends(db_session)):
+def subscriber_detail(subscriber_id: Id, request: Request, after: str = "", before: str = "",
+                      session: Session = Depends(db_session)):
     subscriber = subscribers.get(session, subscriber_id)
+    found = ledger.log_page(session, subscriber_id=subscriber_id, limit=SUBSCRIBER_LOG_ROWS, **_cursors(after, before))
     return page(request, "admin/subscriber.html", subscriber=subscriber, kind=subscriber.kind.value,
                 address=subscriber.address, values=forms.values_of(subscriber), error=None,
                 statuses=[s.value for s in SubscriberStatus],
-                deliveries=ledger.log(session, subscriber_id=subscriber_id, limit=20), **forms.choices(session))
+                deliveries=found.items, pager=_pager(request, found), **forms.choices(session))
 
 
 @router.post("/subscribers/{subscriber_id}", dependencies=[Depends(require_csrf)])
@@ -352,16 +356,16 @@ def subscriber_preview(subscriber_id: Id, request: Request, session: Session = D
 
 @router.get("/deliveries")
 def delivery_list(request: Request, status: str = "", subscriber: str = "", sitrep: str = "", day: str = "",
-                  session: Session = Depends(db_session)):
+                  after: str = "", before: str = "", session: Session = Depends(db_session)):
     since = until = None
     if day.strip():
         since, until = fields.day_bounds(fields.parse_day(day, field="day"))
     subscriber_id = subscribers.get(session, subscriber).id if subscriber.strip() else None
     sitrep_id = fields.parse_id(sitrep, field="sitrep") if sitrep.strip() else None
-    rows = ledger.log(session, status=_chosen(DeliveryStatus, status),
-                      subscriber_id=subscriber_id, sitrep_id=sitrep_id,
-                      since=since, until=until, limit=200)
-    return page(request, "admin/deliveries.html", rows=rows, status=status, subscriber=subscriber, sitrep=sitrep,
+    found = ledger.log_page(session, status=_chosen(DeliveryStatus, status),
+                            subscriber_id=subscriber_id, sitrep_id=sitrep_id,
+                            since=since, until=until, limit=PAGE_ROWS, **_cursors(after, before))
+    return page(request, "admin/deliveries.html", rows=found.items, pager=_pager(request, found), status=status, subscriber=subscriber, sitrep=sitrep,
                 day=day, statuses=[s.value for s in DeliveryStatus])
 
 
@@ -383,6 +387,24 @@ def delivery_retry(delivery_id: Id, request: Request, session: Session = Depends
         raise WorkflowError(f"delivery {delivery_id} has not failed, so there is nothing to retry")
     flash(request, f"Delivery {delivery_id} goes back to the queue; the next sending run tries it again.")
     return _back(f"/admin/deliveries/{delivery_id}")
+
+
+PAGE_ROWS = 50  # rows of a list page
+SUBSCRIBER_LOG_ROWS = 20  # deliveries on a subscriber's page
+
+
+def _cursors(after: str, before: str) -> dict:
+    """The cursors of a link (``dispatch.paging``); a bad one is a 400 naming it."""
+    return {"after": paging.parse_cursor(after, field="after"), "before": paging.parse_cursor(before, field="before")}
+
+
+def _pager(request: Request, found: paging.Page) -> dict:
+    """Links to the pages beside this one, keeping every filter of this request."""
+    def link(**cursor) -> str:
+        params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("after", "before")]
+        return request.url.path + "?" + urlencode(params + list(cursor.items()))
+    return {"next": link(after=found.next) if found.next is not None else None,
+            "previous": link(before=found.previous) if found.previous is not None else None}
 
 
 def _chosen(enum_cls, value: str):

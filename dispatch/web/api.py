@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
-from dispatch import fields, ledger, sitrep_text, sitreps, subscribers
+from dispatch import fields, ledger, paging, sitrep_text, sitreps, subscribers
 from dispatch.errors import NotFoundError
 from dispatch.models import Delivery, DeliveryStatus, SitrepStatus, SubscriberKind, SubscriberStatus
 from dispatch.web.pages import db_session
@@ -72,10 +72,25 @@ def create_sitrep(body: SitrepIn, response: Response, actor: str = Depends(_acto
     return {"created": result.created, "sitrep": sitreps.as_dict(result.sitrep, full=True)}
 
 
-@router.get("/sitreps", summary="List SITREPs, newest first")
-def list_sitreps(status: SitrepStatus | None = None, q: str | None = None, limit: int = Query(200, ge=1, le=1000),
-                 session: Session = Depends(db_session)) -> list[dict]:
-    return [sitreps.as_dict(s) for s in sitreps.list_sitreps(session, status=status, search=q, limit=limit)]
+# Every list is one page: {"items": [...], "next": cursor or null}, the next
+# page's URL also in an RFC 8288 Link header. Pass ``next`` back as ``after``.
+Limit = Annotated[int, Query(ge=1, le=paging.MAX_LIMIT, description="rows per page")]
+After = Annotated[str | None, Query(description="the `next` cursor of the previous page", max_length=40)]
+
+
+def _paged(request: Request, response: Response, page: paging.Page, items: list) -> dict:
+    cursor = None if page.next is None else str(page.next)
+    if cursor is not None:
+        url = request.url.include_query_params(after=cursor)
+        response.headers["Link"] = f'<{url}>; rel="next"'
+    return {"items": items, "next": cursor}
+
+
+@router.get("/sitreps", summary="List SITREPs, newest first (one page)")
+def list_sitreps(request: Request, response: Response, status: SitrepStatus | None = None, q: str | None = None,
+                 limit: Limit = 100, after: After = None, session: Session = Depends(db_session)) -> dict:
+    page = sitreps.sitrep_page(session, status=status, search=q, limit=limit, after=paging.parse_cursor(after))
+    return _paged(request, response, page, [sitreps.as_dict(s) for s in page.items])
 
 
 @router.get("/sitreps/{sitrep_id}", summary="One SITREP with its bullets, commentary and history")
@@ -94,11 +109,14 @@ def withdraw_sitrep(sitrep_id: SitrepId, reason: str = "", actor: str = Depends(
     return sitreps.as_dict(sitreps.withdraw_sitrep(session, sitrep_id, by=actor, reason=reason))
 
 
-@router.get("/subscribers", summary="List subscribers and Slack channels")
-def list_subscribers(status: SubscriberStatus | None = None, kind: SubscriberKind | None = None,
-                     region: str | None = None, q: str | None = None, session: Session = Depends(db_session)) -> list[dict]:
-    return [subscribers.as_dict(s) for s in subscribers.list_subscribers(
-        session, status=status, kind=kind, region=region, search=q)]
+@router.get("/subscribers", summary="List subscribers and Slack channels, by id (one page)")
+def list_subscribers(request: Request, response: Response, status: SubscriberStatus | None = None,
+                     kind: SubscriberKind | None = None, region: str | None = None,
+                     q: str | None = Query(None, description="the address starts with this (any case)"),
+                     limit: Limit = 100, after: After = None, session: Session = Depends(db_session)) -> dict:
+    page = subscribers.subscriber_page(session, status=status, kind=kind, region=region, search=q, limit=limit,
+                                       after=paging.parse_cursor(after))
+    return _paged(request, response, page, [subscribers.as_dict(s) for s in page.items])
 
 
 @router.post("/subscribers", summary="Add a subscriber or a Slack channel", status_code=201)
@@ -135,15 +153,16 @@ def _delivery(d: Delivery, address: str | None = None) -> dict:
             "receipt": d.receipt, "last_error": d.last_error}
 
 
-@router.get("/deliveries", summary="The delivery log, newest first")
-def list_deliveries(status: DeliveryStatus | None = None, subscriber: str | None = None,
-                    sitrep: int | None = Query(None, ge=1, le=fields.MAX_ID),
+@router.get("/deliveries", summary="The delivery log, newest first (one page)")
+def list_deliveries(request: Request, response: Response, status: DeliveryStatus | None = None,
+                    subscriber: str | None = None, sitrep: int | None = Query(None, ge=1, le=fields.MAX_ID),
                     since: datetime | None = None, until: datetime | None = None,
-                    limit: int = Query(100, ge=1, le=1000), session: Session = Depends(db_session)) -> list[dict]:
+                    limit: Limit = 100, after: After = None, session: Session = Depends(db_session)) -> dict:
+    cursor = paging.parse_cursor(after)
     subscriber_id = subscribers.get(session, subscriber).id if subscriber else None
-    entries = ledger.log(session, status=status, subscriber_id=subscriber_id, sitrep_id=sitrep,
-                         since=_utc(since, "since"), until=_utc(until, "until"), limit=limit)
-    return [_delivery(e.delivery, e.address) for e in entries]
+    page = ledger.log_page(session, status=status, subscriber_id=subscriber_id, sitrep_id=sitrep,
+                           since=_utc(since, "since"), until=_utc(until, "until"), limit=limit, after=cursor)
+    return _paged(request, response, page, [_delivery(e.delivery, e.address) for e in page.items])
 
 
 @router.get("/deliveries/{delivery_id}", summary="One delivery with every attempt")
