@@ -324,7 +324,7 @@ def _listed(
         query = query.where(Subscriber.kind == kind)
     if status is not None:
         query = query.where(Subscriber.status == status)
-    if region is not None:
+    if region is not None and region.strip():  # a blank filter is no filter
         (wanted,) = taxonomy.resolve_regions(session, [region])
         # A subscriber with no regions gets every region, so they count too.
         # Correlated EXISTS, read through the link table's primary key per

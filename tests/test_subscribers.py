@@ -247,3 +247,8 @@ def test_an_admin_cannot_reactivate_a_reader_who_opted_out_without_force(session
     subscribers.edit_subscriber(session, "optout@example.org", Preferences(), status=SubscriberStatus.disabled)  # allowed
     edited = subscribers.edit_subscriber(session, "optout@example.org", Preferences(), status=SubscriberStatus.active, force=True)
     assert edited.status == SubscriberStatus.active
+
+
+def test_a_blank_region_filter_is_no_filter(session):
+    subscribers.add_subscriber(session, "anyone@example.org")
+    assert [s.address for s in subscribers.list_subscribers(session, region=" ")] == ["anyone@example.org"]
