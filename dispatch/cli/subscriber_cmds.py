@@ -183,7 +183,9 @@ def remove(
 @app.command("import")
 def import_csv(ctx: typer.Context, csv_file: Path = typer.Argument(..., metavar="CSV")) -> None:
     """Import subscribers from CSV: a header row; `email` required; optional name,
-    regions, analysts (each ';'-separated), cadence, at, tz, weekday, format.
+    regions, analysts (each ';'-separated), cadence, at, tz, weekday, format, status
+    (kept as given: an unsubscribed reader stays unsubscribed) and kind (email or
+    slack; default email, the address then a channel ID or webhook URL).
     Good rows go in; rejected rows are listed with line numbers (exit code 2).
     At most 64 MB; rows are checked first, then added in short batches."""
     try:
@@ -191,7 +193,9 @@ def import_csv(ctx: typer.Context, csv_file: Path = typer.Argument(..., metavar=
     except OSError as exc:
         fail(f"{csv_file}: cannot read it: {exc.strerror or exc}", code=EXIT_BAD_INPUT)
     with stream:
-        report = csv_import.import_csv(app_context(ctx).engine, stream, limit=csv_import.MAX_CLI_CSV_BYTES)
+        appctx = app_context(ctx)
+        report = csv_import.import_csv(appctx.engine, stream, limit=csv_import.MAX_CLI_CSV_BYTES,
+                                       webhook_hosts=appctx.settings.slack_webhook_hosts)
     console.print(f"{len(report.added)} added, {len(report.already_there)} already there, "
                   f"{len(report.rejected)} rejected")
     for line, address in report.already_there:
@@ -209,11 +213,31 @@ def export_csv(
     ctx: typer.Context,
     csv_file: str = typer.Argument("-", metavar="CSV", help="File to write, or - for standard output."),
 ) -> None:
-    """Export email subscribers as CSV, in the columns `subscriber import` reads."""
-    with app_context(ctx).session() as session:
-        text = subscribers.export_csv(subscribers.list_subscribers(session, kind=SubscriberKind.email))
+    """Export subscribers and Slack channels as CSV, with every column `subscriber import`
+    reads (status and kind included): importing the file into a fresh database gives the
+    same list. Streamed: any size in constant memory."""
+    from dispatch import csv_export
+
+    count = 0
+
+    def counted():
+        nonlocal count
+        for cells in csv_export.rows(app_context(ctx).engine):
+            count += 1
+            yield cells
+
     if csv_file == "-":
-        sys.stdout.write(text)
-    else:
-        Path(csv_file).write_text(text, "utf-8")
-        console.print(f"wrote {text.count(chr(10)) - 1} subscriber(s) to {csv_file}")
+        for text in csv_export.text_chunks(counted()):
+            sys.stdout.write(text)
+        return
+    target = Path(csv_file)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as out:
+            for text in csv_export.text_chunks(counted()):
+                out.write(text)
+        partial.replace(target)  # a failed export leaves no half-written file
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        fail(f"{csv_file}: cannot write it: {exc.strerror or exc}", code=EXIT_BAD_INPUT)
+    console.print(f"wrote {count} subscriber(s) to {escape(csv_file)}", highlight=False)

@@ -13,13 +13,13 @@ import sqlalchemy as sa
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Request, UploadFile
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlmodel import Session, col, select
 from starlette.datastructures import FormData
 
 from dispatch import (
-    admins, compose, csv_import, db, digest, fields, ledger, pauses, sitrep_text, sitreps, subscribers, taxonomy,
-    views,
+    admins, compose, csv_export, csv_import, db, digest, fields, ledger, pauses, sitrep_text, sitreps, subscribers,
+    taxonomy, views,
 )
 from dispatch.coordination import live_workers
 from dispatch.errors import InputError, WorkflowError
@@ -262,9 +262,11 @@ def subscriber_add(request: Request, form: FormData = Depends(submitted_form)):
 
 
 @router.get("/subscribers/export.csv")
-def subscriber_export(session: Session = Depends(db_session)):
-    text = subscribers.export_csv(subscribers.list_subscribers(session))
-    return Response(text, media_type="text/csv; charset=utf-8",
+def subscriber_export(request: Request):
+    # Streamed from its own read-only snapshot (not the request's session,
+    # which closes before a streamed body is sent): constant memory at any size.
+    chunks = csv_export.text_chunks(csv_export.rows(request.app.state.engine))
+    return StreamingResponse(chunks, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="subscribers.csv"'})
 
 
@@ -283,7 +285,8 @@ def subscriber_import(request: Request, file: UploadFile | None = File(None), te
     else:
         source = uploads.read_text(None, text, limit=uploads.CSV_MAX_BYTES, what="CSV")
     try:
-        report = csv_import.import_csv(request.app.state.engine, source, limit=uploads.CSV_MAX_BYTES)
+        report = csv_import.import_csv(request.app.state.engine, source, limit=uploads.CSV_MAX_BYTES,
+                                       webhook_hosts=request.app.state.settings.slack_webhook_hosts)
     except InputError as exc:
         return page(request, "admin/subscriber_import.html", status_code=400, report=None, error=str(exc))
     return page(request, "admin/subscriber_import.html", report=report, error=None)
