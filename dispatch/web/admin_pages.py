@@ -323,17 +323,17 @@ def subscriber_remove(subscriber_id: Id, request: Request, session: Session = De
 def subscriber_preview(subscriber_id: Id, request: Request, session: Session = Depends(db_session)):
     subscriber = subscribers.get(session, subscriber_id)
     result = compose.preview(session, subscriber_id, now=utcnow(), status=subscriber.status)
-    email, slack = None, []
-    if result.digest is not None:
-        composer = request.app.state.composer
+    emails, slack = [], []
+    composer = request.app.state.composer
+    for built in result.digests:  # an immediate reader: one per SITREP, each on its own
         if subscriber.kind == SubscriberKind.slack:
-            slack = _slack_preview(composer.slack(result.digest))
+            slack.extend(_slack_preview(composer.slack(built)))
         else:
-            email = composer.email(result.digest)
+            emails.append(composer.email(built))
     when = result.window_end.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = (f"Next for {subscriber.address}: as soon as a matching SITREP is approved"
              if subscriber.cadence == Cadence.immediate else f"Next for {subscriber.address}: window ending {when}")
-    return page(request, "admin/preview.html", title=title, email=email, slack=slack, reason=result.reason,
+    return page(request, "admin/preview.html", title=title, emails=emails, slack=slack, reason=result.reason,
                 back=f"/admin/subscribers/{subscriber_id}")
 
 
