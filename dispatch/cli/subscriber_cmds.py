@@ -3,7 +3,9 @@ that receive digests, with their preferences."""
 
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -180,6 +182,41 @@ def remove(
     console.print(f"removed #{target.id} {escape(target.address)}", highlight=False)
 
 
+class _CountingReader:
+    """The file as import_csv streams it, telling a progress bar how far it got."""
+
+    def __init__(self, stream, advance):
+        self._stream, self._advance = stream, advance
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        self._advance(len(chunk))
+        return chunk
+
+
+@contextmanager
+def _import_progress(stream):
+    """(source, on_batch) for import_csv: with a progress bar for checking the
+    file (by bytes read) and for adding the rows (by batch) on a terminal;
+    the plain stream and no callback when the output is not one."""
+    if not (console.is_terminal and err_console.is_terminal):
+        yield stream, None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    size = os.fstat(stream.fileno()).st_size
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as progress:
+        checking = progress.add_task("checking rows (bytes)", total=size)
+        adding = progress.add_task("adding rows", total=None, visible=False)
+
+        def on_batch(done: int, total: int) -> None:
+            progress.update(checking, completed=size)
+            progress.update(adding, completed=done, total=total, visible=True)
+
+        yield _CountingReader(stream, lambda n: progress.advance(checking, n)), on_batch
+
+
 @app.command("import")
 def import_csv(ctx: typer.Context, csv_file: Path = typer.Argument(..., metavar="CSV")) -> None:
     """Import subscribers from CSV: a header row; `email` required; optional name,
@@ -192,10 +229,11 @@ def import_csv(ctx: typer.Context, csv_file: Path = typer.Argument(..., metavar=
         stream = csv_file.open("rb")
     except OSError as exc:
         fail(f"{csv_file}: cannot read it: {exc.strerror or exc}", code=EXIT_BAD_INPUT)
-    with stream:
-        appctx = app_context(ctx)
-        report = csv_import.import_csv(appctx.engine, stream, limit=csv_import.MAX_CLI_CSV_BYTES,
-                                       webhook_hosts=appctx.settings.slack_webhook_hosts)
+    appctx = app_context(ctx)
+    engine, hosts = appctx.engine, appctx.settings.slack_webhook_hosts
+    with stream, _import_progress(stream) as (source, on_batch):
+        report = csv_import.import_csv(engine, source, limit=csv_import.MAX_CLI_CSV_BYTES,
+                                       webhook_hosts=hosts, on_batch=on_batch)
     console.print(f"{len(report.added)} added, {len(report.already_there)} already there, "
                   f"{len(report.rejected)} rejected")
     for line, address in report.already_there:
