@@ -12,13 +12,20 @@ Two passes, so that a big file never holds SQLite's one write lock for long:
    transaction; a reader's request waits for at most one batch.
 
 Bad rows are reported with their line numbers and reasons; the good ones go in.
+
+A row is a reader or a Slack channel (``kind``, email when absent) and keeps
+its ``status`` (active when absent): an export records who unsubscribed,
+bounced or was disabled, and importing it must not make them active again.
+An imported ``unsubscribed`` gets ``opted_out_at``, so that the opt-out holds
+against every later admin edit as a reader's own does; ``pending`` stays
+unconfirmed.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -56,6 +63,7 @@ class _Row:
     """One checked row, kept small: a big file has tens of thousands."""
     line: int
     given: str  # the address as written in the file
+    kind: SubscriberKind
     key: str  # models.address_key
     values: tuple  # (column, value) pairs for the Subscriber
     region_slugs: tuple[str, ...]
@@ -112,10 +120,12 @@ class _Checker:
     whether it is there already, then the preferences — with the catalogue
     looked up once per distinct list instead of once per row."""
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, *, webhook_hosts: Collection[str] = ()):
         self.session = session
+        self.webhook_hosts = webhook_hosts
         self._regions: dict[tuple[str, ...], list] = {}
         self._analysts: dict[tuple[str, ...], list] = {}
+        self._checked: dict[tuple, dict] = {}
 
     def regions(self, values: list[str]) -> list:
         key = tuple(values)
@@ -129,31 +139,82 @@ class _Checker:
             self._analysts[key] = taxonomy.resolve_analysts(self.session, values)
         return self._analysts[key]
 
-    def preferences(self, line: int, cells: dict[str, str], address: str) -> _Row:
-        prefs = subscribers.Preferences(
-            name=cells.get("name") or None, regions=_split(cells.get("regions")),
-            analysts=_split(cells.get("analysts")), cadence=cells.get("cadence") or None,
-            send_at=cells.get("at") or None, timezone=cells.get("tz") or None,
-            weekday=cells.get("weekday") or None, format=cells.get("format") or None)
-        values = subscribers.preference_values(prefs, resolve_regions=self.regions, resolve_analysts=self.analysts)
+    def address(self, cells: dict[str, str]) -> tuple[SubscriberKind, str]:
+        kind = subscribers._enum_value(SubscriberKind, cells.get("kind") or "email", "kind")
+        return kind, subscribers.check_address(kind, cells.get("email", ""), webhook_hosts=self.webhook_hosts)
+
+    def _shared(self, cells: dict[str, str]) -> dict:
+        """The checked values of the columns that most rows share (schedule,
+        format, status, regions, analysts), checked once per distinct set:
+        a 100,000-row list has a few hundred. The values are immutable."""
+        given = tuple(cells.get(column) or None for column in _SHARED_COLUMNS)
+        if given not in self._checked:
+            if len(self._checked) >= _MAX_CACHED:
+                self._checked.clear()
+            cadence, send_at, tz, weekday, fmt, region_text, analyst_text, status = given
+            prefs = subscribers.Preferences(
+                regions=_split(region_text), analysts=_split(analyst_text), cadence=cadence, send_at=send_at,
+                timezone=tz, weekday=weekday, format=fmt)
+            values = subscribers.preference_values(prefs, resolve_regions=self.regions,
+                                                   resolve_analysts=self.analysts)
+            values.update(_status_values(status))
+            self._checked[given] = values
+        return self._checked[given]
+
+    def preferences(self, line: int, cells: dict[str, str], kind: SubscriberKind, address: str) -> _Row:
+        # The name first, as preference_values checks it: a row's reason stays the same.
+        name = subscribers.check_name(cells["name"]) if cells.get("name") else None
+        values = dict(self._shared(cells))
+        if name is not None:
+            values["name"] = name
         regions, analysts = values.pop("regions"), values.pop("analysts")
-        key = address_key(SubscriberKind.email, address)
-        values.update(address=address, address_key=key)
+        key = address_key(kind, address)
+        values.update(address=address, address_key=key, kind=kind)
         fields.check_values(Subscriber, values)
-        return _Row(line=line, given=cells.get("email", ""), key=key, values=tuple(values.items()),
+        return _Row(line=line, given=cells.get("email", ""), kind=kind, key=key, values=tuple(values.items()),
                     region_slugs=tuple(r.slug for r in regions), analyst_ids=tuple(a.id for a in analysts))
+
+
+# The columns checked once per distinct combination (_Checker._shared).
+_SHARED_COLUMNS = ("cadence", "at", "tz", "weekday", "format", "regions", "analysts", "status")
+_MAX_CACHED = 10_000  # distinct combinations kept; a hostile file cannot grow it without bound
+
+
+def _status_values(given: str | None) -> dict:
+    status = subscribers._enum_value(SubscriberStatus, given or "active", "status")
+    values: dict = {"status": status}
+    if status == SubscriberStatus.pending:
+        values["confirmed_at"] = None  # still to confirm, as a sign-up waiting for its link
+    elif status == SubscriberStatus.unsubscribed:
+        values["opted_out_at"] = utcnow()  # the reader's own opt-out, as the publication recorded it
+    return values
 
 
 def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(subscribers.LIST_SEPARATOR) if part.strip()]
 
 
-def _stored_keys(session: Session, keys: list[str]) -> set[str]:
-    found: set[str] = set()
-    for start in range(0, len(keys), BATCH_ROWS):
-        chunk = keys[start : start + BATCH_ROWS]
-        found.update(session.exec(select(Subscriber.address_key).where(
-            Subscriber.kind == SubscriberKind.email, col(Subscriber.address_key).in_(chunk))).all())
+def _stored_keys(session: Session, keys: list[tuple[SubscriberKind, str]]) -> set[tuple[SubscriberKind, str]]:
+    """Which (kind, address_key) pairs are stored already."""
+    found: set[tuple[SubscriberKind, str]] = set()
+    for kind in SubscriberKind:
+        of_kind = [key for k, key in keys if k == kind]
+        for start in range(0, len(of_kind), BATCH_ROWS):
+            chunk = of_kind[start : start + BATCH_ROWS]
+            found.update((kind, key) for key in session.exec(select(Subscriber.address_key).where(
+                Subscriber.kind == kind, col(Subscriber.address_key).in_(chunk))).all())
+    return found
+
+
+def _stored_ids(session: Session, keys: list[tuple[SubscriberKind, str]]) -> dict[tuple[SubscriberKind, str], int]:
+    """The ids of the stored (kind, address_key) pairs (a batch: at most BATCH_ROWS)."""
+    table = Subscriber.__table__.c
+    found: dict[tuple[SubscriberKind, str], int] = {}
+    for kind in SubscriberKind:
+        of_kind = [key for k, key in keys if k == kind]
+        if of_kind:
+            found.update(((kind, key), id_) for id_, key in session.execute(
+                sa.select(table.id, table.address_key).where(table.kind == kind, table.address_key.in_(of_kind))))
     return found
 
 
@@ -168,11 +229,12 @@ def _chunks(records: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def check_rows(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_BYTES) -> tuple[list[_Row], CsvReport]:
+def check_rows(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_BYTES,
+               webhook_hosts: Collection[str] = ()) -> tuple[list[_Row], CsvReport]:
     """Pass 1: every row read and checked, nothing written and no write lock held."""
     report = CsvReport()
     good: list[_Row] = []
-    seen: set[str] = set()
+    seen: set[tuple[SubscriberKind, str]] = set()
     records = _records(source, limit)
     with db.read_scope(engine) as session:
         first = next(records, None)
@@ -181,9 +243,9 @@ def check_rows(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_B
             raise InputError("the CSV needs a header row with an 'email' column; it has: "
                              f"{', '.join(header) or 'none'}")
         report.ignored_columns = [h for h in header if h and h not in subscribers.CSV_COLUMNS]
-        checker = _Checker(session)
+        checker = _Checker(session, webhook_hosts=webhook_hosts)
         for chunk in _chunks(records, BATCH_ROWS):
-            addressed = []  # (line, cells, address) of the rows whose address is good
+            addressed = []  # (line, cells, kind, address) of the rows whose address is good
             for line, cells in chunk:
                 if not cells:
                     continue  # a blank line, skipped as csv.DictReader does
@@ -191,17 +253,17 @@ def check_rows(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_B
                 named = {h: subscribers.csv_value(cells[i].strip() if i < len(cells) else "")
                          for i, h in enumerate(header) if h}
                 try:
-                    addressed.append((line, named, subscribers.check_email(named.get("email", ""))))
+                    addressed.append((line, named, *checker.address(named)))
                 except InputError as exc:
                     report.rejected.append((line, str(exc)))
-            stored = _stored_keys(session, [address_key(SubscriberKind.email, a) for _, _, a in addressed])
-            for line, named, address in addressed:
-                key = address_key(SubscriberKind.email, address)
+            stored = _stored_keys(session, [(k, address_key(k, a)) for _, _, k, a in addressed])
+            for line, named, kind, address in addressed:
+                key = (kind, address_key(kind, address))
                 if key in stored or key in seen:
                     report.already_there.append((line, named.get("email", "")))
                     continue
                 try:
-                    good.append(checker.preferences(line, named, address))
+                    good.append(checker.preferences(line, named, kind, address))
                 except InputError as exc:
                     report.rejected.append((line, str(exc)))
                     continue
@@ -211,11 +273,13 @@ def check_rows(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_B
 
 
 def import_csv(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_BYTES,
-               batch_rows: int = BATCH_ROWS, on_batch: Callable[[int, int], None] | None = None) -> CsvReport:
+               batch_rows: int = BATCH_ROWS, on_batch: Callable[[int, int], None] | None = None,
+               webhook_hosts: Collection[str] = ()) -> CsvReport:
     """Add every good row of a CSV (a binary stream or text); report the
     others with their line numbers and reasons. ``on_batch(done, total)``
-    is called after each committed batch."""
-    rows, report = check_rows(engine, source, limit=limit)
+    is called after each committed batch. ``webhook_hosts``: the Slack
+    webhook hosts accepted besides Slack's own (settings.slack_webhook_hosts)."""
+    rows, report = check_rows(engine, source, limit=limit, webhook_hosts=webhook_hosts)
     for start in range(0, len(rows), batch_rows):
         batch = rows[start : start + batch_rows]
         added, there = _insert(engine, batch)
@@ -242,27 +306,32 @@ def _insert(engine: Engine, batch: list[_Row]) -> tuple[list[tuple[int, str]], l
     (another admin, a sign-up) are looked up again under the lock on SQLite;
     on PostgreSQL a clash at insert retries the batch, which then sees it."""
     now = utcnow()
-    base = _defaults() | {"created_at": now, "confirmed_at": now}
-    parameters = {row.key: base | dict(row.values) for row in batch}
+    # Every row's parameters have the same keys: an executemany takes its
+    # columns from the first row, and would drop another row's opted_out_at.
+    base = _defaults() | {"created_at": now, "confirmed_at": now, "opted_out_at": None}
+    parameters = {(row.kind, row.key): base | dict(row.values) for row in batch}
     table = Subscriber.__table__
-    insert = sa.insert(table).returning(table.c.id, table.c.address_key, sort_by_parameter_order=True)
     for _attempt in range(3):
         try:
             with db.session_scope(engine) as session:
-                stored = _stored_keys(session, [row.key for row in batch])
-                fresh = [row for row in batch if row.key not in stored]
-                made = session.execute(insert, [parameters[row.key] for row in fresh]) if fresh else []
-                ids = {key: id_ for id_, key in made}
-                regions = [{"subscriber_id": ids[row.key], "region_slug": slug}
+                stored = _stored_keys(session, [(row.kind, row.key) for row in batch])
+                fresh = [row for row in batch if (row.kind, row.key) not in stored]
+                # A plain executemany, then the new ids read back by address: RETURNING
+                # in parameter order made SQLAlchemy insert one row per statement on
+                # SQLite (4/5 of a 100,000-row import). Rows go in file order.
+                if fresh:
+                    session.execute(sa.insert(table), [parameters[row.kind, row.key] for row in fresh])
+                ids = _stored_ids(session, [(row.kind, row.key) for row in fresh])
+                regions = [{"subscriber_id": ids[row.kind, row.key], "region_slug": slug}
                            for row in fresh for slug in row.region_slugs]
-                analysts = [{"subscriber_id": ids[row.key], "analyst_id": analyst_id}
+                analysts = [{"subscriber_id": ids[row.kind, row.key], "analyst_id": analyst_id}
                             for row in fresh for analyst_id in row.analyst_ids]
                 if regions:
                     session.execute(sa.insert(SubscriberRegion.__table__), regions)
                 if analysts:
                     session.execute(sa.insert(SubscriberAnalyst.__table__), analysts)
             return ([(row.line, dict(row.values)["address"]) for row in fresh],
-                    [(row.line, row.given) for row in batch if row.key in stored])
+                    [(row.line, row.given) for row in batch if (row.kind, row.key) in stored])
         except sa.exc.IntegrityError:
             continue
     raise InputError("the subscriber list kept changing during the import; import the file again "

@@ -11,6 +11,7 @@ PostgreSQL URLs are used unchanged.
 
 from __future__ import annotations
 
+import ast
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,10 +19,6 @@ from importlib import resources
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlmodel import Session
@@ -130,7 +127,13 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 # --- migrations -------------------------------------------------------------
 
-def _alembic_config(engine: Engine) -> AlembicConfig:
+# alembic is imported only where a migration is run or inspected: importing it
+# costs a quarter of a second, and every command checks the schema on opening
+# the database (is_current), which the fast path below answers without it.
+
+def _alembic_config(engine: Engine):
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(resources.files("dispatch") / "migrations"))
     cfg.attributes["engine"] = engine
@@ -138,22 +141,69 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
 
 
 def head_revision(engine: Engine) -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Create the schema or bring it up to date; harmless when already current."""
+    from alembic import command
+
     command.upgrade(_alembic_config(engine), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
     command.downgrade(_alembic_config(engine), revision)
 
 
+def scanned_head() -> str | None:
+    """The head revision read from the version files' own ``revision`` and
+    ``down_revision`` assignments, without importing alembic. None unless the
+    files make one simple chain (a merge or branch goes the slow way);
+    tests/test_cli_imports.py checks it against alembic's answer."""
+    revisions: dict[str, object] = {}
+    for path in (resources.files("dispatch") / "migrations" / "versions").iterdir():
+        if not path.name.endswith(".py"):
+            continue
+        found: dict[str, object] = {}
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else (
+                node.target if isinstance(node, ast.AnnAssign) else None)
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision") and node.value:
+                try:
+                    found[target.id] = ast.literal_eval(node.value)
+                except ValueError:
+                    return None
+        if not isinstance(found.get("revision"), str):
+            return None
+        revisions[found["revision"]] = found.get("down_revision")
+    parents = set(revisions.values())
+    if not all(p is None or isinstance(p, str) for p in parents) or len(parents) != len(revisions):
+        return None
+    heads = [r for r in revisions if r not in parents]
+    return heads[0] if len(heads) == 1 else None
+
+
+def _stored_revisions(engine: Engine) -> set[str] | None:
+    try:
+        with engine.connect() as connection:
+            return {row[0] for row in connection.exec_driver_sql("SELECT version_num FROM alembic_version")}
+    except sa.exc.DBAPIError:  # no such table yet: let alembic say what is there
+        return None
+
+
 def is_current(engine: Engine) -> bool:
+    head = scanned_head()
+    if head is not None and _stored_revisions(engine) == {head}:
+        return True
     return current_revision(engine) == head_revision(engine)

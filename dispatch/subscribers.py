@@ -11,8 +11,6 @@ Only ``list_subscribers(search=…)`` matches parts of addresses: their beginnin
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -40,7 +38,11 @@ from dispatch.models import (
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 SLACK_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}")  # fullmatched on the stripped address
-CSV_COLUMNS = ("email", "name", "regions", "analysts", "cadence", "at", "tz", "weekday", "format")
+# What an export writes and an import reads (dispatch.csv_export, csv_import).
+# "email" holds any kind's address; status and kind came last, so a CSV of
+# the old nine columns still imports (kind email, status active).
+CSV_COLUMNS = ("email", "name", "regions", "analysts", "cadence", "at", "tz", "weekday", "format",
+               "status", "kind")
 LIST_SEPARATOR = ";"
 
 
@@ -441,19 +443,15 @@ def csv_cell(value: str) -> str:
 
 
 def export_csv(subscribers: Iterable[Subscriber]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for s in subscribers:
-        if s.kind != SubscriberKind.email:
-            continue
-        writer.writerow([csv_cell(value) for value in (
-            s.address, s.name,
-            LIST_SEPARATOR.join(r.slug for r in s.regions),
-            LIST_SEPARATOR.join(a.name for a in s.analysts),
-            s.cadence.value, s.send_at, s.timezone, WEEKDAYS[s.weekday][:3], s.format.value,
-        )])
-    return out.getvalue()
+    """Loaded subscribers as one CSV text; a whole list is streamed by
+    dispatch.csv_export instead, in the very same cells."""
+    from dispatch.csv_export import row_cells, text_chunks
+
+    return "".join(text_chunks(row_cells(
+        address=s.address, name=s.name, regions=[r.slug for r in s.regions],
+        analysts=[a.name for a in s.analysts], cadence=s.cadence.value, send_at=s.send_at,
+        timezone=s.timezone, weekday=s.weekday, format=s.format.value, status=s.status.value,
+        kind=s.kind.value) for s in subscribers))
 
 
 # --- what deliveries teach us about an address --------------------------------

@@ -142,9 +142,9 @@ def test_csv_import_and_export_round_trip(run, tmp_path):
     out = tmp_path / "out.csv"
     ok(run("subscriber", "export", out))
     assert out.read_text().splitlines() == [
-        "email,name,regions,analysts,cadence,at,tz,weekday,format",
-        "a@example.org,A,americas,Dana Whitfield,daily,07:00,America/Chicago,mon,html",
-        "c@example.org,C,europe-eurasia;global,,weekly,09:00,Asia/Tokyo,mon,text",
+        "email,name,regions,analysts,cadence,at,tz,weekday,format,status,kind",
+        "a@example.org,A,americas,Dana Whitfield,daily,07:00,America/Chicago,mon,html,active,email",
+        "c@example.org,C,europe-eurasia;global,,weekly,09:00,Asia/Tokyo,mon,text,active,email",
     ]
     assert "2 already there" in ok(run("subscriber", "import", out)).stdout
 

@@ -207,7 +207,8 @@ def test_csv_export_imports_back_unchanged(with_analysts, engine):
     assert report.rejected == [] and len(report.added) == 2
     assert subscribers.export_csv(subscribers.list_subscribers(session)) == exported
     assert exported.splitlines()[1] == (
-        "good@example.org,Good One,americas;europe-eurasia,Dana Whitfield,daily,06:30,America/New_York,mon,html")
+        "good@example.org,Good One,americas;europe-eurasia,Dana Whitfield,daily,06:30,America/New_York,mon,html,"
+        "active,email")
 
 
 def test_the_plain_query_reader_loader_gives_what_the_orm_gives(session):

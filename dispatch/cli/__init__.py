@@ -1,28 +1,62 @@
-"""The `dispatch` command: a thin face over the package's modules."""
+"""The `dispatch` command: a thin face over the package's modules.
+
+Start-up is kept to typer and rich: every other import happens inside the
+command that needs it, and the command modules are loaded lazily
+(dispatch.cli.lazy), so `dispatch --help` imports no database, web, Slack or
+SMTP library (tests/test_cli_imports.py).
+"""
 
 from __future__ import annotations
 
 import typer
-from rich.table import Table
-from sqlmodel import select
 
-from dispatch import __version__, bootstrap, db, taxonomy
-from dispatch.cli import admin_cmds, demo_cmd, preview_cmd, run_cmds, sitrep_cmds, subscriber_cmds, web_cmds
-from dispatch.cli.common import AppContext, DispatchGroup, app_context, console, print_json
-from dispatch.config import mask_url_password
-from dispatch.models import Analyst
+from dispatch import __version__
+from dispatch.cli.common import AppContext, app_context, console, print_json
+from dispatch.cli.lazy import LazyCommand, LazyGroup
+
+
+class DispatchCli(LazyGroup):
+    # In the order `dispatch --help` lists them, after the set-up commands below.
+    lazy_commands = {
+        "preview": LazyCommand("dispatch.cli.preview_cmd:preview",
+                               "Show what a subscriber would receive in their next window."),
+        "run": LazyCommand("dispatch.cli.run_cmds:run",
+                           "Deliver digests: plan due windows and send them, logging one line per delivery."),
+        "web": LazyCommand("dispatch.cli.web_cmds:web",
+                           "Serve the web pages: /admin for admins, /subscribe and the signed subscriber "
+                           "links, and the JSON API under /api (docs at /api/docs)."),
+        "status": LazyCommand("dispatch.cli.run_cmds:status",
+                              "Who is running (planner leader, live senders), how the queue stands, and "
+                              "anything paused or held that needs a person."),
+        "log": LazyCommand("dispatch.cli.run_cmds:show_log",
+                           "The delivery log, newest first (or one delivery's attempts)."),
+        "retry": LazyCommand("dispatch.cli.run_cmds:retry",
+                             "Put a failed delivery (or all of them) back in the queue; a held one (its "
+                             "outcome could not be recorded) only by its id, once you have looked."),
+        "sink": LazyCommand("dispatch.cli.run_cmds:sink",
+                            "Run a local SMTP server and a local Slack API that keep what they receive, for "
+                            "trying dispatch on a machine with no mail relay and no Slack."),
+        "demo": LazyCommand("dispatch.cli.demo_cmd:demo",
+                            "The product end to end on the embedded database: import the sample SITREPs, "
+                            "add readers and two Slack channels, approve, start local SMTP and Slack sinks, "
+                            "run one delivery pass and show the log."),
+        "sitrep": LazyCommand("dispatch.cli.sitrep_cmds:app", "Import, review, approve and withdraw SITREPs."),
+        "subscriber": LazyCommand("dispatch.cli.subscriber_cmds:app",
+                                  "Manage email subscribers and their preferences."),
+        "slack": LazyCommand("dispatch.cli.subscriber_cmds:slack_app",
+                             "Manage Slack channels (channel IDs or incoming-webhook URLs)."),
+        "admin": LazyCommand("dispatch.cli.admin_cmds:app",
+                             "Admin users for the web pages, and tokens for the JSON API."),
+    }
+
 
 app = typer.Typer(
-    cls=DispatchGroup,
+    cls=DispatchCli,
     help="dispatch: deliver approved SITREPs to subscribers by email and Slack.",
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-app.add_typer(sitrep_cmds.app, name="sitrep")
-app.add_typer(subscriber_cmds.app, name="subscriber")
-app.add_typer(subscriber_cmds.slack_app, name="slack")
-app.add_typer(admin_cmds.app, name="admin")
 
 
 def _version(value: bool) -> None:
@@ -50,6 +84,9 @@ def main(
 def init(ctx: typer.Context) -> None:
     """Create the database or upgrade it to the current schema, and seed the
     region catalogue. Safe to run again at any time."""
+    from dispatch import bootstrap, db
+    from dispatch.config import mask_url_password
+
     settings = app_context(ctx).settings
     engine = db.create_engine(settings.database_url)
     before = db.current_revision(engine)
@@ -65,6 +102,10 @@ def init(ctx: typer.Context) -> None:
 @app.command("config")
 def show_config(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Print the effective settings, with secrets masked, and where the signing key comes from."""
+    from rich.table import Table
+
+    from dispatch import bootstrap
+
     appctx = app_context(ctx)
     shown = appctx.settings.masked()
     key_from = bootstrap.key_source(appctx.engine, appctx.settings).describe()
@@ -81,6 +122,10 @@ def show_config(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
 @app.command()
 def regions(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """List the region catalogue (slugs are what --region takes)."""
+    from rich.table import Table
+
+    from dispatch import taxonomy
+
     with app_context(ctx).session() as session:
         rows = [{"slug": r.slug, "name": r.name} for r in taxonomy.all_regions(session)]
     if as_json:
@@ -95,6 +140,11 @@ def regions(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -
 @app.command()
 def analysts(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """List the analysts known from imported SITREPs (what --analyst takes)."""
+    from rich.table import Table
+    from sqlmodel import select
+
+    from dispatch.models import Analyst
+
     with app_context(ctx).session() as session:
         rows = [{"id": a.id, "name": a.name, "title": a.title, "slug": a.slug}
                 for a in session.exec(select(Analyst).order_by(Analyst.name)).all()]
@@ -105,14 +155,3 @@ def analysts(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) 
     for row in rows:
         table.add_row(row["slug"], row["name"], row["title"] or "")
     console.print(table)
-
-
-# Registered last so that `dispatch --help` lists set-up commands first.
-app.command("preview")(preview_cmd.preview)
-app.command("run")(run_cmds.run)
-app.command("web")(web_cmds.web)
-app.command("status")(run_cmds.status)
-app.command("log")(run_cmds.show_log)
-app.command("retry")(run_cmds.retry)
-app.command("sink")(run_cmds.sink)
-app.command("demo")(demo_cmd.demo)

@@ -8,18 +8,21 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
 from typer.core import TyperGroup
 
-from dispatch import bootstrap, db
-from dispatch.config import Settings, config_file_path, load_settings
 from dispatch.errors import DispatchError, InputError
+
+# Only for annotations: `dispatch --help` must not import SQLAlchemy, pydantic
+# settings or the database layer (tests/test_cli_imports.py holds that).
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlmodel import Session
+
+    from dispatch.config import Settings
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -54,6 +57,10 @@ class AppContext:
 
     @cached_property
     def settings(self) -> Settings:
+        from pydantic import ValidationError
+
+        from dispatch.config import config_file_path, load_settings
+
         try:
             return load_settings(**self._overrides)
         except ValidationError as exc:
@@ -64,10 +71,14 @@ class AppContext:
 
     @cached_property
     def engine(self) -> Engine:
+        from dispatch import bootstrap
+
         return bootstrap.open_engine(self.settings)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        from dispatch import db
+
         with db.session_scope(self.engine) as session:
             yield session
 

@@ -42,11 +42,11 @@ def preview(
         data = {"subscriber": r.address, "cadence": r.cadence, "window_start": result.window_start.isoformat(),
                 "window_end": result.window_end.isoformat(), "would_send": result.digest is not None,
                 "reason": result.reason}
-        if composer and r.kind == "slack":
-            data["slack"] = [{"text": m.text, "blocks": list(m.blocks)} for m in composer.slack(result.digest).messages]
-        elif composer:
-            email = composer.email(result.digest)
-            data["email"] = {"subject": email.subject, "text": email.text, "html": email.html}
+        if composer:
+            # "deliveries": all that would go out next (an immediate reader: one per SITREP);
+            # "slack"/"email": the first of them, as before.
+            data["deliveries"] = [_as_json(composer, r.kind, d) for d in result.digests]
+            data.update(data["deliveries"][0])
         print_json(data)
         return
     if r.cadence == "immediate":
@@ -59,13 +59,30 @@ def preview(
     if composer is None:
         console.print(f"[yellow]Nothing would be sent:[/] {escape(result.reason)}.", highlight=False)
         return
-    if r.kind == "slack":
-        messages = composer.slack(result.digest).messages
+    if len(result.digests) > 1:
+        console.print(f"{len(result.digests)} SITREPs would go out, each on its own (--html writes the first):\n",
+                      highlight=False)
+    for number, digest_ in enumerate(result.digests):
+        if number:
+            console.print("\n" + "─" * 60 + "\n", highlight=False)
+        _show(composer, r.kind, digest_, html=html if number == 0 else None)
+
+
+def _as_json(composer: compose.Composer, kind: str, digest_) -> dict:
+    if kind == "slack":
+        return {"slack": [{"text": m.text, "blocks": list(m.blocks)} for m in composer.slack(digest_).messages]}
+    email = composer.email(digest_)
+    return {"email": {"subject": email.subject, "text": email.text, "html": email.html}}
+
+
+def _show(composer: compose.Composer, kind: str, digest_, *, html: Path | None) -> None:
+    if kind == "slack":
+        messages = composer.slack(digest_).messages
         for number, message in enumerate(messages, start=1):
             console.print(f"[bold]message {number}/{len(messages)}[/] ({len(message.blocks)} blocks): "
                           f"{escape(message.text)}", highlight=False)
         return
-    email = composer.email(result.digest)
+    email = composer.email(digest_)
     if html:
         if email.html is None:
             fail("this subscriber reads plain text; there is no HTML part", code=EXIT_BAD_INPUT)

@@ -3,7 +3,9 @@ that receive digests, with their preferences."""
 
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -190,18 +192,58 @@ def remove(
     console.print(f"removed #{target.id} {escape(target.address)}", highlight=False)
 
 
+class _CountingReader:
+    """The file as import_csv streams it, telling a progress bar how far it got."""
+
+    def __init__(self, stream, advance):
+        self._stream, self._advance = stream, advance
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        self._advance(len(chunk))
+        return chunk
+
+
+@contextmanager
+def _import_progress(stream):
+    """(source, on_batch) for import_csv: with a progress bar for checking the
+    file (by bytes read) and for adding the rows (by batch) on a terminal;
+    the plain stream and no callback when the output is not one."""
+    if not (console.is_terminal and err_console.is_terminal):
+        yield stream, None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    size = os.fstat(stream.fileno()).st_size
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as progress:
+        checking = progress.add_task("checking rows (bytes)", total=size)
+        adding = progress.add_task("adding rows", total=None, visible=False)
+
+        def on_batch(done: int, total: int) -> None:
+            progress.update(checking, completed=size)
+            progress.update(adding, completed=done, total=total, visible=True)
+
+        yield _CountingReader(stream, lambda n: progress.advance(checking, n)), on_batch
+
+
 @app.command("import")
 def import_csv(ctx: typer.Context, csv_file: Path = typer.Argument(..., metavar="CSV")) -> None:
     """Import subscribers from CSV: a header row; `email` required; optional name,
-    regions, analysts (each ';'-separated), cadence, at, tz, weekday, format.
+    regions, analysts (each ';'-separated), cadence, at, tz, weekday, format, status
+    (kept as given: an unsubscribed reader stays unsubscribed) and kind (email or
+    slack; default email, the address then a channel ID or webhook URL).
     Good rows go in; rejected rows are listed with line numbers (exit code 2).
     At most 64 MB; rows are checked first, then added in short batches."""
     try:
         stream = csv_file.open("rb")
     except OSError as exc:
         fail(f"{csv_file}: cannot read it: {exc.strerror or exc}", code=EXIT_BAD_INPUT)
-    with stream:
-        report = csv_import.import_csv(app_context(ctx).engine, stream, limit=csv_import.MAX_CLI_CSV_BYTES)
+    appctx = app_context(ctx)
+    engine, hosts = appctx.engine, appctx.settings.slack_webhook_hosts
+    with stream, _import_progress(stream) as (source, on_batch):
+        report = csv_import.import_csv(engine, source, limit=csv_import.MAX_CLI_CSV_BYTES,
+                                       webhook_hosts=hosts, on_batch=on_batch)
     console.print(f"{len(report.added)} added, {len(report.already_there)} already there, "
                   f"{len(report.rejected)} rejected")
     for line, address in report.already_there:
@@ -219,11 +261,31 @@ def export_csv(
     ctx: typer.Context,
     csv_file: str = typer.Argument("-", metavar="CSV", help="File to write, or - for standard output."),
 ) -> None:
-    """Export email subscribers as CSV, in the columns `subscriber import` reads."""
-    with app_context(ctx).session() as session:
-        text = subscribers.export_csv(subscribers.list_subscribers(session, kind=SubscriberKind.email))
+    """Export subscribers and Slack channels as CSV, with every column `subscriber import`
+    reads (status and kind included): importing the file into a fresh database gives the
+    same list. Streamed: any size in constant memory."""
+    from dispatch import csv_export
+
+    count = 0
+
+    def counted():
+        nonlocal count
+        for cells in csv_export.rows(app_context(ctx).engine):
+            count += 1
+            yield cells
+
     if csv_file == "-":
-        sys.stdout.write(text)
-    else:
-        Path(csv_file).write_text(text, "utf-8")
-        console.print(f"wrote {text.count(chr(10)) - 1} subscriber(s) to {csv_file}")
+        for text in csv_export.text_chunks(counted()):
+            sys.stdout.write(text)
+        return
+    target = Path(csv_file)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as out:
+            for text in csv_export.text_chunks(counted()):
+                out.write(text)
+        partial.replace(target)  # a failed export leaves no half-written file
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        fail(f"{csv_file}: cannot write it: {exc.strerror or exc}", code=EXIT_BAD_INPUT)
+    console.print(f"wrote {count} subscriber(s) to {escape(csv_file)}", highlight=False)

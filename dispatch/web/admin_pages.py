@@ -13,13 +13,13 @@ import sqlalchemy as sa
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Request, UploadFile
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlmodel import Session, col, select
 from starlette.datastructures import FormData
 
 from dispatch import (
-    admins, compose, csv_import, db, digest, fields, ledger, paging, pauses, sitrep_text, sitreps, subscribers, taxonomy,
-    views,
+    admins, compose, csv_export, csv_import, db, digest, fields, ledger, paging, pauses, sitrep_text, sitreps,
+    subscribers, taxonomy, views,
 )
 from dispatch.coordination import live_workers
 from dispatch.errors import InputError, WorkflowError
@@ -278,9 +278,11 @@ def subscriber_add(request: Request, form: FormData = Depends(submitted_form)):
 
 
 @router.get("/subscribers/export.csv")
-def subscriber_export(session: Session = Depends(db_session)):
-    text = subscribers.export_csv(subscribers.list_subscribers(session))
-    return Response(text, media_type="text/csv; charset=utf-8",
+def subscriber_export(request: Request):
+    # Streamed from its own read-only snapshot (not the request's session,
+    # which closes before a streamed body is sent): constant memory at any size.
+    chunks = csv_export.text_chunks(csv_export.rows(request.app.state.engine))
+    return StreamingResponse(chunks, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="subscribers.csv"'})
 
 
@@ -299,7 +301,8 @@ def subscriber_import(request: Request, file: UploadFile | None = File(None), te
     else:
         source = uploads.read_text(None, text, limit=uploads.CSV_MAX_BYTES, what="CSV")
     try:
-        report = csv_import.import_csv(request.app.state.engine, source, limit=uploads.CSV_MAX_BYTES)
+        report = csv_import.import_csv(request.app.state.engine, source, limit=uploads.CSV_MAX_BYTES,
+                                       webhook_hosts=request.app.state.settings.slack_webhook_hosts)
     except InputError as exc:
         return page(request, "admin/subscriber_import.html", status_code=400, report=None, error=str(exc))
     return page(request, "admin/subscriber_import.html", report=report, error=None)
@@ -338,17 +341,17 @@ def subscriber_remove(subscriber_id: Id, request: Request, session: Session = De
 def subscriber_preview(subscriber_id: Id, request: Request, session: Session = Depends(db_session)):
     subscriber = subscribers.get(session, subscriber_id)
     result = compose.preview(session, subscriber_id, now=utcnow(), status=subscriber.status)
-    email, slack = None, []
-    if result.digest is not None:
-        composer = request.app.state.composer
+    emails, slack = [], []
+    composer = request.app.state.composer
+    for built in result.digests:  # an immediate reader: one per SITREP, each on its own
         if subscriber.kind == SubscriberKind.slack:
-            slack = _slack_preview(composer.slack(result.digest))
+            slack.extend(_slack_preview(composer.slack(built)))
         else:
-            email = composer.email(result.digest)
+            emails.append(composer.email(built))
     when = result.window_end.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = (f"Next for {subscriber.address}: as soon as a matching SITREP is approved"
              if subscriber.cadence == Cadence.immediate else f"Next for {subscriber.address}: window ending {when}")
-    return page(request, "admin/preview.html", title=title, email=email, slack=slack, reason=result.reason,
+    return page(request, "admin/preview.html", title=title, emails=emails, slack=slack, reason=result.reason,
                 back=f"/admin/subscribers/{subscriber_id}")
 
 

@@ -1,0 +1,81 @@
+"""The CLI's import graph: `dispatch --help` and a command's own --help load
+typer and rich, not the database, web, Slack or SMTP libraries (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import click
+import pytest
+import typer.main
+
+HEAVY = ["sqlalchemy", "sqlmodel", "fastapi", "starlette", "jinja2", "uvicorn", "slack_sdk", "aiosmtpd",
+         "alembic", "argon2", "zxcvbn", "css_inline", "pydantic_settings"]
+
+PROBE = """
+import json, sys
+from typer.testing import CliRunner
+from dispatch.cli import app
+result = CliRunner().invoke(app, sys.argv[1:])
+print(json.dumps({"exit": result.exit_code, "output": result.output,
+                  "loaded": sorted({m.split('.')[0] for m in sys.modules})}))
+"""
+
+
+def loaded_after(*args: str) -> dict:
+    # A fresh interpreter: this process has imported everything already.
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def test_help_imports_no_heavy_library():
+    result = loaded_after("--help")
+    assert result["exit"] == 0 and "subscriber" in result["output"]
+    assert [m for m in HEAVY if m in result["loaded"]] == []
+
+
+def test_version_imports_no_heavy_library():
+    result = loaded_after("--version")
+    assert result["exit"] == 0
+    assert [m for m in HEAVY if m in result["loaded"]] == []
+
+
+def test_sitrep_list_needs_no_web_slack_smtp_or_alembic(tmp_path):
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    assert loaded_after("--database-url", url, "init")["exit"] == 0
+    result = loaded_after("--database-url", url, "sitrep", "list")
+    assert result["exit"] == 0, result["output"]
+    assert "sqlalchemy" in result["loaded"]  # the command's own need
+    assert [m for m in ["fastapi", "jinja2", "uvicorn", "slack_sdk", "aiosmtpd", "alembic", "argon2",
+                        "css_inline"] if m in result["loaded"]] == []
+
+
+def _real_commands():
+    from dispatch.cli import app
+    from dispatch.cli.lazy import load_command
+
+    group = typer.main.get_command(app)
+    return group, {name: load_command(name, entry) for name, entry in group.lazy_commands.items()}
+
+
+def test_lazy_table_help_matches_each_command():
+    """`dispatch --help` lists the table's help lines: they must be the commands' own."""
+    group, real = _real_commands()
+    for name, command in real.items():
+        listed = click.Command(name, help=group.lazy_commands[name].help)
+        assert listed.get_short_help_str(1000) == command.get_short_help_str(1000), name
+
+
+@pytest.mark.parametrize("name", ["sitrep", "subscriber", "slack", "admin", "run", "preview"])
+def test_lazy_commands_resolve_with_their_options(name):
+    group, real = _real_commands()
+    ctx = click.Context(group)
+    assert group.get_command(ctx, name).get_help(ctx) == real[name].get_help(ctx)
+
+
+def test_scanned_head_is_alembics(engine):
+    from dispatch import db
+
+    assert db.scanned_head() == db.head_revision(engine)
