@@ -258,3 +258,16 @@ def test_preview_shows_the_next_digest_or_says_why_not(run, tmp_path):
     assert "the subscriber is disabled" in ok(run("preview", "amara.diallo@example.org")).stdout
     bad = run("preview", "ana.ortiz@example.org", "--at", "tomorrow")
     assert bad.exit_code == 2 and "ISO-8601" in bad.stderr
+
+
+def test_a_database_that_cannot_be_reached_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from dispatch.sink import _free_port
+
+    url = f"postgresql+psycopg://postgres:s3cret@127.0.0.1:{_free_port('127.0.0.1')}/nowhere"
+    done = subprocess.run([sys.executable, "-m", "dispatch", "--database-url", url, "subscriber", "list"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "cannot use the database" in done.stderr and "s3cret" not in done.stderr + done.stdout

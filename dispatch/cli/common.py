@@ -42,6 +42,25 @@ class DispatchGroup(TyperGroup):
             fail(str(exc), code=EXIT_BAD_INPUT)
         except DispatchError as exc:
             fail(str(exc), code=EXIT_FAILED)
+        except Exception as exc:
+            problem = _database_unreachable(exc)
+            if problem is None:
+                raise
+            fail(problem, code=EXIT_FAILED)
+
+
+def _database_unreachable(exc: Exception) -> str | None:
+    """One line for a database that cannot be reached (down, wrong host,
+    refused login), instead of a traceback; None for anything else."""
+    if not type(exc).__module__.startswith("sqlalchemy"):
+        return None  # only then is SQLAlchemy (already) imported: nothing loaded for this check
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if not isinstance(exc, (OperationalError, InterfaceError)) or not exc.connection_invalidated and \
+            "connect" not in str(exc.orig).lower():
+        return None
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+    return f"cannot use the database: {reason}"
 
 
 def fail(message: str, *, code: int = EXIT_FAILED):
