@@ -149,10 +149,11 @@ class Throttle:
         """Check and count in one step: 0 if this event is allowed (and now
         counted), else the seconds to wait. Concurrent requests cannot all
         pass a check that none of them has counted yet."""
+        now = self.clock()
         with self._lock:
-            wait = self._wait(key, self.clock())
+            wait = self._wait(key, now)
             if not wait:
-                self._events.setdefault(key, deque()).append(self.clock())
+                self._events.setdefault(key, deque()).append(now)
             return wait
 
     def forget(self, key: str) -> None:
