@@ -31,6 +31,11 @@ def config_file_path() -> Path:
     return Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
 
 
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
 class SmtpSecurity(str, Enum):
     none = "none"
     starttls = "starttls"
@@ -159,6 +164,12 @@ class Settings(BaseSettings):
     templates_dir: Path | None = Field(
         None, description="a folder whose templates override the shipped ones by name"
     )
+    log_format: LogFormat = Field(LogFormat.text, description="text (one line a record) or json (one object a line)")
+    metrics_token: SecretStr | None = Field(
+        None, description="bearer token for the web server's /metrics; unset: only loopback clients may read it")
+    ready_relay_seconds: float = Field(
+        300, gt=0, description="/readyz on a sender: the SMTP relay must have answered within this many seconds "
+                               "(else a probe must succeed)")
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -98,20 +98,49 @@ class SmtpAdapter:
         self._idle: queue.LifoQueue[tuple[smtplib.SMTP, float]] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(pool_size)
         self._rate = RateLimiter(rate_limit)
+        # For readiness and metrics: when the relay last answered anything
+        # (time.monotonic()), and how many connections a send holds now.
+        self.last_answer: float | None = None
+        self._in_use = 0
+        self._in_use_lock = threading.Lock()
+
+    @property
+    def connections_in_use(self) -> int:
+        return self._in_use
+
+    def _answered(self) -> None:
+        self.last_answer = time.monotonic()
+
+    def probe(self, *, timeout: float = 5.0) -> str | None:
+        """Open a connection, NOOP and QUIT: None when the relay answered,
+        else why not. Used by /readyz when no message went out lately."""
+        try:
+            conn = self._connect(timeout=min(timeout, self.timeout))
+        except TransientError as exc:
+            return str(exc)
+        try:
+            code = conn.noop()[0]
+            conn.quit()
+        except (OSError, smtplib.SMTPException) as exc:
+            _quietly_close(conn)
+            return f"SMTP server {self.host}:{self.port} dropped the connection: {_describe(exc)}"
+        return None if code == 250 else f"SMTP server {self.host}:{self.port} answered NOOP with {code}"
 
     # --- connections ----------------------------------------------------------
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self, *, timeout: float | None = None) -> smtplib.SMTP:
+        timeout = timeout or self.timeout
         try:
             if self.security == SmtpSecurity.ssl:
-                conn = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._tls)
+                conn = smtplib.SMTP_SSL(self.host, self.port, timeout=timeout, context=self._tls)
             else:
-                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+                conn = smtplib.SMTP(self.host, self.port, timeout=timeout)
                 if self.security == SmtpSecurity.starttls:
                     conn.starttls(context=self._tls)
             conn.ehlo_or_helo_if_needed()  # learn PIPELINING / 8BITMIME before the first message
             if self.username:
                 conn.login(self.username, self.password)
+            self._answered()
             return conn
         except smtplib.SMTPAuthenticationError as exc:
             raise TransientError(f"SMTP login to {self.host}:{self.port} refused: {_reply(exc)}") from exc
@@ -166,11 +195,17 @@ class SmtpAdapter:
         (for messages that are not digests, such as a confirmation)."""
         self._rate.wait()
         with self._slots:
-            conn = self._acquire()
-            eight_bit = conn.has_extn("8bitmime")
-            msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
-                                      message_id=message_id)
-            self._transact(conn, address, data, eight_bit=eight_bit)
+            with self._in_use_lock:
+                self._in_use += 1
+            try:
+                conn = self._acquire()
+                eight_bit = conn.has_extn("8bitmime")
+                msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
+                                          message_id=message_id)
+                self._transact(conn, address, data, eight_bit=eight_bit)
+            finally:
+                with self._in_use_lock:
+                    self._in_use -= 1
         return msg_id
 
     def _transact(self, conn: smtplib.SMTP, address: str, data: bytes, *, eight_bit: bool) -> None:
@@ -179,6 +214,7 @@ class SmtpAdapter:
         try:
             _send_one(conn, self.envelope_from, address, data, eight_bit=eight_bit)
         except smtplib.SMTPRecipientsRefused as exc:
+            self._answered()
             code, text = exc.recipients.get(address, (0, b""))
             self._reset_and_release(conn)
             message = f"{address} refused: {code} {_text(text)}"
@@ -186,6 +222,7 @@ class SmtpAdapter:
                 raise PermanentError(message, blames_recipient=True) from exc
             raise TransientError(message) from exc
         except smtplib.SMTPResponseException as exc:  # sender refused, data refused, 421 …
+            self._answered()
             if exc.smtp_code == 421:
                 _quietly_close(conn)  # the server is closing this connection
             else:
@@ -197,6 +234,7 @@ class SmtpAdapter:
         except (OSError, smtplib.SMTPException) as exc:
             _quietly_close(conn)
             raise TransientError(f"connection to {self.host}:{self.port} lost: {_describe(exc)}") from exc
+        self._answered()
         self._release(conn)
 
     def _reset_and_release(self, conn: smtplib.SMTP) -> None:

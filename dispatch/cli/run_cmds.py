@@ -52,6 +52,23 @@ def make_runner(ctx: typer.Context, *, clock=None, role: str = "all"):
         fail(f"invalid settings: {exc}", code=EXIT_BAD_INPUT)
 
 
+def start_servers(ctx: typer.Context, runner, *, web: bool, host: str, port: int,
+                  health_port: int | None) -> list[BackgroundServer]:
+    """The web app (--web) and the health server (--health-port), in threads.
+    /readyz checks the SMTP relay only where this process sends."""
+    mailer = runner.channels["email"] if runner.role != "planner" else None
+    servers = []
+    if web:
+        servers.append(BackgroundServer(build_server(ctx, host, port, ready_mailer=mailer)).start())
+    if health_port and not (web and health_port == port):
+        from dispatch.web.ops import create_ops_app
+
+        appctx = app_context(ctx)
+        ops = create_ops_app(appctx.settings, runner.engine, mailer=mailer)
+        servers.append(BackgroundServer(build_server(ctx, host, health_port, app=ops)).start())
+    return servers
+
+
 def print_summary(summary) -> None:
     counts = summary.by_status
     table = Table("outcome", "deliveries", title=f"planned {summary.planned} in {summary.plan_seconds:.1f} s, "
@@ -80,6 +97,9 @@ def run(
                                                   "(small installations; see `dispatch web`)."),
     host: str = typer.Option("127.0.0.1", "--host", help="With --web: address to listen on."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="With --web: port to listen on."),
+    health_port: int = typer.Option(None, "--health-port", min=1, max=65535,
+                                    help="Serve /healthz and /readyz on this port (on --host). With --web "
+                                         "they are on the web port already."),
 ) -> None:
     """Deliver digests: plan due windows and send them, logging one line per delivery.
 
@@ -93,16 +113,18 @@ def run(
         fail("--now only goes with --once", code=EXIT_BAD_INPUT)
     if web and once:
         fail("--web runs until stopped; it does not go with --once", code=EXIT_BAD_INPUT)
+    if health_port and once:
+        fail("--health-port serves while running; it does not go with --once", code=EXIT_BAD_INPUT)
     fixed = fields.parse_instant(now, field="--now", to_act_at=True) if now else None
     runner = make_runner(ctx, clock=(lambda: fixed) if fixed else None, role=role)
     single = SqliteRunLock(runner.engine)
     single.acquire()
     if not once:
-        server = BackgroundServer(build_server(ctx, host, port)).start() if web else None
+        servers = start_servers(ctx, runner, web=web, host=host, port=port, health_port=health_port)
         try:
             runner.run_forever()
         finally:
-            if server is not None:
+            for server in servers:
                 server.stop()
             single.release()
         return

@@ -13,14 +13,15 @@ MAX_CONNECTIONS = 500
 HOST_HELP = "Address to listen on (0.0.0.0 for every interface; put a TLS proxy in front)."
 
 
-def build_server(ctx: typer.Context, host: str, port: int):
+def build_server(ctx: typer.Context, host: str, port: int, *, ready_mailer=None, app=None):
+    """``app``: serve this one (dispatch run's health and metrics) instead of the web app."""
     import uvicorn
 
     from dispatch.web import create_app
 
     appctx = app_context(ctx)
     try:
-        app = create_app(appctx.settings, appctx.engine)
+        app = app or create_app(appctx.settings, appctx.engine, ready_mailer=ready_mailer)
     except ValueError as exc:  # the SMTP settings for confirmation emails
         fail(f"invalid settings: {exc}", code=EXIT_BAD_INPUT)
     # Forwarded headers are the app's business (DISPATCH_TRUSTED_PROXIES):

@@ -26,7 +26,7 @@ from dispatch.config import Settings
 from dispatch.errors import ConflictError, DispatchError, InputError, NotFoundError
 from dispatch.retry import RetryPolicy
 from dispatch.scheduler import smtp_adapter
-from dispatch.web import admin_pages, api, public_pages
+from dispatch.web import admin_pages, api, health, public_pages
 from dispatch.web.middleware import BodyLimit, SecurityHeaders
 from dispatch.web.pages import message, templates
 from dispatch.web.security import LoginRequired, Throttle
@@ -87,9 +87,11 @@ class BodyAllowance:
             return False
 
 
-def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None) -> FastAPI:
+def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None, ready_mailer=None) -> FastAPI:
     """``mailer`` sends confirmation emails (default: an SMTP adapter from the
-    settings), from a notice sender that runs while the app is served."""
+    settings), from a notice sender that runs while the app is served.
+    ``ready_mailer``: the digest sender's SMTP adapter when the app runs
+    inside `dispatch run --web`, whose relay /readyz then checks too."""
     engine = engine or bootstrap.open_engine(settings)
     secret = bootstrap.secret_key(engine, settings)
 
@@ -122,6 +124,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None)
     # Subscribe requests per client (each address also has a daily cap: notices.NOTICES_PER_ADDRESS_PER_DAY).
     app.state.signup_throttle = Throttle(limit=10, window=3600)
     app.state.notice_worker = None  # started with the server (lifespan)
+    app.state.ready_mailer = ready_mailer
     app.state.mailer = mailer or smtp_adapter(settings)
     app.state.composer = Composer(settings, engine)  # renderers for the previews, built once
     # The session key is derived from the link key, so neither can be used as the other.
@@ -138,6 +141,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None)
         # uvicorn's own: X-Forwarded-For is believed only from these peers
         # (addresses or networks), so no client can claim a new address per request.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
+    app.include_router(health.router)
     app.include_router(public_pages.router)
     app.include_router(admin_pages.login_router)
     app.include_router(admin_pages.router)
