@@ -8,6 +8,11 @@ used. The redaction is a Formatter wrapped around each handler's own, so it
 sees the fully formatted line — message, arguments, traceback and all — and
 no log call, now or later, can get a secret past it. ``configure`` sets up
 the CLI's logging; ``install`` wraps the handlers of any loggers (uvicorn's).
+With ``json_lines`` (DISPATCH_LOG_FORMAT=json) each record is one JSON object
+on one line instead: time, level, logger and message, plus the fields a log
+call passed as ``extra={"fields": {...}}`` (a delivery's id, address,
+channel, window and outcome) as keys of their own; every string in it is
+redacted the same way.
 
 Every expression here sees request paths chosen by anyone, so each runs in
 linear time: fixed prefixes, no nested or overlapping repetition, and
@@ -17,9 +22,11 @@ look-behinds that keep a match from starting inside a run it would rescan.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Collection, Iterable
 
 from dispatch import links
@@ -118,13 +125,56 @@ class RedactingFormatter(logging.Formatter):
         return self.redactor(self.inner.format(record))
 
 
-def install(loggers: Iterable[logging.Logger], *, webhook_hosts: Collection[str] = ()) -> None:
-    """Wrap the formatter of every handler of these loggers (once)."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line (json.dumps escapes any line
+    break inside a value), every string in it redacted."""
+
+    def __init__(self, redactor: Redactor):
+        super().__init__()
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                      "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                data.setdefault(str(key), value)
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            data["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(self._redacted(data), ensure_ascii=False, default=str)
+
+    def _redacted(self, value):
+        if isinstance(value, str):
+            return self.redactor(value)
+        if isinstance(value, dict):
+            return {k: self._redacted(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._redacted(v) for v in value]
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        return self.redactor(str(value))
+
+    converter = time.gmtime  # UTC, whatever the machine's zone: the "Z" above says so
+
+
+_json_lines = False  # set by configure: uvicorn's loggers, set up later, follow it
+
+
+def install(loggers: Iterable[logging.Logger], *, webhook_hosts: Collection[str] = (),
+            json_lines: bool | None = None) -> None:
+    """Wrap the formatter of every handler of these loggers (once), or with
+    ``json_lines`` replace it with a JsonFormatter."""
+    json_lines = _json_lines if json_lines is None else json_lines
     redactor = Redactor(webhook_hosts=webhook_hosts)
     for logger in loggers:
         for handler in logger.handlers:
             current = handler.formatter
-            if isinstance(current, RedactingFormatter):
+            if json_lines:
+                handler.setFormatter(JsonFormatter(redactor))
+            elif isinstance(current, (RedactingFormatter, JsonFormatter)):
                 current.redactor = redactor  # a later call may know more webhook hosts
             else:
                 handler.setFormatter(RedactingFormatter(current, redactor))
@@ -133,10 +183,13 @@ def install(loggers: Iterable[logging.Logger], *, webhook_hosts: Collection[str]
 LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
-def configure(*, webhook_hosts: Collection[str] = (), level: int = logging.INFO) -> None:
-    """The CLI's logging: one line per record on stderr, redacted."""
+def configure(*, webhook_hosts: Collection[str] = (), level: int = logging.INFO, json_lines: bool = False) -> None:
+    """The CLI's logging: one line per record on stderr, redacted; with
+    ``json_lines``, one JSON object a line."""
+    global _json_lines
+    _json_lines = json_lines
     logging.basicConfig(level=level, stream=sys.stderr, format=LINE_FORMAT)
-    install([logging.getLogger()], webhook_hosts=webhook_hosts)
+    install([logging.getLogger()], webhook_hosts=webhook_hosts, json_lines=json_lines)
 
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")

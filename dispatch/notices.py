@@ -102,7 +102,11 @@ class NoticeSender:
                 with db.session_scope(self.engine) as session:
                     ledger.record(session, [finish])
                 log.info("delivery=%s subscriber=%s notice=%s outcome=%s %s", c.id, c.subscriber_id,
-                         ledger.notice_kind(c.window_key), finish.status.value, finish.detail)
+                         ledger.notice_kind(c.window_key), finish.status.value, finish.detail,
+                         extra={"fields": {"delivery": c.id, "subscriber": c.subscriber_id, "channel": "email",
+                                           "notice": ledger.notice_kind(c.window_key), "window": c.window_key,
+                                           "attempt": c.attempts, "outcome": finish.status.value,
+                                           "detail": finish.detail}})
                 handled += 1
         return handled
 

@@ -119,9 +119,12 @@ class Sender:
                           address=recipient.address if recipient else "?",
                           channel=recipient.kind if recipient else "?",
                           window_key=c.window_key, status=status, detail=detail)
+        said = "receipt" if status == "sent" else "reason"
         log.info("delivery=%s subscriber=%s address=%s channel=%s window=%s outcome=%s %s=%s",
-                 c.id, c.subscriber_id, outcome.address, outcome.channel, c.window_key, status,
-                 "receipt" if status == "sent" else "reason", detail)
+                 c.id, c.subscriber_id, outcome.address, outcome.channel, c.window_key, status, said, detail,
+                 extra={"fields": {"delivery": c.id, "subscriber": c.subscriber_id, "address": outcome.address,
+                                   "channel": outcome.channel, "window": c.window_key, "sitreps": list(c.sitrep_ids),
+                                   "attempt": c.attempts, "outcome": status, said: detail}})
         return outcome
 
     def _deliver(self, c: ledger.Claimed, person, digests: _BatchDigests) -> _Result:

@@ -24,9 +24,10 @@ def parse_instant(value: str, option: str) -> datetime:
     return fields.parse_instant(value, field=option)  # a FieldError is one line and exit 2
 
 
-def setup_logging(*, webhook_hosts=()) -> None:
-    """One line per record on stderr, with every secret cut out (dispatch.logsafe)."""
-    logsafe.configure(webhook_hosts=webhook_hosts)
+def setup_logging(settings) -> None:
+    """One line (text or JSON: DISPATCH_LOG_FORMAT) per record on stderr,
+    with every secret cut out (dispatch.logsafe)."""
+    logsafe.configure(webhook_hosts=settings.slack_webhook_hosts, json_lines=settings.log_format.value == "json")
 
 
 # Planning and sending make hundreds of thousands of short-lived rows and
@@ -107,7 +108,7 @@ def run(
     flight and release the rest). --once exits 1 if any delivery failed or its
     outcome could not be recorded (it is then held: see `dispatch status`).
     """
-    setup_logging(webhook_hosts=app_context(ctx).settings.slack_webhook_hosts)
+    setup_logging(app_context(ctx).settings)
     tune_garbage_collector()
     if now and not once:
         fail("--now only goes with --once", code=EXIT_BAD_INPUT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import typer
@@ -47,9 +48,15 @@ def web(
     Set DISPATCH_PUBLIC_URL to the address readers reach it at: links in
     emails point there, and https there makes the session cookie Secure.
     """
-    logsafe.configure(webhook_hosts=app_context(ctx).settings.slack_webhook_hosts)  # dispatch's own loggers
+    settings = app_context(ctx).settings
+    logsafe.configure(webhook_hosts=settings.slack_webhook_hosts,  # dispatch's own loggers
+                      json_lines=settings.log_format.value == "json")
     server = build_server(ctx, host, port)
-    console.print(f"serving on http://{host}:{port}/ (admin: /admin, API docs: /api/docs)", highlight=False)
+    banner = f"serving on http://{host}:{port}/ (admin: /admin, API docs: /api/docs)"
+    if settings.log_format.value == "json":  # every line of output one JSON object
+        logging.getLogger("dispatch.web").info(banner)
+    else:
+        console.print(banner, highlight=False)
     server.run()
 
 
