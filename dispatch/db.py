@@ -131,7 +131,7 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 # costs a quarter of a second, and every command checks the schema on opening
 # the database (is_current), which the fast path below answers without it.
 
-def _alembic_config(engine: Engine):
+def _alembic_config(engine: Engine | None):
     from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()
@@ -144,6 +144,18 @@ def head_revision(engine: Engine) -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+
+
+def known_revision(revision: str) -> bool:
+    """Whether this release has a migration of that name (a backup made by
+    a newer release may be at a schema this one cannot read)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(_alembic_config(None)).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def current_revision(engine: Engine) -> str | None:

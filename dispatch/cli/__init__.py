@@ -36,6 +36,11 @@ class DispatchCli(LazyGroup):
         "sink": LazyCommand("dispatch.cli.run_cmds:sink",
                             "Run a local SMTP server and a local Slack API that keep what they receive, for "
                             "trying dispatch on a machine with no mail relay and no Slack."),
+        "backup": LazyCommand("dispatch.cli.backup_cmds:backup",
+                              "Copy the SQLite database to FILE, consistently, even while `dispatch run` sends."),
+        "restore": LazyCommand("dispatch.cli.backup_cmds:restore",
+                               "Restore a backup into an empty (or new) SQLite database; `dispatch run` then "
+                               "resumes from it."),
         "demo": LazyCommand("dispatch.cli.demo_cmd:demo",
                             "The product end to end on the embedded database: import the sample SITREPs, "
                             "add readers and two Slack channels, approve, start local SMTP and Slack sinks, "
