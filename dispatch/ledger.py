@@ -511,3 +511,30 @@ def attempts(session: Session, delivery_id: int) -> list[DeliveryAttempt]:
 def counts(session: Session) -> dict[str, int]:
     rows = session.execute(select(Delivery.status, sa.func.count()).group_by(Delivery.status)).all()
     return {(s.value if hasattr(s, "value") else s): n for s, n in rows}
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    by_status_channel: dict[tuple[str, str], int]
+    due: int
+    oldest_due_age_seconds: float
+
+
+def queue_stats(session: Session, *, now: datetime) -> QueueStats:
+    """For monitoring: deliveries by status and channel, how many are due
+    and how long the oldest due one has waited. Two grouped counts."""
+    sub = Subscriber.__table__
+    grouped = session.execute(select(_table.c.status, sub.c.kind, sa.func.count())
+                              .select_from(_table.join(sub, sub.c.id == _table.c.subscriber_id))
+                              .group_by(_table.c.status, sub.c.kind)).all()
+    by = {(_value(status), _value(kind)): n for status, kind, n in grouped}
+    due, oldest = session.execute(select(sa.func.count(), sa.func.min(_table.c.next_attempt_at)).where(
+        _table.c.status == DeliveryStatus.pending.value, _table.c.next_attempt_at <= now)).one()
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=timezone.utc)
+    age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+    return QueueStats(by_status_channel=by, due=due, oldest_due_age_seconds=age)
+
+
+def _value(v):
+    return v.value if hasattr(v, "value") else v

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from jinja2 import Environment
 from sqlalchemy.engine import Engine
 
-from dispatch import db, ledger, links
+from dispatch import db, ledger, links, metrics
 from dispatch.adapters.smtp import SmtpAdapter
 from dispatch.errors import PermanentError, TransientError
 from dispatch.models import Subscriber, SubscriberStatus, utcnow
@@ -101,6 +101,7 @@ class NoticeSender:
                 finish = self._send(c)
                 with db.session_scope(self.engine) as session:
                     ledger.record(session, [finish])
+                metrics.SENDS.labels(kind="notice", channel="email", outcome=finish.status.value).inc()
                 log.info("delivery=%s subscriber=%s notice=%s outcome=%s %s", c.id, c.subscriber_id,
                          ledger.notice_kind(c.window_key), finish.status.value, finish.detail,
                          extra={"fields": {"delivery": c.id, "subscriber": c.subscriber_id, "channel": "email",

@@ -32,7 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
-from dispatch import coordination, db, leases, ledger, notices, planner
+from dispatch import coordination, db, leases, ledger, metrics, notices, planner
 from dispatch.adapters.slack import SlackAdapter
 from dispatch.adapters.smtp import SmtpAdapter
 from dispatch.compose import Composer
@@ -132,6 +132,8 @@ class Runner:
         self.pace = leases.SendPace()
         self.planning = threading.Event()  # set while a planning run is under way
         self._work = threading.Condition()  # idle sender threads wait on it
+        if isinstance(self.channels.get("email"), SmtpAdapter):
+            metrics.watch_smtp(self.channels["email"])
 
     def close(self) -> None:
         for channel in self.channels.values():
@@ -164,6 +166,7 @@ class Runner:
             self.planning.clear()
             with self._work:  # idle sender threads: there may be work now
                 self._work.notify_all()
+        metrics.planned(report.deliveries_planned, reclaimed)
         if report.deliveries_planned or reclaimed:
             log.info("planned %s deliveries (%s subscribers checked); reclaimed %s",
                      report.deliveries_planned, report.subscribers_checked, reclaimed)
@@ -218,6 +221,7 @@ class Runner:
                     self.pace.observe(time.monotonic() - started, len(claimed))
                     with lock:
                         for outcome in batch:
+                            metrics.sent(outcome)
                             if collect:
                                 outcomes.append(outcome)
                             if on_outcome:

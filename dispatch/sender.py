@@ -24,7 +24,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
-from dispatch import db, digest, ledger, leases, pauses, recording, subscribers, views
+from dispatch import db, digest, ledger, leases, metrics, pauses, recording, subscribers, views
 from dispatch.adapters import Channel
 from dispatch.compose import Composer
 from dispatch.errors import CredentialError, PermanentError, TransientError
@@ -141,8 +141,9 @@ class Sender:
         built, body_key = digests.build(recipient, c)
         try:
             content = self._render(built, body_key)
-            receipt = self.channels[recipient.kind].send(recipient.address, content, delivery_id=c.id,
-                                                         progress=c.receipt)
+            with metrics.send_timer(recipient.kind):
+                receipt = self.channels[recipient.kind].send(recipient.address, content, delivery_id=c.id,
+                                                             progress=c.receipt)
         # The record is written later: bind the error now (``exc`` ends with its block).
         except CredentialError as exc:
             pause = self.pauses.refused(scope or recipient.kind, reason=str(exc), now=now())
@@ -152,6 +153,8 @@ class Sender:
             return _Result(c, person, str(exc), lambda e=exc: (ledger.retry(
                 c, error=str(e), now=now(), policy=self.policy, retry_after=e.retry_after, progress=e.progress), None))
         except PermanentError as exc:
+            if exc.blames_recipient and recipient.kind == SubscriberKind.email.value:
+                metrics.BOUNCES.inc()
             return _Result(c, person, str(exc), lambda e=exc: (
                 ledger.failed(c, error=str(e), now=now(), progress=e.progress), self._blame(recipient, e)))
         except Exception as exc:  # a bug must not lose the delivery: log it, retry later

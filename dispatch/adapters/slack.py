@@ -36,7 +36,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from dispatch import slack_webhooks
+from dispatch import metrics, slack_webhooks
 from dispatch.errors import CredentialError, PermanentError, TransientError
 from dispatch.render_slack import SlackContent, SlackMessage
 
@@ -54,6 +54,8 @@ MAX_INLINE_WAIT = 5.0
 
 class ShortRateLimitRetryHandler(RateLimitErrorRetryHandler):
     def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        if response is not None and response.status_code == 429:
+            metrics.SLACK_RATE_LIMITED.inc()
         if not super()._can_retry(state=state, request=request, response=response, error=error):
             return False
         wait = _retry_after(response.headers)
@@ -220,6 +222,8 @@ class _WebhookPoster:
                     time.sleep(0.5)
                     continue
                 raise TransientError(f"cannot reach the webhook: {getattr(exc, 'reason', exc)}") from exc
+            if status == 429:
+                metrics.SLACK_RATE_LIMITED.inc()
             if status == 429 and tries["rate"] and (retry_after or 0) <= MAX_INLINE_WAIT:
                 tries["rate"] -= 1
                 time.sleep(retry_after or 1.0)

@@ -54,19 +54,25 @@ def make_runner(ctx: typer.Context, *, clock=None, role: str = "all"):
 
 
 def start_servers(ctx: typer.Context, runner, *, web: bool, host: str, port: int,
-                  health_port: int | None) -> list[BackgroundServer]:
-    """The web app (--web) and the health server (--health-port), in threads.
+                  health_port: int | None, metrics_port: int | None) -> list[BackgroundServer]:
+    """The web app (--web; it has /healthz, /readyz and /metrics too) and the
+    health and metrics server(s), in threads; one server where ports agree.
     /readyz checks the SMTP relay only where this process sends."""
+    from dispatch.web.ops import create_ops_app
+
     mailer = runner.channels["email"] if runner.role != "planner" else None
     servers = []
     if web:
         servers.append(BackgroundServer(build_server(ctx, host, port, ready_mailer=mailer)).start())
-    if health_port and not (web and health_port == port):
-        from dispatch.web.ops import create_ops_app
-
-        appctx = app_context(ctx)
-        ops = create_ops_app(appctx.settings, runner.engine, mailer=mailer)
-        servers.append(BackgroundServer(build_server(ctx, host, health_port, app=ops)).start())
+    wanted: dict[int, set[str]] = {}
+    for what, on in (("health", health_port), ("metrics", metrics_port)):
+        if on and not (web and on == port):
+            wanted.setdefault(on, set()).add(what)
+    settings = app_context(ctx).settings
+    for on, what in wanted.items():
+        ops = create_ops_app(settings, runner.engine, mailer=mailer, health="health" in what,
+                             metrics="metrics" in what)
+        servers.append(BackgroundServer(build_server(ctx, host, on, app=ops)).start())
     return servers
 
 
@@ -101,6 +107,9 @@ def run(
     health_port: int = typer.Option(None, "--health-port", min=1, max=65535,
                                     help="Serve /healthz and /readyz on this port (on --host). With --web "
                                          "they are on the web port already."),
+    metrics_port: int = typer.Option(None, "--metrics-port", min=1, max=65535,
+                                     help="Serve Prometheus /metrics on this port (on --host; loopback clients "
+                                          "only unless DISPATCH_METRICS_TOKEN is set)."),
 ) -> None:
     """Deliver digests: plan due windows and send them, logging one line per delivery.
 
@@ -114,14 +123,16 @@ def run(
         fail("--now only goes with --once", code=EXIT_BAD_INPUT)
     if web and once:
         fail("--web runs until stopped; it does not go with --once", code=EXIT_BAD_INPUT)
-    if health_port and once:
-        fail("--health-port serves while running; it does not go with --once", code=EXIT_BAD_INPUT)
+    if (health_port or metrics_port) and once:
+        fail("--health-port and --metrics-port serve while running; they do not go with --once",
+             code=EXIT_BAD_INPUT)
     fixed = fields.parse_instant(now, field="--now", to_act_at=True) if now else None
     runner = make_runner(ctx, clock=(lambda: fixed) if fixed else None, role=role)
     single = SqliteRunLock(runner.engine)
     single.acquire()
     if not once:
-        servers = start_servers(ctx, runner, web=web, host=host, port=port, health_port=health_port)
+        servers = start_servers(ctx, runner, web=web, host=host, port=port, health_port=health_port,
+                                metrics_port=metrics_port)
         try:
             runner.run_forever()
         finally:

@@ -26,7 +26,7 @@ from dispatch.config import Settings
 from dispatch.errors import ConflictError, DispatchError, InputError, NotFoundError
 from dispatch.retry import RetryPolicy
 from dispatch.scheduler import smtp_adapter
-from dispatch.web import admin_pages, api, health, public_pages
+from dispatch.web import admin_pages, api, health, metrics_route, public_pages
 from dispatch.web.middleware import BodyLimit, SecurityHeaders
 from dispatch.web.pages import message, templates
 from dispatch.web.security import LoginRequired, Throttle
@@ -142,6 +142,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
         # (addresses or networks), so no client can claim a new address per request.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
     app.include_router(health.router)
+    app.include_router(metrics_route.router)
     app.include_router(public_pages.router)
     app.include_router(admin_pages.login_router)
     app.include_router(admin_pages.router)

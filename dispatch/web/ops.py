@@ -9,18 +9,19 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from dispatch.config import Settings
-from dispatch.web import health
+from dispatch.web import health as health_routes
+from dispatch.web import metrics_route
 
 
-def create_ops_app(settings: Settings, engine: Engine, *, mailer=None, metrics: bool = False) -> FastAPI:
+def create_ops_app(settings: Settings, engine: Engine, *, mailer=None, health: bool = True,
+                   metrics: bool = True) -> FastAPI:
     """``mailer``: the SMTP adapter whose relay /readyz checks (a sender), or None (a planner)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.ready_mailer = mailer
-    app.include_router(health.router)
+    if health:
+        app.include_router(health_routes.router)
     if metrics:
-        from dispatch.web import metrics_route
-
-        app.include_router(metrics_route.open_router)
+        app.include_router(metrics_route.router)
     return app
