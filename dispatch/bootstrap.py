@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from dispatch import db, taxonomy
+from dispatch.events import emit as _events  # noqa: F401 - its session hooks emit status-change events
 from dispatch.config import Settings
 from dispatch.errors import SchemaError, SettingsError
 from dispatch.models import StoredSetting

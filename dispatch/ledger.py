@@ -46,6 +46,8 @@ DEFAULT_LEASE = timedelta(minutes=5)
 # Window keys of notices (confirmation, reminder): deliveries to one reader
 # that carry no SITREP and are sent by the notice sender, not the digest sender.
 NOTICE_PREFIX = "notice:"
+# Window keys of event webhook posts (dispatch/events): event:<event id>, to a webhook, not a subscriber.
+EVENT_PREFIX = "event:"
 _table = Delivery.__table__
 # A held row's lease: later than any clock will read, earlier than any backend's limit.
 HELD_UNTIL = datetime(9999, 1, 1, tzinfo=timezone.utc)
@@ -80,6 +82,7 @@ class Claimed:
     sitrep_ids: tuple[int, ...]
     attempts: int  # this claim's number: finishing checks it
     receipt: str | None  # progress of an earlier, partly sent attempt
+    webhook_id: int | None = None  # an event delivery's webhook (subscriber_id is None then)
 
 
 def plan(session: Session, subscriber_id: int, windows: Iterable[Window], *, now: datetime) -> int:
@@ -142,14 +145,33 @@ def notices_since(session: Session, subscriber_id: int, *, since: datetime) -> i
         _table.c.created_at >= since)).scalar_one()
 
 
+def plan_event(session: Session, webhook_id: int, *, event_id: str, now: datetime) -> None:
+    """An event for one event webhook, due now (dispatch/events). Its window
+    key names the event, so planning it twice for a webhook adds nothing."""
+    session.add(Delivery(webhook_id=webhook_id, window_key=f"{EVENT_PREFIX}{event_id}", sitrep_ids=[],
+                         status=DeliveryStatus.pending, next_attempt_at=now, created_at=now))
+
+
+def event_id(window_key: str) -> str:
+    """``event:evt_…`` -> ``evt_…``."""
+    return window_key[len(EVENT_PREFIX):]
+
+
 def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE,
-          worker_id: int | None = None, notices: bool = False) -> list[Claimed]:
-    """Due digests, or (``notices``) due notices: each has senders of its own."""
-    kind = col(Delivery.window_key).startswith(NOTICE_PREFIX)
+          worker_id: int | None = None, notices: bool = False, events: bool = False) -> list[Claimed]:
+    """Due digests, or (``notices``) due notices, or (``events``) due event
+    webhook posts: each has senders of its own, so a slow webhook endpoint
+    never holds up an email."""
+    keys = col(Delivery.window_key)
+    if notices:
+        kind = keys.startswith(NOTICE_PREFIX)
+    elif events:
+        kind = keys.startswith(EVENT_PREFIX)
+    else:
+        kind = sa.not_(keys.startswith(NOTICE_PREFIX) | keys.startswith(EVENT_PREFIX))
     due = (
         select(Delivery.id)
-        .where(Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= now,
-               kind if notices else sa.not_(kind))
+        .where(Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= now, kind)
         .order_by(col(Delivery.next_attempt_at), col(Delivery.id))
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -160,11 +182,12 @@ def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEF
         .values(status=DeliveryStatus.sending.value, lease_until=now + lease, attempts=_table.c.attempts + 1,
                 claimed_by=worker_id)
         .returning(_table.c.id, _table.c.subscriber_id, _table.c.window_key, _table.c.sitrep_ids,
-                   _table.c.attempts, _table.c.receipt)
+                   _table.c.attempts, _table.c.receipt, _table.c.webhook_id)
     )
     rows = session.execute(statement).all()
     claimed = [Claimed(id=r.id, subscriber_id=r.subscriber_id, window_key=r.window_key,
-                       sitrep_ids=tuple(r.sitrep_ids), attempts=r.attempts, receipt=r.receipt) for r in rows]
+                       sitrep_ids=tuple(r.sitrep_ids), attempts=r.attempts, receipt=r.receipt,
+                       webhook_id=r.webhook_id) for r in rows]
     return sorted(claimed, key=lambda c: c.id)
 
 
@@ -525,9 +548,9 @@ def queue_stats(session: Session, *, now: datetime) -> QueueStats:
     and how long the oldest due one has waited. Two grouped counts."""
     sub = Subscriber.__table__
     grouped = session.execute(select(_table.c.status, sub.c.kind, sa.func.count())
-                              .select_from(_table.join(sub, sub.c.id == _table.c.subscriber_id))
+                              .select_from(_table.outerjoin(sub, sub.c.id == _table.c.subscriber_id))
                               .group_by(_table.c.status, sub.c.kind)).all()
-    by = {(_value(status), _value(kind)): n for status, kind, n in grouped}
+    by = {(_value(status), _value(kind) if kind is not None else "webhook"): n for status, kind, n in grouped}
     due, oldest = session.execute(select(sa.func.count(), sa.func.min(_table.c.next_attempt_at)).where(
         _table.c.status == DeliveryStatus.pending.value, _table.c.next_attempt_at <= now)).one()
     if oldest is not None and oldest.tzinfo is None:

@@ -349,10 +349,14 @@ class Delivery(SQLModel, table=True):
         # Deliveries planned on a day (and today's counts by status) read from
         # this index alone: one day's entries, never the whole log.
         sa.Index("ix_delivery_created_at_status", "created_at", "status"),
+        # An event delivery (window key event:<event id>) goes to a webhook, not a subscriber.
+        sa.Index("uq_delivery_webhook_window", "webhook_id", "window_key", unique=True),
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    subscriber_id: int = Field(foreign_key="subscriber.id", ondelete="CASCADE")
+    # A digest or notice goes to a subscriber; an event to an event webhook (exactly one of them).
+    subscriber_id: int | None = Field(default=None, foreign_key="subscriber.id", ondelete="CASCADE")
+    webhook_id: int | None = Field(default=None, foreign_key="event_webhook.id", ondelete="CASCADE")
     window_key: str = Field(max_length=100)
     sitrep_ids: list[int] = Field(default_factory=list, sa_column=Column(sa.JSON, nullable=False))
     status: DeliveryStatus = Field(
@@ -432,3 +436,26 @@ def _before_flush(session, flush_context, instances) -> None:
             if obj.address_key != key:
                 obj.address_key = key
     fields.check_flush(session)
+
+
+class EventWebhook(SQLModel, table=True):
+    """An endpoint that is sent the events it asked for, signed with its own
+    secret (the Standard Webhooks scheme: dispatch/events/signing.py)."""
+
+    __tablename__ = "event_webhook"
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(max_length=500, sa_column_kwargs=_named("url"))
+    secret: str = Field(max_length=100)  # whsec_<base64 key>; shown once, never logged
+    events: list[str] = Field(default_factory=list, sa_column=Column(sa.JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+
+
+class Event(SQLModel, table=True):
+    """Something that happened, as event webhooks are told it: written in the
+    same transaction as the change it reports (an outbox), delivered through
+    the ledger, its id the receivers' key for telling a repeat."""
+
+    id: str = Field(primary_key=True, max_length=40)  # evt_<32 hex>
+    type: str = Field(max_length=40)
+    payload: dict = Field(default_factory=dict, sa_column=Column(sa.JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from dispatch import db, ledger
+from dispatch.events import emit as events
 
 log = logging.getLogger("dispatch.delivery")
 DB_WRITE_TRIES = 6  # a cut connection: 0.25 + 0.5 + … + 4 s, about 8 s in all
@@ -116,6 +117,8 @@ class Recorder:
 
 def _write_all(session, finishes: Sequence[Finishing]) -> None:
     ledger.record(session, [f for f, _ in finishes])
+    # delivery.sent / delivery.failed, in the same transaction as the outcome they report
+    events.deliveries_finished(session, [f for f, _ in finishes])
     for _, effect in finishes:
         if effect:
             effect(session)

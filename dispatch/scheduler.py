@@ -36,6 +36,7 @@ from dispatch import coordination, db, leases, ledger, metrics, notices, planner
 from dispatch.adapters.slack import SlackAdapter
 from dispatch.adapters.smtp import SmtpAdapter
 from dispatch.compose import Composer
+from dispatch.events import sender as event_sender
 from dispatch.config import Settings
 from dispatch.models import Delivery, DeliveryStatus
 from dispatch.retry import RetryPolicy
@@ -128,6 +129,9 @@ class Runner:
         self.sender = Sender(engine, composer=composer, channels=self.channels,
                              policy=RetryPolicy(max_attempts=settings.max_attempts),
                              bounce_limit=settings.bounce_limit, clock=clock, stop=self.stop)
+        # Event webhooks: their own claim and thread, so a slow endpoint never holds up an email.
+        # Events are planned at the wall clock's time, whatever clock this run acts at (--now).
+        self.events = event_sender.EventSender(engine, policy=RetryPolicy(max_attempts=settings.max_attempts))
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.pace = leases.SendPace()
         self.planning = threading.Event()  # set while a planning run is under way
@@ -240,6 +244,9 @@ class Runner:
     def send_notices(self) -> int:
         return self.notices.drain(stop=self.stop)
 
+    def send_events(self) -> int:
+        return self.events.drain(stop=self.stop)
+
     # --- the two ways to run ------------------------------------------------------
 
     def run_once(self, on_outcome: Callable[[Outcome], None] | None = None,
@@ -260,6 +267,7 @@ class Runner:
         if self.role != "planner":
             self.drain(count, collect=False)
             self.send_notices()
+            self.send_events()  # after every email of the pass
         summary.send_seconds = time.perf_counter() - planned_at
         return summary
 
@@ -280,6 +288,7 @@ class Runner:
                               next_run_time=start)
             scheduler.add_job(self._guarded(self.send_notices), "interval", seconds=SEND_INTERVAL_SECONDS,
                               id="notices", next_run_time=start)
+        worker = event_sender.EventWorker(self.events).start() if self.role in ("all", "sender") else None
         scheduler.start()
         log.info("dispatch is running as %s (worker %s): planning every %ss, %s sender threads", self.role,
                  self.worker_id, self.settings.plan_interval, self.settings.sender_threads)
@@ -287,6 +296,8 @@ class Runner:
             self.stop.wait()
         finally:
             scheduler.shutdown(wait=True)  # lets a running send job release its batch
+            if worker is not None:
+                worker.stop()
             self.close()
             log.info("stopped cleanly")
 

@@ -50,6 +50,8 @@ class DispatchCli(LazyGroup):
                                   "Manage email subscribers and their preferences."),
         "slack": LazyCommand("dispatch.cli.subscriber_cmds:slack_app",
                              "Manage Slack channels (channel IDs or incoming-webhook URLs)."),
+        "webhook": LazyCommand("dispatch.cli.webhook_cmds:app",
+                               "Event webhooks: tell other systems what happened, signed (Standard Webhooks)."),
         "admin": LazyCommand("dispatch.cli.admin_cmds:app",
                              "Admin users for the web pages, and tokens for the JSON API."),
     }

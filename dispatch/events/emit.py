@@ -1,0 +1,142 @@
+"""Writing events: ``emit`` (any code that has something to tell), and the
+hooks that emit the status changes of SITREPs and subscribers, wherever in
+the code they happen.
+
+An event is written in the same transaction as the change it reports (an
+outbox), with one pending delivery per event webhook that asked for its type
+(``ledger.plan_event``); the event sender (sender.py) posts them later. So
+an event is never told of a change that was rolled back, never lost when
+the receiver is down, and costs the request that made it only two inserts.
+When no webhook wants a type, nothing is written.
+
+Status changes are caught on the ORM session, after each flush: a new
+subscriber (``subscriber.created``), a subscriber whose status became
+unsubscribed or bounced, a SITREP whose status became approved or withdrawn.
+Their events are added after the flush and written by the commit's next
+flush. Bulk UPDATE statements bypass these hooks: code that changes those
+statuses in bulk calls ``emit`` itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session as OrmSession
+from sqlmodel import Session, select
+
+from dispatch import ledger
+from dispatch.events.catalogue import TYPES
+from dispatch.models import (Event, EventWebhook, Sitrep, SitrepStatus, Subscriber, SubscriberStatus,
+                             utcnow)
+
+PENDING_KEY = "dispatch_events"  # session.info: events seen in a flush, written after it
+
+
+def new_id() -> str:
+    return "evt_" + uuid.uuid4().hex
+
+
+def emit(session: Session, type: str, data: dict, *, now: datetime | None = None) -> str | None:
+    """Record one event and plan it for every webhook that wants it; its id,
+    or None when no webhook does."""
+    ids = emit_many(session, [(type, data)], now=now)
+    return ids[0] if ids else None
+
+
+def emit_many(session: Session, events: Iterable[tuple[str, dict]], *, now: datetime | None = None) -> list[str]:
+    events = list(events)
+    if not events:
+        return []
+    for type, _ in events:
+        if type not in TYPES:
+            raise ValueError(f"unknown event type {type!r}")
+    now = now or utcnow()
+    with session.no_autoflush:
+        hooks = session.execute(select(EventWebhook.id, EventWebhook.events)).all()
+    written = []
+    for type, data in events:
+        wanted = [hook_id for hook_id, types in hooks if type in (types or ())]
+        if not wanted:
+            continue
+        event_id = new_id()
+        session.add(Event(id=event_id, type=type, created_at=now,
+                          payload={"id": event_id, "type": type, "timestamp": now.isoformat(), "data": data}))
+        for hook_id in wanted:
+            ledger.plan_event(session, hook_id, event_id=event_id, now=now)
+        written.append(event_id)
+    return written
+
+
+def deliveries_finished(session: Session, finishes: Iterable[ledger.Finish]) -> list[str]:
+    """delivery.sent / delivery.failed for the digests a sender just recorded."""
+    events = []
+    for f in finishes:
+        if f.status.value not in ("sent", "failed"):
+            continue
+        c = f.claimed
+        events.append((f"delivery.{f.status.value}", {
+            "delivery_id": c.id, "subscriber_id": c.subscriber_id, "window_key": c.window_key,
+            "sitrep_ids": list(c.sitrep_ids), "attempt": c.attempts, "at": f.at.isoformat(),
+            ("receipt" if f.status.value == "sent" else "error"): f.receipt if f.status.value == "sent"
+            else f.last_error}))
+    return emit_many(session, events)
+
+
+# --- status changes, from the ORM session -------------------------------------------
+
+SUBSCRIBER_EVENTS = {SubscriberStatus.unsubscribed: "subscriber.unsubscribed",
+                     SubscriberStatus.bounced: "subscriber.bounced"}
+SITREP_EVENTS = {SitrepStatus.approved: "sitrep.approved", SitrepStatus.withdrawn: "sitrep.withdrawn"}
+
+
+def _became(obj, attribute: str):
+    added = sa.inspect(obj).attrs[attribute].history.added
+    return added[0] if added else None
+
+
+def _subscriber_data(s: Subscriber) -> dict:
+    return {"subscriber_id": s.id, "kind": getattr(s.kind, "value", s.kind), "address": s.address,
+            "status": getattr(s.status, "value", s.status)}
+
+
+def _sitrep_data(s: Sitrep) -> dict:
+    return {"sitrep_id": s.id, "title": s.title, "status": getattr(s.status, "value", s.status),
+            "approved_at": s.approved_at.isoformat() if s.approved_at else None, "approved_by": s.approved_by}
+
+
+@sa.event.listens_for(OrmSession, "after_flush")
+def _seen(session, _context) -> None:
+    """Ids are assigned and the changes' history still readable: note the events."""
+    found = []
+    for obj in session.new:
+        if isinstance(obj, Subscriber):
+            found.append(("subscriber.created", _subscriber_data(obj)))
+        elif isinstance(obj, Sitrep) and obj.status in SITREP_EVENTS:
+            found.append((SITREP_EVENTS[obj.status], _sitrep_data(obj)))
+    for obj in session.dirty:
+        if isinstance(obj, Subscriber):
+            became = _became(obj, "status")
+            if became in SUBSCRIBER_EVENTS:
+                found.append((SUBSCRIBER_EVENTS[became], _subscriber_data(obj)))
+        elif isinstance(obj, Sitrep):
+            became = _became(obj, "status")
+            if became in SITREP_EVENTS:
+                found.append((SITREP_EVENTS[became], _sitrep_data(obj)))
+    if found:
+        session.info.setdefault(PENDING_KEY, []).extend(found)
+
+
+@sa.event.listens_for(OrmSession, "after_flush_postexec")
+def _write(session, _context) -> None:
+    """Written by the next flush (a commit flushes until nothing is left)."""
+    found = session.info.pop(PENDING_KEY, None)
+    if found:
+        emit_many(session, found)
+
+
+@sa.event.listens_for(OrmSession, "after_rollback")
+def _forget(session) -> None:
+    session.info.pop(PENDING_KEY, None)

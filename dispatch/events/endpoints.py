@@ -1,0 +1,69 @@
+"""Event webhooks: add, list, remove; and which URLs dispatch will POST to.
+
+An event webhook URL is typed by an admin and then fetched by the server,
+so it must be https, or plain http to a loopback host only (a receiver on
+the same machine, tests); no user name or password in it, at most 500
+characters. It is checked when stored and again before each POST.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from sqlmodel import Session, col, select
+
+from dispatch.config import control_characters, is_loopback
+from dispatch.errors import FieldError, NotFoundError
+from dispatch.events import catalogue, signing
+from dispatch.models import EventWebhook
+
+MAX_URL = 500
+
+
+def url_problem(url: str) -> str | None:
+    if len(url) > MAX_URL:
+        return f"is longer than {MAX_URL} characters"
+    if control_characters(url) or " " in url:
+        return "must not contain spaces, line breaks or other control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return "is not an http(s) URL with a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user name or password"
+    if parts.scheme.lower() == "http" and not is_loopback(parts.hostname):
+        return "must be https (plain http only to a loopback address)"
+    return None
+
+
+def add(session: Session, url: str, *, events) -> EventWebhook:
+    """A new webhook with a secret of its own (shown to the caller once)."""
+    url = url.strip()
+    problem = url_problem(url)
+    if problem:
+        raise FieldError("url", f"{url[:100]!r} {problem}")
+    hook = EventWebhook(url=url, secret=signing.new_secret(), events=catalogue.check_types(events))
+    session.add(hook)
+    session.flush()
+    return hook
+
+
+def all_webhooks(session: Session) -> list[EventWebhook]:
+    return list(session.exec(select(EventWebhook).order_by(col(EventWebhook.id))).all())
+
+
+def remove(session: Session, webhook_id: int) -> EventWebhook:
+    """Its pending event deliveries go with it (ON DELETE CASCADE)."""
+    hook = session.get(EventWebhook, webhook_id)
+    if hook is None:
+        raise NotFoundError(f"no event webhook {webhook_id}")
+    session.delete(hook)
+    return hook
+
+
+def as_dict(hook: EventWebhook, *, with_secret: bool = False) -> dict:
+    return {"id": hook.id, "url": hook.url, "events": list(hook.events), "created_at": hook.created_at.isoformat(),
+            "secret": hook.secret if with_secret else signing.masked(hook.secret)}

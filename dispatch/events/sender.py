@@ -1,0 +1,143 @@
+"""Posting due events: claim them from the ledger (their own claim, apart
+from digests and notices), POST each signed body to its webhook, record the
+outcome. Retried with the ledger's backoff until the attempts run out,
+at-least-once: a receiver tells a repeat by its ``webhook-id``.
+
+The HTTP request is bounded: a short timeout for the connection and each
+read, no redirect followed (a 3xx is a failure), nothing of the answer read
+beyond its status. It runs in a thread of its own (``EventWorker``), so a dead or
+slow endpoint never holds up an email. The secret signs; it is never logged.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Engine
+
+from dispatch import db, ledger, metrics
+from dispatch.events import endpoints, signing
+from dispatch.models import Event, EventWebhook, utcnow
+from dispatch.retry import RetryPolicy
+
+log = logging.getLogger("dispatch.events")
+TIMEOUT_SECONDS = 5.0
+BATCH = 20
+LEASE = timedelta(minutes=2)  # a batch of BATCH posts at TIMEOUT_SECONDS each fits
+POLL_SECONDS = 2.0
+GONE = 410  # the receiver says: stop sending
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError with the 3xx status
+
+
+class Outcome(Exception):
+    pass
+
+
+def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float = TIMEOUT_SECONDS,
+         opener=urllib.request.build_opener(_NoRedirects)) -> int:
+    """The HTTP status of one POST; OSError / HTTPException when there is none."""
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return response.status  # the body is not read
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code
+
+
+class EventSender:
+    def __init__(self, engine: Engine, *, policy: RetryPolicy, clock: Callable[[], datetime] = utcnow,
+                 timeout: float = TIMEOUT_SECONDS):
+        self.engine = engine
+        self.policy = policy
+        self.clock = clock
+        self.timeout = timeout
+
+    def drain(self, *, stop: threading.Event | None = None) -> int:
+        """Post every due event; returns how many were handled."""
+        handled = 0
+        while not (stop and stop.is_set()):
+            with db.session_scope(self.engine) as session:
+                claimed = ledger.claim(session, now=self.clock(), limit=BATCH, lease=LEASE, events=True)
+            if not claimed:
+                return handled
+            for c in claimed:
+                finish, where, kind = self._send(c)
+                with db.session_scope(self.engine) as session:
+                    ledger.record(session, [finish])
+                metrics.EVENTS.labels(outcome=finish.status.value).inc()
+                log.info("delivery=%s event=%s type=%s webhook=%s outcome=%s %s", c.id, ledger.event_id(c.window_key),
+                         kind, where, finish.status.value, finish.detail,
+                         extra={"fields": {"delivery": c.id, "event": ledger.event_id(c.window_key), "type": kind,
+                                           "webhook": c.webhook_id, "url": where, "attempt": c.attempts,
+                                           "outcome": finish.status.value, "detail": finish.detail}})
+                handled += 1
+        return handled
+
+    def _send(self, c: ledger.Claimed) -> tuple[ledger.Finish, str, str]:
+        now = self.clock()
+        with db.session_scope(self.engine) as session:
+            hook = session.get(EventWebhook, c.webhook_id) if c.webhook_id is not None else None
+            event = session.get(Event, ledger.event_id(c.window_key))
+            target = (hook.url, hook.secret) if hook is not None else None
+            body = json.dumps(event.payload, separators=(",", ":"), ensure_ascii=False).encode() if event else None
+            kind = event.type if event else "?"
+        if target is None or body is None:
+            return ledger.skipped(c, reason="the webhook or its event was removed", now=now), "?", kind
+        url, secret = target
+        problem = endpoints.url_problem(url)
+        if problem:
+            return ledger.failed(c, error=f"the webhook URL {problem}", now=now), url, kind
+        # The wall clock, not the scheduling one: receivers refuse a signature too far from their own time.
+        headers = signing.headers(secret, msg_id=ledger.event_id(c.window_key), timestamp=int(time.time()),
+                                  body=body)
+        headers["User-Agent"] = "dispatch-event-webhooks"
+        try:
+            status = post(url, body, headers, timeout=self.timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            return ledger.retry(c, error=f"no answer: {reason}", now=now, policy=self.policy), url, kind
+        if 200 <= status < 300:
+            return ledger.sent(c, receipt=f"HTTP {status}", now=now), url, kind
+        if 300 <= status < 400 or status == GONE:
+            why = "redirects are not followed" if status < 400 else "the receiver asked to stop"
+            return ledger.failed(c, error=f"HTTP {status}: {why}", now=now), url, kind
+        return ledger.retry(c, error=f"HTTP {status}", now=now, policy=self.policy), url, kind
+
+
+class EventWorker:
+    """An ``EventSender`` in a thread of its own, looking every ``poll`` seconds."""
+
+    def __init__(self, sender: EventSender, *, poll: float = POLL_SECONDS):
+        self.sender = sender
+        self.poll = poll
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="events", daemon=True)
+
+    def start(self) -> EventWorker:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sender.drain(stop=self._stop)
+            except Exception:  # the database went away for a moment: try again at the next tick
+                log.exception("posting events failed; will try again")
+            self._stop.wait(self.poll)

@@ -1,0 +1,39 @@
+"""The JSON API for event webhooks (dispatch/events): list, add, remove."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel, Field
+from sqlmodel import Session
+
+from dispatch import fields
+from dispatch.events import catalogue, endpoints
+from dispatch.web.pages import db_session
+from dispatch.web.security import api_client
+
+router = APIRouter(prefix="/api", tags=["dispatch"], dependencies=[Depends(api_client)])
+WebhookId = Annotated[int, Path(ge=1, le=fields.MAX_ID)]
+
+
+class WebhookIn(BaseModel):
+    url: str = Field(max_length=endpoints.MAX_URL)
+    events: list[str] = Field(min_length=1, max_length=len(catalogue.TYPES))
+
+
+@router.get("/webhooks", summary="List event webhooks (secrets masked)")
+def list_webhooks(session: Session = Depends(db_session)) -> list[dict]:
+    return [endpoints.as_dict(h) for h in endpoints.all_webhooks(session)]
+
+
+@router.post("/webhooks", summary="Add an event webhook; the answer carries its signing secret, once",
+             status_code=201)
+def add_webhook(body: WebhookIn, session: Session = Depends(db_session)) -> dict:
+    return endpoints.as_dict(endpoints.add(session, body.url, events=body.events), with_secret=True)
+
+
+@router.delete("/webhooks/{webhook_id}", summary="Remove an event webhook and its undelivered events",
+               status_code=204)
+def remove_webhook(webhook_id: WebhookId, session: Session = Depends(db_session)) -> None:
+    endpoints.remove(session, webhook_id)
