@@ -247,3 +247,23 @@ def test_the_api_adds_lists_and_removes(database_url, engine, mail_sink):
     assert bad.status_code == 400 and "event" in bad.json()["detail"]
     assert client.delete(f"/api/webhooks/{made.json()['id']}", headers=auth).status_code == 204
     assert client.get("/api/webhooks", headers=auth).json() == []
+
+
+def test_the_admin_page_adds_shows_the_secret_once_and_removes(web):
+    web.sign_in()
+    assert web.client.get("/admin/webhooks").status_code == 200
+    added = web.form("/admin/webhooks", {"url": "https://hooks.example.org/in",
+                                         "events": ["sitrep.approved", "subscriber.bounced"]}, page="/admin/webhooks")
+    assert added.status_code == 200, added.text
+    secret = added.text.split("<code>", 1)[1].split("</code>", 1)[0]
+    assert secret.startswith("whsec_")
+    listing = web.client.get("/admin/webhooks").text
+    assert "hooks.example.org" in listing and secret not in listing and "sitrep.approved, subscriber.bounced" in listing
+    refused = web.form("/admin/webhooks", {"url": "http://hooks.example.org/in", "events": ["sitrep.approved"]},
+                       page="/admin/webhooks")
+    assert refused.status_code == 400 and "url:" in refused.text
+    with db.session_scope(web.engine) as session:
+        (hook,) = endpoints.all_webhooks(session)
+    gone = web.form(f"/admin/webhooks/{hook.id}/remove", page="/admin/webhooks", follow_redirects=False)
+    assert gone.status_code == 303
+    assert "No event webhooks yet" in web.client.get("/admin/webhooks").text

@@ -26,7 +26,7 @@ from dispatch.config import Settings
 from dispatch.errors import ConflictError, DispatchError, InputError, NotFoundError
 from dispatch.retry import RetryPolicy
 from dispatch.scheduler import smtp_adapter
-from dispatch.web import admin_pages, api, health, metrics_route, public_pages, webhooks_api
+from dispatch.web import admin_pages, api, health, metrics_route, public_pages, webhook_pages, webhooks_api
 from dispatch.web.middleware import BodyLimit, SecurityHeaders
 from dispatch.web.pages import message, templates
 from dispatch.web.security import LoginRequired, Throttle
@@ -148,6 +148,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
     app.include_router(admin_pages.router)
     app.include_router(api.router)
     app.include_router(webhooks_api.router)
+    app.include_router(webhook_pages.router)
     _error_handlers(app)
     return app
 
