@@ -41,10 +41,6 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # urllib then raises HTTPError with the 3xx status
 
 
-class Outcome(Exception):
-    pass
-
-
 def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float = TIMEOUT_SECONDS,
          opener=urllib.request.build_opener(_NoRedirects)) -> int:
     """The HTTP status of one POST; OSError / HTTPException when there is none."""
