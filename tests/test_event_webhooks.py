@@ -59,6 +59,7 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.handle_error = lambda request, address: None  # a held request cut at shutdown is expected
         self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/dispatch"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
