@@ -97,7 +97,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None)
     async def lifespan(app: FastAPI):
         worker = app.state.notice_worker = notices.NoticeWorker(notices.NoticeSender(
             engine, environment=app.state.templates.env, brand=app.state.brand, public_url=str(settings.public_url),
-            secret=secret, mailer=app.state.mailer, policy=RetryPolicy(max_attempts=settings.max_attempts))).start()
+            secret=secret, mailer=app.state.mailer, policy=RetryPolicy(max_attempts=settings.max_attempts),
+            postal_address=settings.postal_address)).start()
         try:
             yield
         finally:
@@ -114,7 +115,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.secret = secret
-    app.state.brand = notices.BRAND
+    app.state.brand = settings.brand
     app.state.templates = templates(settings.templates_dir)
     # Failed sign-ins per (client, username), and per client whatever the username.
     app.state.login_throttle = Throttle(limit=5, window=900)
