@@ -36,7 +36,7 @@ class Composer:
 
     def view_url(self, recipient: Recipient, delivery_id: int | None) -> str:
         """The delivery's web version; without a delivery (a preview), the archive or the site."""
-        if delivery_id is None or self.archive.mode == "off":
+        if delivery_id is None:
             return self.archive.index() or self.public_url
         token = links.view_token(self.secret, delivery_id=delivery_id, subscriber_id=recipient.id,
                                  address=recipient.address)

@@ -181,7 +181,10 @@ class EmailRenderer:
                    "postal_address": self.postal_address, "shape": shape,
                    "contents": email_shape.contents(digest.items) if len(digest.items) > 1 else (),
                    "preheader": email_shape.preheader(digest.items, subject_line=subject),
-                   "sitrep_url": self.archive.sitrep, "archive_url": self.archive.index()}
+                   "sitrep_url": self.archive.sitrep,
+                   # Linked from the footer only when open to all: in readers mode a link
+                   # without a token would be refused (the web version opens it instead).
+                   "archive_url": self.archive.index() if self.archive.mode == "public" else None}
         text = self._text.render(context)
         html = self._inliner.inline(self._html.render(context)) if digest.recipient.format == "html" else None
         return subject, text, html

@@ -26,7 +26,7 @@ from dispatch.config import Settings
 from dispatch.errors import ConflictError, DispatchError, InputError, NotFoundError
 from dispatch.retry import RetryPolicy
 from dispatch.scheduler import smtp_adapter
-from dispatch.web import admin_pages, api, public_pages
+from dispatch.web import admin_pages, api, archive, feeds, public_pages
 from dispatch.web.middleware import BodyLimit, SecurityHeaders
 from dispatch.web.pages import message, templates
 from dispatch.web.security import LoginRequired, Throttle
@@ -140,6 +140,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None)
         # (addresses or networks), so no client can claim a new address per request.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
     app.include_router(public_pages.router)
+    app.include_router(archive.router)
+    app.include_router(feeds.router)
     app.include_router(admin_pages.login_router)
     app.include_router(admin_pages.router)
     app.include_router(api.router)
