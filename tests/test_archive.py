@@ -240,3 +240,53 @@ def test_a_readers_personal_feed_matches_their_preferences_and_its_links_open(da
         for entry in parsed.entries:
             assert TestClient(web.app, base_url=SITE).get(entry.link).status_code == 200
         assert web.get(feed_url.replace("/reader/", "/reader/x")).status_code == 400
+
+
+def test_no_archive_view_or_feed_token_reaches_a_log_line():
+    from dispatch import logsafe
+
+    redact = logsafe.Redactor()
+    sitrep = links.sitrep_token("k", 3)
+    view = links.view_token("k", delivery_id=5, subscriber_id=2, address="a@example.org")
+    feed = links.feed_token("k", subscriber_id=2, address="a@example.org")
+    for line, token in ((f'"GET /archive/3?t={sitrep} HTTP/1.1" 200', sitrep),
+                        (f'"GET /view/{view} HTTP/1.1" 200', view),
+                        (f'"GET /feeds/reader/{feed}.atom HTTP/1.1" 200', feed),
+                        (f"opened https://news.example.org/archive/3?t={sitrep}", sitrep)):
+        shown = redact(line)
+        assert token not in shown and token.split(".")[-1] not in shown, shown
+
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+from dispatch import archive_query  # noqa: E402
+from dispatch.errors import FieldError  # noqa: E402
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(region=st.one_of(st.none(), st.text(max_size=300)), analyst=st.one_of(st.none(), st.text(max_size=300)),
+       search=st.one_of(st.none(), st.text(max_size=300)))
+def test_archive_filters_are_valid_or_a_clear_error_naming_the_field(region, analyst, search):
+    try:
+        filters = archive_query.Filters.parse(region=region, analyst=analyst, search=search)
+    except FieldError as exc:
+        assert exc.field in ("region", "analyst")
+        return
+    for slug in (*filters.regions, *filters.analysts):
+        assert 0 < len(slug) <= archive_query.MAX_FILTER and all(ch.isalnum() or ch in "-_." for ch in slug)
+
+
+def test_brand_and_postal_address_are_one_line_and_shown_in_config(monkeypatch):
+    from dispatch.config import Settings
+
+    with pytest.raises(ValueError, match="brand"):
+        Settings(brand="Desk\r\nBcc: x@example.org")
+    with pytest.raises(ValueError, match="postal_address"):
+        Settings(postal_address="1 Quay St\nBergen")
+    with pytest.raises(ValueError, match="archive"):
+        Settings(archive="everyone")
+    with pytest.raises(ValueError, match="max_full_items"):
+        Settings(max_full_items=0)
+    shown = Settings(brand="  The   Desk ", postal_address="1 Quay St, Bergen").masked()
+    assert shown["brand"] == "The Desk" and shown["postal_address"] == "1 Quay St, Bergen"
+    assert shown["archive"] == "readers" and shown["max_full_items"] == "12"
