@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -28,6 +29,7 @@ from sqlmodel import Session
 from dispatch import archive_query, digest, links, paging, sitrep_history, views
 from dispatch.errors import FieldError
 from dispatch.models import Delivery, SitrepStatus, Subscriber, SubscriberStatus
+from dispatch.web import admin_pages
 from dispatch.web.pages import db_session, page
 from dispatch.web.security import Admin, LoginRequired
 
@@ -41,9 +43,8 @@ def _mode(request: Request) -> str:
 
 
 def signed_in_admin(request: Request) -> Admin | None:
-    """The admin pages' own sign-in check (``admin_pages._admin``), as a yes or no."""
-    from dispatch.web import admin_pages  # the admin face's dependency, looked up when asked
-
+    """The admin pages' own sign-in check (``admin_pages._admin``), as a yes or no;
+    the desk's roles can narrow it here later."""
     try:
         return admin_pages._admin(request)
     except LoginRequired:
@@ -112,15 +113,11 @@ def archive_index(request: Request, session: Session = Depends(db_session),
 def _public_feed(request: Request, mode: str, **filters) -> str | None:
     if mode != "public":
         return None
-    from urllib.parse import urlencode
-
     chosen = [(k, v) for k, v in filters.items() if v]
     return "/feeds/sitreps.atom" + ("?" + urlencode(chosen) if chosen else "")
 
 
 def _pager(request: Request, found: paging.Page) -> dict:
-    from urllib.parse import urlencode
-
     def link(**cursor) -> str:
         params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("after", "before")]
         return request.url.path + "?" + urlencode(params + list(cursor.items()))
