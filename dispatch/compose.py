@@ -26,19 +26,31 @@ class Composer:
 
     def __init__(self, settings: Settings, engine: Engine):
         environment = build_environment(settings.templates_dir)
-        self.email_renderer = EmailRenderer(environment=environment)
-        self.slack_renderer = SlackRenderer(environment=environment)
         self.public_url = str(settings.public_url)
         self.secret = bootstrap.secret_key(engine, settings)
+        self.archive = links.ArchiveLinks(self.public_url, self.secret, mode=settings.archive.value)
+        self.email_renderer = EmailRenderer(environment=environment, brand=settings.brand,
+                                            postal_address=settings.postal_address,
+                                            max_full_items=settings.max_full_items, archive=self.archive)
+        self.slack_renderer = SlackRenderer(environment=environment, brand=settings.brand, archive=self.archive)
 
-    def personal(self, recipient: Recipient) -> Personal:
+    def view_url(self, recipient: Recipient, delivery_id: int | None) -> str:
+        """The delivery's web version; without a delivery (a preview), the archive or the site."""
+        if delivery_id is None:
+            return self.archive.index() or self.public_url
+        token = links.view_token(self.secret, delivery_id=delivery_id, subscriber_id=recipient.id,
+                                 address=recipient.address)
+        return f"{self.public_url.rstrip('/')}/view/{token}"
+
+    def personal(self, recipient: Recipient, *, delivery_id: int | None = None) -> Personal:
         urls = links.subscriber_links(self.public_url, self.secret,
                                       subscriber_id=recipient.id, address=recipient.address)
         return Personal.for_recipient(recipient, preferences_url=urls.preferences_url,
-                                      unsubscribe_url=urls.unsubscribe_url)
+                                      unsubscribe_url=urls.unsubscribe_url,
+                                      view_url=self.view_url(recipient, delivery_id))
 
-    def email(self, digest_: Digest) -> EmailContent:
-        return self.email_renderer.render(digest_, self.personal(digest_.recipient))
+    def email(self, digest_: Digest, *, delivery_id: int | None = None) -> EmailContent:
+        return self.email_renderer.render(digest_, self.personal(digest_.recipient, delivery_id=delivery_id))
 
     def slack(self, digest_: Digest) -> SlackContent:
         return self.slack_renderer.render(digest_)

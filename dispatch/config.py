@@ -36,6 +36,12 @@ class LogFormat(str, Enum):
     json = "json"
 
 
+class ArchiveMode(str, Enum):
+    readers = "readers"  # a signed link from an email (or a reader cookie) opens it
+    public = "public"  # open to everyone, with public Atom feeds
+    off = "off"  # no web archive: emails link nowhere but preferences
+
+
 class SmtpSecurity(str, Enum):
     none = "none"
     starttls = "starttls"
@@ -170,6 +176,13 @@ class Settings(BaseSettings):
     ready_relay_seconds: float = Field(
         300, gt=0, description="/readyz on a sender: the SMTP relay must have answered within this many seconds "
                                "(else a probe must succeed)")
+    archive: ArchiveMode = Field(ArchiveMode.readers, description="web archive: readers | public | off")
+    max_full_items: int = Field(12, ge=1, le=200, description="SITREPs shown in full in one email; "
+                                                                "the rest become linked headlines")
+    brand: str = Field("Dispatch Briefing", min_length=1, max_length=80,
+                       description="the publication's name in emails, Slack posts and pages")
+    postal_address: str | None = Field(None, max_length=300,
+                                       description="the organisation line every email carries in its footer")
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -212,6 +225,16 @@ class Settings(BaseSettings):
         if problem:
             raise ValueError(problem)
         return value.strip()
+
+    @field_validator("brand", "postal_address")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        # Both reach subjects and footers: a line break would start a header.
+        if value is None:
+            return None
+        if control_characters(value) or not value.strip():
+            raise ValueError("must be printable text on one line")
+        return " ".join(value.split())
 
     @field_validator("list_id")
     @classmethod

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property, lru_cache
 
-from itsdangerous import BadSignature, TimestampSigner
+from itsdangerous import BadSignature, Signer, TimestampSigner
 from itsdangerous.encoding import base64_encode, want_bytes
 
 
@@ -28,7 +28,13 @@ MAX_AGE = {
     "preferences": timedelta(days=365),
     # Old emails' unsubscribe links must keep working (RFC 8058 one-click).
     "unsubscribe": timedelta(days=730),
+    # The cookie a reader's link sets, so the archive opens for them for a while.
+    "reader": timedelta(days=30),
 }
+# Links that never expire and are the same every time they are made (a
+# shared email body holds them, and feed readers keep a URL for good). Each
+# names exactly what it grants: one SITREP, one delivery, one reader's feed.
+STATIC_PURPOSES = ("sitrep", "view", "feed")
 
 
 class TokenError(DispatchError):
@@ -126,3 +132,89 @@ def subscriber_links(public_url: str, secret: str, *, subscriber_id: int, addres
         unsubscribe_url=link_url(public_url, secret, subscriber_id=subscriber_id, address=address,
                                  purpose="unsubscribe"),
     )
+
+
+@lru_cache(maxsize=16)
+def _static_signer(secret: str, purpose: str) -> Signer:
+    if purpose not in STATIC_PURPOSES:
+        raise ValueError(f"unknown link purpose {purpose!r}")
+    return Signer(secret, salt=f"dispatch-static-{purpose}")
+
+
+def sign_static(secret: str, value: str, *, purpose: str) -> str:
+    """``<value>.<signature>``: deterministic, for ``STATIC_PURPOSES``."""
+    return _static_signer(secret, purpose).sign(value.encode("ascii")).decode("ascii")
+
+
+def read_static(secret: str, token: str, *, purpose: str) -> str:
+    if len(token) > 200:  # bounded before any work: no link of ours is this long
+        raise TokenError("this link is not valid")
+    try:
+        return _static_signer(secret, purpose).unsign(token.encode("ascii")).decode("ascii")
+    except (BadSignature, UnicodeError) as exc:
+        raise TokenError("this link is not valid") from exc
+
+
+def sitrep_token(secret: str, sitrep_id: int) -> str:
+    return sign_static(secret, str(sitrep_id), purpose="sitrep")
+
+
+def read_sitrep_token(secret: str, token: str) -> int:
+    value = read_static(secret, token, purpose="sitrep")
+    if not value.isdigit():
+        raise TokenError("this link is not valid")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class ViewClaims:
+    delivery_id: int
+    subscriber_id: int
+    address_tag: str
+
+    def is_for(self, address: str) -> bool:
+        return self.address_tag == address_tag(address)
+
+
+def view_token(secret: str, *, delivery_id: int, subscriber_id: int, address: str) -> str:
+    return sign_static(secret, f"{delivery_id}-{subscriber_id}-{address_tag(address)}", purpose="view")
+
+
+def read_view_token(secret: str, token: str) -> ViewClaims:
+    try:
+        delivery_id, subscriber_id, tag = read_static(secret, token, purpose="view").split("-", 2)
+        return ViewClaims(int(delivery_id), int(subscriber_id), tag)
+    except ValueError as exc:
+        raise TokenError("this link is not valid") from exc
+
+
+def feed_token(secret: str, *, subscriber_id: int, address: str) -> str:
+    return sign_static(secret, f"{subscriber_id}-{address_tag(address)}", purpose="feed")
+
+
+def read_feed_token(secret: str, token: str) -> Claims:
+    try:
+        subscriber_id, tag = read_static(secret, token, purpose="feed").split("-", 1)
+        return Claims(int(subscriber_id), tag)
+    except ValueError as exc:
+        raise TokenError("this link is not valid") from exc
+
+
+@dataclass(frozen=True)
+class ArchiveLinks:
+    """Where emails and Slack posts link a SITREP title, by archive mode:
+    ``readers`` links carry a token that opens that one SITREP, ``public``
+    ones need none, and with ``off`` nothing is linked."""
+
+    public_url: str
+    secret: str
+    mode: str = "readers"  # readers | public | off
+
+    def sitrep(self, sitrep_id: int) -> str | None:
+        if self.mode == "off":
+            return None
+        url = f"{self.public_url.rstrip('/')}/archive/{sitrep_id}"
+        return url if self.mode == "public" else f"{url}?t={sitrep_token(self.secret, sitrep_id)}"
+
+    def index(self) -> str | None:
+        return None if self.mode == "off" else f"{self.public_url.rstrip('/')}/archive"

@@ -35,20 +35,22 @@ from dispatch.slack_webhooks import SLACK_HOSTS
 ELLIPSIS = "…"
 # Routes whose last segment is a signed link (links.link_path makes /<purpose>/<token>;
 # /resubscribe/<token> takes an unsubscribe token).
-LINK_ROUTES = tuple(sorted({*links.MAX_AGE, "resubscribe"}))
+# /view/<token>, /feeds/reader/<token>.atom: the archive's signed links (links.STATIC_PURPOSES).
+LINK_ROUTES = tuple(sorted({*links.MAX_AGE, *links.STATIC_PURPOSES, "resubscribe"}))
 SENSITIVE_QUERY = {"token", "access_token", "key", "api_key", "secret", "password", "passwd", "pwd", "pass",
-                   "sig", "signature", "auth", "code"}
+                   "sig", "signature", "auth", "code", "t"}
 
 _URL = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s\"'<>\\`]+")
 _LINK_PATH = re.compile(r"/(?:%s)/([^\s/?#\"'<>\\`]+)" % "|".join(map(re.escape, LINK_ROUTES)))
 # links.make_token: <subscriber id>-<address tag>.<timestamp>.<signature>, anywhere in a line.
 _SIGNED_TOKEN = re.compile(r"(?<![\w.-])\d{1,19}-[0-9a-f]{10}\.[\w-]{1,16}\.[\w-]{10,}")
+_ARCHIVE_TOKEN = re.compile(r"/archive/\d{1,19}\?t=([\w.-]{1,200})")  # an email's SITREP link
 _API_TOKEN = re.compile(r"(?<![\w-])dsp_([\w-]{6,})")  # admins.TOKEN_PREFIX
 _SLACK_TOKEN = re.compile(r"(?<![\w-])xox[a-z]-([\w-]{6,})")
 _BEARER = re.compile(r"(?i:\b(?:bearer|basic))[ \t]+([\w.~+/=-]{6,})")
 # (expression, the group that is the secret), in this order: the specific
 # forms first, so a token has the same stand-in wherever it appears.
-_RULES = ((_LINK_PATH, 1), (_SIGNED_TOKEN, 0), (_API_TOKEN, 1), (_SLACK_TOKEN, 1), (_BEARER, 1))
+_RULES = ((_LINK_PATH, 1), (_ARCHIVE_TOKEN, 1), (_SIGNED_TOKEN, 0), (_API_TOKEN, 1), (_SLACK_TOKEN, 1), (_BEARER, 1))
 
 
 def mask(secret: str) -> str:

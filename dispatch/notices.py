@@ -27,7 +27,7 @@ from dispatch.render import EmailContent
 from dispatch.retry import RetryPolicy
 
 log = logging.getLogger("dispatch.notices")
-BRAND = "Dispatch Briefing"  # the publication's name in notices and pages
+BRAND = "Dispatch Briefing"  # the default of the brand setting (DISPATCH_BRAND)
 # However many clients ask, an address gets at most this many notices a day.
 NOTICES_PER_ADDRESS_PER_DAY = 3
 POLL_SECONDS = 5.0  # a notice planned by another process is picked up within this
@@ -44,12 +44,12 @@ class Notice:
 
 
 def compose(environment: Environment, *, kind: str, brand: str, public_url: str, secret: str,
-            subscriber_id: int, address: str) -> Notice:
+            subscriber_id: int, address: str, postal_address: str | None = None) -> Notice:
     """``kind`` is "confirm" or "remind"."""
     urls = links.subscriber_links(public_url, secret, subscriber_id=subscriber_id, address=address)
     confirm_url = links.link_url(public_url, secret, subscriber_id=subscriber_id, address=address, purpose="confirm")
     text = environment.get_template("email/notice.txt.j2").render(
-        kind=kind, brand=brand, address=address, confirm_url=confirm_url,
+        kind=kind, brand=brand, address=address, confirm_url=confirm_url, postal_address=postal_address,
         preferences_url=urls.preferences_url, unsubscribe_url=urls.unsubscribe_url,
         valid_days=links.MAX_AGE["confirm"].days)
     subject = f"Confirm your subscription to {brand}" if kind == "confirm" else f"You are subscribed to {brand}"
@@ -79,10 +79,12 @@ class NoticeSender:
     adapter and records the outcome, as the digest sender does for digests."""
 
     def __init__(self, engine: Engine, *, environment: Environment, brand: str, public_url: str, secret: str,
-                 mailer: SmtpAdapter, policy: RetryPolicy, clock: Callable[[], datetime] = utcnow):
+                 mailer: SmtpAdapter, policy: RetryPolicy, clock: Callable[[], datetime] = utcnow,
+                 postal_address: str | None = None):
         self.engine = engine
         self.environment = environment
         self.brand = brand
+        self.postal_address = postal_address
         self.public_url = public_url
         self.secret = secret
         self.mailer = mailer
@@ -122,7 +124,8 @@ class NoticeSender:
         if status not in SEND_WHEN.get(kind, ()):
             return ledger.skipped(c, reason=f"the subscriber is {status.value} now", now=self.clock())
         notice = compose(self.environment, kind=kind, brand=self.brand, public_url=self.public_url,
-                         secret=self.secret, subscriber_id=subscriber_id, address=address)
+                         secret=self.secret, subscriber_id=subscriber_id, address=address,
+                         postal_address=self.postal_address)
         try:
             receipt = self.mailer.send(notice.address, notice.content, delivery_id=c.id)
         except TransientError as exc:

@@ -30,13 +30,15 @@ import css_inline
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from dispatch import email_shape, links
 from dispatch.digest import Digest, Quote, Recipient
 
 SHIPPED_TEMPLATES = next(
     (p for p in (Path(__file__).parent / "templates", Path(__file__).parent.parent / "templates") if p.is_dir()),
     Path(__file__).parent / "templates",
 )
-PERSONAL_FIELDS = ("greeting", "reason", "preferences_url", "unsubscribe_url")
+PERSONAL_FIELDS = ("greeting", "reason", "reason_text", "preferences_url", "unsubscribe_url", "view_url")
+MAX_GREETING_NAME = 40  # a longer name is shortened in the greeting, which must stay one short line
 
 
 def build_environment(templates_dir: Path | None = None) -> Environment:
@@ -73,21 +75,18 @@ def analyst_label(quote: Quote) -> str:
     return " ".join(part for part in (quote.analyst_title, quote.analyst_name) if part)
 
 
-def one_line(text: str) -> str:
-    """Header-safe: no CR/LF or other control characters, single spaces."""
-    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+one_line = email_shape.one_line
 
 
 def subject_for(digest: Digest) -> str:
-    titles = [item.sitrep.title for item in digest.items]
-    if len(titles) == 1:
-        return one_line(titles[0])
-    return one_line(f"{len(titles)} new SITREPs: {titles[0]} and more")
+    return email_shape.subject([item.sitrep.title for item in digest.items])
 
 
-def reason_for(recipient: Recipient) -> str:
+def reason_for(recipient: Recipient, *, short: bool = False) -> str:
     regions = ", ".join(recipient.region_names) if recipient.region_names else "all regions"
     analysts = ", ".join(recipient.analyst_names) if recipient.analyst_names else "all analysts"
+    if short:  # the plain-text line: most readers' fits in 76 columns unwrapped
+        return f"You follow {regions}, from {analysts}."
     return f"You receive this because you follow {regions}, from {analysts}."
 
 
@@ -97,12 +96,20 @@ class Personal:
     reason: str
     preferences_url: str
     unsubscribe_url: str
+    view_url: str = ""  # this delivery's web version ("View in browser")
+    reason_text: str = ""  # ``reason`` wrapped for the plain-text part; made from it when not given
+
+    def __post_init__(self):
+        if not self.reason_text:
+            object.__setattr__(self, "reason_text", wrap(self.reason, 76))
 
     @classmethod
-    def for_recipient(cls, recipient: Recipient, *, preferences_url: str, unsubscribe_url: str) -> Personal:
-        name = one_line(recipient.name)
+    def for_recipient(cls, recipient: Recipient, *, preferences_url: str, unsubscribe_url: str,
+                      view_url: str = "") -> Personal:
+        name = email_shape.shorten(recipient.name, MAX_GREETING_NAME)
         return cls(greeting=f"Hello {name}," if name else "Hello,", reason=reason_for(recipient),
-                   preferences_url=preferences_url, unsubscribe_url=unsubscribe_url)
+                   reason_text=wrap(reason_for(recipient, short=True), 76),
+                   preferences_url=preferences_url, unsubscribe_url=unsubscribe_url, view_url=view_url)
 
 
 class _Markers:
@@ -150,14 +157,18 @@ class SharedEmail:
 # personal values filled in after inlining must be escaped the same way.
 _TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\u00a0": "&nbsp;"})
 _ATTR_ESCAPES = str.maketrans({"&": "&amp;", '"': "&quot;", "\u00a0": "&nbsp;"})
-_URL_FIELDS = {"preferences_url", "unsubscribe_url"}
+_URL_FIELDS = {"preferences_url", "unsubscribe_url", "view_url"}
 
 
 class EmailRenderer:
     def __init__(self, *, templates_dir: Path | None = None, brand: str = "Dispatch Briefing",
-                 environment: Environment | None = None):
+                 postal_address: str | None = None, max_full_items: int = 12,
+                 archive: links.ArchiveLinks | None = None, environment: Environment | None = None):
         self.env = environment or build_environment(templates_dir)
         self.brand = brand
+        self.postal_address = postal_address
+        self.max_full_items = max_full_items
+        self.archive = archive or links.ArchiveLinks("", "", mode="off")
         self._html = self.env.get_template("email/digest.html.j2")
         self._text = self.env.get_template("email/digest.txt.j2")
         self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
@@ -165,7 +176,15 @@ class EmailRenderer:
     def _render(self, digest: Digest, personal) -> tuple[str, str, str | None]:
         """Subject, text, and HTML (None for a plain-text reader)."""
         subject = subject_for(digest)
-        context = {"digest": digest, "subject": subject, "personal": personal, "brand": self.brand}
+        shape = email_shape.shape(digest.items, max_full=self.max_full_items)
+        context = {"digest": digest, "subject": subject, "personal": personal, "brand": self.brand,
+                   "postal_address": self.postal_address, "shape": shape,
+                   "contents": email_shape.contents(digest.items) if len(digest.items) > 1 else (),
+                   "preheader": email_shape.preheader(digest.items, subject_line=subject),
+                   "sitrep_url": self.archive.sitrep,
+                   # Linked from the footer only when open to all: in readers mode a link
+                   # without a token would be refused (the web version opens it instead).
+                   "archive_url": self.archive.index() if self.archive.mode == "public" else None}
         text = self._text.render(context)
         html = self._inliner.inline(self._html.render(context)) if digest.recipient.format == "html" else None
         return subject, text, html

@@ -5,9 +5,15 @@ characters per section text, 150 per header. Counted here in UTF-16 code
 units, which is never less than Slack's count, so emoji cannot push a text
 over. A long digest becomes several messages in order, never a rejected one.
 
-SITREP text is escaped (&, <, >) in every text field, plain_text headers
-included (Slack decodes those three entities everywhere), so "<!channel>" or
-a fake "<https://…|link>" in a SITREP shows as text and pings or links nobody.
+Text is shown as written. SITREP text and names go only into plain_text
+objects and rich_text elements, never into mrkdwn, so ``*``, ``_``, ``~`` and
+backticks stay characters, not formatting. Plain text is still escaped (&, <,
+>: Slack decodes those three entities everywhere), so "<!channel>" or a fake
+"<https://…|link>" in a SITREP shows as text and pings or links nobody. A
+rich_text element is structure, not markup: its text is taken as it is.
+
+Each message opens with a context line ("Daily briefing · part 1 of 3"),
+and each SITREP title links to its archive page (when the archive is on).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 
 from jinja2 import Environment
 
+from dispatch import links
 from dispatch.digest import Digest, DigestItem
 from dispatch.render import analyst_label, build_environment, longdate, one_line
 
@@ -23,6 +30,9 @@ MAX_BLOCKS = 50
 MAX_SECTION = 3000
 MAX_HEADER = 150
 MAX_FALLBACK = 3000
+MAX_CONTEXT = 2000  # characters per context element
+MAX_LINK_TEXT = 150  # our own bound for a linked title: a title line, not a paragraph
+CADENCE_NAMES = {"daily": "Daily briefing", "weekly": "Weekly briefing", "immediate": "Briefing"}
 
 
 @dataclass(frozen=True)
@@ -104,48 +114,69 @@ def _cut(token: str, limit: int):
     yield token
 
 
+def plain(text: str) -> dict:
+    return {"type": "plain_text", "text": text, "emoji": False}
+
+
 def _sections(text: str, *, continuation: str = "") -> list[dict]:
-    return [{"type": "section", "text": {"type": "mrkdwn", "text": piece}}
-            for piece in split_text(text, continuation=continuation)]
+    return [{"type": "section", "text": plain(piece)} for piece in split_text(text, continuation=continuation)]
 
 
-def sitrep_blocks(item: DigestItem) -> list[dict]:
+def title_block(title: str, url: str | None) -> dict:
+    """The title in bold, linked to its archive page: a rich_text element,
+    so the title's own characters are never read as markup."""
+    text = truncate(one_line(title), MAX_LINK_TEXT)
+    element = ({"type": "link", "url": url, "text": text, "style": {"bold": True}} if url
+               else {"type": "text", "text": text, "style": {"bold": True}})
+    return {"type": "rich_text", "elements": [{"type": "rich_text_section", "elements": [element]}]}
+
+
+def intro_block(label: str, *, part: int, parts: int) -> dict:
+    text = label + (f" · part {part} of {parts}" if parts > 1 else "")
+    return {"type": "context", "elements": [plain(truncate(escape_mrkdwn(one_line(text)), MAX_CONTEXT))]}
+
+
+def sitrep_blocks(item: DigestItem, *, url: str | None = None) -> list[dict]:
     s = item.sitrep
     blocks: list[dict] = [
-        {"type": "header", "text": {"type": "plain_text", "text": truncate(escape_mrkdwn(one_line(s.title)), MAX_HEADER),
-                                    "emoji": False}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(
-            escape_mrkdwn(f"{longdate(s.event_date)} · {', '.join(s.region_names)}"), MAX_SECTION)}]},
+        title_block(s.title, url),
+        {"type": "context", "elements": [plain(truncate(
+            escape_mrkdwn(f"{longdate(s.event_date)} · {', '.join(s.region_names)}"), MAX_CONTEXT))]},
     ]
     bullets = "\n".join(f"• {escape_mrkdwn(b)}" for b in s.summary)
-    blocks += _sections(f"*What has happened*\n{bullets}")
+    blocks += _sections(f"What has happened\n{bullets}")
     for index, dq in enumerate(item.quotes):
-        quote = "\n>".join(escape_mrkdwn(dq.quote.text).split("\n"))
-        who = escape_mrkdwn(analyst_label(dq.quote)) + ("  ⭐ _you follow_" if dq.followed else "")
-        heading = "*Why it matters*\n" if index == 0 else ""
-        blocks += _sections(f"{heading}>{quote}\n— *{who}*", continuation=">")
+        who = escape_mrkdwn(analyst_label(dq.quote)) + ("  ⭐ you follow" if dq.followed else "")
+        heading = "Why it matters\n" if index == 0 else ""
+        blocks += _sections(f"{heading}“{escape_mrkdwn(dq.quote.text)}”\n— {who}")
     return blocks
 
 
 class SlackRenderer:
-    def __init__(self, *, environment: Environment | None = None):
+    def __init__(self, *, environment: Environment | None = None, brand: str = "",
+                 archive: links.ArchiveLinks | None = None):
         self.env = environment or build_environment()
         self._text = self.env.get_template("slack/text.j2")
+        self.brand = brand
+        self.archive = archive or links.ArchiveLinks("", "", mode="off")
 
     def render(self, digest: Digest) -> SlackContent:
+        room = MAX_BLOCKS - 1  # each message opens with its intro line
         groups: list[tuple[list[str], list[dict]]] = []  # (titles, blocks) per message
         for item in digest.items:
-            blocks = sitrep_blocks(item)
+            blocks = sitrep_blocks(item, url=self.archive.sitrep(item.sitrep.id))
             title = item.sitrep.title
-            if groups and len(groups[-1][1]) + 1 + len(blocks) <= MAX_BLOCKS:
+            if groups and len(groups[-1][1]) + 1 + len(blocks) <= room:
                 groups[-1][0].append(title)
                 groups[-1][1].extend([{"type": "divider"}, *blocks])
                 continue
-            for start in range(0, len(blocks), MAX_BLOCKS):  # one SITREP may need several
-                groups.append(([title], blocks[start:start + MAX_BLOCKS]))
+            for start in range(0, len(blocks), room):  # one SITREP may need several
+                groups.append(([title], blocks[start:start + room]))
+        label = " · ".join(p for p in (self.brand, CADENCE_NAMES.get(digest.recipient.cadence, "Briefing")) if p)
         messages = []
         for part, (titles, blocks) in enumerate(groups, start=1):
             text = self._text.render(count=len(titles), titles=[escape_mrkdwn(one_line(t)) for t in titles],
                                      part=part, parts=len(groups))
-            messages.append(SlackMessage(text=truncate(text.strip(), MAX_FALLBACK), blocks=tuple(blocks)))
+            intro = intro_block(label, part=part, parts=len(groups))
+            messages.append(SlackMessage(text=truncate(text.strip(), MAX_FALLBACK), blocks=(intro, *blocks)))
         return SlackContent(messages=tuple(messages))

@@ -123,9 +123,10 @@ class Runner:
         # Confirmations and reminders that a web process planned: sent here too,
         # so none waits for a web process to come back.
         self.notices = notices.NoticeSender(
-            engine, environment=composer.email_renderer.env, brand=notices.BRAND, public_url=composer.public_url,
+            engine, environment=composer.email_renderer.env, brand=settings.brand, public_url=composer.public_url,
             secret=composer.secret, mailer=self.channels["email"],
-            policy=RetryPolicy(max_attempts=settings.max_attempts), clock=clock)
+            policy=RetryPolicy(max_attempts=settings.max_attempts), clock=clock,
+            postal_address=settings.postal_address)
         self.sender = Sender(engine, composer=composer, channels=self.channels,
                              policy=RetryPolicy(max_attempts=settings.max_attempts),
                              bounce_limit=settings.bounce_limit, clock=clock, stop=self.stop)

@@ -239,7 +239,7 @@ def test_preview_shows_the_next_digest_or_says_why_not(run, tmp_path):
         ok(run("sitrep", "approve", number))
     out = ok(run("preview", "ana.ortiz@example.org")).stdout
     assert "next delivery" in out and "Subject: Chile and Argentina Agree on Lithium Export Rules" in out
-    assert "Manage your preferences: http://localhost:8000/preferences/" in out
+    assert "Manage your preferences:\nhttp://localhost:8000/preferences/" in out
     page = tmp_path / "kenji.html"
     out = ok(run("preview", "kenji.sato@example.org", "--html", page)).stdout
     html = page.read_text()

@@ -317,7 +317,8 @@ def test_readers_who_share_a_body_each_get_what_rendering_them_alone_gives(engin
         text = parts[0]
         personal = Personal.for_recipient(
             reader, preferences_url=re.search(r"https://news\.example\.org/preferences/\S+", text).group(0),
-            unsubscribe_url=message["List-Unsubscribe"].split(">")[0].lstrip("<"))
+            unsubscribe_url=message["List-Unsubscribe"].split(">")[0].lstrip("<"),
+            view_url=re.search(r"https://news\.example\.org/view/\S+", text).group(0))
         alone = composer.email_renderer.render(digest.build_digest(reader, "k", approved), personal)
         assert text == alone.text
         assert (parts[1] if len(parts) > 1 else None) == alone.html

@@ -132,7 +132,8 @@ class SlackAdapter:
             raise TransientError("no Slack bot token configured (DISPATCH_SLACK_BOT_TOKEN)")
         try:
             response = self._client.chat_postMessage(channel=address, text=message.text,
-                                                     blocks=list(message.blocks), unfurl_links=False)
+                                                     blocks=list(message.blocks), unfurl_links=False,
+                                                     unfurl_media=False, mrkdwn=False)
         except SlackApiError as exc:
             error = exc.response.get("error", "") if exc.response is not None else ""
             status = exc.response.status_code if exc.response is not None else 0
@@ -148,7 +149,8 @@ class SlackAdapter:
         problem = slack_webhooks.webhook_problem(url, extra_hosts=self.webhook_hosts)
         if problem:  # stored before the rule, or the setting changed since: nothing is sent
             raise PermanentError(f"webhook not posted to: the URL {problem}")
-        payload = {"text": message.text, "blocks": list(message.blocks), "unfurl_links": False}
+        payload = {"text": message.text, "blocks": list(message.blocks), "unfurl_links": False,
+                   "unfurl_media": False, "mrkdwn": False}
         status, code, retry_after = self._webhook.post(url, payload)
         if 200 <= status < 300:
             return "webhook:ok"  # what the body says is not kept

@@ -26,7 +26,8 @@ from dispatch.config import Settings
 from dispatch.errors import ConflictError, DispatchError, InputError, NotFoundError
 from dispatch.retry import RetryPolicy
 from dispatch.scheduler import smtp_adapter
-from dispatch.web import admin_pages, api, health, metrics_route, public_pages, webhook_pages, webhooks_api
+from dispatch.web import (admin_pages, api, archive, feeds, health, metrics_route, public_pages, webhook_pages,
+                          webhooks_api)
 from dispatch.web.middleware import BodyLimit, SecurityHeaders
 from dispatch.web.pages import message, templates
 from dispatch.web.security import LoginRequired, Throttle
@@ -99,7 +100,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
     async def lifespan(app: FastAPI):
         worker = app.state.notice_worker = notices.NoticeWorker(notices.NoticeSender(
             engine, environment=app.state.templates.env, brand=app.state.brand, public_url=str(settings.public_url),
-            secret=secret, mailer=app.state.mailer, policy=RetryPolicy(max_attempts=settings.max_attempts))).start()
+            secret=secret, mailer=app.state.mailer, policy=RetryPolicy(max_attempts=settings.max_attempts),
+            postal_address=settings.postal_address)).start()
         try:
             yield
         finally:
@@ -116,7 +118,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
     app.state.settings = settings
     app.state.engine = engine
     app.state.secret = secret
-    app.state.brand = notices.BRAND
+    app.state.brand = settings.brand
     app.state.templates = templates(settings.templates_dir)
     # Failed sign-ins per (client, username), and per client whatever the username.
     app.state.login_throttle = Throttle(limit=5, window=900)
@@ -144,6 +146,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     app.include_router(public_pages.router)
+    app.include_router(archive.router)
+    app.include_router(feeds.router)
     app.include_router(admin_pages.login_router)
     app.include_router(admin_pages.router)
     app.include_router(api.router)

@@ -100,7 +100,7 @@ def preferences_page(token: str, request: Request, session: Session = Depends(db
     subscriber = _by_link(request, session, token, "preferences")
     return page(request, "preferences.html", subscriber=subscriber, token=token, error=None,
                 values=forms.values_of(subscriber), unsubscribe_url=_link(request, subscriber, "unsubscribe"),
-                **forms.choices(session))
+                feed_url=_feed_url(request, subscriber), **forms.choices(session))
 
 
 @router.post("/preferences/{token}", dependencies=[Depends(require_csrf)])
@@ -114,7 +114,8 @@ def save_preferences(token: str, request: Request, form: FormData = Depends(subm
             subscriber = _by_link(request, session, token, "preferences")
             return page(request, "preferences.html", status_code=400, subscriber=subscriber, token=token,
                         error=str(exc), values=forms.values_from(form),
-                        unsubscribe_url=_link(request, subscriber, "unsubscribe"), **forms.choices(session))
+                        unsubscribe_url=_link(request, subscriber, "unsubscribe"),
+                        feed_url=_feed_url(request, subscriber), **forms.choices(session))
     flash(request, "Your preferences are saved.")
     return RedirectResponse(f"/preferences/{token}", status_code=303)
 
@@ -150,6 +151,14 @@ def resubscribe(token: str, request: Request, session: Session = Depends(db_sess
                        "Please contact the publisher.", status_code=409)
     flash(request, "Welcome back: you are subscribed again.")
     return RedirectResponse(_link(request, subscriber, "preferences"), status_code=303)
+
+
+def _feed_url(request: Request, subscriber: Subscriber) -> str | None:
+    """The reader's own Atom feed, while the archive is on and they are active."""
+    if request.app.state.settings.archive.value == "off" or subscriber.status != SubscriberStatus.active:
+        return None
+    token = links.feed_token(request.app.state.secret, subscriber_id=subscriber.id, address=subscriber.address)
+    return f"{str(request.app.state.settings.public_url).rstrip('/')}/feeds/reader/{token}.atom"
 
 
 def _link(request: Request, subscriber: Subscriber, purpose: str) -> str:
