@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from dispatch.desk import audit as _audit  # noqa: F401 (registers the audit log's flush hook)
 from dispatch import db, taxonomy
 from dispatch.config import Settings
 from dispatch.errors import SchemaError, SettingsError
