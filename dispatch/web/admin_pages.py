@@ -35,7 +35,7 @@ from dispatch.models import (
     SubscriberStatus,
     utcnow,
 )
-from dispatch.desk import roles
+from dispatch.desk import audit, roles
 from dispatch.desk.roles import Permission as P
 from dispatch.web import access, forms, uploads
 from dispatch.web.access import requires
@@ -394,6 +394,16 @@ def delivery_retry(delivery_id: Id, request: Request, session: Session = Depends
         raise WorkflowError(f"delivery {delivery_id} has not failed, so there is nothing to retry")
     flash(request, f"Delivery {delivery_id} goes back to the queue; the next sending run tries it again.")
     return _back(f"/admin/deliveries/{delivery_id}")
+
+
+@router.get("/audit", dependencies=[requires(P.read)])
+def audit_list(request: Request, actor: str = "", target: str = "", after: str = "", before: str = "",
+               session: Session = Depends(db_session)):
+    found = audit.audit_page(session, actor=fields.check_text("actor", actor, max_length=200) or None,
+                             target=fields.check_text("target", target, max_length=100) or None,
+                             limit=PAGE_ROWS, **_cursors(after, before))
+    return page(request, "admin/audit.html", rows=[audit.as_dict(e) for e in found.items],
+                pager=_pager(request, found), actor=actor, target=target)
 
 
 PAGE_ROWS = 50  # rows of a list page

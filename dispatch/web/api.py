@@ -15,7 +15,7 @@ from dispatch import fields, ledger, paging, sitrep_text, sitreps, subscribers
 from dispatch.errors import NotFoundError
 from dispatch.models import Delivery, DeliveryStatus, SitrepStatus, SubscriberKind, SubscriberStatus
 from dispatch.web.pages import db_session
-from dispatch.desk import roles
+from dispatch.desk import audit, roles
 from dispatch.desk.roles import Permission as P
 from dispatch.web import access
 from dispatch.web.access import requires
@@ -184,3 +184,12 @@ def get_delivery(delivery_id: DeliveryId, session: Session = Depends(db_session)
 def _utc(moment: datetime | None, field: str) -> datetime | None:
     """A time without an offset is UTC; one outside what can be stored is a 400 naming the field."""
     return None if moment is None else fields.utc_instant(moment, field=field)
+
+
+@router.get("/audit", dependencies=[requires(P.read)], summary="The audit log, newest first (one page)")
+def list_audit(request: Request, response: Response, since: datetime | None = None,
+               actor: str | None = Query(None, max_length=200), target: str | None = Query(None, max_length=100),
+               limit: Limit = 100, after: After = None, session: Session = Depends(db_session)) -> dict:
+    page = audit.audit_page(session, since=_utc(since, "since"), actor=actor, target=target, limit=limit,
+                            after=paging.parse_cursor(after))
+    return _paged(request, response, page, [audit.as_dict(e) for e in page.items])
