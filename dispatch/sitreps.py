@@ -15,6 +15,7 @@ from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
 from dispatch import catalogue, fields, paging, taxonomy
+from dispatch.desk import roles
 from dispatch.errors import DuplicateError, NotFoundError, WorkflowError
 from dispatch.models import Commentary, Sitrep, SitrepChange, SitrepStatus, utcnow
 from dispatch.sitrep_text import ParsedSitrep, sitrep_fingerprint
@@ -44,6 +45,7 @@ def import_parsed(
     actor: str,
     approve: bool = False,
     regions: list[str] | None = None,
+    two_person: bool = False,
 ) -> ImportResult:
     """Store a parsed SITREP as a draft (or approve it at once).
 
@@ -71,7 +73,7 @@ def import_parsed(
     _record(session, sitrep, actor=actor, action="imported",
             detail="regions: " + (", ".join(r.slug for r in sitrep.regions) or "none"))
     if approve:
-        approve_sitrep(session, sitrep.id, by=actor)
+        approve_sitrep(session, sitrep.id, by=actor, two_person=two_person)
     return ImportResult(sitrep=sitrep, created=True)
 
 
@@ -129,8 +131,17 @@ def sitrep_page(
                         row_id=lambda s: s.id, limit=limit, after=after, before=before, descending=True)
 
 
-def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | None = None) -> Sitrep:
+def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | None = None,
+                   two_person: bool = False) -> Sitrep:
+    """``two_person``: refuse (roles.NotPermitted) an approver who imported or last edited it."""
     sitrep = get(session, sitrep_id)
+    if two_person:
+        # Read, not sitrep.changes: that collection may have been loaded before this session's own changes.
+        history = session.exec(select(SitrepChange.actor, SitrepChange.action)
+                               .where(SitrepChange.sitrep_id == sitrep.id).order_by(col(SitrepChange.id))).all()
+        refusal = roles.two_person_refusal([tuple(row) for row in history], approver=by)
+        if refusal is not None:
+            raise roles.NotPermitted(refusal)
     if sitrep.status == SitrepStatus.approved:
         raise WorkflowError(f"SITREP {sitrep_id} is already approved (by {sitrep.approved_by})")
     if not sitrep.regions:

@@ -136,7 +136,7 @@ def actor_name(explicit: str | None = None) -> str:
 
     name = (explicit or os.environ.get("DISPATCH_ACTOR") or current_user()).strip()
     if not name or len(name) > ACTOR_MAX_CHARS or any(ch in name for ch in "\r\n\t"):
-        raise InputError(f"--as: a name of 1–{ACTOR_MAX_CHARS} characters on one line")
+        raise InputError(f"--as/--by: a name of 1–{ACTOR_MAX_CHARS} characters on one line")
     return name
 
 

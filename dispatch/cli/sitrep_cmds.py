@@ -59,8 +59,8 @@ def import_(
             parsed = read_sitrep_file(path)
             with appctx.session() as session:
                 result = sitreps.import_parsed(
-                    session, parsed, actor=actor, approve=approve, regions=split_values(region)
-                )
+                    session, parsed, actor=actor, approve=approve, regions=split_values(region),
+                    two_person=appctx.settings.two_person_rule)
                 s = result.sitrep
                 if result.created:
                     console.print(
@@ -141,7 +141,8 @@ def show(
 def approve(ctx: typer.Context, sitrep_id: int = ID_ARGUMENT, by: str = BY_OPTION) -> None:
     """Approve a draft: it goes out in each subscriber's next window."""
     with app_context(ctx).session() as session:
-        s = sitreps.approve_sitrep(session, sitrep_id, by=app_context(ctx).act_as(by))
+        s = sitreps.approve_sitrep(session, sitrep_id, by=app_context(ctx).act_as(by),
+                                   two_person=app_context(ctx).settings.two_person_rule)
         console.print(f"approved #{s.id} {escape(s.title)}", highlight=False)
 
 

@@ -63,3 +63,21 @@ def parse_role(value: str, *, field: str = "role") -> Role:
         return Role(value.strip().lower())
     except ValueError:
         raise FieldError(field, "one of " + ", ".join(r.value for r in Role)) from None
+
+
+EDITS = ("imported", "edited", "edited after approval", "tagged")  # SitrepChange actions that author content
+
+
+def two_person_refusal(changes: list[tuple[str, str]], *, approver: str) -> str | None:
+    """Why ``approver`` may not approve, given the SITREP's history as
+    (actor, action) pairs oldest first; None when they may. The importer and
+    whoever edited it last are both its authors."""
+    authored = [actor for actor, action in changes if action in EDITS]
+    if not authored:
+        return None
+    authors = {authored[0], authored[-1]}
+    if approver.strip().casefold() in {a.strip().casefold() for a in authors}:
+        role = "imported" if approver.strip().casefold() == authored[0].strip().casefold() else "last edited"
+        return (f"two-person rule: {approver} {role} this SITREP, so someone else must approve it "
+                "(DISPATCH_TWO_PERSON_RULE)")
+    return None

@@ -180,7 +180,8 @@ def sitrep_import(request: Request, text: str = Form(""), file: UploadFile | Non
     try:
         parsed = sitrep_text.parse(source, source=name)
         with db.session_scope(request.app.state.engine) as session:
-            result = sitreps.import_parsed(session, parsed, actor=request.state.admin.username, approve=approve)
+            result = sitreps.import_parsed(session, parsed, actor=request.state.admin.username, approve=approve,
+                                           two_person=request.app.state.settings.two_person_rule)
             sitrep_id, created = result.sitrep.id, result.created
     except InputError as exc:
         return page(request, "admin/sitrep_new.html", status_code=400, text=source, error=str(exc))
@@ -219,7 +220,8 @@ def sitrep_edit(sitrep_id: Id, request: Request, form: FormData = Depends(submit
 
 @router.post("/sitreps/{sitrep_id}/approve", **form_post(P.approve))
 def sitrep_approve(sitrep_id: Id, request: Request, session: Session = Depends(db_session)):
-    sitreps.approve_sitrep(session, sitrep_id, by=request.state.admin.username)
+    sitreps.approve_sitrep(session, sitrep_id, by=request.state.admin.username,
+                           two_person=request.app.state.settings.two_person_rule)
     flash(request, f"SITREP {sitrep_id} is approved: the next planning run sends it out.")
     return _back(f"/admin/sitreps/{sitrep_id}")
 

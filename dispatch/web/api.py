@@ -71,7 +71,8 @@ def create_sitrep(body: SitrepIn, request: Request, response: Response, actor: s
     if body.approve and not roles.allows(request.state.principal.role, P.approve):
         raise HTTPException(403, roles.refusal(request.state.principal.role, P.approve))
     parsed = sitrep_text.parse(body.text, source="request")
-    result = sitreps.import_parsed(session, parsed, actor=actor, approve=body.approve, regions=body.regions)
+    result = sitreps.import_parsed(session, parsed, actor=actor, approve=body.approve, regions=body.regions,
+                                   two_person=request.app.state.settings.two_person_rule)
     if not result.created:
         response.status_code = 200
     return {"created": result.created, "sitrep": sitreps.as_dict(result.sitrep, full=True)}
@@ -104,8 +105,10 @@ def get_sitrep(sitrep_id: SitrepId, session: Session = Depends(db_session)) -> d
 
 
 @router.post("/sitreps/{sitrep_id}/approve", dependencies=[requires(P.approve)], summary="Approve a SITREP: the next planning run delivers it")
-def approve_sitrep(sitrep_id: SitrepId, actor: str = Depends(_actor), session: Session = Depends(db_session)) -> dict:
-    return sitreps.as_dict(sitreps.approve_sitrep(session, sitrep_id, by=actor))
+def approve_sitrep(sitrep_id: SitrepId, request: Request, actor: str = Depends(_actor),
+                   session: Session = Depends(db_session)) -> dict:
+    return sitreps.as_dict(sitreps.approve_sitrep(session, sitrep_id, by=actor,
+                                                  two_person=request.app.state.settings.two_person_rule))
 
 
 @router.post("/sitreps/{sitrep_id}/withdraw", dependencies=[requires(P.approve)], summary="Withdraw a SITREP: unsent deliveries leave it out")
