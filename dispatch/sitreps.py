@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from dispatch import catalogue, fields, paging, taxonomy
 from dispatch.desk import roles
-from dispatch.errors import DuplicateError, NotFoundError, WorkflowError
+from dispatch.errors import DuplicateError, FieldError, NotFoundError, WorkflowError
 from dispatch.models import Commentary, Sitrep, SitrepChange, SitrepStatus, utcnow
 from dispatch.sitrep_text import ParsedSitrep, sitrep_fingerprint
 
@@ -132,7 +132,7 @@ def sitrep_page(
 
 
 def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | None = None,
-                   two_person: bool = False) -> Sitrep:
+                   two_person: bool = False, release_at: datetime | None = None) -> Sitrep:
     """``two_person``: refuse (roles.NotPermitted) an approver who imported or last edited it."""
     sitrep = get(session, sitrep_id)
     if two_person:
@@ -148,12 +148,51 @@ def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | 
         raise WorkflowError(
             f"SITREP {sitrep_id} has no region; tag it first (dispatch sitrep tag {sitrep_id} --region …)"
         )
+    now = utcnow()
+    if release_at is not None and release_at <= now:
+        raise FieldError("release-at", f"{release_at.isoformat()} has passed; approve without it to release now")
     sitrep.status = SitrepStatus.approved
-    sitrep.approved_at = at or utcnow()
+    # An embargo is an approval time still to come: every window and the
+    # immediate fan-out take SITREPs approved up to their own instant only.
+    sitrep.approved_at = release_at or at or now
     sitrep.approved_by = by
     sitrep.immediate_planned_at = None  # each approval is fanned out to immediate readers once
+    sitrep.updated_at = now
+    _record(session, sitrep, actor=by, action="approved",
+            detail=f"embargoed until {release_at.isoformat()}" if release_at else "")
+    session.flush()
+    return sitrep
+
+
+def embargoed_until(sitrep: Sitrep, *, now: datetime | None = None) -> datetime | None:
+    """When an approved SITREP is released, if that is still to come."""
+    if sitrep.status == SitrepStatus.approved and sitrep.approved_at and sitrep.approved_at > (now or utcnow()):
+        return sitrep.approved_at
+    return None
+
+
+def release_sitrep(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
+    """Lift an embargo early: released now."""
+    sitrep = get(session, sitrep_id)
+    until = embargoed_until(sitrep)
+    if until is None:
+        raise WorkflowError(f"SITREP {sitrep_id} is not under embargo")
+    sitrep.approved_at = sitrep.updated_at = utcnow()
+    _record(session, sitrep, actor=by, action="released", detail=f"early (was {until.isoformat()})")
+    session.flush()
+    return sitrep
+
+
+def cancel_release(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
+    """Call off an embargoed release: back to a draft, never sent."""
+    sitrep = get(session, sitrep_id)
+    until = embargoed_until(sitrep)
+    if until is None:
+        raise WorkflowError(f"SITREP {sitrep_id} is not under embargo (withdraw it instead)")
+    sitrep.status = SitrepStatus.draft
+    sitrep.approved_at = sitrep.approved_by = None
     sitrep.updated_at = utcnow()
-    _record(session, sitrep, actor=by, action="approved")
+    _record(session, sitrep, actor=by, action="release cancelled", detail=f"was due {until.isoformat()}")
     session.flush()
     return sitrep
 
@@ -264,6 +303,7 @@ def as_dict(sitrep: Sitrep, *, full: bool = False) -> dict:
         "regions": region_slugs(sitrep),
         "approved_at": sitrep.approved_at.isoformat() if sitrep.approved_at else None,
         "approved_by": sitrep.approved_by,
+        "scheduled_for": until.isoformat() if (until := embargoed_until(sitrep)) else None,
         "priority": sitrep.priority,
     }
     if full:

@@ -100,7 +100,9 @@ def list_(
         else:
             table = Table("id", "date", "status", "title", "regions", "approved by")
             for s in rows:
-                table.add_row(str(s.id), s.event_date.isoformat(), s.status.value, escape(s.title),
+                until = sitreps.embargoed_until(s)
+                shown = f"scheduled for {until:%Y-%m-%d %H:%M} UTC" if until else s.status.value
+                table.add_row(str(s.id), s.event_date.isoformat(), shown, escape(s.title),
                               ", ".join(sitreps.region_slugs(s)), s.approved_by or "")
             console.print(table)
     if page.next is not None:  # on stderr: --json output stays one array
@@ -138,12 +140,39 @@ def show(
 
 
 @app.command()
-def approve(ctx: typer.Context, sitrep_id: int = ID_ARGUMENT, by: str = BY_OPTION) -> None:
-    """Approve a draft: it goes out in each subscriber's next window."""
+def approve(
+    ctx: typer.Context,
+    sitrep_id: int = ID_ARGUMENT,
+    release_at: str = typer.Option(None, "--release-at", metavar="WHEN",
+                                   help="Embargo: nothing is sent before this instant (ISO 8601, e.g. "
+                                        "2026-12-03T06:00Z; no offset: UTC)."),
+    by: str = BY_OPTION,
+) -> None:
+    """Approve a draft: it goes out in each subscriber's next window (after --release-at, if given)."""
+    when = fields.parse_instant(release_at, field="--release-at") if release_at else None
     with app_context(ctx).session() as session:
-        s = sitreps.approve_sitrep(session, sitrep_id, by=app_context(ctx).act_as(by),
+        s = sitreps.approve_sitrep(session, sitrep_id, by=app_context(ctx).act_as(by), release_at=when,
                                    two_person=app_context(ctx).settings.two_person_rule)
-        console.print(f"approved #{s.id} {escape(s.title)}", highlight=False)
+        scheduled = f", scheduled for {when:%Y-%m-%d %H:%M} UTC" if when else ""
+        console.print(f"approved #{s.id} {escape(s.title)}{scheduled}", highlight=False)
+
+
+@app.command()
+def release(
+    ctx: typer.Context,
+    sitrep_id: int = ID_ARGUMENT,
+    cancel: bool = typer.Option(False, "--cancel", help="Call the release off instead: back to a draft."),
+    by: str = BY_OPTION,
+) -> None:
+    """Release an embargoed SITREP now (or cancel its release)."""
+    with app_context(ctx).session() as session:
+        actor = app_context(ctx).act_as(by)
+        if cancel:
+            s = sitreps.cancel_release(session, sitrep_id, by=actor)
+            console.print(f"release of #{s.id} cancelled; it is a draft again", highlight=False)
+        else:
+            s = sitreps.release_sitrep(session, sitrep_id, by=actor)
+            console.print(f"released #{s.id} {escape(s.title)} now", highlight=False)
 
 
 @app.command()

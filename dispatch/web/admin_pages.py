@@ -161,7 +161,7 @@ def sitrep_list(request: Request, q: str = "", status: str = "", after: str = ""
                 session: Session = Depends(db_session)):
     found = sitreps.sitrep_page(session, status=_chosen(SitrepStatus, status), search=q or None, limit=PAGE_ROWS,
                                 **_cursors(after, before))
-    return page(request, "admin/sitreps.html", rows=found.items, pager=_pager(request, found),
+    return page(request, "admin/sitreps.html", rows=found.items, pager=_pager(request, found), now=utcnow(),
                 q=q, status=status, statuses=[s.value for s in SitrepStatus])
 
 
@@ -219,10 +219,24 @@ def sitrep_edit(sitrep_id: Id, request: Request, form: FormData = Depends(submit
 
 
 @router.post("/sitreps/{sitrep_id}/approve", **form_post(P.approve))
-def sitrep_approve(sitrep_id: Id, request: Request, session: Session = Depends(db_session)):
-    sitreps.approve_sitrep(session, sitrep_id, by=request.state.admin.username,
+def sitrep_approve(sitrep_id: Id, request: Request, release_at: str = Form(""),
+                   session: Session = Depends(db_session)):
+    when = fields.parse_instant(release_at, field="release at") if release_at.strip() else None
+    sitreps.approve_sitrep(session, sitrep_id, by=request.state.admin.username, release_at=when,
                            two_person=request.app.state.settings.two_person_rule)
-    flash(request, f"SITREP {sitrep_id} is approved: the next planning run sends it out.")
+    flash(request, f"SITREP {sitrep_id} is approved, scheduled for {when:%Y-%m-%d %H:%M} UTC: nothing is sent "
+                   "before then." if when else f"SITREP {sitrep_id} is approved: the next planning run sends it out.")
+    return _back(f"/admin/sitreps/{sitrep_id}")
+
+
+@router.post("/sitreps/{sitrep_id}/release", **form_post(P.approve))
+def sitrep_release(sitrep_id: Id, request: Request, cancel: str = Form(""), session: Session = Depends(db_session)):
+    if cancel:
+        sitreps.cancel_release(session, sitrep_id, by=request.state.admin.username)
+        flash(request, f"The release of SITREP {sitrep_id} is cancelled; it is a draft again.")
+    else:
+        sitreps.release_sitrep(session, sitrep_id, by=request.state.admin.username)
+        flash(request, f"SITREP {sitrep_id} is released now.")
     return _back(f"/admin/sitreps/{sitrep_id}")
 
 

@@ -106,9 +106,19 @@ def get_sitrep(sitrep_id: SitrepId, session: Session = Depends(db_session)) -> d
 
 @router.post("/sitreps/{sitrep_id}/approve", dependencies=[requires(P.approve)], summary="Approve a SITREP: the next planning run delivers it")
 def approve_sitrep(sitrep_id: SitrepId, request: Request, actor: str = Depends(_actor),
+                   release_at: datetime | None = Query(None, description="embargo: send nothing before this instant"),
                    session: Session = Depends(db_session)) -> dict:
     return sitreps.as_dict(sitreps.approve_sitrep(session, sitrep_id, by=actor,
+                                                  release_at=_utc(release_at, "release_at"),
                                                   two_person=request.app.state.settings.two_person_rule))
+
+
+@router.post("/sitreps/{sitrep_id}/release", dependencies=[requires(P.approve)],
+             summary="Release an embargoed SITREP now, or cancel its release (cancel=true: back to a draft)")
+def release_sitrep(sitrep_id: SitrepId, cancel: bool = False, actor: str = Depends(_actor),
+                   session: Session = Depends(db_session)) -> dict:
+    change = sitreps.cancel_release if cancel else sitreps.release_sitrep
+    return sitreps.as_dict(change(session, sitrep_id, by=actor))
 
 
 @router.post("/sitreps/{sitrep_id}/withdraw", dependencies=[requires(P.approve)], summary="Withdraw a SITREP: unsent deliveries leave it out")
