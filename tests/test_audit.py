@@ -76,3 +76,20 @@ def test_changes_outside_any_face_are_the_systems_and_secrets_are_not_copied(ses
     assert changed.actor == "dee" and changed.target == f"admin:{admin.id}"
     assert changed.changes["password_hash"] == ["(secret)", "(changed)"]
     assert not any(admin.password_hash in json.dumps(r.changes) for r in rows)
+
+
+def test_a_readers_own_unsubscribe_is_the_readers(web):
+    from dispatch import links
+
+    with db.session_scope(web.engine) as session:
+        reader = subscribers.add_subscriber(session, "r@example.org")
+        token = links.make_token("web-test-secret", subscriber_id=reader.id, address=reader.address,
+                                 purpose="unsubscribe")
+        reader_id = reader.id
+    done = web.client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert done.status_code == 200, done.text
+    with db.session_scope(web.engine) as session:
+        rows = session.exec(select(AuditEntry).where(AuditEntry.target == f"subscriber:{reader_id}")
+                            .order_by(AuditEntry.id)).all()
+        assert [(r.actor_kind, r.action) for r in rows] == [("system", "subscriber.created"),
+                                                             ("reader", "subscriber.unsubscribed")]
