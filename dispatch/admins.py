@@ -19,7 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Session, col, select
 
 from dispatch.errors import DispatchError, DuplicateError, FieldError, NotFoundError
-from dispatch.models import AdminUser, ApiToken, utcnow
+from dispatch.models import AdminUser, ApiToken, Role, utcnow
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
@@ -74,11 +74,12 @@ def check_password(password: str, *, username: str = "") -> str:
     return password
 
 
-def create_admin(session: Session, username: str, password: str) -> AdminUser:
+def create_admin(session: Session, username: str, password: str, *, role: Role = Role.admin) -> AdminUser:
     username = check_username(username)
     if find_admin(session, username) is not None:
         raise DuplicateError(f"admin {username!r} exists already (use --reset-password to change the password)")
-    admin = AdminUser(username=username, password_hash=_hasher.hash(check_password(password, username=username)))
+    admin = AdminUser(username=username, role=Role(role),
+                      password_hash=_hasher.hash(check_password(password, username=username)))
     session.add(admin)
     session.flush()
     return admin
@@ -112,6 +113,15 @@ def find_admin(session: Session, username: str) -> AdminUser | None:
 
 def list_admins(session: Session) -> list[AdminUser]:
     return list(session.exec(select(AdminUser).order_by(col(AdminUser.username))).all())
+
+
+def set_role(session: Session, username: str, role: Role) -> AdminUser:
+    admin = find_admin(session, username)
+    if admin is None:
+        raise NotFoundError(f"no admin {username!r}")
+    admin.role = Role(role)
+    session.flush()
+    return admin
 
 
 def remove_admin(session: Session, username: str) -> None:
@@ -168,7 +178,7 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(session: Session, name: str) -> tuple[ApiToken, str]:
+def create_token(session: Session, name: str, *, role: Role = Role.admin) -> tuple[ApiToken, str]:
     """A new token: the stored row, and the token itself (shown once, never stored)."""
     name = name.strip()
     if not _NAME.fullmatch(name):
@@ -176,7 +186,7 @@ def create_token(session: Session, name: str) -> tuple[ApiToken, str]:
     if session.exec(select(ApiToken).where(ApiToken.name == name)).first() is not None:
         raise DuplicateError(f"an API token named {name!r} exists already")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(name=name, token_hash=_digest(token))
+    row = ApiToken(name=name, token_hash=_digest(token), role=Role(role))
     session.add(row)
     session.flush()
     return row, token

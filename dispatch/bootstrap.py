@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from dispatch.desk import audit as _audit  # noqa: F401 (registers the audit log's flush hook)
 from dispatch import db, taxonomy
 from dispatch.events import emit as _events  # noqa: F401 - its session hooks emit status-change events
 from dispatch.config import Settings

@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     plan_interval: float = Field(60, gt=0, description="seconds between two planning runs")
     lease_seconds: float = Field(300, gt=0, description="a claimed delivery returns to the queue after this")
     max_attempts: int = Field(8, ge=1)
+    two_person_rule: bool = Field(True, description="a SITREP is approved only by someone other than whoever "
+                                                    "imported or last edited it")
     bounce_limit: int = Field(3, ge=1, description="hard bounces before an address is marked bounced")
     public_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8000/")
     secret_key: SecretStr | None = Field(

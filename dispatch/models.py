@@ -131,6 +131,14 @@ def _enum(enum_cls: type[Enum]) -> sa.Enum:
     )
 
 
+class Role(str, Enum):
+    """What an admin user or API token may do (dispatch.desk.roles)."""
+    viewer = "viewer"
+    editor = "editor"
+    approver = "approver"
+    admin = "admin"
+
+
 class Region(SQLModel, table=True):
     slug: str = Field(primary_key=True, max_length=64, sa_column_kwargs=_named("region"))
     name: str = Field(max_length=200, sa_column_kwargs=_named("region name"))
@@ -409,6 +417,7 @@ class AdminUser(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     username: str = Field(max_length=100, sa_column_kwargs=_named("username", unique=True))
     password_hash: str = Field(max_length=200)
+    role: Role = Field(default=Role.admin, sa_column=Column(_enum(Role), nullable=False, server_default="admin"))
     # Sessions carry it; a new one (sign-out, new password) ends them all.
     session_nonce: str = Field(default_factory=lambda: secrets.token_urlsafe(32), max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
@@ -423,8 +432,30 @@ class ApiToken(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=100, sa_column_kwargs={"unique": True})
     token_hash: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    role: Role = Field(default=Role.admin, sa_column=Column(_enum(Role), nullable=False, server_default="admin"))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     last_used_at: datetime | None = Field(default=None, sa_column=_utc())
+
+
+class AuditEntry(SQLModel, table=True):
+    """Append-only: one row per change of a stored thing, by whom (written
+    by the flush hook in dispatch.desk.audit, never by a route)."""
+
+    __tablename__ = "audit_entry"
+    __table_args__ = (
+        sa.Index("ix_audit_entry_actor", "actor", "id"),
+        sa.Index("ix_audit_entry_target", "target", "id"),
+        sa.Index("ix_audit_entry_at", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    actor_kind: str = Field(max_length=16)  # user | token | cli | system | reader
+    actor: str = Field(max_length=200)
+    action: str = Field(max_length=64)  # e.g. sitrep.approved, subscriber.changed
+    target: str = Field(max_length=100)  # e.g. sitrep:12
+    # {"field": [before, after], …}, secrets replaced by "(changed)".
+    changes: dict = Field(default_factory=dict, sa_column=Column(sa.JSON, nullable=False))
 
 
 @sa.event.listens_for(sa.orm.Session, "before_flush")

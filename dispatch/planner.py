@@ -185,7 +185,8 @@ def _plan_immediate(engine: Engine, *, now: datetime, batch: int, report: PlanRe
     inserts nothing twice)."""
     with db.session_scope(engine) as session:
         pending_ids = session.exec(
-            select(Sitrep.id).where(Sitrep.status == SitrepStatus.approved,
+            # An embargoed SITREP (approved for a later instant) waits for that instant.
+            select(Sitrep.id).where(Sitrep.status == SitrepStatus.approved, col(Sitrep.approved_at) <= now,
                                     col(Sitrep.immediate_planned_at).is_(None)).order_by(col(Sitrep.approved_at))
         ).all()
     if not pending_ids:

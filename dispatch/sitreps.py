@@ -15,7 +15,8 @@ from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
 from dispatch import catalogue, fields, paging, taxonomy
-from dispatch.errors import DuplicateError, NotFoundError, WorkflowError
+from dispatch.desk import roles
+from dispatch.errors import DuplicateError, FieldError, NotFoundError, WorkflowError
 from dispatch.models import Commentary, Sitrep, SitrepChange, SitrepStatus, utcnow
 from dispatch.sitrep_text import ParsedSitrep, sitrep_fingerprint
 
@@ -44,6 +45,7 @@ def import_parsed(
     actor: str,
     approve: bool = False,
     regions: list[str] | None = None,
+    two_person: bool = False,
 ) -> ImportResult:
     """Store a parsed SITREP as a draft (or approve it at once).
 
@@ -71,7 +73,7 @@ def import_parsed(
     _record(session, sitrep, actor=actor, action="imported",
             detail="regions: " + (", ".join(r.slug for r in sitrep.regions) or "none"))
     if approve:
-        approve_sitrep(session, sitrep.id, by=actor)
+        approve_sitrep(session, sitrep.id, by=actor, two_person=two_person)
     return ImportResult(sitrep=sitrep, created=True)
 
 
@@ -129,20 +131,68 @@ def sitrep_page(
                         row_id=lambda s: s.id, limit=limit, after=after, before=before, descending=True)
 
 
-def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | None = None) -> Sitrep:
+def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | None = None,
+                   two_person: bool = False, release_at: datetime | None = None) -> Sitrep:
+    """``two_person``: refuse (roles.NotPermitted) an approver who imported or last edited it."""
     sitrep = get(session, sitrep_id)
+    if two_person:
+        # Read, not sitrep.changes: that collection may have been loaded before this session's own changes.
+        history = session.exec(select(SitrepChange.actor, SitrepChange.action)
+                               .where(SitrepChange.sitrep_id == sitrep.id).order_by(col(SitrepChange.id))).all()
+        refusal = roles.two_person_refusal([tuple(row) for row in history], approver=by)
+        if refusal is not None:
+            raise roles.NotPermitted(refusal)
     if sitrep.status == SitrepStatus.approved:
         raise WorkflowError(f"SITREP {sitrep_id} is already approved (by {sitrep.approved_by})")
     if not sitrep.regions:
         raise WorkflowError(
             f"SITREP {sitrep_id} has no region; tag it first (dispatch sitrep tag {sitrep_id} --region …)"
         )
+    now = utcnow()
+    if release_at is not None and release_at <= now:
+        raise FieldError("release-at", f"{release_at.isoformat()} has passed; approve without it to release now")
     sitrep.status = SitrepStatus.approved
-    sitrep.approved_at = at or utcnow()
+    # An embargo is an approval time still to come: every window and the
+    # immediate fan-out take SITREPs approved up to their own instant only.
+    sitrep.approved_at = release_at or at or now
     sitrep.approved_by = by
     sitrep.immediate_planned_at = None  # each approval is fanned out to immediate readers once
+    sitrep.updated_at = now
+    _record(session, sitrep, actor=by, action="approved",
+            detail=f"embargoed until {release_at.isoformat()}" if release_at else "")
+    session.flush()
+    return sitrep
+
+
+def embargoed_until(sitrep: Sitrep, *, now: datetime | None = None) -> datetime | None:
+    """When an approved SITREP is released, if that is still to come."""
+    if sitrep.status == SitrepStatus.approved and sitrep.approved_at and sitrep.approved_at > (now or utcnow()):
+        return sitrep.approved_at
+    return None
+
+
+def release_sitrep(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
+    """Lift an embargo early: released now."""
+    sitrep = get(session, sitrep_id)
+    until = embargoed_until(sitrep)
+    if until is None:
+        raise WorkflowError(f"SITREP {sitrep_id} is not under embargo")
+    sitrep.approved_at = sitrep.updated_at = utcnow()
+    _record(session, sitrep, actor=by, action="released", detail=f"early (was {until.isoformat()})")
+    session.flush()
+    return sitrep
+
+
+def cancel_release(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
+    """Call off an embargoed release: back to a draft, never sent."""
+    sitrep = get(session, sitrep_id)
+    until = embargoed_until(sitrep)
+    if until is None:
+        raise WorkflowError(f"SITREP {sitrep_id} is not under embargo (withdraw it instead)")
+    sitrep.status = SitrepStatus.draft
+    sitrep.approved_at = sitrep.approved_by = None
     sitrep.updated_at = utcnow()
-    _record(session, sitrep, actor=by, action="approved")
+    _record(session, sitrep, actor=by, action="release cancelled", detail=f"was due {until.isoformat()}")
     session.flush()
     return sitrep
 
@@ -253,6 +303,7 @@ def as_dict(sitrep: Sitrep, *, full: bool = False) -> dict:
         "regions": region_slugs(sitrep),
         "approved_at": sitrep.approved_at.isoformat() if sitrep.approved_at else None,
         "approved_by": sitrep.approved_by,
+        "scheduled_for": until.isoformat() if (until := embargoed_until(sitrep)) else None,
         "priority": sitrep.priority,
     }
     if full:

@@ -206,7 +206,8 @@ def test_dispatch_run_logs_no_webhook_secret(tmp_path):
             return done
 
         dispatch("slack", "add", webhook, "--cadence", "immediate")
-        dispatch("sitrep", "import", str(FIXTURES / "standard.txt"), "--approve")
+        dispatch("sitrep", "import", str(FIXTURES / "standard.txt"), "--as", "ed")
+        dispatch("sitrep", "approve", "1", "--as", "chief")  # the two-person rule: someone else approves
         later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
         done = dispatch("run", "--once", "--now", later)
     finally:

@@ -31,8 +31,9 @@ def csrf_from(html: str) -> str:
     return match.group(1)
 
 
-def settings_for(database_url: str, sink: SmtpSink, public_url: str = "http://testserver/") -> Settings:
-    return Settings(database_url=database_url, smtp_host=sink.host, smtp_port=sink.port,
+def settings_for(database_url: str, sink: SmtpSink, public_url: str = "http://testserver/", *,
+                 two_person_rule: bool = False) -> Settings:
+    return Settings(database_url=database_url, smtp_host=sink.host, smtp_port=sink.port, two_person_rule=two_person_rule,
                     public_url=public_url, secret_key="web-test-secret", mail_from="Briefings <news@example.org>")
 
 
@@ -73,6 +74,7 @@ class Web:
         return [email.message_from_bytes(p.read_bytes(), policy=policy.default) for p in files]
 
 
-def make_web(database_url: str, engine, sink: SmtpSink, folder: Path, **kwargs) -> Web:
-    app = create_app(settings_for(database_url, sink), engine, **kwargs)
+def make_web(database_url: str, engine, sink: SmtpSink, folder: Path, *, two_person_rule: bool = False,
+             **kwargs) -> Web:
+    app = create_app(settings_for(database_url, sink, two_person_rule=two_person_rule), engine, **kwargs)
     return Web(client=TestClient(app, base_url="http://testserver"), engine=engine, sink_folder=folder)

@@ -52,6 +52,8 @@ class DispatchCli(LazyGroup):
                              "Manage Slack channels (channel IDs or incoming-webhook URLs)."),
         "webhook": LazyCommand("dispatch.cli.webhook_cmds:app",
                                "Event webhooks: tell other systems what happened, signed (Standard Webhooks)."),
+        "audit": LazyCommand("dispatch.cli.audit_cmd:audit",
+                             "The audit log: who changed what and when (CLI, web, API and the system), newest first."),
         "admin": LazyCommand("dispatch.cli.admin_cmds:app",
                              "Admin users for the web pages, and tokens for the JSON API."),
     }
@@ -81,10 +83,14 @@ def main(
     ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
+    acting_as: str = typer.Option(None, "--as", metavar="NAME",
+                                  help="Who does this, for the audit log and the two-person rule "
+                                       "(default: DISPATCH_ACTOR, else your login name)."),
 ) -> None:
     """Settings come from DISPATCH_* environment variables and ./dispatch.toml;
     see `dispatch config`."""
-    ctx.obj = AppContext({"database_url": database_url})
+    ctx.obj = AppContext({"database_url": database_url}, actor=acting_as)
+    ctx.call_on_close(ctx.obj.close)
 
 
 @app.command()

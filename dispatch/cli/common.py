@@ -71,8 +71,12 @@ def fail(message: str, *, code: int = EXIT_FAILED):
 class AppContext:
     """Built once per invocation; opened lazily so `--help` needs no database."""
 
-    def __init__(self, overrides: dict[str, Any]):
+    def __init__(self, overrides: dict[str, Any], *, actor: str | None = None):
         self._overrides = {k: v for k, v in overrides.items() if v is not None}
+        # Who this invocation acts as (--as, else DISPATCH_ACTOR, else the OS user), for
+        # the audit log and SITREP history; "system" for the delivery loop.
+        self.actor = actor_name(actor)
+        self.actor_kind = "cli"
 
     @cached_property
     def settings(self) -> Settings:
@@ -94,16 +98,46 @@ class AppContext:
 
         return bootstrap.open_engine(self.settings)
 
+    def close(self) -> None:
+        """At the end of the invocation: the actor does not outlive it (one process may run several)."""
+        audit = sys.modules.get("dispatch.desk.audit")
+        if audit is not None:
+            audit.set_actor(audit.SYSTEM)
+
+    def act_as(self, name: str | None) -> str:
+        """A command's own --as, over the root one."""
+        if name:
+            from dispatch.desk import audit
+
+            self.actor = actor_name(name)
+            audit.set_actor(audit.Actor(self.actor_kind, self.actor))
+        return self.actor
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         from dispatch import db
+        from dispatch.desk import audit
 
+        audit.set_actor(audit.Actor(self.actor_kind, self.actor))
         with db.session_scope(self.engine) as session:
             yield session
 
 
 def app_context(ctx: typer.Context) -> AppContext:
     return ctx.find_root().obj
+
+
+ACTOR_MAX_CHARS = 200
+
+
+def actor_name(explicit: str | None = None) -> str:
+    """--as NAME, else DISPATCH_ACTOR, else the OS user; one line, bounded."""
+    import os
+
+    name = (explicit or os.environ.get("DISPATCH_ACTOR") or current_user()).strip()
+    if not name or len(name) > ACTOR_MAX_CHARS or any(ch in name for ch in "\r\n\t"):
+        raise InputError(f"--as/--by: a name of 1–{ACTOR_MAX_CHARS} characters on one line")
+    return name
 
 
 def current_user() -> str:

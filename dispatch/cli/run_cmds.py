@@ -47,6 +47,7 @@ def make_runner(ctx: typer.Context, *, clock=None, role: str = "all"):
     from dispatch.scheduler import Runner, utcnow
 
     appctx = app_context(ctx)
+    appctx.actor_kind, appctx.actor = "system", "dispatch"  # what the delivery loop changes, it changes itself
     try:
         return Runner(appctx.settings, appctx.engine, clock=clock or utcnow, role=role)
     except ValueError as exc:  # an adapter refused its settings

@@ -11,14 +11,16 @@ from rich.table import Table
 
 from dispatch import fields, paging, sitrep_text, sitreps
 from dispatch.cli.common import (
-    EXIT_BAD_INPUT, app_context, console, current_user, err_console, fail, print_json, split_values,
+    EXIT_BAD_INPUT, app_context, console, err_console, fail, print_json, split_values,
 )
 from dispatch.errors import InputError
 from dispatch.models import SitrepStatus
 
 app = typer.Typer(help="Import, review, approve and withdraw SITREPs.", no_args_is_help=True)
 
-BY_OPTION = typer.Option(None, "--by", help="Who does this (recorded); default: your login name.")
+BY_OPTION = typer.Option(None, "--as", "--by", metavar="NAME",
+                         help="Who does this (recorded; the two-person rule compares it); "
+                              "default: DISPATCH_ACTOR, else your login name.")
 # Bounded as an id column is: a larger number is a usage error, not a database one.
 ID_ARGUMENT = typer.Argument(..., metavar="ID", min=1, max=fields.MAX_ID)
 
@@ -49,16 +51,16 @@ def import_(
     `dispatch sitrep tag`. Good files are imported even when others are bad;
     the bad ones are listed and the exit code is 2.
     """
-    actor = by or current_user()
     appctx = app_context(ctx)
+    actor = appctx.act_as(by)
     bad = 0
     for path in files:
         try:
             parsed = read_sitrep_file(path)
             with appctx.session() as session:
                 result = sitreps.import_parsed(
-                    session, parsed, actor=actor, approve=approve, regions=split_values(region)
-                )
+                    session, parsed, actor=actor, approve=approve, regions=split_values(region),
+                    two_person=appctx.settings.two_person_rule)
                 s = result.sitrep
                 if result.created:
                     console.print(
@@ -98,7 +100,9 @@ def list_(
         else:
             table = Table("id", "date", "status", "title", "regions", "approved by")
             for s in rows:
-                table.add_row(str(s.id), s.event_date.isoformat(), s.status.value, escape(s.title),
+                until = sitreps.embargoed_until(s)
+                shown = f"scheduled for {until:%Y-%m-%d %H:%M} UTC" if until else s.status.value
+                table.add_row(str(s.id), s.event_date.isoformat(), shown, escape(s.title),
                               ", ".join(sitreps.region_slugs(s)), s.approved_by or "")
             console.print(table)
     if page.next is not None:  # on stderr: --json output stays one array
@@ -136,11 +140,39 @@ def show(
 
 
 @app.command()
-def approve(ctx: typer.Context, sitrep_id: int = ID_ARGUMENT, by: str = BY_OPTION) -> None:
-    """Approve a draft: it goes out in each subscriber's next window."""
+def approve(
+    ctx: typer.Context,
+    sitrep_id: int = ID_ARGUMENT,
+    release_at: str = typer.Option(None, "--release-at", metavar="WHEN",
+                                   help="Embargo: nothing is sent before this instant (ISO 8601, e.g. "
+                                        "2026-12-03T06:00Z; no offset: UTC)."),
+    by: str = BY_OPTION,
+) -> None:
+    """Approve a draft: it goes out in each subscriber's next window (after --release-at, if given)."""
+    when = fields.parse_instant(release_at, field="--release-at") if release_at else None
     with app_context(ctx).session() as session:
-        s = sitreps.approve_sitrep(session, sitrep_id, by=by or current_user())
-        console.print(f"approved #{s.id} {escape(s.title)}", highlight=False)
+        s = sitreps.approve_sitrep(session, sitrep_id, by=app_context(ctx).act_as(by), release_at=when,
+                                   two_person=app_context(ctx).settings.two_person_rule)
+        scheduled = f", scheduled for {when:%Y-%m-%d %H:%M} UTC" if when else ""
+        console.print(f"approved #{s.id} {escape(s.title)}{scheduled}", highlight=False)
+
+
+@app.command()
+def release(
+    ctx: typer.Context,
+    sitrep_id: int = ID_ARGUMENT,
+    cancel: bool = typer.Option(False, "--cancel", help="Call the release off instead: back to a draft."),
+    by: str = BY_OPTION,
+) -> None:
+    """Release an embargoed SITREP now (or cancel its release)."""
+    with app_context(ctx).session() as session:
+        actor = app_context(ctx).act_as(by)
+        if cancel:
+            s = sitreps.cancel_release(session, sitrep_id, by=actor)
+            console.print(f"release of #{s.id} cancelled; it is a draft again", highlight=False)
+        else:
+            s = sitreps.release_sitrep(session, sitrep_id, by=actor)
+            console.print(f"released #{s.id} {escape(s.title)} now", highlight=False)
 
 
 @app.command()
@@ -152,7 +184,7 @@ def withdraw(
 ) -> None:
     """Withdraw a SITREP: it is no longer delivered, even where already planned."""
     with app_context(ctx).session() as session:
-        s = sitreps.withdraw_sitrep(session, sitrep_id, by=by or current_user(), reason=reason)
+        s = sitreps.withdraw_sitrep(session, sitrep_id, by=app_context(ctx).act_as(by), reason=reason)
         console.print(f"withdrew #{s.id} {escape(s.title)}", highlight=False)
 
 
@@ -165,7 +197,7 @@ def tag(
 ) -> None:
     """Set the regions of a SITREP (replacing the suggested ones)."""
     with app_context(ctx).session() as session:
-        s = sitreps.tag_sitrep(session, sitrep_id, split_values(region), by=by or current_user())
+        s = sitreps.tag_sitrep(session, sitrep_id, split_values(region), by=app_context(ctx).act_as(by))
         console.print(f"#{s.id} regions: {', '.join(sitreps.region_slugs(s))}", highlight=False)
 
 
@@ -189,7 +221,7 @@ def edit(
     content = read_sitrep_file(from_file) if from_file else None
     with app_context(ctx).session() as session:
         changes_before = len(sitreps.get(session, sitrep_id).changes)
-        s = sitreps.edit_sitrep(session, sitrep_id, by=by or current_user(), title=title,
+        s = sitreps.edit_sitrep(session, sitrep_id, by=app_context(ctx).act_as(by), title=title,
                                 event_date=parsed_date, priority=priority, content=content)
         outcome = s.changes[-1].detail if len(s.changes) > changes_before else "nothing changed"
         console.print(f"#{s.id} {escape(s.title)}: {escape(outcome)}", highlight=False)

@@ -1,6 +1,6 @@
 """Admin pages: dashboard, SITREPs, subscribers and Slack channels,
-deliveries, previews. Every route but the login form sits behind
-``current_admin`` (on the router, so none can be added without it)."""
+deliveries, previews. Every route but the login form sits behind a
+signed-in admin (on the router) and names the permission its role needs."""
 
 from __future__ import annotations
 
@@ -35,12 +35,15 @@ from dispatch.models import (
     SubscriberStatus,
     utcnow,
 )
-from dispatch.web import forms, uploads
+from dispatch.desk import audit, roles
+from dispatch.desk.roles import Permission as P
+from dispatch.web import access, forms, uploads
+from dispatch.web.access import requires
 from dispatch.web.pages import db_session, flash, page
 from dispatch.web.security import (
-    Admin,
+
     client_address,
-    current_admin,
+
     login_keys,
     refuse_if_full,
     require_csrf,
@@ -52,16 +55,15 @@ from dispatch.web.security import (
 login_router = APIRouter(prefix="/admin", include_in_schema=False)
 
 
-def _admin(request: Request) -> Admin:
-    admin = current_admin(request)
-    request.state.admin = admin
-    return admin
-
-
-router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(_admin)])
+# Signed in for every page (on the router); each page also names the
+# permission it needs (tests/test_roles.py finds any that does not).
+router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(access.principal)])
 # An id beyond what an id column holds is refused (422, naming it) before it reaches the database.
 Id = Annotated[int, Path(ge=1, le=fields.MAX_ID)]
-form_post = {"dependencies": [Depends(require_csrf)], "status_code": 303}
+
+
+def form_post(permission: P) -> dict:
+    return {"dependencies": [requires(permission), Depends(require_csrf)], "status_code": 303}
 
 
 
@@ -115,7 +117,7 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
     return _back(_safe_next(next))
 
 
-@router.post("/logout", **form_post)
+@router.post("/logout", **form_post(P.read))
 def logout(request: Request):
     sign_out(request, request.state.admin)
     return _back("/admin/login")
@@ -123,7 +125,7 @@ def logout(request: Request):
 
 # --- dashboard -------------------------------------------------------------------
 
-@router.get("")
+@router.get("", dependencies=[requires(P.read)])
 def dashboard(request: Request):
     now = utcnow()
     # Read before opening the page's session: on SQLite a second one would wait for it.
@@ -154,29 +156,32 @@ def _dashboard(request: Request, session: Session, *, now: datetime, workers: li
 
 # --- SITREPs ---------------------------------------------------------------------
 
-@router.get("/sitreps")
+@router.get("/sitreps", dependencies=[requires(P.read)])
 def sitrep_list(request: Request, q: str = "", status: str = "", after: str = "", before: str = "",
                 session: Session = Depends(db_session)):
     found = sitreps.sitrep_page(session, status=_chosen(SitrepStatus, status), search=q or None, limit=PAGE_ROWS,
                                 **_cursors(after, before))
-    return page(request, "admin/sitreps.html", rows=found.items, pager=_pager(request, found),
+    return page(request, "admin/sitreps.html", rows=found.items, pager=_pager(request, found), now=utcnow(),
                 q=q, status=status, statuses=[s.value for s in SitrepStatus])
 
 
-@router.get("/sitreps/new")
+@router.get("/sitreps/new", dependencies=[requires(P.edit)])
 def sitrep_new(request: Request):
     return page(request, "admin/sitrep_new.html", text="", error=None)
 
 
-@router.post("/sitreps/new", dependencies=[Depends(require_csrf)])
+@router.post("/sitreps/new", dependencies=[requires(P.edit), Depends(require_csrf)])
 def sitrep_import(request: Request, text: str = Form(""), file: UploadFile | None = File(None),
                   approve: bool = Form(False)):
+    if approve and not request.state.admin.may("approve"):
+        raise HTTPException(403, roles.refusal(request.state.admin.role, P.approve))
     source = uploads.read_text(file, text, limit=uploads.SITREP_MAX_BYTES, what="SITREP")
     name = file.filename if file is not None and file.filename else "pasted text"
     try:
         parsed = sitrep_text.parse(source, source=name)
         with db.session_scope(request.app.state.engine) as session:
-            result = sitreps.import_parsed(session, parsed, actor=request.state.admin.username, approve=approve)
+            result = sitreps.import_parsed(session, parsed, actor=request.state.admin.username, approve=approve,
+                                           two_person=request.app.state.settings.two_person_rule)
             sitrep_id, created = result.sitrep.id, result.created
     except InputError as exc:
         return page(request, "admin/sitrep_new.html", status_code=400, text=source, error=str(exc))
@@ -185,7 +190,7 @@ def sitrep_import(request: Request, text: str = Form(""), file: UploadFile | Non
     return _back(f"/admin/sitreps/{sitrep_id}")
 
 
-@router.get("/sitreps/{sitrep_id}")
+@router.get("/sitreps/{sitrep_id}", dependencies=[requires(P.read)])
 def sitrep_detail(sitrep_id: Id, request: Request, session: Session = Depends(db_session)):
     sitrep = sitreps.get(session, sitrep_id)
     data = sitreps.as_dict(sitrep, full=True)
@@ -193,7 +198,7 @@ def sitrep_detail(sitrep_id: Id, request: Request, session: Session = Depends(db
                 deliveries=ledger.log(session, sitrep_id=sitrep_id, limit=20))
 
 
-@router.post("/sitreps/{sitrep_id}/edit", dependencies=[Depends(require_csrf)])
+@router.post("/sitreps/{sitrep_id}/edit", dependencies=[requires(P.edit), Depends(require_csrf)])
 def sitrep_edit(sitrep_id: Id, request: Request, form: FormData = Depends(submitted_form)):
     by = request.state.admin.username
     try:
@@ -213,21 +218,36 @@ def sitrep_edit(sitrep_id: Id, request: Request, form: FormData = Depends(submit
     return _back(f"/admin/sitreps/{sitrep_id}")
 
 
-@router.post("/sitreps/{sitrep_id}/approve", **form_post)
-def sitrep_approve(sitrep_id: Id, request: Request, session: Session = Depends(db_session)):
-    sitreps.approve_sitrep(session, sitrep_id, by=request.state.admin.username)
-    flash(request, f"SITREP {sitrep_id} is approved: the next planning run sends it out.")
+@router.post("/sitreps/{sitrep_id}/approve", **form_post(P.approve))
+def sitrep_approve(sitrep_id: Id, request: Request, release_at: str = Form(""),
+                   session: Session = Depends(db_session)):
+    when = fields.parse_instant(release_at, field="release at") if release_at.strip() else None
+    sitreps.approve_sitrep(session, sitrep_id, by=request.state.admin.username, release_at=when,
+                           two_person=request.app.state.settings.two_person_rule)
+    flash(request, f"SITREP {sitrep_id} is approved, scheduled for {when:%Y-%m-%d %H:%M} UTC: nothing is sent "
+                   "before then." if when else f"SITREP {sitrep_id} is approved: the next planning run sends it out.")
     return _back(f"/admin/sitreps/{sitrep_id}")
 
 
-@router.post("/sitreps/{sitrep_id}/withdraw", **form_post)
+@router.post("/sitreps/{sitrep_id}/release", **form_post(P.approve))
+def sitrep_release(sitrep_id: Id, request: Request, cancel: str = Form(""), session: Session = Depends(db_session)):
+    if cancel:
+        sitreps.cancel_release(session, sitrep_id, by=request.state.admin.username)
+        flash(request, f"The release of SITREP {sitrep_id} is cancelled; it is a draft again.")
+    else:
+        sitreps.release_sitrep(session, sitrep_id, by=request.state.admin.username)
+        flash(request, f"SITREP {sitrep_id} is released now.")
+    return _back(f"/admin/sitreps/{sitrep_id}")
+
+
+@router.post("/sitreps/{sitrep_id}/withdraw", **form_post(P.approve))
 def sitrep_withdraw(sitrep_id: Id, request: Request, reason: str = Form(""), session: Session = Depends(db_session)):
     sitreps.withdraw_sitrep(session, sitrep_id, by=request.state.admin.username, reason=reason)
     flash(request, f"SITREP {sitrep_id} is withdrawn: deliveries not yet sent leave it out.")
     return _back(f"/admin/sitreps/{sitrep_id}")
 
 
-@router.get("/sitreps/{sitrep_id}/preview")
+@router.get("/sitreps/{sitrep_id}/preview", dependencies=[requires(P.read)])
 def sitrep_preview(sitrep_id: Id, request: Request, session: Session = Depends(db_session)):
     sitrep = sitreps.get(session, sitrep_id)
     # A draft has no approval time yet: preview it as if approved now.
@@ -243,7 +263,7 @@ def sitrep_preview(sitrep_id: Id, request: Request, session: Session = Depends(d
 
 # --- subscribers and Slack channels ------------------------------------------------
 
-@router.get("/subscribers")
+@router.get("/subscribers", dependencies=[requires(P.read)])
 def subscriber_list(request: Request, q: str = "", status: str = "", kind: str = "", region: str = "",
                     after: str = "", before: str = "", session: Session = Depends(db_session)):
     found = subscribers.subscriber_page(
@@ -254,13 +274,13 @@ def subscriber_list(request: Request, q: str = "", status: str = "", kind: str =
                 all_regions=taxonomy.all_regions(session))
 
 
-@router.get("/subscribers/new")
+@router.get("/subscribers/new", dependencies=[requires(P.subscribers)])
 def subscriber_new(request: Request, kind: str = "email", session: Session = Depends(db_session)):
     return page(request, "admin/subscriber.html", subscriber=None, kind=kind if kind == "slack" else "email",
                 address="", values=forms.values_of(None), error=None, **forms.choices(session))
 
 
-@router.post("/subscribers/new", dependencies=[Depends(require_csrf)])
+@router.post("/subscribers/new", dependencies=[requires(P.subscribers), Depends(require_csrf)])
 def subscriber_add(request: Request, form: FormData = Depends(submitted_form)):
     kind = SubscriberKind.slack if form.get("kind") == "slack" else SubscriberKind.email
     address = str(form.get("address", ""))
@@ -277,7 +297,7 @@ def subscriber_add(request: Request, form: FormData = Depends(submitted_form)):
     return _back(f"/admin/subscribers/{added_id}")
 
 
-@router.get("/subscribers/export.csv")
+@router.get("/subscribers/export.csv", dependencies=[requires(P.read)])
 def subscriber_export(request: Request):
     # Streamed from its own read-only snapshot (not the request's session,
     # which closes before a streamed body is sent): constant memory at any size.
@@ -286,12 +306,12 @@ def subscriber_export(request: Request):
                     headers={"Content-Disposition": 'attachment; filename="subscribers.csv"'})
 
 
-@router.get("/subscribers/import")
+@router.get("/subscribers/import", dependencies=[requires(P.subscribers)])
 def subscriber_import_form(request: Request):
     return page(request, "admin/subscriber_import.html", report=None, error=None)
 
 
-@router.post("/subscribers/import", dependencies=[Depends(require_csrf)])
+@router.post("/subscribers/import", dependencies=[requires(P.subscribers), Depends(require_csrf)])
 def subscriber_import(request: Request, file: UploadFile | None = File(None), text: str = Form("")):
     if file is not None and file.filename:
         # Streamed from the spooled upload in checked batches, not read whole first.
@@ -308,7 +328,7 @@ def subscriber_import(request: Request, file: UploadFile | None = File(None), te
     return page(request, "admin/subscriber_import.html", report=report, error=None)
 
 
-@router.get("/subscribers/{subscriber_id}")
+@router.get("/subscribers/{subscriber_id}", dependencies=[requires(P.read)])
 def subscriber_detail(subscriber_id: Id, request: Request, after: str = "", before: str = "",
                       session: Session = Depends(db_session)):
     subscriber = subscribers.get(session, subscriber_id)
@@ -319,7 +339,7 @@ def subscriber_detail(subscriber_id: Id, request: Request, after: str = "", befo
                 deliveries=found.items, pager=_pager(request, found), **forms.choices(session))
 
 
-@router.post("/subscribers/{subscriber_id}", dependencies=[Depends(require_csrf)])
+@router.post("/subscribers/{subscriber_id}", dependencies=[requires(P.subscribers), Depends(require_csrf)])
 def subscriber_edit(subscriber_id: Id, request: Request, form: FormData = Depends(submitted_form)):
     status = str(form.get("status", ""))
     with db.session_scope(request.app.state.engine) as session:
@@ -330,14 +350,14 @@ def subscriber_edit(subscriber_id: Id, request: Request, form: FormData = Depend
     return _back(f"/admin/subscribers/{subscriber_id}")
 
 
-@router.post("/subscribers/{subscriber_id}/remove", **form_post)
+@router.post("/subscribers/{subscriber_id}/remove", **form_post(P.subscribers))
 def subscriber_remove(subscriber_id: Id, request: Request, session: Session = Depends(db_session)):
     removed = subscribers.remove_subscriber(session, subscriber_id)
     flash(request, f"Removed {removed.address} and its delivery log.")
     return _back("/admin/subscribers")
 
 
-@router.get("/subscribers/{subscriber_id}/preview")
+@router.get("/subscribers/{subscriber_id}/preview", dependencies=[requires(P.read)])
 def subscriber_preview(subscriber_id: Id, request: Request, session: Session = Depends(db_session)):
     subscriber = subscribers.get(session, subscriber_id)
     result = compose.preview(session, subscriber_id, now=utcnow(), status=subscriber.status)
@@ -357,7 +377,7 @@ def subscriber_preview(subscriber_id: Id, request: Request, session: Session = D
 
 # --- deliveries ------------------------------------------------------------------------
 
-@router.get("/deliveries")
+@router.get("/deliveries", dependencies=[requires(P.read)])
 def delivery_list(request: Request, status: str = "", subscriber: str = "", sitrep: str = "", day: str = "",
                   after: str = "", before: str = "", session: Session = Depends(db_session)):
     since = until = None
@@ -372,7 +392,7 @@ def delivery_list(request: Request, status: str = "", subscriber: str = "", sitr
                 day=day, statuses=[s.value for s in DeliveryStatus])
 
 
-@router.get("/deliveries/{delivery_id}")
+@router.get("/deliveries/{delivery_id}", dependencies=[requires(P.read)])
 def delivery_detail(delivery_id: Id, request: Request, session: Session = Depends(db_session)):
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
@@ -384,12 +404,22 @@ def delivery_detail(delivery_id: Id, request: Request, session: Session = Depend
                 attempts=ledger.attempts(session, delivery_id))
 
 
-@router.post("/deliveries/{delivery_id}/retry", **form_post)
+@router.post("/deliveries/{delivery_id}/retry", **form_post(P.approve))
 def delivery_retry(delivery_id: Id, request: Request, session: Session = Depends(db_session)):
     if not ledger.retry_failed(session, now=utcnow(), delivery_id=delivery_id):
         raise WorkflowError(f"delivery {delivery_id} has not failed, so there is nothing to retry")
     flash(request, f"Delivery {delivery_id} goes back to the queue; the next sending run tries it again.")
     return _back(f"/admin/deliveries/{delivery_id}")
+
+
+@router.get("/audit", dependencies=[requires(P.read)])
+def audit_list(request: Request, actor: str = "", target: str = "", after: str = "", before: str = "",
+               session: Session = Depends(db_session)):
+    found = audit.audit_page(session, actor=fields.check_text("actor", actor, max_length=200) or None,
+                             target=fields.check_text("target", target, max_length=100) or None,
+                             limit=PAGE_ROWS, **_cursors(after, before))
+    return page(request, "admin/audit.html", rows=[audit.as_dict(e) for e in found.items],
+                pager=_pager(request, found), actor=actor, target=target)
 
 
 PAGE_ROWS = 50  # rows of a list page

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
@@ -15,10 +15,13 @@ from dispatch import fields, ledger, paging, sitrep_text, sitreps, subscribers
 from dispatch.errors import NotFoundError
 from dispatch.models import Delivery, DeliveryStatus, SitrepStatus, SubscriberKind, SubscriberStatus
 from dispatch.web.pages import db_session
-from dispatch.web.security import api_client
+from dispatch.desk import audit, roles
+from dispatch.desk.roles import Permission as P
+from dispatch.web import access
+from dispatch.web.access import requires
 from dispatch.web.uploads import SITREP_MAX_BYTES
 
-router = APIRouter(prefix="/api", tags=["dispatch"], dependencies=[Depends(api_client)])
+router = APIRouter(prefix="/api", tags=["dispatch"], dependencies=[Depends(access.principal)])
 
 # An id beyond what an id column holds is refused here (422, naming the
 # parameter) rather than sent to the database, which fails on it.
@@ -26,8 +29,8 @@ SitrepId = Annotated[int, Path(ge=1, le=fields.MAX_ID)]
 DeliveryId = Annotated[int, Path(ge=1, le=fields.MAX_ID)]
 
 
-def _actor(client: str = Depends(api_client)) -> str:
-    return f"api:{client}"
+def _actor(who: access.Principal = Depends(access.principal)) -> str:
+    return f"api:{who.name}"
 
 
 class SitrepIn(BaseModel):
@@ -62,11 +65,14 @@ class SubscriberPatch(Preferences):
     status: Literal["active", "unsubscribed", "disabled", "pending", "bounced"] | None = None
 
 
-@router.post("/sitreps", summary="Import a SITREP (and approve it)", status_code=201)
-def create_sitrep(body: SitrepIn, response: Response, actor: str = Depends(_actor),
+@router.post("/sitreps", dependencies=[requires(P.edit)], summary="Import a SITREP (and approve it)", status_code=201)
+def create_sitrep(body: SitrepIn, request: Request, response: Response, actor: str = Depends(_actor),
                   session: Session = Depends(db_session)) -> dict:
+    if body.approve and not roles.allows(request.state.principal.role, P.approve):
+        raise HTTPException(403, roles.refusal(request.state.principal.role, P.approve))
     parsed = sitrep_text.parse(body.text, source="request")
-    result = sitreps.import_parsed(session, parsed, actor=actor, approve=body.approve, regions=body.regions)
+    result = sitreps.import_parsed(session, parsed, actor=actor, approve=body.approve, regions=body.regions,
+                                   two_person=request.app.state.settings.two_person_rule)
     if not result.created:
         response.status_code = 200
     return {"created": result.created, "sitrep": sitreps.as_dict(result.sitrep, full=True)}
@@ -86,30 +92,42 @@ def _paged(request: Request, response: Response, page: paging.Page, items: list)
     return {"items": items, "next": cursor}
 
 
-@router.get("/sitreps", summary="List SITREPs, newest first (one page)")
+@router.get("/sitreps", dependencies=[requires(P.read)], summary="List SITREPs, newest first (one page)")
 def list_sitreps(request: Request, response: Response, status: SitrepStatus | None = None, q: str | None = None,
                  limit: Limit = 100, after: After = None, session: Session = Depends(db_session)) -> dict:
     page = sitreps.sitrep_page(session, status=status, search=q, limit=limit, after=paging.parse_cursor(after))
     return _paged(request, response, page, [sitreps.as_dict(s) for s in page.items])
 
 
-@router.get("/sitreps/{sitrep_id}", summary="One SITREP with its bullets, commentary and history")
+@router.get("/sitreps/{sitrep_id}", dependencies=[requires(P.read)], summary="One SITREP with its bullets, commentary and history")
 def get_sitrep(sitrep_id: SitrepId, session: Session = Depends(db_session)) -> dict:
     return sitreps.as_dict(sitreps.get(session, sitrep_id), full=True)
 
 
-@router.post("/sitreps/{sitrep_id}/approve", summary="Approve a SITREP: the next planning run delivers it")
-def approve_sitrep(sitrep_id: SitrepId, actor: str = Depends(_actor), session: Session = Depends(db_session)) -> dict:
-    return sitreps.as_dict(sitreps.approve_sitrep(session, sitrep_id, by=actor))
+@router.post("/sitreps/{sitrep_id}/approve", dependencies=[requires(P.approve)], summary="Approve a SITREP: the next planning run delivers it")
+def approve_sitrep(sitrep_id: SitrepId, request: Request, actor: str = Depends(_actor),
+                   release_at: datetime | None = Query(None, description="embargo: send nothing before this instant"),
+                   session: Session = Depends(db_session)) -> dict:
+    return sitreps.as_dict(sitreps.approve_sitrep(session, sitrep_id, by=actor,
+                                                  release_at=_utc(release_at, "release_at"),
+                                                  two_person=request.app.state.settings.two_person_rule))
 
 
-@router.post("/sitreps/{sitrep_id}/withdraw", summary="Withdraw a SITREP: unsent deliveries leave it out")
+@router.post("/sitreps/{sitrep_id}/release", dependencies=[requires(P.approve)],
+             summary="Release an embargoed SITREP now, or cancel its release (cancel=true: back to a draft)")
+def release_sitrep(sitrep_id: SitrepId, cancel: bool = False, actor: str = Depends(_actor),
+                   session: Session = Depends(db_session)) -> dict:
+    change = sitreps.cancel_release if cancel else sitreps.release_sitrep
+    return sitreps.as_dict(change(session, sitrep_id, by=actor))
+
+
+@router.post("/sitreps/{sitrep_id}/withdraw", dependencies=[requires(P.approve)], summary="Withdraw a SITREP: unsent deliveries leave it out")
 def withdraw_sitrep(sitrep_id: SitrepId, reason: str = "", actor: str = Depends(_actor),
                     session: Session = Depends(db_session)) -> dict:
     return sitreps.as_dict(sitreps.withdraw_sitrep(session, sitrep_id, by=actor, reason=reason))
 
 
-@router.get("/subscribers", summary="List subscribers and Slack channels, by id (one page)")
+@router.get("/subscribers", dependencies=[requires(P.read)], summary="List subscribers and Slack channels, by id (one page)")
 def list_subscribers(request: Request, response: Response, status: SubscriberStatus | None = None,
                      kind: SubscriberKind | None = None, region: str | None = None,
                      q: str | None = Query(None, description="the address starts with this (any case)"),
@@ -119,7 +137,7 @@ def list_subscribers(request: Request, response: Response, status: SubscriberSta
     return _paged(request, response, page, [subscribers.as_dict(s) for s in page.items])
 
 
-@router.post("/subscribers", summary="Add a subscriber or a Slack channel", status_code=201)
+@router.post("/subscribers", dependencies=[requires(P.subscribers)], summary="Add a subscriber or a Slack channel", status_code=201)
 def add_subscriber(body: SubscriberIn, request: Request, session: Session = Depends(db_session)) -> dict:
     added = subscribers.add_subscriber(session, body.address, kind=SubscriberKind(body.kind),
                                        prefs=body.as_preferences(), status=SubscriberStatus(body.status),
@@ -127,19 +145,19 @@ def add_subscriber(body: SubscriberIn, request: Request, session: Session = Depe
     return subscribers.as_dict(added)
 
 
-@router.get("/subscribers/{ident}", summary="One subscriber, by id or address")
+@router.get("/subscribers/{ident}", dependencies=[requires(P.read)], summary="One subscriber, by id or address")
 def get_subscriber(ident: str, session: Session = Depends(db_session)) -> dict:
     return subscribers.as_dict(subscribers.get(session, ident))
 
 
-@router.patch("/subscribers/{ident}", summary="Change preferences or status; fields left out stay as they are")
+@router.patch("/subscribers/{ident}", dependencies=[requires(P.subscribers)], summary="Change preferences or status; fields left out stay as they are")
 def update_subscriber(ident: str, body: SubscriberPatch, session: Session = Depends(db_session)) -> dict:
     changed = subscribers.edit_subscriber(session, ident, body.as_preferences(),
                                           status=SubscriberStatus(body.status) if body.status else None)
     return subscribers.as_dict(changed)
 
 
-@router.delete("/subscribers/{ident}", summary="Remove a subscriber and its delivery log", status_code=204)
+@router.delete("/subscribers/{ident}", dependencies=[requires(P.subscribers)], summary="Remove a subscriber and its delivery log", status_code=204)
 def remove_subscriber(ident: str, session: Session = Depends(db_session)) -> Response:
     subscribers.remove_subscriber(session, ident)
     return Response(status_code=204)
@@ -153,7 +171,7 @@ def _delivery(d: Delivery, address: str | None = None) -> dict:
             "receipt": d.receipt, "last_error": d.last_error}
 
 
-@router.get("/deliveries", summary="The delivery log, newest first (one page)")
+@router.get("/deliveries", dependencies=[requires(P.read)], summary="The delivery log, newest first (one page)")
 def list_deliveries(request: Request, response: Response, status: DeliveryStatus | None = None,
                     subscriber: str | None = None, sitrep: int | None = Query(None, ge=1, le=fields.MAX_ID),
                     since: datetime | None = None, until: datetime | None = None,
@@ -165,7 +183,7 @@ def list_deliveries(request: Request, response: Response, status: DeliveryStatus
     return _paged(request, response, page, [_delivery(e.delivery, e.address) for e in page.items])
 
 
-@router.get("/deliveries/{delivery_id}", summary="One delivery with every attempt")
+@router.get("/deliveries/{delivery_id}", dependencies=[requires(P.read)], summary="One delivery with every attempt")
 def get_delivery(delivery_id: DeliveryId, session: Session = Depends(db_session)) -> dict:
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
@@ -179,3 +197,12 @@ def get_delivery(delivery_id: DeliveryId, session: Session = Depends(db_session)
 def _utc(moment: datetime | None, field: str) -> datetime | None:
     """A time without an offset is UTC; one outside what can be stored is a 400 naming the field."""
     return None if moment is None else fields.utc_instant(moment, field=field)
+
+
+@router.get("/audit", dependencies=[requires(P.read)], summary="The audit log, newest first (one page)")
+def list_audit(request: Request, response: Response, since: datetime | None = None,
+               actor: str | None = Query(None, max_length=200), target: str | None = Query(None, max_length=100),
+               limit: Limit = 100, after: After = None, session: Session = Depends(db_session)) -> dict:
+    page = audit.audit_page(session, since=_utc(since, "since"), actor=actor, target=target, limit=limit,
+                            after=paging.parse_cursor(after))
+    return _paged(request, response, page, [audit.as_dict(e) for e in page.items])

@@ -22,6 +22,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from dispatch import __version__, admins, bootstrap, db, notices
 from dispatch.compose import Composer
+from dispatch.desk import roles
 from dispatch.config import Settings
 from dispatch.errors import ConflictError, DispatchError, InputError, NotFoundError
 from dispatch.retry import RetryPolicy
@@ -173,7 +174,7 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DispatchError)
     async def domain_error(request: Request, exc: DispatchError):
-        status = (404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, ConflictError)
+        status = (403 if isinstance(exc, roles.NotPermitted) else 404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, ConflictError)
                   else 400 if isinstance(exc, InputError) else 500)
         text = _encodable(str(exc))
         if _is_api(request):

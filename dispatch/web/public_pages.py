@@ -11,13 +11,20 @@ from sqlmodel import Session, select
 from starlette.datastructures import FormData
 
 from dispatch import db, links, notices, signup, subscribers
+from dispatch.desk import audit
 from dispatch.errors import FieldError
 from dispatch.models import Subscriber, SubscriberStatus, utcnow
 from dispatch.web import forms
 from dispatch.web.pages import db_session, flash, message, page
 from dispatch.web.security import check_csrf, client_address, refuse_if_full, require_csrf, submitted_form
 
-router = APIRouter(include_in_schema=False)
+async def _as_reader() -> None:
+    """What these pages change, the reader changes (their own subscription);
+    async, so the audit log's actor is set in the request's own context."""
+    audit.set_actor(audit.Actor("reader", "own link or sign-up"))
+
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(_as_reader)])
 
 
 def _by_link(request: Request, session: Session, token: str, purpose: str) -> Subscriber:

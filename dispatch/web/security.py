@@ -71,6 +71,13 @@ class LoginRequired(Exception):
 class Admin:
     id: int
     username: str
+    role: str = "admin"
+
+    def may(self, permission: str) -> bool:
+        """For pages: show only what this role may do."""
+        from dispatch.desk import roles
+
+        return roles.allows(self.role, roles.Permission(permission))
 
 
 def current_admin(request: Request) -> Admin:
@@ -87,7 +94,7 @@ def current_admin(request: Request) -> Admin:
             with db.session_scope(request.app.state.engine) as session:
                 row = session.get(AdminUser, admin_id)
                 if row is not None and hmac.compare_digest(row.session_nonce, nonce):
-                    return Admin(id=row.id, username=row.username)
+                    return Admin(id=row.id, username=row.username, role=getattr(row.role, 'value', row.role))
         request.session.clear()
     raise LoginRequired(request.url.path if request.method == "GET" else "/admin")
 

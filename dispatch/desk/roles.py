@@ -1,0 +1,83 @@
+"""Who may do what: four roles and the permissions each holds (pure).
+
+viewer reads everything; editor also imports, edits and tags SITREPs and
+manages subscribers; approver reads and approves, withdraws and releases
+(and retries deliveries: deciding what goes out is the approver's);
+admin may do everything, including users, tokens and settings. Approver
+is deliberately not a superset of editor: the desk's two people.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from dispatch.errors import FieldError, InputError
+from dispatch.models import Role  # a column type, so it lives with the tables
+
+
+class Permission(str, Enum):
+    read = "read"
+    edit = "edit"              # import, edit, tag, correct SITREPs
+    subscribers = "subscribers"  # add, edit, remove, import subscribers and channels
+    approve = "approve"        # approve, withdraw, release, retry
+    manage = "manage"          # admin users, API tokens, settings, the audit log
+
+
+GRANTS: dict[Role, frozenset[Permission]] = {
+    Role.viewer: frozenset({Permission.read}),
+    Role.editor: frozenset({Permission.read, Permission.edit, Permission.subscribers}),
+    Role.approver: frozenset({Permission.read, Permission.approve}),
+    Role.admin: frozenset(Permission),
+}
+
+WHAT = {  # for refusals: "your role (viewer) may not approve SITREPs"
+    Permission.read: "read this",
+    Permission.edit: "import or edit SITREPs",
+    Permission.subscribers: "manage subscribers",
+    Permission.approve: "approve, withdraw or release SITREPs",
+    Permission.manage: "manage users, tokens or settings",
+}
+
+
+class NotPermitted(InputError):
+    """A role, or the two-person rule, refuses this: exit 2 on the CLI, 403 on the web."""
+
+
+def allows(role: Role | str, permission: Permission) -> bool:
+    try:
+        return permission in GRANTS[Role(role)]
+    except ValueError:
+        return False  # an unknown role may do nothing
+
+
+def refusal(role: Role | str, permission: Permission) -> str | None:
+    """Why ``role`` may not do it, or None when it may."""
+    if allows(role, permission):
+        return None
+    shown = role.value if isinstance(role, Role) else role
+    return f"your role ({shown}) may not {WHAT[permission]}; ask an admin"
+
+
+def parse_role(value: str, *, field: str = "role") -> Role:
+    try:
+        return Role(value.strip().lower())
+    except ValueError:
+        raise FieldError(field, "one of " + ", ".join(r.value for r in Role)) from None
+
+
+EDITS = ("imported", "edited", "edited after approval", "tagged")  # SitrepChange actions that author content
+
+
+def two_person_refusal(changes: list[tuple[str, str]], *, approver: str) -> str | None:
+    """Why ``approver`` may not approve, given the SITREP's history as
+    (actor, action) pairs oldest first; None when they may. The importer and
+    whoever edited it last are both its authors."""
+    authored = [actor for actor, action in changes if action in EDITS]
+    if not authored:
+        return None
+    authors = {authored[0], authored[-1]}
+    if approver.strip().casefold() in {a.strip().casefold() for a in authors}:
+        role = "imported" if approver.strip().casefold() == authored[0].strip().casefold() else "last edited"
+        return (f"two-person rule: {approver} {role} this SITREP, so someone else must approve it "
+                "(DISPATCH_TWO_PERSON_RULE)")
+    return None
