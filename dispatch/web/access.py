@@ -21,6 +21,12 @@ from dispatch.web.security import _bearer, current_admin
 PUBLIC_PATHS = frozenset({
     "/", "/subscribe", "/confirm/{token}", "/preferences/{token}", "/unsubscribe/{token}",
     "/resubscribe/{token}", "/admin/login", "/api/docs", "/api/openapi.json", "/docs/oauth2-redirect",
+    # The archive and feeds decide access themselves (DISPATCH_ARCHIVE: a
+    # reader's signed link or cookie, public, or off; a signed-in admin sees all).
+    "/archive", "/archive/{sitrep_id}", "/view/{token}", "/feeds/sitreps.atom", "/feeds/reader/{token}.atom",
+    # Probes for load balancers and orchestrators; /metrics wants its bearer
+    # token (DISPATCH_METRICS_TOKEN) or a loopback client.
+    "/healthz", "/readyz", "/metrics",
 })
 
 

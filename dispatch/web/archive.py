@@ -29,7 +29,7 @@ from sqlmodel import Session
 from dispatch import archive_query, digest, links, paging, sitrep_history, views
 from dispatch.errors import FieldError
 from dispatch.models import Delivery, SitrepStatus, Subscriber, SubscriberStatus
-from dispatch.web import admin_pages
+from dispatch.web import security
 from dispatch.web.pages import db_session, page
 from dispatch.web.security import Admin, LoginRequired
 
@@ -43,10 +43,10 @@ def _mode(request: Request) -> str:
 
 
 def signed_in_admin(request: Request) -> Admin | None:
-    """The admin pages' own sign-in check (``admin_pages._admin``), as a yes or no;
-    the desk's roles can narrow it here later."""
+    """The admin pages' own sign-in check, as a yes or no: every role may read
+    (dispatch.desk.roles), so any signed-in admin sees the whole archive."""
     try:
-        return admin_pages._admin(request)
+        return security.current_admin(request)
     except LoginRequired:
         return None
 

@@ -10,11 +10,14 @@ from starlette.datastructures import FormData
 from dispatch import db
 from dispatch.errors import InputError
 from dispatch.events import catalogue, endpoints
-from dispatch.web.admin_pages import Id, _admin, _back, form_post
+from dispatch.desk.roles import Permission as P
+from dispatch.web import access
+from dispatch.web.access import requires
+from dispatch.web.admin_pages import Id, _back, form_post
 from dispatch.web.pages import db_session, flash, page
 from dispatch.web.security import require_csrf, submitted_form
 
-router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(_admin)])
+router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(access.principal)])
 
 
 def _page(request: Request, session: Session, *, created=None, error=None, url="", status_code=200):
@@ -23,12 +26,12 @@ def _page(request: Request, session: Session, *, created=None, error=None, url="
                 url=url, status_code=status_code)
 
 
-@router.get("/webhooks")
+@router.get("/webhooks", dependencies=[requires(P.manage)])
 def webhook_list(request: Request, session: Session = Depends(db_session)):
     return _page(request, session)
 
 
-@router.post("/webhooks", dependencies=[Depends(require_csrf)])
+@router.post("/webhooks", dependencies=[requires(P.manage), Depends(require_csrf)])
 def webhook_add(request: Request, form: FormData = Depends(submitted_form)):
     url = str(form.get("url", ""))[:endpoints.MAX_URL + 1]
     try:
@@ -42,7 +45,7 @@ def webhook_add(request: Request, form: FormData = Depends(submitted_form)):
         return _page(request, session, created=created)
 
 
-@router.post("/webhooks/{webhook_id}/remove", **form_post)
+@router.post("/webhooks/{webhook_id}/remove", **form_post(P.manage))
 def webhook_remove(webhook_id: Id, request: Request, session: Session = Depends(db_session)):
     endpoints.remove(session, webhook_id)
     flash(request, f"Event webhook {webhook_id} removed, with its undelivered events.")

@@ -2,7 +2,7 @@
 deliveries that go to a webhook instead of a subscriber
 
 Revision ID: 0016
-Revises: 0011
+Revises: 0015
 Create Date: 2026-12-03
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlmodel
 
 
 revision = '0016'
-down_revision = '0011'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 
@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint('id'),
     )
-    _rebuild_delivery(_upgrade_delivery)
+    _upgrade_delivery()
 
 
 def _upgrade_delivery() -> None:
@@ -49,7 +49,7 @@ def _upgrade_delivery() -> None:
 def downgrade() -> None:
     op.execute("DELETE FROM delivery_attempt WHERE delivery_id IN (SELECT id FROM delivery WHERE webhook_id IS NOT NULL)")
     op.execute("DELETE FROM delivery WHERE webhook_id IS NOT NULL")
-    _rebuild_delivery(_downgrade_delivery)
+    _downgrade_delivery()
     op.drop_table('event')
     op.drop_table('event_webhook')
 
@@ -60,18 +60,3 @@ def _downgrade_delivery() -> None:
         batch.drop_constraint('fk_delivery_webhook_id_event_webhook', type_='foreignkey')
         batch.drop_column('webhook_id')
         batch.alter_column('subscriber_id', existing_type=sa.Integer(), nullable=False)
-
-
-def _rebuild_delivery(change) -> None:
-    """On SQLite the batch copies the delivery table and drops the old one;
-    with foreign keys on (and PRAGMA foreign_keys cannot be turned off inside
-    the migration's transaction) that drop would cascade into the log,
-    delivery_attempt. So the log is kept aside and put back."""
-    sqlite = op.get_bind().dialect.name == 'sqlite'
-    if sqlite:
-        op.execute("CREATE TEMP TABLE keep_delivery_attempt AS SELECT * FROM delivery_attempt")
-    change()
-    if sqlite:
-        op.execute("INSERT INTO delivery_attempt SELECT * FROM keep_delivery_attempt "
-                   "WHERE id NOT IN (SELECT id FROM delivery_attempt)")
-        op.execute("DROP TABLE keep_delivery_attempt")
