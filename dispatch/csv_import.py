@@ -38,10 +38,12 @@ from dispatch.errors import InputError
 from dispatch.models import (
     Subscriber,
     SubscriberAnalyst,
+    SubscriberChange,
     SubscriberKind,
     SubscriberRegion,
     SubscriberStatus,
     address_key,
+    name_key,
     utcnow,
 )
 
@@ -169,7 +171,7 @@ class _Checker:
             values["name"] = name
         regions, analysts = values.pop("regions"), values.pop("analysts")
         key = address_key(kind, address)
-        values.update(address=address, address_key=key, kind=kind)
+        values.update(address=address, address_key=key, kind=kind, name_key=name_key(values.get("name")))
         fields.check_values(Subscriber, values)
         return _Row(line=line, given=cells.get("email", ""), kind=kind, key=key, values=tuple(values.items()),
                     region_slugs=tuple(r.slug for r in regions), analyst_ids=tuple(a.id for a in analysts))
@@ -298,6 +300,12 @@ def _defaults() -> dict:
     return {name: getattr(made, name) for name in names}
 
 
+def _created(subscriber_id: int, values: dict, now) -> dict:
+    status, reason = values["status"], values.get("status_reason")
+    return {"subscriber_id": subscriber_id, "at": now, "from_status": None,
+            "to_status": getattr(status, "value", status), "reason": (reason or None) and reason[:500]}
+
+
 def _insert(engine: Engine, batch: list[_Row]) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     """Pass 2: one batch in one short transaction, as Core statements (an
     ORM object costs a third of a millisecond to build: too long under the
@@ -330,6 +338,11 @@ def _insert(engine: Engine, batch: list[_Row]) -> tuple[list[tuple[int, str]], l
                     session.execute(sa.insert(SubscriberRegion.__table__), regions)
                 if analysts:
                     session.execute(sa.insert(SubscriberAnalyst.__table__), analysts)
+                # Their first line of history, as the flush hook writes for a
+                # subscriber added one by one (models._record_status_changes).
+                if fresh:
+                    session.execute(sa.insert(SubscriberChange.__table__), [
+                        _created(ids[row.kind, row.key], parameters[row.kind, row.key], now) for row in fresh])
             return ([(row.line, dict(row.values)["address"]) for row in fresh],
                     [(row.line, row.given) for row in batch if (row.kind, row.key) in stored])
         except sa.exc.IntegrityError:

@@ -21,7 +21,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
-from dispatch import fields, paging, slack_webhooks, taxonomy
+from dispatch import fields, models, paging, slack_webhooks, taxonomy
 from dispatch.errors import DuplicateError, FieldError, NotFoundError, WorkflowError
 from dispatch.input_bounds import bounded
 from dispatch.models import (
@@ -340,14 +340,18 @@ def _listed(
 
 
 def _search_clause(search: str):
-    """The address (as compared: ``models.address_key``) starts with the text —
-    an email's casefolded, a Slack ID as typed — read as a range of the
-    address_key index, never a scan. Wildcards are text."""
+    """The address (as compared: ``models.address_key``) or the name (as
+    compared: ``models.name_key``, casefolded) starts with the text — an
+    email's casefolded, a Slack ID as typed — each read as a range of its
+    own index, never a scan. Wildcards are text."""
     text = fields.check_text("search", search.strip(), max_length=200)  # a NUL fails on PostgreSQL
     key = col(Subscriber.address_key)
     clause = paging.prefix_range(key, text.casefold())
     if text.casefold() != text:
         clause = clause | paging.prefix_range(key, text)
+    name = models.name_key(text)
+    if name:
+        clause = clause | paging.prefix_range(col(Subscriber.name_key), name)
     return clause
 
 

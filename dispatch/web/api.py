@@ -112,7 +112,7 @@ def withdraw_sitrep(sitrep_id: SitrepId, reason: str = "", actor: str = Depends(
 @router.get("/subscribers", summary="List subscribers and Slack channels, by id (one page)")
 def list_subscribers(request: Request, response: Response, status: SubscriberStatus | None = None,
                      kind: SubscriberKind | None = None, region: str | None = None,
-                     q: str | None = Query(None, description="the address starts with this (any case)"),
+                     q: str | None = Query(None, description="the address or the name starts with this (any case)"),
                      limit: Limit = 100, after: After = None, session: Session = Depends(db_session)) -> dict:
     page = subscribers.subscriber_page(session, status=status, kind=kind, region=region, search=q, limit=limit,
                                        after=paging.parse_cursor(after))
