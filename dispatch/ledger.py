@@ -97,7 +97,8 @@ def plan_many(session: Session, planned: Sequence[tuple[int, Window]], *, now: d
     dialect = session.get_bind().dialect.name
     connection = session.connection()
     inserted = connection.execute(_plan_statement(dialect), {"rows": rows, "now": now}).all()
-    links = [(sitrep_id, delivery_id) for delivery_id, sitrep_ids in inserted for sitrep_id in sitrep_ids]
+    links = list(dict.fromkeys((sitrep_id, delivery_id) for delivery_id, sitrep_ids in inserted
+                               for sitrep_id in sitrep_ids))  # a window names a SITREP once; a key must
     if links:
         connection.execute(_link_statement(dialect), {"links": links})
     return len(inserted)

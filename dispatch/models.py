@@ -398,7 +398,9 @@ class DeliverySitrep(SQLModel, table=True):
         # A delivery's removal (with its subscriber) finds its links here.
         sa.Index("ix_delivery_sitrep_delivery_id", "delivery_id"),
     )
-    sitrep_id: int = Field(foreign_key="sitrep.id", primary_key=True, ondelete="CASCADE")
+    # No foreign key to sitrep, as the JSON list has none: the ledger records
+    # what a window carries, and never needs the SITREP table to do so.
+    sitrep_id: int = Field(primary_key=True)
     delivery_id: int = Field(foreign_key="delivery.id", primary_key=True, ondelete="CASCADE")
 
 

@@ -52,24 +52,20 @@ def upgrade() -> None:
         'delivery_sitrep',
         sa.Column('sitrep_id', sa.Integer(), nullable=False),
         sa.Column('delivery_id', sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(['sitrep_id'], ['sitrep.id'], ondelete='CASCADE'),
         sa.ForeignKeyConstraint(['delivery_id'], ['delivery.id'], ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('sitrep_id', 'delivery_id'),
     )
-    # Every delivery's JSON list as rows, in one statement per backend; an id
-    # of a SITREP no longer stored (none is ever deleted today) is left out.
+    # Every delivery's JSON list as rows, in one statement per backend.
     if postgres:
         op.execute("""
             INSERT INTO delivery_sitrep (sitrep_id, delivery_id)
             SELECT DISTINCT CAST(e.value AS INTEGER), d.id
-            FROM delivery AS d CROSS JOIN LATERAL json_array_elements_text(d.sitrep_ids) AS e(value)
-            WHERE CAST(e.value AS INTEGER) IN (SELECT id FROM sitrep)""")
+            FROM delivery AS d CROSS JOIN LATERAL json_array_elements_text(d.sitrep_ids) AS e(value)""")
     else:
         op.execute("""
             INSERT OR IGNORE INTO delivery_sitrep (sitrep_id, delivery_id)
             SELECT CAST(e.value AS INTEGER), d.id
-            FROM delivery AS d, json_each(d.sitrep_ids) AS e
-            WHERE CAST(e.value AS INTEGER) IN (SELECT id FROM sitrep)""")
+            FROM delivery AS d, json_each(d.sitrep_ids) AS e""")
     op.create_index('ix_delivery_sitrep_delivery_id', 'delivery_sitrep', ['delivery_id'], unique=False)
 
 
