@@ -316,11 +316,12 @@ def _listed(
     status: SubscriberStatus | None = None,
     region: str | None = None,
     search: str | None = None,
+    query=None,
 ):
-    """The filtered select, not yet ordered or limited."""
-    query = select(Subscriber).options(
-        selectinload(Subscriber.regions), selectinload(Subscriber.analysts)
-    )
+    """The filtered select, not yet ordered or limited: of ``query`` (a
+    select from subscriber), or of whole Subscribers with their lists."""
+    if query is None:
+        query = select(Subscriber).options(selectinload(Subscriber.regions), selectinload(Subscriber.analysts))
     if kind is not None:
         query = query.where(Subscriber.kind == kind)
     if status is not None:
