@@ -426,6 +426,26 @@ class Worker(SQLModel, table=True):
     leader: bool = False  # holds the planner lock
 
 
+class ImportJob(SQLModel, table=True):
+    """A CSV upload being imported in the background (``dispatch.import_jobs``):
+    its progress and, when it is over, its report — kept here, so that any
+    web process, and a reload, shows the same page."""
+
+    __tablename__ = "import_job"
+    id: int | None = Field(default=None, primary_key=True)
+    started_by: str = Field(max_length=200)
+    started_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    state: str = Field(default="running", max_length=16)  # running | done | failed
+    phase: str = Field(default="checking", max_length=16)  # checking | adding
+    done: int = 0  # rows added so far (phase adding)
+    total: int = 0  # rows to add (known once checked)
+    # The report once done: {"added": n, "already_there": [[line, address]…],
+    # "rejected": [[line, reason]…], "ignored_columns": […]}; why it failed otherwise.
+    report: dict | None = Field(default=None, sa_column=Column(sa.JSON))
+    error: str | None = Field(default=None, sa_column=Column(sa.Text))
+
+
 class StoredSetting(SQLModel, table=True):
     """Values the application generates once and keeps, such as the link-signing key."""
 

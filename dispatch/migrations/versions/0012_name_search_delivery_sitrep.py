@@ -1,7 +1,7 @@
 """subscriber.name_key (the casefolded name, indexed: a name search is a
 range of it) and delivery_sitrep (which SITREPs each delivery carries, as
 rows: the log filtered by a SITREP is a range of its key), both filled for
-the rows already there
+the rows already there; import_job (a CSV upload imported in the background)
 
 Revision ID: 0012
 Revises: 0011
@@ -68,8 +68,24 @@ def upgrade() -> None:
             FROM delivery AS d, json_each(d.sitrep_ids) AS e""")
     op.create_index('ix_delivery_sitrep_delivery_id', 'delivery_sitrep', ['delivery_id'], unique=False)
 
+    op.create_table(
+        'import_job',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('started_by', sa.String(length=200), nullable=False),
+        sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('state', sa.String(length=16), nullable=False),
+        sa.Column('phase', sa.String(length=16), nullable=False),
+        sa.Column('done', sa.Integer(), nullable=False),
+        sa.Column('total', sa.Integer(), nullable=False),
+        sa.Column('report', sa.JSON(), nullable=True),
+        sa.Column('error', sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint('id'),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table('import_job')
     op.drop_index('ix_delivery_sitrep_delivery_id', table_name='delivery_sitrep')
     op.drop_table('delivery_sitrep')
     op.drop_index('ix_subscriber_name_key', table_name='subscriber')
