@@ -110,8 +110,17 @@ def _seed_deliveries(engine, *, readers: int, deliveries: int, sitrep_count: int
                    CASE WHEN i % 100 <> 0 AND i <= :pending_from THEN {at} END,
                    CASE WHEN i % 100 = 0 THEN 'smtp: 550 no such user' END
             FROM series"""
+    # Each delivery's SITREPs as rows, as ledger.plan_many writes them (migration 0012's statement).
+    if engine.dialect.name == "postgresql":
+        links = """INSERT INTO delivery_sitrep (sitrep_id, delivery_id)
+                   SELECT DISTINCT CAST(e.value AS INTEGER), d.id
+                   FROM delivery AS d CROSS JOIN LATERAL json_array_elements_text(d.sitrep_ids) AS e(value)"""
+    else:
+        links = """INSERT OR IGNORE INTO delivery_sitrep (sitrep_id, delivery_id)
+                   SELECT CAST(e.value AS INTEGER), d.id FROM delivery AS d, json_each(d.sitrep_ids) AS e"""
     with engine.begin() as conn:
         conn.execute(sa.text(sql), params)
+        conn.execute(sa.text(links))
 
 
 # --- measurements: each returns table rows (what, p50 s, p95 s, note) ---------------------
@@ -160,6 +169,7 @@ def measure_pages(url: str, engine, *, repeat: int, readers: int, deliveries: in
         ("/admin/subscribers", "/admin/subscribers", {}),
         ("/admin/subscribers deep page", f"/admin/subscribers?after={readers // 2}", {}),
         (f"/admin/subscribers?q=reader{probe}", f"/admin/subscribers?q=reader{probe}", {}),
+        (f"/admin/subscribers?q=Reader {probe} (name prefix)", f"/admin/subscribers?q=Reader%20{probe}", {}),
         ("/admin/subscribers?status=bounced", "/admin/subscribers?status=bounced", {}),
         ("/admin/subscribers?region=europe-eurasia", "/admin/subscribers?region=europe-eurasia", {}),
         (f"/admin/subscribers/{probe} (+ its deliveries)", f"/admin/subscribers/{probe}", {}),

@@ -33,15 +33,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from dispatch import db, fields, subscribers, taxonomy
+from dispatch import db, email_check, fields, subscribers, taxonomy
 from dispatch.errors import InputError
 from dispatch.models import (
     Subscriber,
     SubscriberAnalyst,
+    SubscriberChange,
     SubscriberKind,
     SubscriberRegion,
     SubscriberStatus,
     address_key,
+    name_key,
     utcnow,
 )
 
@@ -60,14 +62,23 @@ class CsvReport:
 
 @dataclass(frozen=True, slots=True)
 class _Row:
-    """One checked row, kept small: a big file has tens of thousands."""
+    """One checked row, kept small: a big file has tens of thousands. The
+    columns most rows share are one dict shared by every row that has them."""
     line: int
     given: str  # the address as written in the file
     kind: SubscriberKind
     key: str  # models.address_key
-    values: tuple  # (column, value) pairs for the Subscriber
+    address: str
+    name: str | None
+    shared: dict  # column values checked once per distinct combination (never changed)
     region_slugs: tuple[str, ...]
     analyst_ids: tuple[int, ...]
+
+    def values(self) -> dict:
+        own = {"address": self.address, "address_key": self.key, "kind": self.kind}
+        if self.name is not None:
+            own.update(name=self.name, name_key=name_key(self.name))
+        return self.shared | own
 
 
 class _Bounded(io.RawIOBase):
@@ -125,7 +136,8 @@ class _Checker:
         self.webhook_hosts = webhook_hosts
         self._regions: dict[tuple[str, ...], list] = {}
         self._analysts: dict[tuple[str, ...], list] = {}
-        self._checked: dict[tuple, dict] = {}
+        self._checked: dict[tuple, tuple] = {}
+        self._domains: dict[str, str | None] = {}  # email_check's cache: each domain checked once
 
     def regions(self, values: list[str]) -> list:
         key = tuple(values)
@@ -141,9 +153,12 @@ class _Checker:
 
     def address(self, cells: dict[str, str]) -> tuple[SubscriberKind, str]:
         kind = subscribers._enum_value(SubscriberKind, cells.get("kind") or "email", "kind")
-        return kind, subscribers.check_address(kind, cells.get("email", ""), webhook_hosts=self.webhook_hosts)
+        given = cells.get("email", "")
+        if kind == SubscriberKind.email:
+            return kind, email_check.check(given, domains=self._domains)
+        return kind, subscribers.check_address(kind, given, webhook_hosts=self.webhook_hosts)
 
-    def _shared(self, cells: dict[str, str]) -> dict:
+    def _shared(self, cells: dict[str, str]) -> tuple[dict, tuple[str, ...], tuple[int, ...]]:
         """The checked values of the columns that most rows share (schedule,
         format, status, regions, analysts), checked once per distinct set:
         a 100,000-row list has a few hundred. The values are immutable."""
@@ -158,23 +173,25 @@ class _Checker:
             values = subscribers.preference_values(prefs, resolve_regions=self.regions,
                                                    resolve_analysts=self.analysts)
             values.update(_status_values(status))
-            self._checked[given] = values
+            regions, analysts = values.pop("regions"), values.pop("analysts")
+            self._checked[given] = (values, tuple(r.slug for r in regions), tuple(a.id for a in analysts))
         return self._checked[given]
 
     def preferences(self, line: int, cells: dict[str, str], kind: SubscriberKind, address: str) -> _Row:
         # The name first, as preference_values checks it: a row's reason stays the same.
         name = subscribers.check_name(cells["name"]) if cells.get("name") else None
-        values = dict(self._shared(cells))
-        if name is not None:
-            values["name"] = name
-        regions, analysts = values.pop("regions"), values.pop("analysts")
+        shared, region_slugs, analyst_ids = self._shared(cells)
         key = address_key(kind, address)
-        values.update(address=address, address_key=key, kind=kind)
-        fields.check_values(Subscriber, values)
-        return _Row(line=line, given=cells.get("email", ""), kind=kind, key=key, values=tuple(values.items()),
-                    region_slugs=tuple(r.slug for r in regions), analyst_ids=tuple(a.id for a in analysts))
+        # The shared columns were held to their rules when first seen; the row's own here.
+        own = {"address": address, "address_key": key}
+        if name is not None:
+            own.update(name=name, name_key=name_key(name))
+        fields.check_values(Subscriber, own, only=_OWN_COLUMNS)
+        return _Row(line=line, given=cells.get("email", ""), kind=kind, key=key, address=address, name=name,
+                    shared=shared, region_slugs=region_slugs, analyst_ids=analyst_ids)
 
 
+_OWN_COLUMNS = ("address", "address_key", "name", "name_key")
 # The columns checked once per distinct combination (_Checker._shared).
 _SHARED_COLUMNS = ("cadence", "at", "tz", "weekday", "format", "regions", "analysts", "status")
 _MAX_CACHED = 10_000  # distinct combinations kept; a hostile file cannot grow it without bound
@@ -294,8 +311,14 @@ def import_csv(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_B
 def _defaults() -> dict:
     """The column values of a new admin-added subscriber that a row does not set."""
     made = Subscriber(kind=SubscriberKind.email, address="", status=SubscriberStatus.active)
-    names = ("kind", "name", "timezone", "send_at", "cadence", "weekday", "format", "status", "bounce_count")
+    names = ("kind", "name", "name_key", "timezone", "send_at", "cadence", "weekday", "format", "status", "bounce_count")
     return {name: getattr(made, name) for name in names}
+
+
+def _created(subscriber_id: int, values: dict, now) -> dict:
+    status, reason = values["status"], values.get("status_reason")
+    return {"subscriber_id": subscriber_id, "at": now, "from_status": None,
+            "to_status": getattr(status, "value", status), "reason": (reason or None) and reason[:500]}
 
 
 def _insert(engine: Engine, batch: list[_Row]) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
@@ -309,7 +332,7 @@ def _insert(engine: Engine, batch: list[_Row]) -> tuple[list[tuple[int, str]], l
     # Every row's parameters have the same keys: an executemany takes its
     # columns from the first row, and would drop another row's opted_out_at.
     base = _defaults() | {"created_at": now, "confirmed_at": now, "opted_out_at": None}
-    parameters = {(row.kind, row.key): base | dict(row.values) for row in batch}
+    parameters = {(row.kind, row.key): base | row.values() for row in batch}
     table = Subscriber.__table__
     for _attempt in range(3):
         try:
@@ -330,7 +353,12 @@ def _insert(engine: Engine, batch: list[_Row]) -> tuple[list[tuple[int, str]], l
                     session.execute(sa.insert(SubscriberRegion.__table__), regions)
                 if analysts:
                     session.execute(sa.insert(SubscriberAnalyst.__table__), analysts)
-            return ([(row.line, dict(row.values)["address"]) for row in fresh],
+                # Their first line of history, as the flush hook writes for a
+                # subscriber added one by one (models._record_status_changes).
+                if fresh:
+                    session.execute(sa.insert(SubscriberChange.__table__), [
+                        _created(ids[row.kind, row.key], parameters[row.kind, row.key], now) for row in fresh])
+            return ([(row.line, row.address) for row in fresh],
                     [(row.line, row.given) for row in batch if (row.kind, row.key) in stored])
         except sa.exc.IntegrityError:
             continue

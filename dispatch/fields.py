@@ -161,15 +161,27 @@ def check_object(obj: Any, *, changed_only: bool = False) -> None:
                 raise FieldError(field, problem)
 
 
-def check_values(model: type, values: dict[str, Any]) -> None:
+def check_values(model: type, values: dict[str, Any], *, only: tuple[str, ...] | None = None) -> None:
     """Hold values meant for a mapped class's attributes to their columns'
-    rules before they are set (other keys, like relationships, pass)."""
-    for key, field, check in _mapper_checks(sa.inspect(model)):
+    rules before they are set (other keys, like relationships, pass).
+    ``only``: just these attributes (a bulk import checks a row's own ones)."""
+    checks = _mapper_checks(sa.inspect(model)) if only is None else _some_checks(model, only)
+    for key, field, check in checks:
         value = values.get(key)
         if value is not None:
             problem = check(value)
             if problem is not None:
                 raise FieldError(field, problem)
+
+
+_some: dict[tuple, tuple[tuple[str, str, Any], ...]] = {}
+
+
+def _some_checks(model: type, only: tuple[str, ...]) -> tuple[tuple[str, str, Any], ...]:
+    found = _some.get((model, only))
+    if found is None:
+        found = _some[model, only] = tuple(c for c in _mapper_checks(sa.inspect(model)) if c[0] in only)
+    return found
 
 
 def check_flush(session, _flush_context=None, _instances=None) -> None:

@@ -39,7 +39,7 @@ from sqlmodel import Session, col, select
 
 from dispatch import paging
 from dispatch.digest import Window
-from dispatch.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscriber
+from dispatch.models import Delivery, DeliveryAttempt, DeliverySitrep, DeliveryStatus, Subscriber
 from dispatch.retry import RetryPolicy
 
 DEFAULT_LEASE = timedelta(minutes=5)
@@ -92,35 +92,54 @@ def plan(session: Session, subscriber_id: int, windows: Iterable[Window], *, now
 
 
 def plan_many(session: Session, planned: Sequence[tuple[int, Window]], *, now: datetime) -> int:
-    """``plan`` for many subscribers in one statement."""
+    """``plan`` for many subscribers in one statement, and the new rows'
+    SITREPs in ``delivery_sitrep`` with a second one."""
     if not planned:
         return 0
     rows = [(subscriber_id, w.key, w.sitrep_ids) for subscriber_id, w in planned]
-    statement = _plan_statement(session.get_bind().dialect.name)
-    return session.connection().execute(statement, {"rows": rows, "now": now}).rowcount
+    dialect = session.get_bind().dialect.name
+    connection = session.connection()
+    inserted = connection.execute(_plan_statement(dialect), {"rows": rows, "now": now}).all()
+    links = list(dict.fromkeys((sitrep_id, delivery_id) for delivery_id, sitrep_ids in inserted
+                               for sitrep_id in sitrep_ids))  # a window names a SITREP once; a key must
+    if links:
+        connection.execute(_link_statement(dialect), {"links": links})
+    return len(inserted)
+
+
+def _unpacked(dialect: str, name: str):
+    """The elements of a JSON array given as one parameter, as a table."""
+    unpack = sa.func.json_array_elements if dialect == "postgresql" else sa.func.json_each
+    return unpack(sa.bindparam(name, type_=sa.JSON)).table_valued(sa.column("value", sa.JSON)).c.value
 
 
 @lru_cache(maxsize=4)
 def _plan_statement(dialect: str):
     """INSERT … SELECT from one JSON array of [subscriber id, window key,
-    SITREP ids] rows, skipping (subscriber, window) pairs already planned.
+    SITREP ids] rows, skipping (subscriber, window) pairs already planned,
+    returning the new rows' ids and SITREPs.
 
     One parameter, serialised in one go, instead of an executemany whose
     per-row parameter handling cost three times the database's own work at
-    100,000 rows; and a single statement's row count (kept for an INSERT
-    with ``preserve_rowcount``) is exact on both backends, where psycopg
-    reports none for an executemany.
+    100,000 rows; RETURNING gives exactly the rows this statement added on
+    both backends (psycopg reports no row count for an executemany).
     """
-    unpack = sa.func.json_array_elements if dialect == "postgresql" else sa.func.json_each
-    elements = unpack(sa.bindparam("rows", type_=sa.JSON)).table_valued(sa.column("value", sa.JSON))
-    row = elements.c.value
+    row = _unpacked(dialect, "rows")
     now = sa.bindparam("now", type_=_table.c.created_at.type)
     rows = sa.select(row[0].as_integer(), row[1].as_string(), row[2], sa.literal(DeliveryStatus.pending.value),
                      sa.literal(0), now, now).where(sa.true())  # SQLite needs a WHERE before ON CONFLICT
     columns = ["subscriber_id", "window_key", "sitrep_ids", "status", "attempts", "next_attempt_at", "created_at"]
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return insert(_table).from_select(columns, rows).on_conflict_do_nothing(
-        index_elements=["subscriber_id", "window_key"]).execution_options(preserve_rowcount=True)
+        index_elements=["subscriber_id", "window_key"]).returning(_table.c.id, _table.c.sitrep_ids)
+
+
+@lru_cache(maxsize=4)
+def _link_statement(dialect: str):
+    """INSERT … SELECT of [SITREP id, delivery id] pairs from one JSON array."""
+    pair = _unpacked(dialect, "links")
+    return sa.insert(DeliverySitrep.__table__).from_select(
+        ["sitrep_id", "delivery_id"], sa.select(pair[0].as_integer(), pair[1].as_integer()))
 
 
 def plan_notice(session: Session, subscriber_id: int, *, kind: str, now: datetime) -> int:
@@ -429,8 +448,7 @@ def _logged(session: Session, *, status, subscriber_id, since, until, sitrep_id,
     """The filtered select of the log, not yet ordered or limited. Each
     filter reads an index (migration 0011): status and created_at lead
     indexes that end in the id; a subscriber's rows come from the
-    (subscriber, window) key; a SITREP is matched inside each row's JSON,
-    newest first, so a page stops as soon as it is full."""
+    (subscriber, window) key; a SITREP's from its rows in delivery_sitrep."""
     if query is None:
         query = select(Delivery, Subscriber.address, Subscriber.kind).join(
             Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -493,15 +511,27 @@ def log_page(
     or one status's, without reading the rows or their subscribers), and
     only those rows are then read whole: choosing with the join read and
     sorted a whole day of joined rows per page."""
-    ids = _logged(session, status=status, subscriber_id=subscriber_id, since=since, until=until,
-                  sitrep_id=sitrep_id, query=select(_table.c.id))
-    # A few days' rows: read through the created_at index and sorted, rather
-    # than the whole log walked newest first until that day (PostgreSQL's
-    # estimate, which takes rows to be spread evenly over ids, picks the walk).
+    id_column = _table.c.id
     narrow = since is not None and until is not None and until - since <= NARROW_SPAN
-    chosen = paging.fetch(ids, _table.c.id, lambda q: session.execute(q).scalars().all(), row_id=int,
-                          limit=limit, after=after, before=before, descending=True,
-                          sort_key=_table.c.id + 0 if narrow else None)
+    if sitrep_id is None:
+        ids = _logged(session, status=status, subscriber_id=subscriber_id, since=since, until=until,
+                      sitrep_id=None, query=select(id_column))
+        # A few days' rows: read through the created_at index and sorted, rather
+        # than the whole log walked newest first until that day (PostgreSQL's
+        # estimate, which takes rows to be spread evenly over ids, picks the walk).
+        sort_key = id_column + 0 if narrow else None
+    else:
+        # A SITREP's deliveries, newest first, are a range of the link table's
+        # key (sitrep_id, delivery_id): walked backwards, each other filter
+        # checked through the delivery's primary key, stopped when a page is full.
+        links = DeliverySitrep.__table__
+        id_column, sort_key = links.c.delivery_id, None
+        ids = select(id_column).where(links.c.sitrep_id == sitrep_id)
+        if any(v is not None for v in (status, subscriber_id, since, until)):
+            ids = _logged(session, status=status, subscriber_id=subscriber_id, since=since, until=until,
+                          sitrep_id=None, query=ids.join(_table, _table.c.id == id_column))
+    chosen = paging.fetch(ids, id_column, lambda q: session.execute(q).scalars().all(), row_id=int,
+                          limit=limit, after=after, before=before, descending=True, sort_key=sort_key)
     entries = _entries(session, select(Delivery, Subscriber.address, Subscriber.kind)
                        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
                        .where(col(Delivery.id).in_(chosen.items)).order_by(col(Delivery.id).desc()))
@@ -519,11 +549,9 @@ def today_by_status(session: Session, *, since: datetime) -> dict[DeliveryStatus
 
 
 def _carries(session: Session, sitrep_id: int):
-    """Deliveries whose JSON list of SITREP ids holds this one, in each backend's own JSON terms."""
-    if session.get_bind().dialect.name == "postgresql":
-        return sa.cast(Delivery.sitrep_ids, postgresql.JSONB).contains([sitrep_id])
-    each = sa.func.json_each(Delivery.sitrep_ids).table_valued("value")
-    return sa.exists(sa.select(1).select_from(each).where(each.c.value == sitrep_id))
+    """Deliveries that carry this SITREP (``delivery_sitrep``)."""
+    links = DeliverySitrep.__table__
+    return col(Delivery.id).in_(select(links.c.delivery_id).where(links.c.sitrep_id == sitrep_id))
 
 
 def attempts(session: Session, delivery_id: int) -> list[DeliveryAttempt]:

@@ -225,6 +225,8 @@ ADDRESS_KEY_LENGTH = 1000  # an email address is at most 254 characters; casefol
 
 ADDRESS_KEY_TYPE = sa.String(ADDRESS_KEY_LENGTH).with_variant(
     sa.String(ADDRESS_KEY_LENGTH, collation="C"), "postgresql")
+NAME_KEY_LENGTH = 600  # a name is at most 200 characters; casefolding at most triples one
+NAME_KEY_TYPE = sa.String(NAME_KEY_LENGTH).with_variant(sa.String(NAME_KEY_LENGTH, collation="C"), "postgresql")
 
 
 def address_key(kind: "SubscriberKind | str", address: str) -> str:
@@ -240,6 +242,17 @@ def _address_key_default(context) -> str:
     """For a Core INSERT that gives no key (a flush always sets one)."""
     values = context.get_current_parameters()
     return address_key(values.get("kind") or SubscriberKind.email, values["address"])
+
+
+def name_key(name: str | None) -> str:
+    """A name as a search compares it: casefolded, its runs of white space
+    one space, so that "anna  LUND" finds "Anna Lund"."""
+    return " ".join((name or "").split()).casefold()
+
+
+def _name_key_default(context) -> str:
+    """For a Core INSERT that gives no key (a flush always sets one)."""
+    return name_key(context.get_current_parameters().get("name"))
 
 
 class SubscriberRegion(SQLModel, table=True):
@@ -268,6 +281,8 @@ class Subscriber(SQLModel, table=True):
         # The immediate readers, in id order, without reading the daily ones.
         # Cadence first: a leading status would compete with the index above.
         sa.Index("ix_subscriber_cadence_status", "cadence", "status"),
+        # The admin's name search: a prefix of name_key is a range of this index.
+        sa.Index("ix_subscriber_name_key", "name_key"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -283,6 +298,10 @@ class Subscriber(SQLModel, table=True):
     address_key: str = Field(default="", max_length=ADDRESS_KEY_LENGTH, sa_type=ADDRESS_KEY_TYPE, sa_column_kwargs=_named(
         "address", default=_address_key_default, server_default=""))
     name: str = Field(default="", max_length=200, sa_column_kwargs=_named("name"))
+    # name_key(name), set at every flush and by every Core insert (its default):
+    # what a name search compares, in code-point order like address_key.
+    name_key: str = Field(default="", max_length=NAME_KEY_LENGTH, sa_type=NAME_KEY_TYPE, sa_column_kwargs=_named(
+        "name", default=_name_key_default, server_default=""))
     timezone: str = Field(default="UTC", max_length=64, sa_column_kwargs=_named("tz"))
     send_at: str = Field(default="07:00", max_length=5, sa_column_kwargs=_named("at"))  # local HH:MM
     cadence: Cadence = Field(
@@ -380,6 +399,23 @@ class Delivery(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_column=_utc())
 
 
+class DeliverySitrep(SQLModel, table=True):
+    """Which SITREPs a delivery carries: ``Delivery.sitrep_ids`` as rows, so
+    that the log filtered by a SITREP is a range of this key (newest first)
+    instead of a look inside every delivery's JSON. Written by ``ledger``
+    alone, with the deliveries it plans; a delivery's SITREPs never change."""
+
+    __tablename__ = "delivery_sitrep"
+    __table_args__ = (
+        # A delivery's removal (with its subscriber) finds its links here.
+        sa.Index("ix_delivery_sitrep_delivery_id", "delivery_id"),
+    )
+    # No foreign key to sitrep, as the JSON list has none: the ledger records
+    # what a window carries, and never needs the SITREP table to do so.
+    sitrep_id: int = Field(primary_key=True)
+    delivery_id: int = Field(foreign_key="delivery.id", primary_key=True, ondelete="CASCADE")
+
+
 class DeliveryAttempt(SQLModel, table=True):
     """Append-only: one row per attempt at a delivery. This is the log."""
 
@@ -400,6 +436,26 @@ class Worker(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     heartbeat_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     leader: bool = False  # holds the planner lock
+
+
+class ImportJob(SQLModel, table=True):
+    """A CSV upload being imported in the background (``dispatch.import_jobs``):
+    its progress and, when it is over, its report — kept here, so that any
+    web process, and a reload, shows the same page."""
+
+    __tablename__ = "import_job"
+    id: int | None = Field(default=None, primary_key=True)
+    started_by: str = Field(max_length=200)
+    started_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    state: str = Field(default="running", max_length=16)  # running | done | failed
+    phase: str = Field(default="checking", max_length=16)  # checking | adding
+    done: int = 0  # rows added so far (phase adding)
+    total: int = 0  # rows to add (known once checked)
+    # The report once done: {"added": n, "already_there": [[line, address]…],
+    # "rejected": [[line, reason]…], "ignored_columns": […]}; why it failed otherwise.
+    report: dict | None = Field(default=None, sa_column=Column(sa.JSON))
+    error: str | None = Field(default=None, sa_column=Column(sa.Text))
 
 
 class StoredSetting(SQLModel, table=True):
@@ -466,6 +522,10 @@ def _before_flush(session, flush_context, instances) -> None:
             key = address_key(obj.kind, obj.address)
             if obj.address_key != key:
                 obj.address_key = key
+        if isinstance(obj, Subscriber):
+            key = name_key(obj.name)
+            if obj.name_key != key:
+                obj.name_key = key
     fields.check_flush(session)
 
 

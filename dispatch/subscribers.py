@@ -21,7 +21,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
-from dispatch import fields, paging, slack_webhooks, taxonomy
+from dispatch import fields, models, paging, slack_webhooks, taxonomy
 from dispatch.errors import DuplicateError, FieldError, NotFoundError, WorkflowError
 from dispatch.input_bounds import bounded
 from dispatch.models import (
@@ -316,11 +316,12 @@ def _listed(
     status: SubscriberStatus | None = None,
     region: str | None = None,
     search: str | None = None,
+    query=None,
 ):
-    """The filtered select, not yet ordered or limited."""
-    query = select(Subscriber).options(
-        selectinload(Subscriber.regions), selectinload(Subscriber.analysts)
-    )
+    """The filtered select, not yet ordered or limited: of ``query`` (a
+    select from subscriber), or of whole Subscribers with their lists."""
+    if query is None:
+        query = select(Subscriber).options(selectinload(Subscriber.regions), selectinload(Subscriber.analysts))
     if kind is not None:
         query = query.where(Subscriber.kind == kind)
     if status is not None:
@@ -340,14 +341,18 @@ def _listed(
 
 
 def _search_clause(search: str):
-    """The address (as compared: ``models.address_key``) starts with the text —
-    an email's casefolded, a Slack ID as typed — read as a range of the
-    address_key index, never a scan. Wildcards are text."""
+    """The address (as compared: ``models.address_key``) or the name (as
+    compared: ``models.name_key``, casefolded) starts with the text — an
+    email's casefolded, a Slack ID as typed — each read as a range of its
+    own index, never a scan. Wildcards are text."""
     text = fields.check_text("search", search.strip(), max_length=200)  # a NUL fails on PostgreSQL
     key = col(Subscriber.address_key)
     clause = paging.prefix_range(key, text.casefold())
     if text.casefold() != text:
         clause = clause | paging.prefix_range(key, text)
+    name = models.name_key(text)
+    if name:
+        clause = clause | paging.prefix_range(col(Subscriber.name_key), name)
     return clause
 
 

@@ -171,3 +171,25 @@ def test_a_reader_confirms_changes_regions_and_unsubscribes(site, browser, tmp_p
     assert "You are unsubscribed" in page.inner_text("h1")
     with db.session_scope(site["engine"]) as session:
         assert subscribers.get(session, "ana@example.org").status == SubscriberStatus.unsubscribed
+
+
+def test_a_big_csv_upload_shows_its_progress_page_until_the_report(site, browser, tmp_path, monkeypatch):
+    """The background import's page reloads itself (meta refresh; CSP allows no script) and ends on the report."""
+    from dispatch import import_jobs
+    monkeypatch.setattr(import_jobs, "INLINE_MAX_BYTES", 1000)
+    with db.session_scope(site["engine"]) as session:
+        admins.create_admin(session, "editor", "correct horse battery")
+    page = browser.new_page()
+    page.goto(site["base"] + "/admin/subscribers/import")
+    page.fill("#username", "editor")
+    page.fill("#password", "correct horse battery")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/admin/subscribers/import$"))
+    rows = "email,name\n" + "".join(f"bulk{i}@example.org,Bulk {i}\n" for i in range(3000)) + "oops,Bad\n"
+    page.fill("#text", rows)
+    page.click("form[action='/admin/subscribers/import'] button[type=submit]")
+    page.wait_for_url(re.compile(r".*/admin/subscribers/import/\d+$"))
+    page.wait_for_selector("text=3000 added, 0 already there, 1 rejected", timeout=60_000)
+    assert page.locator("meta[http-equiv=refresh]").count() == 0
+    assert "oops" in page.content()
+    shot(page, "admin-import-job", tmp_path)

@@ -121,7 +121,7 @@ def list_(
     region: str = typer.Option(None, "--region", "-r", help="Who receives this region (incl. 'all regions')."),
     status: SubscriberStatus = typer.Option(None, "--status"),
     kind: SubscriberKind = typer.Option(None, "--kind", help="email | slack"),
-    search: str = typer.Option(None, "--search", "-s", help="The address starts with this (any case)."),
+    search: str = typer.Option(None, "--search", "-s", help="The address or the name starts with this (any case)."),
     limit: int = LIMIT, after: str = AFTER,
     as_json: bool = JSON,
 ) -> None:

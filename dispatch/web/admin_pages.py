@@ -5,6 +5,7 @@ signed-in admin (on the router) and names the permission its role needs."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from datetime import date, datetime, time, timezone
 from urllib.parse import urlencode, urlsplit
@@ -18,8 +19,8 @@ from sqlmodel import Session, col, select
 from starlette.datastructures import FormData
 
 from dispatch import (
-    admins, compose, csv_export, csv_import, db, digest, fields, ledger, paging, pauses, sitrep_text, sitreps,
-    subscribers, taxonomy, views,
+    admins, compose, csv_export, csv_import, db, digest, fields, import_jobs, ledger, paging, pauses, sitrep_text,
+    sitreps, subscribers, taxonomy, views,
 )
 from dispatch.coordination import live_workers
 from dispatch.errors import InputError, WorkflowError
@@ -314,18 +315,40 @@ def subscriber_import_form(request: Request):
 @router.post("/subscribers/import", dependencies=[requires(P.subscribers), Depends(require_csrf)])
 def subscriber_import(request: Request, file: UploadFile | None = File(None), text: str = Form("")):
     if file is not None and file.filename:
-        # Streamed from the spooled upload in checked batches, not read whole first.
         if file.size is not None and file.size > uploads.CSV_MAX_BYTES:
             raise HTTPException(413, f"The CSV file is larger than {uploads.CSV_MAX_BYTES // 1024} KB.")
-        source = file.file
+        # One byte past the limit is enough to refuse it (csv_import says so, naming the limit).
+        data = file.file.read(uploads.CSV_MAX_BYTES + 1)
     else:
-        source = uploads.read_text(None, text, limit=uploads.CSV_MAX_BYTES, what="CSV")
+        data = uploads.read_text(None, text, limit=uploads.CSV_MAX_BYTES, what="CSV").encode("utf-8")
+    engine, hosts = request.app.state.engine, request.app.state.settings.slack_webhook_hosts
+    if len(data) > import_jobs.INLINE_MAX_BYTES:
+        # Longer than a request should take: a job in the background, and its page.
+        job_id = import_jobs.start(engine, data, started_by=request.state.admin.username,
+                                   limit=uploads.CSV_MAX_BYTES, webhook_hosts=hosts)
+        return RedirectResponse(f"/admin/subscribers/import/{job_id}", status_code=303)
     try:
-        report = csv_import.import_csv(request.app.state.engine, source, limit=uploads.CSV_MAX_BYTES,
-                                       webhook_hosts=request.app.state.settings.slack_webhook_hosts)
+        report = csv_import.import_csv(engine, io.BytesIO(data), limit=uploads.CSV_MAX_BYTES, webhook_hosts=hosts)
     except InputError as exc:
         return page(request, "admin/subscriber_import.html", status_code=400, report=None, error=str(exc))
-    return page(request, "admin/subscriber_import.html", report=report, error=None)
+    return page(request, "admin/subscriber_import.html", report=import_jobs.as_report(report), error=None)
+
+
+IMPORT_REFRESH_SECONDS = 2
+
+
+@router.get("/subscribers/import/{job_id}", dependencies=[requires(P.subscribers)])
+def subscriber_import_job(job_id: Id, request: Request):
+    """A background import's progress, refreshing itself (a meta refresh:
+    the pages run no scripts), then its report."""
+    job = import_jobs.get(request.app.state.engine, job_id)
+    if job is None:
+        raise HTTPException(404, f"There is no import {job_id}.")
+    stalled = import_jobs.stalled(job)
+    running = job.state == "running" and not stalled
+    return page(request, "admin/subscriber_import_job.html", job=job, stalled=stalled,
+                refresh=IMPORT_REFRESH_SECONDS if running else None,
+                report=job.report if job.state == "done" else None)
 
 
 @router.get("/subscribers/{subscriber_id}", dependencies=[requires(P.read)])
