@@ -80,3 +80,13 @@ def test_sqlite_database_is_created_on_first_use(sqlite_url):
     engine = bootstrap.open_engine(Settings(database_url=sqlite_url))
     assert db.is_current(engine)
     engine.dispose()
+
+
+def test_sqlite_migrations_leave_foreign_keys_on(tmp_path):
+    """Migrations run with SQLite's foreign keys off (a table rebuild must not
+    cascade into the rows that reference it); the connection goes back to the
+    pool with them on, or every later ON DELETE CASCADE silently stops."""
+    engine = db.create_engine(f"sqlite:///{tmp_path / 'fk.db'}", pool_size=1)
+    db.upgrade(engine)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

@@ -42,6 +42,8 @@ def run_migrations_online() -> None:
                 context.run_migrations()
                 if sqlite:
                     _refuse_broken_references(connection)
+            if connection.in_transaction():
+                connection.commit()  # the pragma below is ignored inside a transaction
         finally:
             if sqlite:
                 _sqlite_foreign_keys(connection, on=True)
