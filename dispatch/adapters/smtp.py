@@ -67,6 +67,7 @@ class SmtpAdapter:
         pool_size: int = 2,
         rate_limit: float = 0.0,
         allow_plaintext_auth: bool = False,
+        installation: str = "",
     ):
         # The same checks as the settings make, for callers that build an
         # adapter themselves: every value here ends up in a header or on the wire.
@@ -84,11 +85,14 @@ class SmtpAdapter:
         if problem:
             raise ValueError(problem)
         name, address = parseaddr(mail_from)
+        if installation and not (installation.isascii() and installation.isalnum() and len(installation) <= 32):
+            raise ValueError("installation: at most 32 letters and digits")
         if ca_file is not None and not Path(ca_file).is_file():
             raise ValueError(f"smtp_ca_file {ca_file} does not exist")
         self.host, self.port, self.security = host, port, SmtpSecurity(security)
         self.username, self.password, self.timeout = username, password, timeout
         self.envelope_from = address
+        self.installation = installation
         self.domain = address.rsplit("@", 1)[1]
         self.sender = mail_from
         self.reply_to = reply_to
@@ -154,7 +158,7 @@ class SmtpAdapter:
     def build(self, address: str, content: EmailContent, *, delivery_id: int,
               eight_bit: bool = False, message_id: str | None = None) -> tuple[str, bytes]:
         """The Message-ID and the bytes of the message for one reader."""
-        msg_id = message_id or mime.message_id(delivery_id, self.domain)
+        msg_id = message_id or mime.message_id(delivery_id, self.domain, installation=self.installation)
         data = mime.build_message(content, sender=self.sender, to=address, msg_id=msg_id, list_id=self.list_id,
                                   unsubscribe_mailto=self.unsubscribe_mailto, reply_to=self.reply_to,
                                   date=datetime.now(timezone.utc), eight_bit=eight_bit)

@@ -122,7 +122,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None)
     # Subscribe requests per client (each address also has a daily cap: notices.NOTICES_PER_ADDRESS_PER_DAY).
     app.state.signup_throttle = Throttle(limit=10, window=3600)
     app.state.notice_worker = None  # started with the server (lifespan)
-    app.state.mailer = mailer or smtp_adapter(settings)
+    app.state.mailer = mailer or smtp_adapter(settings, installation=bootstrap.installation_id(engine))
     app.state.composer = Composer(settings, engine)  # renderers for the previews, built once
     # The session key is derived from the link key, so neither can be used as the other.
     session_key = hmac.new(secret.encode(), b"dispatch web session", hashlib.sha256).hexdigest()
