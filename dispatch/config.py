@@ -92,6 +92,19 @@ def plaintext_auth_problem(*, host: str, security: SmtpSecurity, username: str |
             f"DISPATCH_SMTP_ALLOW_PLAINTEXT_AUTH=true)")
 
 
+def public_url_warning(public_url: str) -> str | None:
+    """RFC 8058 one-click unsubscribe: mail providers use the https link in
+    List-Unsubscribe only; over plain http (other than this machine) they
+    ignore it and show no unsubscribe button, and readers press "spam" instead."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(public_url)
+    if parts.scheme == "https" or is_loopback(parts.hostname or ""):
+        return None
+    return (f"DISPATCH_PUBLIC_URL {public_url} is not https: mail providers ignore one-click unsubscribe "
+            "(RFC 8058) over http, so readers get no unsubscribe button; serve the pages over https")
+
+
 def _host_entries(value: Any) -> tuple[str, ...]:
     """DISPATCH_SLACK_WEBHOOK_HOSTS is comma-separated; TOML may give a list."""
     if value is None:
@@ -248,6 +261,10 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file_path())
         return (init_settings, env_settings, toml)
+
+    def warnings(self) -> list[str]:
+        """What works but should not be left so; shown at start and by `dispatch config`."""
+        return [w for w in (public_url_warning(str(self.public_url)),) if w]
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain values, with every secret masked."""

@@ -109,14 +109,17 @@ def show_config(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
     appctx = app_context(ctx)
     shown = appctx.settings.masked()
     key_from = bootstrap.key_source(appctx.engine, appctx.settings).describe()
+    warnings = appctx.settings.warnings()
     if as_json:
-        print_json({**shown, "secret_key_source": key_from})
+        print_json({**shown, "secret_key_source": key_from, "warnings": warnings})
         return
     table = Table("setting", "environment variable", "value")
     for name, value in shown.items():
         table.add_row(name, f"DISPATCH_{name.upper()}", "—" if value is None else str(value))
     console.print(table)
     console.print(f"The key that signs reader links and admin sessions comes from {key_from}.", highlight=False)
+    for warning in warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
 
 
 @app.command()

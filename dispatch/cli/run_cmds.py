@@ -88,6 +88,7 @@ def run(
     outcome could not be recorded (it is then held: see `dispatch status`).
     """
     setup_logging(webhook_hosts=app_context(ctx).settings.slack_webhook_hosts)
+    app_context(ctx).warn_at_start()
     tune_garbage_collector()
     if now and not once:
         fail("--now only goes with --once", code=EXIT_BAD_INPUT)

@@ -47,6 +47,7 @@ def web(
     emails point there, and https there makes the session cookie Secure.
     """
     logsafe.configure(webhook_hosts=app_context(ctx).settings.slack_webhook_hosts)  # dispatch's own loggers
+    app_context(ctx).warn_at_start()
     server = build_server(ctx, host, port)
     console.print(f"serving on http://{host}:{port}/ (admin: /admin, API docs: /api/docs)", highlight=False)
     server.run()
