@@ -30,6 +30,11 @@ class Composer:
         self.slack_renderer = SlackRenderer(environment=environment)
         self.public_url = str(settings.public_url)
         self.secret = bootstrap.secret_key(engine, settings)
+        self.bounce_address = settings.bounce_address
+
+    def return_path(self, delivery_id: int) -> str | None:
+        """The VERP envelope sender of one delivery (None: the From address)."""
+        return links.return_path(self.bounce_address, self.secret, delivery_id=delivery_id)
 
     def personal(self, recipient: Recipient) -> Personal:
         urls = links.subscriber_links(self.public_url, self.secret,

@@ -24,6 +24,8 @@ from pydantic_settings import (
 )
 
 CONFIG_FILE_ENV = "DISPATCH_CONFIG"
+# links.MAX_BOUNCE_LOCAL; config imports nothing of ours (DESIGN.md), tests/test_verp.py holds them equal.
+MAX_BOUNCE_LOCAL = 28
 DEFAULT_CONFIG_FILE = "dispatch.toml"
 
 
@@ -146,6 +148,9 @@ class Settings(BaseSettings):
     reply_to: str | None = None
     list_id: str | None = Field(None, description="List-Id header; default from the From domain")
     unsubscribe_mailto: str | None = Field(None, description="mailto unsubscribe address; default the From address")
+    bounce_address: str | None = Field(
+        None, description="VERP return path: each email's envelope sender becomes local+<signed delivery "
+                          "token>@domain, and `dispatch inbound` reads what comes back; default the From address")
     slack_bot_token: SecretStr | None = None
     slack_base_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
     slack_min_interval: float = Field(1.0, ge=0, description="seconds between two posts to one channel")
@@ -205,15 +210,21 @@ class Settings(BaseSettings):
             raise ValueError(problem)
         return value.strip()
 
-    @field_validator("unsubscribe_mailto")
+    @field_validator("unsubscribe_mailto", "bounce_address")
     @classmethod
-    def _bare_address(cls, value: str | None) -> str | None:
+    def _bare_address(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         problem = mailbox_problem(value, display_name=False)
         if problem:
             raise ValueError(problem)
-        return value.strip()
+        value = value.strip()
+        if info.field_name == "bounce_address":
+            local = value.rpartition("@")[0]
+            if "+" in local or len(local) > MAX_BOUNCE_LOCAL:
+                raise ValueError(f"the local part must be at most {MAX_BOUNCE_LOCAL} characters and hold no '+': "
+                                 "dispatch appends +<token> to it, and a local part has at most 64")
+        return value
 
     @field_validator("list_id")
     @classmethod

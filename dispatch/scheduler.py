@@ -125,7 +125,8 @@ class Runner:
         self.notices = notices.NoticeSender(
             engine, environment=composer.email_renderer.env, brand=notices.BRAND, public_url=composer.public_url,
             secret=composer.secret, mailer=self.channels["email"],
-            policy=RetryPolicy(max_attempts=settings.max_attempts), clock=clock)
+            policy=RetryPolicy(max_attempts=settings.max_attempts), clock=clock,
+            bounce_address=settings.bounce_address)
         self.sender = Sender(engine, composer=composer, channels=self.channels,
                              policy=RetryPolicy(max_attempts=settings.max_attempts),
                              bounce_limit=settings.bounce_limit, clock=clock, stop=self.stop)

@@ -137,7 +137,7 @@ class Sender:
                 c, reason=f"paused: {pause.reason}", until=pause.until, now=now()), None))
         built, body_key = digests.build(recipient, c)
         try:
-            content = self._render(built, body_key)
+            content = self._render(built, body_key, delivery_id=c.id)
             receipt = self.channels[recipient.kind].send(recipient.address, content, delivery_id=c.id,
                                                          progress=c.receipt)
         # The record is written later: bind the error now (``exc`` ends with its block).
@@ -169,7 +169,7 @@ class Sender:
                                                                  limit=self.bounce_limit)
         return lambda session: subscribers.disable_for(session, recipient.id, reason=reason)
 
-    def _render(self, built: digest.Digest, key: tuple):
+    def _render(self, built: digest.Digest, key: tuple, *, delivery_id: int):
         body = self._bodies.get(key)
         if built.recipient.kind == SubscriberKind.slack.value:
             if body is None:
@@ -177,7 +177,8 @@ class Sender:
             return body
         if body is None:
             body = self._bodies.put(key, self.composer.email_renderer.shared(built))
-        return self.composer.email_renderer.personalise(body, self.composer.personal(built.recipient))
+        return self.composer.email_renderer.personalise(body, self.composer.personal(built.recipient),
+                                                        envelope_from=self.composer.return_path(delivery_id))
 
 
 class _BatchDigests:

@@ -52,6 +52,7 @@ class MailFolderHandler:
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
         self.received: list[tuple[str, str]] = []  # (recipient, Message-ID)
+        self.envelopes: list[tuple[str, str, str]] = []  # (envelope sender, recipient, Message-ID)
 
     async def handle_DATA(self, server, session, envelope):
         data = envelope.original_content or envelope.content
@@ -60,6 +61,7 @@ class MailFolderHandler:
             number = next(self._counter)
             for rcpt in envelope.rcpt_tos:
                 self.received.append((rcpt, message_id))
+                self.envelopes.append((envelope.mail_from or "", rcpt, message_id))
         name = f"{number:06d}-{_unsafe.sub('_', envelope.rcpt_tos[0])[:60]}.eml"
         (self.folder / name).write_bytes(data)
         return "250 Message accepted for delivery"

@@ -174,14 +174,15 @@ class SmtpAdapter:
             eight_bit = conn.has_extn("8bitmime")
             msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
                                       message_id=message_id)
-            self._transact(conn, address, data, eight_bit=eight_bit)
+            self._transact(conn, address, data, eight_bit=eight_bit, envelope_from=_envelope_from(content))
         return msg_id
 
-    def _transact(self, conn: smtplib.SMTP, address: str, data: bytes, *, eight_bit: bool) -> None:
+    def _transact(self, conn: smtplib.SMTP, address: str, data: bytes, *, eight_bit: bool,
+                  envelope_from: str | None = None) -> None:
         """One message on a held connection; the connection goes back to the
         pool, or is closed when it cannot be trusted any more."""
         try:
-            _send_one(conn, self.envelope_from, address, data, eight_bit=eight_bit)
+            _send_one(conn, envelope_from or self.envelope_from, address, data, eight_bit=eight_bit)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = exc.recipients.get(address, (0, b""))
             self._reset_and_release(conn)
@@ -249,6 +250,16 @@ def _send_one(conn: smtplib.SMTP, sender: str, recipient: str, data: bytes, *, e
     code, reply = conn.getreply()
     if code != 250:
         raise smtplib.SMTPDataError(code, reply)
+
+
+def _envelope_from(content) -> str | None:
+    """The content's VERP return path, checked like every value that reaches the wire."""
+    value = getattr(content, "envelope_from", None)
+    if value is None:
+        return None
+    if mailbox_problem(value, display_name=False):
+        raise PermanentError(f"refusing the envelope sender {value!r}")
+    return value
 
 
 def _quietly_close(conn: smtplib.SMTP) -> None:

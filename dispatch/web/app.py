@@ -97,7 +97,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None)
     async def lifespan(app: FastAPI):
         worker = app.state.notice_worker = notices.NoticeWorker(notices.NoticeSender(
             engine, environment=app.state.templates.env, brand=app.state.brand, public_url=str(settings.public_url),
-            secret=secret, mailer=app.state.mailer, policy=RetryPolicy(max_attempts=settings.max_attempts))).start()
+            secret=secret, mailer=app.state.mailer, policy=RetryPolicy(max_attempts=settings.max_attempts),
+            bounce_address=settings.bounce_address)).start()
         try:
             yield
         finally:
