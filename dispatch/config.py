@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(300, gt=0, description="a claimed delivery returns to the queue after this")
     max_attempts: int = Field(8, ge=1)
     bounce_limit: int = Field(3, ge=1, description="hard bounces before an address is marked bounced")
+    soft_bounce_limit: float = Field(
+        5, ge=1, le=100, description="soft bounces (4.x.x, mailbox full) reported after acceptance, as a score "
+                                     "that halves weekly, past which an address is marked bounced")
     public_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8000/")
     secret_key: SecretStr | None = Field(
         None, description="signs subscriber links and admin sessions; if unset, a key is generated and kept "
