@@ -33,6 +33,9 @@ class DispatchCli(LazyGroup):
         "retry": LazyCommand("dispatch.cli.run_cmds:retry",
                              "Put a failed delivery (or all of them) back in the queue; a held one (its "
                              "outcome could not be recorded) only by its id, once you have looked."),
+        "inbound": LazyCommand("dispatch.cli.inbound_cmd:inbound",
+                               "Receive bounces, complaints and mailto unsubscribes (SMTP, LMTP or --stdin) "
+                               "and act on them."),
         "sink": LazyCommand("dispatch.cli.run_cmds:sink",
                             "Run a local SMTP server and a local Slack API that keep what they receive, for "
                             "trying dispatch on a machine with no mail relay and no Slack."),
