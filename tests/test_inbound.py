@@ -196,3 +196,18 @@ def test_any_bytes_to_the_bounce_address_are_attributed_or_refused(engine, data)
     assert reply.code in (250, 550, 552, 554)
     with db.session_scope(engine) as session:
         assert session.exec(select(DeliveryEvent)).all() == []
+
+
+def test_dispatch_log_shows_what_came_back(engine, delivered, run, monkeypatch):
+    import json
+
+    settings, sent, server = delivered
+    mail_from, original = sent["gone@example.net"]
+    smtp_send(server, mail_from, dsn(original, recipient="gone@example.net"))
+    delivery_id = links.read_verp_token(SECRET, links.verp_part(BOUNCES, mail_from))
+    monkeypatch.setenv("DISPATCH_DATABASE_URL", settings.database_url)
+    result = run("log", "--delivery", delivery_id, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert rows[-1]["outcome"] == "came back: hard_bounce" and "5.1.1" in rows[-1]["detail"]
+    assert [r["outcome"] for r in rows][0] != "came back: hard_bounce"  # the send came first
