@@ -23,6 +23,7 @@ from dispatch.errors import SchemaError, SettingsError
 from dispatch.models import StoredSetting
 
 SECRET_KEY_SETTING = "secret_key"
+INSTALLATION_SETTING = "installation_id"
 
 
 def init_database(engine: Engine) -> int:
@@ -118,14 +119,25 @@ def _key_from_file(engine: Engine, path: Path) -> str:
 
 
 def _key_from_database(engine: Engine) -> str:
+    return _stored_once(engine, SECRET_KEY_SETTING, lambda: secrets.token_urlsafe(32))
+
+
+def installation_id(engine: Engine) -> str:
+    """A random part made once per database and kept in it: every Message-ID
+    carries it, so a new database never reuses an old one's ids. Not a
+    secret (it is in every message), only unique."""
+    return _stored_once(engine, INSTALLATION_SETTING, lambda: secrets.token_hex(6))
+
+
+def _stored_once(engine: Engine, key: str, make) -> str:
     with db.session_scope(engine) as session:
-        stored = session.get(StoredSetting, SECRET_KEY_SETTING)
+        stored = session.get(StoredSetting, key)
         if stored is not None:
             return stored.value
     try:
         with db.session_scope(engine) as session:
-            session.add(StoredSetting(key=SECRET_KEY_SETTING, value=secrets.token_urlsafe(32)))
+            session.add(StoredSetting(key=key, value=make()))
     except IntegrityError:
         pass  # another process stored one first: use theirs
     with db.session_scope(engine) as session:
-        return session.get(StoredSetting, SECRET_KEY_SETTING).value
+        return session.get(StoredSetting, key).value

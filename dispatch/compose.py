@@ -33,6 +33,11 @@ class Composer:
                                             postal_address=settings.postal_address,
                                             max_full_items=settings.max_full_items, archive=self.archive)
         self.slack_renderer = SlackRenderer(environment=environment, brand=settings.brand, archive=self.archive)
+        self.bounce_address = settings.bounce_address
+
+    def return_path(self, delivery_id: int) -> str | None:
+        """The VERP envelope sender of one delivery (None: the From address)."""
+        return links.return_path(self.bounce_address, self.secret, delivery_id=delivery_id)
 
     def view_url(self, recipient: Recipient, delivery_id: int | None) -> str:
         """The delivery's web version; without a delivery (a preview), the archive or the site."""

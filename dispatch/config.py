@@ -24,6 +24,8 @@ from pydantic_settings import (
 )
 
 CONFIG_FILE_ENV = "DISPATCH_CONFIG"
+# links.MAX_BOUNCE_LOCAL; config imports nothing of ours (DESIGN.md), tests/test_verp.py holds them equal.
+MAX_BOUNCE_LOCAL = 28
 DEFAULT_CONFIG_FILE = "dispatch.toml"
 
 
@@ -103,6 +105,19 @@ def plaintext_auth_problem(*, host: str, security: SmtpSecurity, username: str |
             f"DISPATCH_SMTP_ALLOW_PLAINTEXT_AUTH=true)")
 
 
+def public_url_warning(public_url: str) -> str | None:
+    """RFC 8058 one-click unsubscribe: mail providers use the https link in
+    List-Unsubscribe only; over plain http (other than this machine) they
+    ignore it and show no unsubscribe button, and readers press "spam" instead."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(public_url)
+    if parts.scheme == "https" or is_loopback(parts.hostname or ""):
+        return None
+    return (f"DISPATCH_PUBLIC_URL {public_url} is not https: mail providers ignore one-click unsubscribe "
+            "(RFC 8058) over http, so readers get no unsubscribe button; serve the pages over https")
+
+
 def _host_entries(value: Any) -> tuple[str, ...]:
     """DISPATCH_SLACK_WEBHOOK_HOSTS is comma-separated; TOML may give a list."""
     if value is None:
@@ -144,6 +159,9 @@ class Settings(BaseSettings):
     reply_to: str | None = None
     list_id: str | None = Field(None, description="List-Id header; default from the From domain")
     unsubscribe_mailto: str | None = Field(None, description="mailto unsubscribe address; default the From address")
+    bounce_address: str | None = Field(
+        None, description="VERP return path: each email's envelope sender becomes local+<signed delivery "
+                          "token>@domain, and `dispatch inbound` reads what comes back; default the From address")
     slack_bot_token: SecretStr | None = None
     slack_base_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
     slack_min_interval: float = Field(1.0, ge=0, description="seconds between two posts to one channel")
@@ -158,6 +176,9 @@ class Settings(BaseSettings):
     two_person_rule: bool = Field(True, description="a SITREP is approved only by someone other than whoever "
                                                     "imported or last edited it")
     bounce_limit: int = Field(3, ge=1, description="hard bounces before an address is marked bounced")
+    soft_bounce_limit: float = Field(
+        5, ge=1, le=100, description="soft bounces (4.x.x, mailbox full) reported after acceptance, as a score "
+                                     "that halves weekly, past which an address is marked bounced")
     public_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8000/")
     secret_key: SecretStr | None = Field(
         None, description="signs subscriber links and admin sessions; if unset, a key is generated and kept "
@@ -218,15 +239,21 @@ class Settings(BaseSettings):
             raise ValueError(problem)
         return value.strip()
 
-    @field_validator("unsubscribe_mailto")
+    @field_validator("unsubscribe_mailto", "bounce_address")
     @classmethod
-    def _bare_address(cls, value: str | None) -> str | None:
+    def _bare_address(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         problem = mailbox_problem(value, display_name=False)
         if problem:
             raise ValueError(problem)
-        return value.strip()
+        value = value.strip()
+        if info.field_name == "bounce_address":
+            local = value.rpartition("@")[0]
+            if "+" in local or len(local) > MAX_BOUNCE_LOCAL:
+                raise ValueError(f"the local part must be at most {MAX_BOUNCE_LOCAL} characters and hold no '+': "
+                                 "dispatch appends +<token> to it, and a local part has at most 64")
+        return value
 
     @field_validator("brand", "postal_address")
     @classmethod
@@ -284,6 +311,10 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file_path())
         return (init_settings, env_settings, toml)
+
+    def warnings(self) -> list[str]:
+        """What works but should not be left so; shown at start and by `dispatch config`."""
+        return [w for w in (public_url_warning(str(self.public_url)),) if w]
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain values, with every secret masked."""

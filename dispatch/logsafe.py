@@ -47,10 +47,13 @@ _SIGNED_TOKEN = re.compile(r"(?<![\w.-])\d{1,19}-[0-9a-f]{10}\.[\w-]{1,16}\.[\w-
 _ARCHIVE_TOKEN = re.compile(r"/archive/\d{1,19}\?t=([\w.-]{1,200})")  # an email's SITREP link
 _API_TOKEN = re.compile(r"(?<![\w-])dsp_([\w-]{6,})")  # admins.TOKEN_PREFIX
 _SLACK_TOKEN = re.compile(r"(?<![\w-])xox[a-z]-([\w-]{6,})")
+# links.verp_token in a return path: bounces+d<delivery>-<signature>@…
+_VERP = re.compile(r"(?<=\+)[dD]\d{1,19}-([A-Za-z2-7]{6,})")
 _BEARER = re.compile(r"(?i:\b(?:bearer|basic))[ \t]+([\w.~+/=-]{6,})")
 # (expression, the group that is the secret), in this order: the specific
 # forms first, so a token has the same stand-in wherever it appears.
-_RULES = ((_LINK_PATH, 1), (_ARCHIVE_TOKEN, 1), (_SIGNED_TOKEN, 0), (_API_TOKEN, 1), (_SLACK_TOKEN, 1), (_BEARER, 1))
+_RULES = ((_LINK_PATH, 1), (_ARCHIVE_TOKEN, 1), (_SIGNED_TOKEN, 0), (_API_TOKEN, 1), (_SLACK_TOKEN, 1), (_VERP, 1),
+          (_BEARER, 1))
 
 
 def mask(secret: str) -> str:

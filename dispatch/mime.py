@@ -35,9 +35,14 @@ from dispatch.render import EmailContent, PersonalisedEmail, fill, one_line
 CRLF = "\r\n"
 
 
-def message_id(delivery_id: int, domain: str) -> str:
-    """Deterministic per delivery, so a resend after a crash can be told."""
-    return f"<delivery-{delivery_id}@{domain}>"
+def message_id(delivery_id: int, domain: str, *, installation: str = "") -> str:
+    """Deterministic per delivery, so a resend after a crash can be told;
+    with the installation's random part (``bootstrap.installation_id``), so
+    that a rebuilt database or a second installation sending from the same
+    domain never repeats an id a mailbox already holds (Gmail may drop the
+    newcomer as a duplicate)."""
+    suffix = f".{installation}" if installation else ""
+    return f"<delivery-{delivery_id}{suffix}@{domain}>"
 
 
 @lru_cache(maxsize=1024)

@@ -327,6 +327,10 @@ class Subscriber(SQLModel, table=True):
     # When the reader last unsubscribed themselves. Only their own confirmed
     # opt-in clears it; while it is set, no admin edit makes them active.
     opted_out_at: datetime | None = Field(default=None, sa_column=_utc())
+    # Soft bounces (4.x.x, 5.2.2) that came back after acceptance, as a score
+    # that halves every week (dispatch.inbound.outcomes), and when it was last raised.
+    soft_bounce_score: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    soft_bounce_at: datetime | None = Field(default=None, sa_column=_utc())
 
     regions: list[Region] = Relationship(link_model=SubscriberRegion)
     analysts: list[Analyst] = Relationship(link_model=SubscriberAnalyst)
@@ -425,6 +429,31 @@ class DeliveryAttempt(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     outcome: str = Field(max_length=32)
     detail: str = Field(default="", sa_column=Column(sa.Text, nullable=False))
+
+
+class DeliveryEvent(SQLModel, table=True):
+    """Append-only: what came back about a delivery after its server accepted
+    it: a bounce, a complaint, a mailto unsubscribe (dispatch.inbound)."""
+
+    __tablename__ = "delivery_event"
+    __table_args__ = (
+        # A provider's event (or a message) is acted on once: a replay finds its row.
+        sa.Index("uq_delivery_event_source_event", "source", "event_key", unique=True),
+        # The admin page's counts per day, and its newest-first pages.
+        sa.Index("ix_delivery_event_received_at", "received_at"),
+        sa.Index("ix_delivery_event_subscriber_id", "subscriber_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", index=True, ondelete="SET NULL")
+    subscriber_id: int | None = Field(default=None, foreign_key="subscriber.id", ondelete="CASCADE")
+    kind: str = Field(max_length=16)  # hard_bounce | soft_bounce | complaint | unsubscribe
+    status_code: str | None = Field(default=None, max_length=16)  # 5.1.1 …
+    diagnostic: str = Field(default="", max_length=500)
+    source: str = Field(max_length=16)  # smtp | lmtp | stdin | ses | sendgrid | mailgun | postmark
+    event_key: str | None = Field(default=None, max_length=200)  # the provider's id or the message's
+    effect: str = Field(default="", max_length=200)  # what it did to the reader
+    received_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
 
 
 class Worker(SQLModel, table=True):

@@ -10,6 +10,7 @@ never holds a request, and every notice leaves a row in the delivery log.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -80,7 +81,7 @@ class NoticeSender:
 
     def __init__(self, engine: Engine, *, environment: Environment, brand: str, public_url: str, secret: str,
                  mailer: SmtpAdapter, policy: RetryPolicy, clock: Callable[[], datetime] = utcnow,
-                 postal_address: str | None = None):
+                 postal_address: str | None = None, bounce_address: str | None = None):
         self.engine = engine
         self.environment = environment
         self.brand = brand
@@ -90,6 +91,7 @@ class NoticeSender:
         self.mailer = mailer
         self.policy = policy
         self.clock = clock
+        self.bounce_address = bounce_address  # VERP, as for digests
 
     def drain(self, *, stop: threading.Event | None = None) -> int:
         """Send every due notice; returns how many were handled."""
@@ -127,7 +129,9 @@ class NoticeSender:
                          secret=self.secret, subscriber_id=subscriber_id, address=address,
                          postal_address=self.postal_address)
         try:
-            receipt = self.mailer.send(notice.address, notice.content, delivery_id=c.id)
+            content = dataclasses.replace(notice.content, envelope_from=links.return_path(
+                self.bounce_address, self.secret, delivery_id=c.id))
+            receipt = self.mailer.send(notice.address, content, delivery_id=c.id)
         except TransientError as exc:
             return ledger.retry(c, error=str(exc), now=self.clock(), policy=self.policy,
                                 retry_after=exc.retry_after)

@@ -141,6 +141,9 @@ class EmailContent:
     html: str | None  # None: the reader asked for plain text
     preferences_url: str
     unsubscribe_url: str
+    # The SMTP envelope sender (VERP return path, links.return_path) or None
+    # for the From address: adapters know no database, so it comes with the content.
+    envelope_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -203,8 +206,8 @@ class EmailRenderer:
                            html_pieces=markers.cut(html) if html is not None else None)
 
     @staticmethod
-    def personalise(shared: SharedEmail, personal: Personal) -> PersonalisedEmail:
-        return PersonalisedEmail(shared, personal)
+    def personalise(shared: SharedEmail, personal: Personal, *, envelope_from: str | None = None) -> PersonalisedEmail:
+        return PersonalisedEmail(shared, personal, envelope_from)
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,7 @@ class PersonalisedEmail:
 
     shared: SharedEmail
     personal: Personal
+    envelope_from: str | None = None  # as EmailContent.envelope_from
 
     @property
     def subject(self) -> str:
@@ -252,7 +256,8 @@ class PersonalisedEmail:
 
     def as_content(self) -> EmailContent:
         return EmailContent(subject=self.subject, text=self.text, html=self.html,
-                            preferences_url=self.preferences_url, unsubscribe_url=self.unsubscribe_url)
+                            preferences_url=self.preferences_url, unsubscribe_url=self.unsubscribe_url,
+                            envelope_from=self.envelope_from)
 
 
 def fill(pieces: tuple, values: dict) -> str | bytes:

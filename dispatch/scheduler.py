@@ -32,7 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
-from dispatch import coordination, db, leases, ledger, metrics, notices, planner
+from dispatch import bootstrap, coordination, db, leases, ledger, metrics, notices, planner
 from dispatch.adapters.slack import SlackAdapter
 from dispatch.adapters.smtp import SmtpAdapter
 from dispatch.compose import Composer
@@ -51,7 +51,8 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def smtp_adapter(settings: Settings) -> SmtpAdapter:
+def smtp_adapter(settings: Settings, *, installation: str) -> SmtpAdapter:
+    """``installation``: bootstrap.installation_id of the database, the random part of every Message-ID."""
     return SmtpAdapter(
         host=settings.smtp_host, port=settings.smtp_port, security=settings.smtp_security,
         username=settings.smtp_username,
@@ -59,12 +60,12 @@ def smtp_adapter(settings: Settings) -> SmtpAdapter:
         timeout=settings.smtp_timeout, ca_file=settings.smtp_ca_file, mail_from=settings.mail_from,
         reply_to=settings.reply_to, list_id=settings.list_id, unsubscribe_mailto=settings.unsubscribe_mailto,
         pool_size=settings.smtp_pool_size, rate_limit=settings.smtp_rate_limit,
-        allow_plaintext_auth=settings.smtp_allow_plaintext_auth)
+        allow_plaintext_auth=settings.smtp_allow_plaintext_auth, installation=installation)
 
 
-def build_channels(settings: Settings) -> dict:
+def build_channels(settings: Settings, *, installation: str) -> dict:
     return {
-        "email": smtp_adapter(settings),
+        "email": smtp_adapter(settings, installation=installation),
         "slack": SlackAdapter(
             token=settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
             base_url=str(settings.slack_base_url), min_interval=settings.slack_min_interval,
@@ -118,7 +119,7 @@ class Runner:
         self.stop = threading.Event()
         self.lock = coordination.PlannerLock(engine)
         self.worker_id: int | None = None
-        self.channels = channels or build_channels(settings)
+        self.channels = channels or build_channels(settings, installation=bootstrap.installation_id(engine))
         composer = Composer(settings, engine)
         # Confirmations and reminders that a web process planned: sent here too,
         # so none waits for a web process to come back.
@@ -126,7 +127,7 @@ class Runner:
             engine, environment=composer.email_renderer.env, brand=settings.brand, public_url=composer.public_url,
             secret=composer.secret, mailer=self.channels["email"],
             policy=RetryPolicy(max_attempts=settings.max_attempts), clock=clock,
-            postal_address=settings.postal_address)
+            postal_address=settings.postal_address, bounce_address=settings.bounce_address)
         self.sender = Sender(engine, composer=composer, channels=self.channels,
                              policy=RetryPolicy(max_attempts=settings.max_attempts),
                              bounce_limit=settings.bounce_limit, clock=clock, stop=self.stop)

@@ -184,7 +184,8 @@ class Sender:
         if body is None:
             body = self._bodies.put(key, self.composer.email_renderer.shared(built))
         return self.composer.email_renderer.personalise(
-            body, self.composer.personal(built.recipient, delivery_id=delivery_id))
+            body, self.composer.personal(built.recipient, delivery_id=delivery_id),
+            envelope_from=self.composer.return_path(delivery_id))
 
 
 class _BatchDigests:

@@ -43,7 +43,38 @@ def request_subscription(session: Session, address: str, prefs: subscribers.Pref
         created = subscribers.add_subscriber(session, address, prefs=prefs, status=SubscriberStatus.pending)
         created.status_reason = "waiting for the subscriber to confirm"
         return SignupResult(created, NextStep.confirm)
+    if is_suppressed(existing):
+        return SignupResult(existing, NextStep.nothing)
     return SignupResult(existing, NEXT_STEP[existing.status])
+
+
+COMPLAINT_REASON = "complaint"  # dispatch.inbound.outcomes.COMPLAINT_REASON
+
+
+def is_suppressed(subscriber: Subscriber) -> bool:
+    """Mail to it would hurt the sender: it bounced, or its reader reported
+    a digest as spam. A stranger's sign-up sends such an address nothing;
+    only the reader's own signed link (``resubscribe``) or an admin's
+    ``--force`` lifts it."""
+    return subscriber.status == SubscriberStatus.bounced or (
+        subscriber.status == SubscriberStatus.unsubscribed and subscriber.status_reason == COMPLAINT_REASON)
+
+
+def complained(session: Session, subscriber: Subscriber) -> bool:
+    """A spam complaint (ARF, a provider's report): an opt-out like the
+    reader's own (``opted_out_at``), kept with reason "complaint" so that it
+    is suppressed. True if this call changed anything."""
+    if subscriber.status not in (SubscriberStatus.active, SubscriberStatus.pending):
+        if subscriber.opted_out_at is None:
+            subscriber.opted_out_at = utcnow()  # lifting a bounce later must not mail them either
+            session.flush()
+            return True
+        return False
+    subscriber.opted_out_at = utcnow()
+    subscriber.status = SubscriberStatus.unsubscribed
+    subscriber.status_reason = COMPLAINT_REASON
+    session.flush()
+    return True
 
 
 # What a sign-up for an existing address leads to. Bounced addresses are
@@ -106,6 +137,7 @@ def _activate(subscriber: Subscriber, *, reason: str) -> None:
     subscriber.status_reason = reason
     subscriber.opted_out_at = None
     subscriber.bounce_count = 0
+    subscriber.soft_bounce_score, subscriber.soft_bounce_at = 0.0, None
     if subscriber.planned_through is not None:
         # Start afresh: the first digest after a pause must not carry every
         # SITREP approved while they were away.

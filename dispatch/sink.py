@@ -52,6 +52,7 @@ class MailFolderHandler:
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
         self.received: list[tuple[str, str]] = []  # (recipient, Message-ID)
+        self.envelopes: list[tuple[str, str, str]] = []  # (envelope sender, recipient, Message-ID)
 
     async def handle_DATA(self, server, session, envelope):
         data = envelope.original_content or envelope.content
@@ -60,6 +61,7 @@ class MailFolderHandler:
             number = next(self._counter)
             for rcpt in envelope.rcpt_tos:
                 self.received.append((rcpt, message_id))
+                self.envelopes.append((envelope.mail_from or "", rcpt, message_id))
         name = f"{number:06d}-{_unsafe.sub('_', envelope.rcpt_tos[0])[:60]}.eml"
         (self.folder / name).write_bytes(data)
         return "250 Message accepted for delivery"
@@ -267,3 +269,64 @@ def _handler_for(sink: SlackSink):
             pass
 
     return Handler
+
+
+# --- a bounce, as a relay sends one later -------------------------------------------
+
+def bounce_message(original: bytes, *, recipient: str) -> bytes:
+    """An RFC 3464 DSN (5.1.1, no such user) returning ``original``, as Postfix writes one."""
+    from email.message import Message
+    from email.mime.message import MIMEMessage
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+    from email.policy import compat32
+    from email.utils import make_msgid
+
+    report = MIMEMultipart("report", report_type="delivery-status")
+    report["From"] = "MAILER-DAEMON@sink.localhost (Mail Delivery System)"
+    report["Subject"] = "Undelivered Mail Returned to Sender"
+    report["Message-ID"] = make_msgid(domain="sink.localhost")
+    report.attach(MIMEText(f"<{recipient}>: 550 5.1.1 no such user (the local sink's bounce)\n"))
+    status = Message()
+    status.set_type("message/delivery-status")
+    per_message, per_recipient = Message(), Message()
+    per_message["Reporting-MTA"] = "dns; sink.localhost"
+    per_recipient["Final-Recipient"] = f"rfc822; {recipient}"
+    per_recipient["Action"] = "failed"
+    per_recipient["Status"] = "5.1.1"
+    per_recipient["Diagnostic-Code"] = "smtp; 550 5.1.1 no such user"
+    status.set_payload([per_message, per_recipient])
+    report.attach(status)
+    report.attach(MIMEMessage(message_from_bytes(original, policy=compat32)))
+    return report.as_bytes(policy=compat32.clone(linesep="\r\n"))
+
+
+class BouncingHandler(MailFolderHandler):
+    """Keeps every message, and answers mail for ``bounce_for`` with a DSN
+    sent to its envelope sender through ``relay`` (host, port) a moment
+    later, in a thread: the bounce arrives after acceptance, as in life."""
+
+    def __init__(self, folder: Path, *, bounce_for: str, relay: tuple[str, int]):
+        super().__init__(folder)
+        self.bounce_for = bounce_for.lower()
+        self.relay = relay
+        self.threads: list[threading.Thread] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        answer = await super().handle_DATA(server, session, envelope)
+        if envelope.mail_from and self.bounce_for in (r.lower() for r in envelope.rcpt_tos):
+            data = bounce_message(envelope.original_content or envelope.content, recipient=self.bounce_for)
+            thread = threading.Thread(target=self._send, args=(envelope.mail_from, data), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+        return answer
+
+    def _send(self, to: str, data: bytes) -> None:
+        import smtplib
+
+        with smtplib.SMTP(*self.relay, timeout=10) as client:
+            client.sendmail("", [to], data)
+
+    def wait(self, timeout: float = 10) -> None:
+        for thread in self.threads:
+            thread.join(timeout)

@@ -291,6 +291,11 @@ def edit_subscriber(
             f"{subscriber.address} unsubscribed themselves on {subscriber.opted_out_at:%Y-%m-%d}: only their own "
             "confirmed opt-in makes them active again (they can subscribe at /subscribe; an admin who has "
             "their request in writing can use `dispatch subscriber edit --status active --force`)")
+    if status == SubscriberStatus.active and subscriber.status == SubscriberStatus.bounced and not force:
+        raise WorkflowError(
+            f"{subscriber.address} bounced ({subscriber.status_reason or 'no reason kept'}): mail to it is what gets "
+            "a sender blocked; once you know the address works again use "
+            "`dispatch subscriber edit --status active --force`")
     _apply(session, subscriber, prefs)
     if status is not None and status != subscriber.status:
         subscriber.status = status
@@ -298,6 +303,7 @@ def edit_subscriber(
         if status == SubscriberStatus.active:
             subscriber.confirmed_at = subscriber.confirmed_at or utcnow()
             subscriber.bounce_count = 0
+            subscriber.soft_bounce_score, subscriber.soft_bounce_at = 0.0, None
     session.flush()
     return subscriber
 
@@ -470,6 +476,17 @@ def record_hard_bounce(session: Session, subscriber_id: int, *, reason: str, lim
     if subscriber.bounce_count >= limit and subscriber.status == SubscriberStatus.active:
         subscriber.status = SubscriberStatus.bounced
         subscriber.status_reason = fields.clip_line(f"{subscriber.bounce_count} hard bounces; last: {reason}", 500)
+    return subscriber
+
+
+def mark_bounced(session: Session, subscriber_id: int, *, reason: str) -> Subscriber | None:
+    """A bounce reported after acceptance (dispatch.inbound): the address is
+    suppressed at once. Only an active or pending reader changes; a stranger's
+    sign-up never lifts it (signup.NEXT_STEP), an admin only with ``force``."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is not None and subscriber.status in (SubscriberStatus.active, SubscriberStatus.pending):
+        subscriber.status = SubscriberStatus.bounced
+        subscriber.status_reason = fields.clip_line(reason, 500)
     return subscriber
 
 

@@ -189,6 +189,11 @@ def test_demo_from_a_clean_folder(run, tmp_path):
     assert len(log) == 10 and {d["status"] for d in log} == {"sent"}
     assert len(list((tmp_path / "demo-output" / "mail").glob("*.eml"))) == 8
     assert len(list((tmp_path / "demo-output" / "slack").rglob("*.json"))) == 2
+    # The sink bounced one reader's digest to `dispatch inbound`, over SMTP: she is bounced now.
+    assert "A bounce arrived" in out and "reader is now bounced" in out
+    readers = {r["address"]: r for r in json.loads(ok(run("subscriber", "list", "--json")).stdout)}
+    assert readers["amara.diallo@example.org"]["status"] == "bounced"
+    assert {r["status"] for a, r in readers.items() if a != "amara.diallo@example.org"} == {"active"}
     again = ok(run("demo")).stdout  # re-running is harmless: nothing is sent twice
     assert again.count("already there") >= 4 + 7
     assert len(json.loads(run("log", "--json").stdout)) == 10

@@ -85,7 +85,8 @@ def test_sigkill_mid_batch_then_resume(tmp_path, setup):
     received = Counter(message_id for _, message_id in handler.received)
     assert set(received) == {d.receipt for d in rows}  # none lost
     doubled = {mid for mid, n in received.items() if n > 1}
-    assert doubled <= {f"<delivery-{i}@example.org>" for i in in_flight}  # only what was in flight
+    installation = bootstrap.installation_id(engine)
+    assert doubled <= {f"<delivery-{i}.{installation}@example.org>" for i in in_flight}  # only what was in flight
     # One sender thread: at most the run of messages it had sent but not yet recorded.
     assert len(doubled) <= RECORD_EVERY
     assert {mid for d in rows if d.id in sent_before for mid in [d.receipt]}.isdisjoint(doubled)

@@ -67,6 +67,7 @@ class SmtpAdapter:
         pool_size: int = 2,
         rate_limit: float = 0.0,
         allow_plaintext_auth: bool = False,
+        installation: str = "",
     ):
         # The same checks as the settings make, for callers that build an
         # adapter themselves: every value here ends up in a header or on the wire.
@@ -84,11 +85,14 @@ class SmtpAdapter:
         if problem:
             raise ValueError(problem)
         name, address = parseaddr(mail_from)
+        if installation and not (installation.isascii() and installation.isalnum() and len(installation) <= 32):
+            raise ValueError("installation: at most 32 letters and digits")
         if ca_file is not None and not Path(ca_file).is_file():
             raise ValueError(f"smtp_ca_file {ca_file} does not exist")
         self.host, self.port, self.security = host, port, SmtpSecurity(security)
         self.username, self.password, self.timeout = username, password, timeout
         self.envelope_from = address
+        self.installation = installation
         self.domain = address.rsplit("@", 1)[1]
         self.sender = mail_from
         self.reply_to = reply_to
@@ -183,7 +187,7 @@ class SmtpAdapter:
     def build(self, address: str, content: EmailContent, *, delivery_id: int,
               eight_bit: bool = False, message_id: str | None = None) -> tuple[str, bytes]:
         """The Message-ID and the bytes of the message for one reader."""
-        msg_id = message_id or mime.message_id(delivery_id, self.domain)
+        msg_id = message_id or mime.message_id(delivery_id, self.domain, installation=self.installation)
         data = mime.build_message(content, sender=self.sender, to=address, msg_id=msg_id, list_id=self.list_id,
                                   unsubscribe_mailto=self.unsubscribe_mailto, reply_to=self.reply_to,
                                   date=datetime.now(timezone.utc), eight_bit=eight_bit)
@@ -202,17 +206,19 @@ class SmtpAdapter:
                 eight_bit = conn.has_extn("8bitmime")
                 msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
                                           message_id=message_id)
-                self._transact(conn, address, data, eight_bit=eight_bit)
+                self._transact(conn, address, data, eight_bit=eight_bit,
+                               envelope_from=_envelope_from(content))
             finally:
                 with self._in_use_lock:
                     self._in_use -= 1
         return msg_id
 
-    def _transact(self, conn: smtplib.SMTP, address: str, data: bytes, *, eight_bit: bool) -> None:
+    def _transact(self, conn: smtplib.SMTP, address: str, data: bytes, *, eight_bit: bool,
+                  envelope_from: str | None = None) -> None:
         """One message on a held connection; the connection goes back to the
         pool, or is closed when it cannot be trusted any more."""
         try:
-            _send_one(conn, self.envelope_from, address, data, eight_bit=eight_bit)
+            _send_one(conn, envelope_from or self.envelope_from, address, data, eight_bit=eight_bit)
         except smtplib.SMTPRecipientsRefused as exc:
             self._answered()
             code, text = exc.recipients.get(address, (0, b""))
@@ -283,6 +289,16 @@ def _send_one(conn: smtplib.SMTP, sender: str, recipient: str, data: bytes, *, e
     code, reply = conn.getreply()
     if code != 250:
         raise smtplib.SMTPDataError(code, reply)
+
+
+def _envelope_from(content) -> str | None:
+    """The content's VERP return path, checked like every value that reaches the wire."""
+    value = getattr(content, "envelope_from", None)
+    if value is None:
+        return None
+    if mailbox_problem(value, display_name=False):
+        raise PermanentError(f"refusing the envelope sender {value!r}")
+    return value
 
 
 def _quietly_close(conn: smtplib.SMTP) -> None:

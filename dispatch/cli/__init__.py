@@ -33,6 +33,9 @@ class DispatchCli(LazyGroup):
         "retry": LazyCommand("dispatch.cli.run_cmds:retry",
                              "Put a failed delivery (or all of them) back in the queue; a held one (its "
                              "outcome could not be recorded) only by its id, once you have looked."),
+        "inbound": LazyCommand("dispatch.cli.inbound_cmd:inbound",
+                               "Receive bounces, complaints and mailto unsubscribes (SMTP, LMTP or --stdin) "
+                               "and act on them."),
         "sink": LazyCommand("dispatch.cli.run_cmds:sink",
                             "Run a local SMTP server and a local Slack API that keep what they receive, for "
                             "trying dispatch on a machine with no mail relay and no Slack."),
@@ -122,14 +125,17 @@ def show_config(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
     appctx = app_context(ctx)
     shown = appctx.settings.masked()
     key_from = bootstrap.key_source(appctx.engine, appctx.settings).describe()
+    warnings = appctx.settings.warnings()
     if as_json:
-        print_json({**shown, "secret_key_source": key_from})
+        print_json({**shown, "secret_key_source": key_from, "warnings": warnings})
         return
     table = Table("setting", "environment variable", "value")
     for name, value in shown.items():
         table.add_row(name, f"DISPATCH_{name.upper()}", "—" if value is None else str(value))
     console.print(table)
     console.print(f"The key that signs reader links and admin sessions comes from {key_from}.", highlight=False)
+    for warning in warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
 
 
 @app.command()

@@ -92,6 +92,10 @@ class AppContext:
             )
             fail(f"invalid settings (environment or {config_file_path()}): {problems}", code=EXIT_BAD_INPUT)
 
+    def warn_at_start(self) -> None:
+        for warning in self.settings.warnings():
+            err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
     @cached_property
     def engine(self) -> Engine:
         from dispatch import bootstrap

@@ -22,6 +22,8 @@ from dispatch.subscribers import Preferences
 
 DEMO_ACTOR = "demo-editor"
 DEMO_SLACK_TOKEN = "xoxb-demo-token"
+DEMO_BOUNCES = "bounces@example.org"
+DEMO_BOUNCING = "amara.diallo@example.org"  # the sink answers her mail with a bounce
 
 # Readers with different tastes, time zones and formats, plus two Slack channels.
 DEMO_SUBSCRIBERS: list[tuple[SubscriberKind, str, Preferences]] = [
@@ -86,10 +88,18 @@ def demo(
 
 def _deliver(ctx: typer.Context, output: Path) -> None:
     """Start the local sinks, point dispatch at them and run one pass."""
+    from dispatch.inbound import receiver
+    from dispatch.sink import BouncingHandler
+
     appctx = app_context(ctx)
-    smtp = SmtpSink(output / "mail").start()
+    settings = appctx.settings.model_copy(update={"bounce_address": DEMO_BOUNCES,
+                                                  "mail_from": "Dispatch Briefings <briefings@example.org>"})
+    # `dispatch inbound` on a free port, and a sink that bounces one reader's mail to it.
+    inbound = receiver.InboundServer(receiver.build_inbox(settings, appctx.engine), port=0).start()
+    handler = BouncingHandler(output / "mail", bounce_for=DEMO_BOUNCING, relay=(inbound.host, inbound.port))
+    smtp = SmtpSink(output / "mail", handler=handler).start()
     slack = SlackSink(output / "slack", token=DEMO_SLACK_TOKEN).start()
-    settings = appctx.settings.model_copy(update={
+    settings = settings.model_copy(update={
         "smtp_host": smtp.host, "smtp_port": smtp.port, "smtp_security": SmtpSecurity.none,
         "smtp_username": None, "smtp_password": None, "mail_from": "Dispatch Briefings <briefings@example.org>",
         "slack_base_url": slack.base_url, "slack_bot_token": SecretStr(DEMO_SLACK_TOKEN),
@@ -101,11 +111,18 @@ def _deliver(ctx: typer.Context, output: Path) -> None:
     runner = Runner(settings, appctx.engine, clock=lambda: when)
     try:
         summary = runner.run_once()
+        handler.wait()
     finally:
         runner.close()
         smtp.stop()
         slack.stop()
+        inbound.stop()
     run_cmds.print_summary(summary)
+    with appctx.session() as session:
+        bounced = subscribers.find_by_address(session, DEMO_BOUNCING)
+        shown = f"{bounced.status.value} ({bounced.status_reason})" if bounced else "not there"
+    console.print(f"\n[bold]A bounce arrived[/]: the sink answered {DEMO_BOUNCING} with a DSN to the VERP "
+                  f"return path; `dispatch inbound` read it, and the reader is now {escape(shown)}", highlight=False)
     run_cmds.show_log(ctx, status=None, subscriber=None, since=None, limit=50, after=None,
                       delivery=None, as_json=False)
     mails = sorted((output / "mail").glob("*.eml"))

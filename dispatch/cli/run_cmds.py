@@ -119,6 +119,7 @@ def run(
     outcome could not be recorded (it is then held: see `dispatch status`).
     """
     setup_logging(app_context(ctx).settings)
+    app_context(ctx).warn_at_start()
     tune_garbage_collector()
     if now and not once:
         fail("--now only goes with --once", code=EXIT_BAD_INPUT)
@@ -178,8 +179,15 @@ def show_log(
     appctx = app_context(ctx)
     with appctx.session() as session:
         if delivery is not None:
+            from dispatch.inbound import events
+
             rows = [{"at": a.at.isoformat(), "outcome": a.outcome, "detail": a.detail}
                     for a in ledger.attempts(session, delivery)]
+            # What came back after acceptance (bounces, complaints), in time order with the attempts.
+            rows += [{"at": e.received_at.isoformat(), "outcome": f"came back: {e.kind}",
+                      "detail": " ".join(x for x in (e.status_code, e.diagnostic, f"(via {e.source}; {e.effect})")
+                                         if x)} for e in events.for_delivery(session, delivery)]
+            rows.sort(key=lambda r: r["at"])
             if as_json:
                 print_json(rows)
                 return

@@ -51,6 +51,7 @@ def web(
     settings = app_context(ctx).settings
     logsafe.configure(webhook_hosts=settings.slack_webhook_hosts,  # dispatch's own loggers
                       json_lines=settings.log_format.value == "json")
+    app_context(ctx).warn_at_start()
     server = build_server(ctx, host, port)
     banner = f"serving on http://{host}:{port}/ (admin: /admin, API docs: /api/docs)"
     if settings.log_format.value == "json":  # every line of output one JSON object

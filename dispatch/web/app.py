@@ -102,7 +102,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
         worker = app.state.notice_worker = notices.NoticeWorker(notices.NoticeSender(
             engine, environment=app.state.templates.env, brand=app.state.brand, public_url=str(settings.public_url),
             secret=secret, mailer=app.state.mailer, policy=RetryPolicy(max_attempts=settings.max_attempts),
-            postal_address=settings.postal_address)).start()
+            postal_address=settings.postal_address, bounce_address=settings.bounce_address)).start()
         try:
             yield
         finally:
@@ -128,7 +128,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
     app.state.signup_throttle = Throttle(limit=10, window=3600)
     app.state.notice_worker = None  # started with the server (lifespan)
     app.state.ready_mailer = ready_mailer
-    app.state.mailer = mailer or smtp_adapter(settings)
+    app.state.mailer = mailer or smtp_adapter(settings, installation=bootstrap.installation_id(engine))
     app.state.composer = Composer(settings, engine)  # renderers for the previews, built once
     # The session key is derived from the link key, so neither can be used as the other.
     session_key = hmac.new(secret.encode(), b"dispatch web session", hashlib.sha256).hexdigest()
