@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from dispatch import fields, paging, signup, subscribers
+from dispatch import fields, metrics, paging, signup, subscribers
 from dispatch.errors import InputError
 from dispatch.inbound import outcomes
 from dispatch.inbound.outcomes import Kind
@@ -98,8 +98,10 @@ def _apply(session: Session, subscriber: Subscriber, decision: outcomes.Decision
         subscriber.soft_bounce_score, subscriber.soft_bounce_at = decision.score, now
     if decision.mark == "bounced":
         subscribers.mark_bounced(session, subscriber.id, reason=decision.reason)
+        metrics.BOUNCES.inc()
     elif decision.kind == Kind.complaint:
         signup.complained(session, subscriber)
+        metrics.COMPLAINTS.inc()
     elif decision.kind == Kind.unsubscribe:
         signup.unsubscribe(session, subscriber, how="by mail")
 
