@@ -18,7 +18,7 @@ def engine_of(tmp_path):
 
 def test_create_an_admin_with_a_prompted_password(run, tmp_path):
     result = ok(run("admin", "create", "editor", input="correct horse battery\ncorrect horse battery\n"))
-    assert "admin editor created" in result.output
+    assert "admin editor (admin) created" in result.output
     with db.session_scope(engine_of(tmp_path)) as session:
         stored = session.exec(select(AdminUser)).one()
         assert stored.password_hash.startswith("$argon2id$") and "correct horse" not in stored.password_hash

@@ -76,7 +76,8 @@ def test_dispatch_run_logs_json_lines_with_the_delivery_fields(tmp_path, mail_si
 
         dispatch("slack", "add", webhook, "--cadence", "immediate")
         dispatch("subscriber", "add", "ana@example.org", "--cadence", "immediate")
-        dispatch("sitrep", "import", str(FIXTURES / "standard.txt"), "--approve")
+        dispatch("--as", "ed", "sitrep", "import", str(FIXTURES / "standard.txt"))
+        dispatch("--as", "chief", "sitrep", "approve", "1")  # two people: the rule is on here
         later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
         done = dispatch("run", "--once", "--now", later)
     finally:
