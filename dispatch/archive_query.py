@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 from dispatch import fields, paging, views
 from dispatch.digest import SitrepView
 from dispatch.errors import FieldError
-from dispatch.models import Analyst, Commentary, Region, Sitrep, SitrepRegion, SitrepStatus
+from dispatch.models import Analyst, Commentary, Region, Sitrep, SitrepRegion, SitrepStatus, utcnow
 
 MAX_FILTER = 64  # a region slug's length; analyst slugs longer than this are refused as filters
 PAGE_SIZE = 25
@@ -45,7 +45,8 @@ def _slugs(value: str | None, field: str) -> tuple[str, ...]:
 
 
 def _query(filters: Filters):
-    query = select(Sitrep).where(Sitrep.status == SitrepStatus.approved).options(
+    # An embargoed SITREP (approved for a later instant) is not out yet.
+    query = select(Sitrep).where(Sitrep.status == SitrepStatus.approved, col(Sitrep.approved_at) <= utcnow()).options(
         selectinload(Sitrep.regions), selectinload(Sitrep.commentary).joinedload(Commentary.analyst))
     if filters.regions:
         query = query.where(col(Sitrep.id).in_(select(SitrepRegion.sitrep_id).where(

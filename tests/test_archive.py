@@ -290,3 +290,25 @@ def test_brand_and_postal_address_are_one_line_and_shown_in_config(monkeypatch):
     shown = Settings(brand="  The   Desk ", postal_address="1 Quay St, Bergen").masked()
     assert shown["brand"] == "The Desk" and shown["postal_address"] == "1 Quay St, Bergen"
     assert shown["archive"] == "readers" and shown["max_full_items"] == "12"
+
+
+def test_an_embargoed_sitrep_stays_out_of_the_archive_and_feeds_until_its_release(database_url, engine, smtp):
+    ids = seed(engine)
+    with db.session_scope(engine) as session:
+        embargoed = sitreps.import_parsed(session, parse(sitrep_text("Harbour closure under embargo")), actor="ed",
+                                          regions=["europe-eurasia"]).sitrep.id
+        sitreps.approve_sitrep(session, embargoed, by="chief",
+                               release_at=datetime.now(timezone.utc) + timedelta(days=1))
+    with client(settings_for(database_url, smtp, archive="public"), engine) as web:
+        listed = web.get("/archive").text
+        assert TITLES[0] in listed and "Harbour closure under embargo" not in listed
+        assert web.get(f"/archive/{embargoed}").status_code == 404
+        assert "Harbour closure" not in web.get("/feeds/sitreps.atom").text
+        sign_in(web, engine)  # the desk sees it before the release
+        assert web.get(f"/archive/{embargoed}").status_code == 200
+    with db.session_scope(engine) as session:
+        sitreps.release_sitrep(session, embargoed, by="chief")
+    with client(settings_for(database_url, smtp, archive="public"), engine) as web:
+        assert web.get(f"/archive/{embargoed}").status_code == 200
+        assert "Harbour closure" in web.get("/feeds/sitreps.atom").text
+        assert TITLES[0] in web.get(f"/archive/{ids[0]}").text

@@ -92,3 +92,35 @@ def test_web_and_api_embargo(web):
     web.form(f"/admin/sitreps/{sitrep_id}/release", page=f"/admin/sitreps/{sitrep_id}")
     assert web.client.get(f"/api/sitreps/{sitrep_id}", headers=bearer).json()["scheduled_for"] is None
     assert web.client.post(f"/api/sitreps/{sitrep_id}/release", headers=bearer).status_code == 409
+
+
+def _approved_events(tmp_path) -> list[dict]:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "embargo.db") as connection:
+        rows = connection.execute("SELECT payload FROM event WHERE type = 'sitrep.approved' ORDER BY created_at")
+        return [json.loads(payload) for (payload,) in rows]
+
+
+def test_sitrep_approved_reaches_event_webhooks_at_the_release_not_at_the_approval(cli, tmp_path):
+    """A receiver that publishes on sitrep.approved must not hear of an
+    embargoed SITREP early: the event is emitted when it comes out."""
+    assert cli("webhook", "add", "https://hooks.example.org/in", "--event", "sitrep.approved").exit_code == 0
+    release = (datetime.now(timezone.utc) + timedelta(days=1)).replace(second=0, microsecond=0)
+    assert cli("--as", "chief", "sitrep", "approve", "1", "--release-at", release.isoformat()).exit_code == 0
+    assert _approved_events(tmp_path) == []
+    assert cli("run", "--once", "--now", (release - timedelta(minutes=1)).isoformat()).exit_code == 0
+    assert _approved_events(tmp_path) == []
+    assert cli("run", "--once", "--now", (release + timedelta(minutes=1)).isoformat()).exit_code == 0
+    assert cli("run", "--once", "--now", (release + timedelta(minutes=2)).isoformat()).exit_code == 0
+    assert [e["data"]["sitrep_id"] for e in _approved_events(tmp_path)] == [1]
+
+
+def test_a_release_early_emits_sitrep_approved_once(cli, tmp_path):
+    assert cli("webhook", "add", "https://hooks.example.org/in", "--event", "sitrep.approved").exit_code == 0
+    release = datetime.now(timezone.utc) + timedelta(days=3)
+    assert cli("--as", "chief", "sitrep", "approve", "1", "--release-at", release.isoformat()).exit_code == 0
+    assert _approved_events(tmp_path) == []
+    assert cli("--as", "chief", "sitrep", "release", "1").exit_code == 0
+    assert cli("run", "--once").exit_code == 0
+    assert [e["data"]["sitrep_id"] for e in _approved_events(tmp_path)] == [1]

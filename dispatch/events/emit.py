@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session as OrmSession
@@ -107,6 +107,30 @@ def _sitrep_data(s: Sitrep) -> dict:
             "approved_at": s.approved_at.isoformat() if s.approved_at else None, "approved_by": s.approved_by}
 
 
+def _embargoed(s: Sitrep) -> bool:
+    """Approved for an instant still to come: its sitrep.approved waits for
+    the release, or a receiver would publish what is under embargo."""
+    return s.approved_at is not None and _aware(s.approved_at) > utcnow()
+
+
+def _released(s: Sitrep) -> bool:
+    """An embargoed SITREP comes out: released early (its approval time moved
+    to now), or its instant came and the planner fanned it out (an approval
+    time later than the approval itself, which set updated_at)."""
+    if s.status != SitrepStatus.approved or s.approved_at is None:
+        return False
+    if _became(s, "approved_at") is not None:
+        return not _embargoed(s)
+    # The planner's clock (run --once --now) decides, not this one: it fans
+    # out only what is released by its own now.
+    return (_became(s, "immediate_planned_at") is not None and s.updated_at is not None
+            and _aware(s.approved_at) > _aware(s.updated_at))
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
 @sa.event.listens_for(OrmSession, "after_flush")
 def _seen(session, _context) -> None:
     """Ids are assigned and the changes' history still readable: note the events."""
@@ -114,7 +138,7 @@ def _seen(session, _context) -> None:
     for obj in session.new:
         if isinstance(obj, Subscriber):
             found.append(("subscriber.created", _subscriber_data(obj)))
-        elif isinstance(obj, Sitrep) and obj.status in SITREP_EVENTS:
+        elif isinstance(obj, Sitrep) and obj.status in SITREP_EVENTS and not _embargoed(obj):
             found.append((SITREP_EVENTS[obj.status], _sitrep_data(obj)))
     for obj in session.dirty:
         if isinstance(obj, Subscriber):
@@ -123,8 +147,10 @@ def _seen(session, _context) -> None:
                 found.append((SUBSCRIBER_EVENTS[became], _subscriber_data(obj)))
         elif isinstance(obj, Sitrep):
             became = _became(obj, "status")
-            if became in SITREP_EVENTS:
+            if became in SITREP_EVENTS and not (became == SitrepStatus.approved and _embargoed(obj)):
                 found.append((SITREP_EVENTS[became], _sitrep_data(obj)))
+            elif became is None and _released(obj):
+                found.append(("sitrep.approved", _sitrep_data(obj)))
     if found:
         session.info.setdefault(PENDING_KEY, []).extend(found)
 

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlmodel import Session
 
-from dispatch import archive_query, digest, links, paging, sitrep_history, views
+from dispatch import archive_query, digest, links, paging, sitrep_history, sitreps, views
 from dispatch.errors import FieldError
 from dispatch.models import Delivery, SitrepStatus, Subscriber, SubscriberStatus
 from dispatch.web import security
@@ -140,7 +140,8 @@ def archive_sitrep(sitrep_id: int, request: Request, session: Session = Depends(
     if not may_open(mode, admin=admin, reader=reader, token_for_it=token_for_it):
         return _refused(request, mode)
     found = archive_query.one(session, sitrep_id)
-    if found is None or (found[0].status == SitrepStatus.draft and not admin):
+    if found is None or (not admin and (found[0].status == SitrepStatus.draft
+                                        or sitreps.embargoed_until(found[0]) is not None)):
         raise HTTPException(404, "There is no such SITREP in the archive.")
     sitrep, view = found
     if sitrep.status == SitrepStatus.withdrawn and not admin:
