@@ -361,7 +361,8 @@ def subscriber_detail(subscriber_id: Id, request: Request, after: str = "", befo
                 address=subscriber.address, values=forms.values_of(subscriber), error=None,
                 statuses=[s.value for s in SubscriberStatus],
                 deliveries=found.items, pager=_pager(request, found),
-                events=events.for_subscriber(session, subscriber_id, limit=SUBSCRIBER_EVENT_ROWS), **forms.choices(session))
+                events=events.for_subscriber(session, subscriber_id, limit=SUBSCRIBER_EVENT_ROWS),
+                **forms.choices(session))
 
 
 @router.post("/subscribers/{subscriber_id}", dependencies=[requires(P.subscribers), Depends(require_csrf)])

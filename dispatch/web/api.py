@@ -188,7 +188,8 @@ def list_deliveries(request: Request, status: DeliveryStatus | None = None,
     return _paged(request, page, [_delivery(e.delivery, e.address) for e in page.items])
 
 
-@router.get("/deliveries/{delivery_id}", dependencies=[requires(P.read)], summary="One delivery with every attempt and what came back about it")
+@router.get("/deliveries/{delivery_id}", dependencies=[requires(P.read)],
+            summary="One delivery with every attempt and what came back about it")
 def get_delivery(delivery_id: DeliveryId, session: Session = Depends(db_session)) -> dict:
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
