@@ -137,3 +137,12 @@ def counts_per_day(session: Session, *, since: datetime, until: datetime) -> dic
         day = counts.setdefault(at.date(), {})
         day[kind] = day.get(kind, 0) + 1
     return counts
+
+
+KINDS = tuple(k.value for k in Kind if k != Kind.ignored)  # what is stored, in the order pages show it
+
+
+def as_dict(event: DeliveryEvent) -> dict:
+    return {"id": event.id, "delivery_id": event.delivery_id, "subscriber_id": event.subscriber_id,
+            "kind": event.kind, "status_code": event.status_code, "diagnostic": event.diagnostic,
+            "source": event.source, "effect": event.effect, "received_at": event.received_at.isoformat()}

@@ -37,6 +37,7 @@ from dispatch.models import (
     utcnow,
 )
 from dispatch.desk import audit, roles
+from dispatch.inbound import events
 from dispatch.desk.roles import Permission as P
 from dispatch.web import access, forms, uploads
 from dispatch.web.access import requires
@@ -359,7 +360,9 @@ def subscriber_detail(subscriber_id: Id, request: Request, after: str = "", befo
     return page(request, "admin/subscriber.html", subscriber=subscriber, kind=subscriber.kind.value,
                 address=subscriber.address, values=forms.values_of(subscriber), error=None,
                 statuses=[s.value for s in SubscriberStatus],
-                deliveries=found.items, pager=_pager(request, found), **forms.choices(session))
+                deliveries=found.items, pager=_pager(request, found),
+                events=events.for_subscriber(session, subscriber_id, limit=SUBSCRIBER_EVENT_ROWS),
+                **forms.choices(session))
 
 
 @router.post("/subscribers/{subscriber_id}", dependencies=[requires(P.subscribers), Depends(require_csrf)])
@@ -424,7 +427,7 @@ def delivery_detail(delivery_id: Id, request: Request, session: Session = Depend
                 subscriber=session.get(Subscriber, delivery.subscriber_id),
                 titles={s.id: s.title for s in session.exec(
                     select(Sitrep).where(col(Sitrep.id).in_(delivery.sitrep_ids))).all()},
-                attempts=ledger.attempts(session, delivery_id))
+                attempts=ledger.attempts(session, delivery_id), events=events.for_delivery(session, delivery_id))
 
 
 @router.post("/deliveries/{delivery_id}/retry", **form_post(P.approve))
@@ -447,6 +450,7 @@ def audit_list(request: Request, actor: str = "", target: str = "", after: str =
 
 PAGE_ROWS = 50  # rows of a list page
 SUBSCRIBER_LOG_ROWS = 20  # deliveries on a subscriber's page
+SUBSCRIBER_EVENT_ROWS = 20  # bounces and complaints on a subscriber's page (all of them: /admin/bounces)
 
 
 def _cursors(after: str, before: str) -> dict:

@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from dispatch import fields, ledger, paging, sitrep_text, sitreps, subscriber_rows, subscribers
 from dispatch.errors import NotFoundError
+from dispatch.inbound import events
 from dispatch.models import Delivery, DeliveryStatus, SitrepStatus, SubscriberKind, SubscriberStatus
 from dispatch.web.pages import db_session
 from dispatch.desk import audit, roles
@@ -187,7 +188,8 @@ def list_deliveries(request: Request, status: DeliveryStatus | None = None,
     return _paged(request, page, [_delivery(e.delivery, e.address) for e in page.items])
 
 
-@router.get("/deliveries/{delivery_id}", dependencies=[requires(P.read)], summary="One delivery with every attempt")
+@router.get("/deliveries/{delivery_id}", dependencies=[requires(P.read)],
+            summary="One delivery with every attempt and what came back about it")
 def get_delivery(delivery_id: DeliveryId, session: Session = Depends(db_session)) -> dict:
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
@@ -195,7 +197,19 @@ def get_delivery(delivery_id: DeliveryId, session: Session = Depends(db_session)
     data = _delivery(delivery)
     data["attempts_log"] = [{"at": a.at.isoformat(), "outcome": a.outcome, "detail": a.detail}
                             for a in ledger.attempts(session, delivery_id)]
+    data["events"] = [events.as_dict(e) for e in events.for_delivery(session, delivery_id)]
     return data
+
+
+EventKind = Literal["hard_bounce", "soft_bounce", "complaint", "unsubscribe"]
+
+
+@router.get("/bounces", dependencies=[requires(P.read)],
+            summary="Bounces, complaints and mailto unsubscribes that came back, newest first (one page)")
+def list_bounces(request: Request, kind: EventKind | None = None, limit: Limit = 100, after: After = None,
+                 session: Session = Depends(db_session)) -> dict:
+    page = events.page(session, kind=kind, limit=limit, after=paging.parse_cursor(after))
+    return _paged(request, page, [events.as_dict(e) for e in page.items])
 
 
 def _utc(moment: datetime | None, field: str) -> datetime | None:

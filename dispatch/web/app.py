@@ -27,8 +27,8 @@ from dispatch.config import Settings
 from dispatch.errors import ConflictError, DispatchError, InputError, NotFoundError
 from dispatch.retry import RetryPolicy
 from dispatch.scheduler import smtp_adapter
-from dispatch.web import (admin_pages, api, archive, feeds, health, metrics_route, public_pages, webhook_pages,
-                          webhooks_api)
+from dispatch.web import (admin_pages, api, archive, bounce_pages, feeds, health, metrics_route, public_pages,
+                          webhook_pages, webhooks_api)
 from dispatch.web.middleware import BodyLimit, SecurityHeaders
 from dispatch.web.pages import message, templates
 from dispatch.web.security import LoginRequired, Throttle
@@ -151,6 +151,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
     app.include_router(feeds.router)
     app.include_router(admin_pages.login_router)
     app.include_router(admin_pages.router)
+    app.include_router(bounce_pages.router)
     app.include_router(api.router)
     app.include_router(webhooks_api.router)
     app.include_router(webhook_pages.router)
