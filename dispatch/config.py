@@ -174,7 +174,7 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(300, gt=0, description="a claimed delivery returns to the queue after this")
     max_attempts: int = Field(8, ge=1)
     two_person_rule: bool = Field(True, description="a SITREP is approved only by someone other than whoever "
-                                                    "imported or last edited it")
+                                                    "imported it or edited it since its last approval")
     bounce_limit: int = Field(3, ge=1, description="hard bounces before an address is marked bounced")
     soft_bounce_limit: float = Field(
         5, ge=1, le=100, description="soft bounces (4.x.x, mailbox full) reported after acceptance, as a score "

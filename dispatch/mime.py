@@ -19,8 +19,10 @@ never start a new header.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
+import hmac
 import secrets
 import weakref
 from dataclasses import dataclass
@@ -40,9 +42,21 @@ def message_id(delivery_id: int, domain: str, *, installation: str = "") -> str:
     with the installation's random part (``bootstrap.installation_id``), so
     that a rebuilt database or a second installation sending from the same
     domain never repeats an id a mailbox already holds (Gmail may drop the
-    newcomer as a duplicate)."""
-    suffix = f".{installation}" if installation else ""
+    newcomer as a duplicate). The part after the dot is a keyed hash of the
+    delivery, not the installation's value itself: every reader sees their
+    Message-ID, and a bounce or complaint that names one must not be
+    forgeable for another reader's delivery (dispatch.inbound.inbox)."""
+    suffix = f".{delivery_tag(installation, delivery_id)}" if installation else ""
     return f"<delivery-{delivery_id}{suffix}@{domain}>"
+
+
+DELIVERY_TAG_CHARS = 16  # 80 bits of HMAC, lower-case base32 (some systems fold case)
+
+
+@lru_cache(maxsize=4096)
+def delivery_tag(installation: str, delivery_id: int) -> str:
+    mac = hmac.new(installation.encode("ascii"), b"dispatch message-id %d" % int(delivery_id), hashlib.sha256)
+    return base64.b32encode(mac.digest()).decode("ascii").lower()[:DELIVERY_TAG_CHARS]
 
 
 @lru_cache(maxsize=1024)

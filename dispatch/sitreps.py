@@ -133,7 +133,7 @@ def sitrep_page(
 
 def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | None = None,
                    two_person: bool = False, release_at: datetime | None = None) -> Sitrep:
-    """``two_person``: refuse (roles.NotPermitted) an approver who imported or last edited it."""
+    """``two_person``: refuse (roles.NotPermitted) an approver who imported it or edited it since its last approval."""
     sitrep = get(session, sitrep_id)
     if two_person:
         # Read, not sitrep.changes: that collection may have been loaded before this session's own changes.

@@ -1,6 +1,7 @@
 """`dispatch inbound` over real SMTP and LMTP: DSNs and ARF reports built
 with the email package from messages dispatch delivered (issue 16, point 2)."""
 
+import copy
 import email
 import email.policy
 import smtplib
@@ -185,6 +186,26 @@ def test_forged_and_unattributable_mail_is_refused_and_nothing_written(engine, d
     with db.session_scope(engine) as session:
         assert session.exec(select(DeliveryEvent)).all() == []
         assert {s.status for s in session.exec(select(Subscriber)).all()} == {SubscriberStatus.active}
+
+
+def test_a_readers_own_message_id_edited_to_name_another_delivery_is_refused(engine, delivered):
+    """Every reader sees their Message-ID; one edited to another reader's
+    delivery id (and naming that reader) must not bounce or unsubscribe them."""
+    settings, sent, server = delivered
+    _, mine = sent["gone@example.net"]
+    _, theirs = sent["full@example.net"]
+    own_id, their_id = mine["Message-ID"], theirs["Message-ID"]
+    mine_number = int(own_id.split("-", 1)[1].split(".", 1)[0])
+    their_number = int(their_id.split("-", 1)[1].split(".", 1)[0])
+    forged = copy.deepcopy(mine)
+    forged.replace_header("Message-ID", own_id.replace(f"delivery-{mine_number}.", f"delivery-{their_number}."))
+    forged.replace_header("To", "full@example.net")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        smtp_send(server, BOUNCES, dsn(forged, recipient="full@example.net"))
+    assert refused.value.smtp_code == 550
+    with db.session_scope(engine) as session:
+        assert session.exec(select(DeliveryEvent)).all() == []
+    assert status(engine, "full@example.net")[0] == SubscriberStatus.active
 
 
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlmodel import select
 
-from dispatch import bootstrap, db, sitreps, subscribers
+from dispatch import bootstrap, db, mime, sitreps, subscribers
 from dispatch.models import Delivery, DeliveryStatus
 from dispatch.sender import RECORD_EVERY
 from dispatch.sitrep_text import parse
@@ -86,7 +86,7 @@ def test_sigkill_mid_batch_then_resume(tmp_path, setup):
     assert set(received) == {d.receipt for d in rows}  # none lost
     doubled = {mid for mid, n in received.items() if n > 1}
     installation = bootstrap.installation_id(engine)
-    assert doubled <= {f"<delivery-{i}.{installation}@example.org>" for i in in_flight}  # only what was in flight
+    assert doubled <= {f"<delivery-{i}.{mime.delivery_tag(installation, i)}@example.org>" for i in in_flight}  # only what was in flight
     # One sender thread: at most the run of messages it had sent but not yet recorded.
     assert len(doubled) <= RECORD_EVERY
     assert {mid for d in rows if d.id in sent_before for mid in [d.receipt]}.isdisjoint(doubled)

@@ -4,7 +4,7 @@ delivery, different for every installation (issue 16, point 5)."""
 import email
 import email.policy
 
-from dispatch import bootstrap, db
+from dispatch import bootstrap, db, mime
 from dispatch.adapters.smtp import SmtpAdapter
 
 from .servers import scripted_smtp
@@ -35,7 +35,7 @@ def test_two_installations_never_send_the_same_message_id(tmp_path, sqlite_url):
                                   installation=installation)
             receipt = adapter.send("r@example.org", CONTENT, delivery_id=1)
             again = adapter.build("r@example.org", CONTENT, delivery_id=1)[0]
-            assert receipt == again == f"<delivery-1.{installation}@example.org>"  # deterministic per delivery
+            assert receipt == again == f"<delivery-1.{mime.delivery_tag(installation, 1)}@example.org>"  # deterministic per delivery
             adapter.close()
             engine.dispose()
             ids.append(receipt)

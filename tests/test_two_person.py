@@ -22,12 +22,16 @@ def test_the_rule_is_on_by_default(monkeypatch):
 
 
 def test_who_may_approve():
-    history = [("ana", "imported"), ("bob", "tagged"), ("chief", "approved")]
+    history = [("ana", "imported"), ("bob", "tagged")]
     assert "ana imported" in roles.two_person_refusal(history, approver="ana")
-    assert "last edited" in roles.two_person_refusal(history, approver="Bob")
+    assert "Bob edited" in roles.two_person_refusal(history, approver="Bob")
     assert roles.two_person_refusal(history, approver="cy") is None
-    # An editor between the first and the last is not an author of the final text's approval.
-    assert roles.two_person_refusal([("a", "imported"), ("b", "edited"), ("c", "edited")], approver="b") is None
+    # Every editor since the last approval is an author, not only the last one
+    # (else b's text goes out behind c's one-character edit, approved by b).
+    assert "b edited" in roles.two_person_refusal([("a", "imported"), ("b", "edited"), ("c", "edited")], approver="b")
+    # Edits before an approval were reviewed by it: after a withdrawal, the earlier editor may approve.
+    assert roles.two_person_refusal([("a", "imported"), ("b", "edited"), ("c", "approved"), ("d", "withdrawn"),
+                                     ("e", "edited")], approver="b") is None
     assert roles.two_person_refusal([], approver="a") is None
 
 

@@ -70,14 +70,22 @@ EDITS = ("imported", "edited", "edited after approval", "tagged")  # SitrepChang
 
 def two_person_refusal(changes: list[tuple[str, str]], *, approver: str) -> str | None:
     """Why ``approver`` may not approve, given the SITREP's history as
-    (actor, action) pairs oldest first; None when they may. The importer and
-    whoever edited it last are both its authors."""
-    authored = [actor for actor, action in changes if action in EDITS]
-    if not authored:
+    (actor, action) pairs oldest first; None when they may. Its authors are
+    the importer and everyone who edited or tagged it since it was last
+    approved (earlier edits were reviewed by that approval): counting only
+    the first and the last let an editor's text through behind a colleague's
+    one-character edit."""
+    if not changes:
         return None
-    authors = {authored[0], authored[-1]}
-    if approver.strip().casefold() in {a.strip().casefold() for a in authors}:
-        role = "imported" if approver.strip().casefold() == authored[0].strip().casefold() else "last edited"
-        return (f"two-person rule: {approver} {role} this SITREP, so someone else must approve it "
-                "(DISPATCH_TWO_PERSON_RULE)")
-    return None
+    last_approval = max((i for i, (_, action) in enumerate(changes) if action == "approved"), default=-1)
+    importer = next((actor for actor, action in changes if action == "imported"), None)
+    editors = [actor for actor, action in changes[last_approval + 1:] if action in EDITS and action != "imported"]
+    who = approver.strip().casefold()
+    if importer is not None and who == importer.strip().casefold():
+        role = "imported"
+    elif who in {a.strip().casefold() for a in editors}:
+        role = "edited"
+    else:
+        return None
+    return (f"two-person rule: {approver} {role} this SITREP, so someone else must approve it "
+            "(DISPATCH_TWO_PERSON_RULE)")

@@ -17,6 +17,7 @@ is logged in one line, through the redacting log (no token in full).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import re
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy.engine import Engine
 
-from dispatch import db, links
+from dispatch import db, links, mime
 from dispatch.inbound import arf, dsn, events, mailparts, outcomes
 from dispatch.inbound.outcomes import Kind
 from dispatch.models import Delivery, Subscriber
@@ -248,14 +249,17 @@ class _ByMessageId:
 
 
 def _delivery_in_message_id(message_id: str, installation: str) -> int | None:
-    """``<delivery-42.<installation>@domain>`` → 42, only with this installation's part."""
+    """``<delivery-42.<tag>@domain>`` → 42, only when the tag is this
+    installation's keyed hash of 42 (mime.delivery_tag): a Message-ID seen
+    in one reader's email cannot be edited into another reader's."""
     local = message_id.strip("<>").partition("@")[0]
     head, _, part = local.partition(".")
     digits = head.removeprefix("delivery-")
-    if head.startswith("delivery-") and digits.isascii() and digits.isdigit() and len(digits) <= 19 \
-            and installation and part == installation:
-        return int(digits)
-    return None
+    if not (head.startswith("delivery-") and digits.isascii() and digits.isdigit() and len(digits) <= 19
+            and installation and len(part) == mime.DELIVERY_TAG_CHARS):
+        return None
+    delivery_id = int(digits)
+    return delivery_id if hmac.compare_digest(part.lower(), mime.delivery_tag(installation, delivery_id)) else None
 
 
 def _event_key(message, data: bytes) -> str:
