@@ -93,3 +93,19 @@ def test_a_readers_own_unsubscribe_is_the_readers(web):
                             .order_by(AuditEntry.id)).all()
         assert [(r.actor_kind, r.action) for r in rows] == [("system", "subscriber.created"),
                                                              ("reader", "subscriber.unsubscribed")]
+
+
+def test_event_webhooks_are_audited_without_their_secret(session):
+    """A webhook may be sent readers' addresses: who added or removed one is
+    on record, and its signing secret is not."""
+    from dispatch.events import endpoints
+
+    with audit.acting_as(audit.Actor("cli", "ops")):
+        hook = endpoints.add(session, "https://hooks.example.org/in", events=["subscriber.created"])
+        session.flush()
+        endpoints.remove(session, hook.id)
+        session.flush()
+    rows = session.exec(select(AuditEntry).where(AuditEntry.target == f"webhook:{hook.id}")
+                        .order_by(AuditEntry.id)).all()
+    assert [(r.actor, r.action) for r in rows] == [("ops", "webhook.created"), ("ops", "webhook.removed")]
+    assert not any(hook.secret in json.dumps(r.changes) for r in rows)

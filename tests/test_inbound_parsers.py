@@ -3,6 +3,8 @@ reading with a valid status (or none), or None; never an exception."""
 
 import email.message
 
+import pytest
+
 from hypothesis import given, strategies as st
 
 from dispatch.inbound import arf, dsn, mailparts, outcomes
@@ -46,3 +48,12 @@ def test_any_bytes_are_a_bounce_a_complaint_or_neither(data):
     message = mailparts.parse(data)
     dsn.read(message, null_sender=True)
     arf.read(message)
+
+
+def test_a_message_nested_a_thousand_deep_is_refused_as_unreadable():
+    """The stdlib parser recurses once per level: a 60 KB nesting bomb must be
+    a clear refusal, not a RecursionError (exit 1 with a traceback on --stdin)."""
+    depth = 1000
+    head = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(depth))
+    with pytest.raises(mailparts.MailError, match="nested too deeply"):
+        mailparts.parse(b"From: x@example.com\r\n" + head + b"end\r\n")

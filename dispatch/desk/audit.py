@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 
 from dispatch import paging
 from dispatch.models import (
-    AdminUser, ApiToken, AuditEntry, Commentary, Region, Sitrep, StoredSetting, Subscriber, utcnow,
+    AdminUser, ApiToken, AuditEntry, Commentary, EventWebhook, Region, Sitrep, StoredSetting, Subscriber, utcnow,
 )
 
 ACTOR_KINDS = ("user", "token", "cli", "system", "reader")
@@ -71,10 +71,11 @@ AUDITED = {
     ApiToken: "token",
     Region: "region",
     StoredSetting: "setting",
+    EventWebhook: "webhook",  # where readers' addresses may be sent
 }
 IGNORED = {"planned_through", "next_due_at", "updated_at", "created_at", "last_login_at", "last_used_at",
            "immediate_planned_at", "address_key", "bounce_count", "fingerprint", "source_text"}
-SECRET = {"password_hash", "session_nonce", "token_hash", "value"}
+SECRET = {"password_hash", "session_nonce", "token_hash", "value", "secret"}
 TEXT_ROOM = 2000  # a long text is kept in the log by its beginning
 
 

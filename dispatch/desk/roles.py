@@ -20,7 +20,7 @@ class Permission(str, Enum):
     edit = "edit"              # import, edit, tag, correct SITREPs
     subscribers = "subscribers"  # add, edit, remove, import subscribers and channels
     approve = "approve"        # approve, withdraw, release, retry
-    manage = "manage"          # admin users, API tokens, settings, the audit log
+    manage = "manage"          # admin users, API tokens, settings, event webhooks
 
 
 GRANTS: dict[Role, frozenset[Permission]] = {
@@ -35,7 +35,7 @@ WHAT = {  # for refusals: "your role (viewer) may not approve SITREPs"
     Permission.edit: "import or edit SITREPs",
     Permission.subscribers: "manage subscribers",
     Permission.approve: "approve, withdraw or release SITREPs",
-    Permission.manage: "manage users, tokens or settings",
+    Permission.manage: "manage users, tokens, settings or webhooks",
 }
 
 

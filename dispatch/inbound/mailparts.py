@@ -32,7 +32,10 @@ def parse(data: bytes) -> email.message.Message:
         raise MailError(f"the message is larger than {MAX_MESSAGE_BYTES} bytes")
     # compat32: every header comes back as text, whatever it holds; the
     # modern policy parses structured headers lazily and can raise later.
-    return email.message_from_bytes(data, policy=email.policy.compat32)
+    try:
+        return email.message_from_bytes(data, policy=email.policy.compat32)
+    except RecursionError as exc:  # a multipart nested a thousand deep: the stdlib parser recurses
+        raise MailError("the message is nested too deeply to read") from exc
 
 
 def header(message, name: str) -> str:
