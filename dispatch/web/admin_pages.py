@@ -8,7 +8,7 @@ import dataclasses
 import io
 import json
 from datetime import date, datetime, time, timezone
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from typing import Annotated
@@ -41,7 +41,7 @@ from dispatch.inbound import events
 from dispatch.desk.roles import Permission as P
 from dispatch.web import access, forms, uploads
 from dispatch.web.access import requires
-from dispatch.web.pages import db_session, flash, page
+from dispatch.web.pages import db_session, flash, page, pager_links
 from dispatch.web.security import (
 
     client_address,
@@ -163,7 +163,7 @@ def sitrep_list(request: Request, q: str = "", status: str = "", after: str = ""
                 session: Session = Depends(db_session)):
     found = sitreps.sitrep_page(session, status=_chosen(SitrepStatus, status), search=q or None, limit=PAGE_ROWS,
                                 **_cursors(after, before))
-    return page(request, "admin/sitreps.html", rows=found.items, pager=_pager(request, found), now=utcnow(),
+    return page(request, "admin/sitreps.html", rows=found.items, pager=pager_links(request, found), now=utcnow(),
                 q=q, status=status, statuses=[s.value for s in SitrepStatus])
 
 
@@ -271,7 +271,7 @@ def subscriber_list(request: Request, q: str = "", status: str = "", kind: str =
     found = subscribers.subscriber_page(
         session, search=q or None, region=region or None, limit=PAGE_ROWS, **_cursors(after, before),
         status=_chosen(SubscriberStatus, status), kind=_chosen(SubscriberKind, kind))
-    return page(request, "admin/subscribers.html", rows=found.items, pager=_pager(request, found), q=q, status=status, kind=kind, region=region,
+    return page(request, "admin/subscribers.html", rows=found.items, pager=pager_links(request, found), q=q, status=status, kind=kind, region=region,
                 statuses=[s.value for s in SubscriberStatus], kinds=[k.value for k in SubscriberKind],
                 all_regions=taxonomy.all_regions(session))
 
@@ -360,7 +360,7 @@ def subscriber_detail(subscriber_id: Id, request: Request, after: str = "", befo
     return page(request, "admin/subscriber.html", subscriber=subscriber, kind=subscriber.kind.value,
                 address=subscriber.address, values=forms.values_of(subscriber), error=None,
                 statuses=[s.value for s in SubscriberStatus],
-                deliveries=found.items, pager=_pager(request, found),
+                deliveries=found.items, pager=pager_links(request, found),
                 events=events.for_subscriber(session, subscriber_id, limit=SUBSCRIBER_EVENT_ROWS),
                 **forms.choices(session))
 
@@ -414,7 +414,7 @@ def delivery_list(request: Request, status: str = "", subscriber: str = "", sitr
     found = ledger.log_page(session, status=_chosen(DeliveryStatus, status),
                             subscriber_id=subscriber_id, sitrep_id=sitrep_id,
                             since=since, until=until, limit=PAGE_ROWS, **_cursors(after, before))
-    return page(request, "admin/deliveries.html", rows=found.items, pager=_pager(request, found), status=status, subscriber=subscriber, sitrep=sitrep,
+    return page(request, "admin/deliveries.html", rows=found.items, pager=pager_links(request, found), status=status, subscriber=subscriber, sitrep=sitrep,
                 day=day, statuses=[s.value for s in DeliveryStatus])
 
 
@@ -445,7 +445,7 @@ def audit_list(request: Request, actor: str = "", target: str = "", after: str =
                              target=fields.check_text("target", target, max_length=100) or None,
                              limit=PAGE_ROWS, **_cursors(after, before))
     return page(request, "admin/audit.html", rows=[audit.as_dict(e) for e in found.items],
-                pager=_pager(request, found), actor=actor, target=target)
+                pager=pager_links(request, found), actor=actor, target=target)
 
 
 PAGE_ROWS = 50  # rows of a list page
@@ -456,15 +456,6 @@ SUBSCRIBER_EVENT_ROWS = 20  # bounces and complaints on a subscriber's page (all
 def _cursors(after: str, before: str) -> dict:
     """The cursors of a link (``dispatch.paging``); a bad one is a 400 naming it."""
     return {"after": paging.parse_cursor(after, field="after"), "before": paging.parse_cursor(before, field="before")}
-
-
-def _pager(request: Request, found: paging.Page) -> dict:
-    """Links to the pages beside this one, keeping every filter of this request."""
-    def link(**cursor) -> str:
-        params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("after", "before")]
-        return request.url.path + "?" + urlencode(params + list(cursor.items()))
-    return {"next": link(after=found.next) if found.next is not None else None,
-            "previous": link(before=found.previous) if found.previous is not None else None}
 
 
 def _chosen(enum_cls, value: str):

@@ -30,7 +30,7 @@ from dispatch import archive_query, digest, links, paging, sitrep_history, sitre
 from dispatch.errors import FieldError
 from dispatch.models import Delivery, SitrepStatus, Subscriber, SubscriberStatus
 from dispatch.web import security
-from dispatch.web.pages import db_session, page
+from dispatch.web.pages import db_session, page, pager_links
 from dispatch.web.security import Admin, LoginRequired
 
 router = APIRouter(include_in_schema=False)
@@ -105,7 +105,7 @@ def archive_index(request: Request, session: Session = Depends(db_session),
     except FieldError as exc:
         raise HTTPException(400, str(exc))
     regions, analysts = archive_query.choices(session)
-    return page(request, "archive.html", rows=found.items, pager=_pager(request, found), region=region or "",
+    return page(request, "archive.html", rows=found.items, pager=pager_links(request, found), region=region or "",
                 analyst=analyst or "", q=q or "", regions=regions, analysts=analysts,
                 feed_url=_public_feed(request, mode, region=region, analyst=analyst))
 
@@ -115,14 +115,6 @@ def _public_feed(request: Request, mode: str, **filters) -> str | None:
         return None
     chosen = [(k, v) for k, v in filters.items() if v]
     return "/feeds/sitreps.atom" + ("?" + urlencode(chosen) if chosen else "")
-
-
-def _pager(request: Request, found: paging.Page) -> dict:
-    def link(**cursor) -> str:
-        params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("after", "before")]
-        return request.url.path + "?" + urlencode(params + list(cursor.items()))
-    return {"next": link(after=found.next) if found.next is not None else None,
-            "previous": link(before=found.previous) if found.previous is not None else None}
 
 
 @router.get("/archive/{sitrep_id}")

@@ -14,8 +14,8 @@ from dispatch.inbound import events
 from dispatch.models import Subscriber, utcnow
 from dispatch.web import access
 from dispatch.web.access import requires
-from dispatch.web.admin_pages import _cursors, _pager
-from dispatch.web.pages import db_session, page
+from dispatch.web.admin_pages import _cursors
+from dispatch.web.pages import db_session, page, pager_links
 
 router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(access.principal)])
 
@@ -32,7 +32,7 @@ def bounce_list(request: Request, kind: str = "", after: str = "", before: str =
     addresses = dict(session.exec(select(Subscriber.id, Subscriber.address)
                                   .where(col(Subscriber.id).in_(wanted))).all()) if wanted else {}
     return page(request, "admin/bounces.html", rows=found.items, addresses=addresses,
-                pager=_pager(request, found), days=daily_counts(session, now=utcnow()),
+                pager=pager_links(request, found), days=daily_counts(session, now=utcnow()),
                 kind=chosen or "", kinds=events.KINDS)
 
 

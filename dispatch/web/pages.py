@@ -4,12 +4,13 @@ page context (CSRF token, signed-in admin, flash messages) and error pages."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from dispatch import db
+from dispatch import db, paging
 from dispatch.render import build_environment
 from dispatch.web.security import CSRF_FIELD, csrf_token
 
@@ -46,3 +47,13 @@ def page(request: Request, name: str, *, status_code: int = 200, **context) -> H
 def message(request: Request, title: str, text: str, *, status_code: int = 200, link: tuple[str, str] | None = None):
     """A page that says one thing (a clear error, a done action)."""
     return page(request, "message.html", status_code=status_code, title=title, text=text, link=link)
+
+
+def pager_links(request: Request, found: paging.Page) -> dict:
+    """Links to the pages beside this one (keyset cursors, dispatch.paging),
+    keeping every filter of this request: the admin lists and the archive."""
+    def link(**cursor) -> str:
+        params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("after", "before")]
+        return request.url.path + "?" + urlencode(params + list(cursor.items()))
+    return {"next": link(after=found.next) if found.next is not None else None,
+            "previous": link(before=found.previous) if found.previous is not None else None}
