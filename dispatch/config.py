@@ -169,6 +169,8 @@ class Settings(BaseSettings):
         (), description="hosts accepted for incoming-webhook URLs besides Slack's own, comma-separated "
                         "(http only for a loopback host, e.g. a local sink)")
     sender_threads: int = Field(4, ge=1, le=64)
+    senders: int = Field(0, ge=0, le=64, description="sender processes `dispatch run` keeps on this machine "
+                                                      "(--senders); 0: one per core")
     batch_size: int = Field(50, ge=1, le=5000, description="deliveries one sender claims at a time")
     plan_interval: float = Field(60, gt=0, description="seconds between two planning runs")
     lease_seconds: float = Field(300, gt=0, description="a claimed delivery returns to the queue after this")
