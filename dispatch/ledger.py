@@ -34,7 +34,6 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from dispatch import paging
@@ -129,7 +128,13 @@ def _plan_statement(dialect: str):
     rows = sa.select(row[0].as_integer(), row[1].as_string(), row[2], sa.literal(DeliveryStatus.pending.value),
                      sa.literal(0), now, now).where(sa.true())  # SQLite needs a WHERE before ON CONFLICT
     columns = ["subscriber_id", "window_key", "sitrep_ids", "status", "attempts", "next_attempt_at", "created_at"]
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # The dialect's own INSERT … ON CONFLICT, imported here: SQLAlchemy's
+    # PostgreSQL dialect takes a few hundred milliseconds to import, which a
+    # run on SQLite need not pay (a run on PostgreSQL has it already).
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
     return insert(_table).from_select(columns, rows).on_conflict_do_nothing(
         index_elements=["subscriber_id", "window_key"]).returning(_table.c.id, _table.c.sitrep_ids)
 

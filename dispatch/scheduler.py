@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
@@ -333,6 +332,8 @@ class Runner:
                 signal.signal(sig, lambda signum, frame: self.request_stop(signal.Signals(signum).name))
         start = datetime.now(timezone.utc)
         self.heartbeat()
+        from apscheduler.schedulers.background import BackgroundScheduler  # only a long run needs it
+
         scheduler = BackgroundScheduler(timezone=timezone.utc, job_defaults={"coalesce": True, "max_instances": 1})
         scheduler.add_job(self._guarded(self.heartbeat), "interval",
                           seconds=coordination.HEARTBEAT_EVERY.total_seconds(), id="heartbeat")

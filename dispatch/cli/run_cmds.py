@@ -10,8 +10,6 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from dispatch import fields, ledger, logsafe, paging
 from dispatch.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, app_context, console, err_console, fail, print_json
@@ -78,6 +76,8 @@ def start_servers(ctx: typer.Context, runner, *, web: bool, host: str, port: int
 
 
 def print_summary(summary) -> None:
+    from rich.table import Table
+
     counts = summary.by_status
     table = Table("outcome", "deliveries", title=f"planned {summary.planned} in {summary.plan_seconds:.1f} s, "
                                                   f"sent in {summary.send_seconds:.1f} s, reclaimed {summary.reclaimed}")
@@ -160,6 +160,8 @@ def run(
         return
     try:
         if sys.stderr.isatty() and not as_json:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
             with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=console, transient=True) as bar:
                 task = bar.add_task("send", total=None)
@@ -190,6 +192,8 @@ def show_log(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The delivery log, newest first (or one delivery's attempts)."""
+    from rich.table import Table
+
     from dispatch import subscribers as subs
 
     appctx = app_context(ctx)
@@ -283,6 +287,7 @@ def sink(
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Who is running (planner leader, live senders), how the queue stands,
     and anything paused or held that needs a person."""
+    from rich.table import Table
     from sqlmodel import col, func, select
 
     from dispatch import coordination, pauses
