@@ -12,7 +12,7 @@ approves M SITREPs. Two shapes of list (``--digests``):
   large  some all-regions readers, most 1–3 regions, some following 1–2
          analysts: digests of about 36 KB (20 SITREPs);
   small  every reader follows one region (a tenth also 1–2 analysts):
-         2–4 SITREPs each, about 17 KB (12 SITREPs).
+         2–4 SITREPs each, about 17 KB (11 SITREPs).
 Then, against the same sink:
   1. the pipeline, as `dispatch run --once` runs it, as a subprocess timed
      from its start (imports included) to its exit: plan, render, build,
@@ -131,7 +131,7 @@ def sitrep_text(rng: random.Random, number: int) -> str:
             f"What has Happened:\n\n{bullets}\nWhy it Matters:\n\n{quotes}\n")
 
 
-SITREPS = {"large": 20, "small": 12}  # small: about 2–4 SITREPs for a reader of one region
+SITREPS = {"large": 20, "small": 11}  # small: about 2–4 SITREPs for a reader of one region
 
 
 def seed(url: str, *, subscribers: int, sitrep_count: int, slack_url: str, rng: random.Random,
@@ -367,7 +367,7 @@ def main() -> None:
                         help="issue 19's two cases (10k small with both baselines, 100k large end to end) as one table")
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--digests", choices=sorted(SITREPS), default="large")
-    parser.add_argument("--sitreps", type=int, help="default: 20 for large digests, 12 for small")
+    parser.add_argument("--sitreps", type=int, help="default: 20 for large digests, 11 for small")
     parser.add_argument("--database-url", help="default: a new SQLite file in a temporary folder; a "
                         "PostgreSQL URL names a server database that is dropped and created")
     parser.add_argument("--connections", type=int, default=1,
