@@ -48,23 +48,6 @@ def plan_due(engine: Engine, *, now: datetime, settle: timedelta = SETTLE, batch
     return report
 
 
-def due_estimate(engine: Engine, *, now: datetime, settle: timedelta = SETTLE) -> int:
-    """About how many deliveries a planning run at ``now`` would add, at
-    most: one for each active daily or weekly reader whose next window is
-    due, and one for each immediate reader and SITREP not yet fanned out.
-    For sizing, before planning; three counts."""
-    active = Subscriber.status == SubscriberStatus.active
-    with db.read_scope(engine) as session:
-        digests = session.execute(select(sa.func.count()).select_from(Subscriber).where(
-            active, Subscriber.cadence != Cadence.immediate,
-            col(Subscriber.next_due_at).is_(None) | (col(Subscriber.next_due_at) <= now - settle))).scalar_one()
-        unplanned = session.execute(select(sa.func.count()).select_from(Sitrep).where(
-            Sitrep.status == SitrepStatus.approved, col(Sitrep.immediate_planned_at).is_(None))).scalar_one()
-        immediate = session.execute(select(sa.func.count()).select_from(Subscriber).where(
-            active, Subscriber.cadence == Cadence.immediate)).scalar_one() if unplanned else 0
-    return digests + unplanned * immediate
-
-
 # Kind and cadence as the stored strings: the Enum round trip (string →
 # member → .value) would be done for every reader only to be undone.
 _SCHEDULE_COLUMNS = (Subscriber.id, sa.type_coerce(Subscriber.kind, sa.String).label("kind"), Subscriber.address,

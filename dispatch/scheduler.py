@@ -44,7 +44,6 @@ from dispatch.sender import Outcome, Sender
 log = logging.getLogger("dispatch.run")
 SEND_INTERVAL_SECONDS = 2.0
 IDLE_RECHECK_SECONDS = 0.5  # an idle sender thread looks again this often while others work
-HELPER_IDLE_RECHECK_SECONDS = 0.05  # the same in a forked sender process while its parent plans
 
 
 def utcnow() -> datetime:
@@ -145,7 +144,6 @@ class Runner:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.pace = leases.SendPace()
         self.planning = threading.Event()  # set while a planning run is under way
-        self.idle_recheck = IDLE_RECHECK_SECONDS
         self._work = threading.Condition()  # idle sender threads wait on it
         if isinstance(self.channels.get("email"), SmtpAdapter):
             metrics.watch_smtp(self.channels["email"])
@@ -209,7 +207,7 @@ class Runner:
                     looking["done"] = True  # every thread idle and nothing due: the pool ends
                     self._work.notify_all()
                     return False
-                self._work.wait(self.idle_recheck)
+                self._work.wait(IDLE_RECHECK_SECONDS)
                 if looking["done"]:
                     return False
                 looking["threads"] += 1
@@ -271,10 +269,6 @@ class Runner:
 
     def _helper_pass(self) -> RunSummary:
         helper = self._helper()
-        # The parent plans while this one starts on what it has written: its
-        # threads wait while the shared flag says planning is under way, and
-        # look again often, since the parent cannot wake them.
-        helper.planning, helper.idle_recheck = self.planning, HELPER_IDLE_RECHECK_SECONDS
         try:
             return helper.run_once()
         finally:
@@ -299,33 +293,16 @@ class Runner:
         whole claim's worth of work)."""
         self.heartbeat()
         started = time.perf_counter()
+        planned, reclaimed = self.plan()
+        planned_at = time.perf_counter()
+        due = self.due_count() if on_planned or (senders > 1 and self.role != "planner") else 0
+        if on_planned:
+            on_planned(due)
+        summary = RunSummary(planned=planned, reclaimed=reclaimed, plan_seconds=planned_at - started)
         helpers = sender_processes.Helpers()
         if self.role != "planner" and senders > 1:
-            # Forked before planning, so that they send what each planning
-            # batch commits while the next is planned here (a core each).
-            due = self.due_count() + planner.due_estimate(self.engine, now=self.clock())
-            extra = sender_processes.helpers_for(senders=senders, due=due, batch_size=self.settings.batch_size)
-            if extra:
-                own = self.planning
-                self.planning = sender_processes.shared_flag()
-                self.planning.set()
-                try:
-                    helpers = sender_processes.fork_once(extra, self._helper_pass, before=self._forked)
-                except BaseException:
-                    self.planning = own
-                    raise
-        try:
-            planned, reclaimed = self.plan()
-        except BaseException:
-            self.planning.clear()
-            helpers.stop()  # they finish the message in flight and release the rest
-            helpers.join()
-            raise
-        self.planning.clear()  # also when this process is not the planner (a standby): never leave it set
-        planned_at = time.perf_counter()
-        if on_planned:
-            on_planned(self.due_count())
-        summary = RunSummary(planned=planned, reclaimed=reclaimed, plan_seconds=planned_at - started)
+            count = sender_processes.helpers_for(senders=senders, due=due, batch_size=self.settings.batch_size)
+            helpers = sender_processes.fork_once(count, self._helper_pass, before=self._forked)
 
         def count(outcome: Outcome) -> None:
             summary.add(outcome)

@@ -93,11 +93,6 @@ def _context():
     return multiprocessing.get_context("fork")
 
 
-def shared_flag():
-    """An Event that forked helpers share with their parent (set while it plans)."""
-    return _context().Event()
-
-
 def fork_once(count: int, work: Callable[[], object], *, before: Callable[[], None]) -> Helpers:
     """Fork ``count`` helpers that each run ``work()`` once and send its
     result back. ``before`` runs first in each (drop inherited connections)."""
