@@ -185,7 +185,8 @@ def sendgrid_key_problem(value: str) -> str | None:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DISPATCH_", extra="ignore")
+    # hide_input_in_errors: a refused secret (a webhook password) is never echoed back.
+    model_config = SettingsConfigDict(env_prefix="DISPATCH_", extra="ignore", hide_input_in_errors=True)
 
     database_url: str = Field(
         "sqlite:///subscribers.db",
