@@ -126,6 +126,23 @@ def test_postmark_types(kind, expected, invalid):
     assert [(e.kind, e.address_invalid) for e in verified.events] == ([(expected, invalid)] if expected else [])
 
 
+def test_postmark_a_full_mailbox_is_soft_even_in_a_hard_bounce():
+    data = pt.postmark_bounce("r@example.net", details="smtp;552 5.2.2 mailbox full")
+    (event,) = postmark.read(json.dumps(data).encode(), lower(pt.postmark_headers()),
+                             expected_auth=":".join(pt.POSTMARK_AUTH)).events
+    assert (event.kind, event.status, event.address_invalid) == (Kind.soft_bounce, "5.2.2", False)
+
+
+def test_mailgun_signature_blocks_that_are_not_hex_are_refused():
+    body = pt.mailgun_body(pt.mailgun_complained("r@example.net", MID))
+    for given in ("é" * 64, "g" * 64, "0" * 63, ["not", "text"]):
+        block = {**body["signature"], "signature": given}
+        with pytest.raises(Refused) as refused:
+            mailgun.read(json.dumps({**body, "signature": block}).encode(), {}, signing_key=pt.MAILGUN_KEY,
+                         now=now())
+        assert refused.value.status == 403
+
+
 def test_postmark_delivery_and_open_records_are_ignored():
     for record in ("Delivery", "Open", "Click", "SubscriptionChange"):
         verified = postmark.read(json.dumps({"RecordType": record, "MessageID": "x"}).encode(),

@@ -1,1 +1,1 @@
-"""Provider webhooks (Amazon SES through SNS, SendGrid, Mailgun, Postmark): each module verifies one request and reads it into normalised events; ``record`` stores them through the inbound machinery."""
+"""Provider webhooks (SES through SNS, SendGrid, Mailgun, Postmark): verified, read, recorded."""

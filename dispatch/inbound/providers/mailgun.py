@@ -39,7 +39,7 @@ def read(body: bytes, headers: Mapping[str, str], *, signing_key: str, now: date
         raise Refused(401, "the request is not signed (no signature block)")
     stamp, token, given = (str(signature.get(k, "")) for k in ("timestamp", "token", "signature"))
     if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12) or not token or len(token) > MAX_TOKEN \
-            or not token.isascii() or len(given) != 64:
+            or not token.isascii() or len(given) != 64 or not given.isascii():
         raise Refused(403, "the signature block is not well formed")
     expected = hmac.new(signing_key.encode("utf-8"), (stamp + token).encode("ascii"), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, given.lower()):

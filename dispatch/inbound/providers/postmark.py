@@ -28,8 +28,8 @@ from collections.abc import Mapping
 
 from dispatch.inbound import arf, dsn, mailparts
 from dispatch.inbound.outcomes import Kind
-from dispatch.inbound.providers.reading import (MAX_DIAGNOSTIC, ProviderEvent, Refused, Verified, address, key,
-                                                load_json, message_id, status_in, text)
+from dispatch.inbound.providers.reading import (MAX_DIAGNOSTIC, ProviderEvent, Refused, Verified, address,
+                                                bounce_kind, key, load_json, message_id, status_in, text)
 
 SOURCE = "postmark"
 MAX_AUTHORIZATION = 1024
@@ -67,12 +67,12 @@ def read(body: bytes, headers: Mapping[str, str], *, expected_auth: str) -> Veri
         return Verified(SOURCE, (), 1)
     details = text(data.get("Details"), MAX_DIAGNOSTIC)
     status = status_in(details)
-    if kind == Kind.hard_bounce and status and status.startswith("4."):
-        kind = Kind.soft_bounce
+    if kind == Kind.hard_bounce:  # a 4.x.x or a full mailbox in its details is soft all the same
+        kind = bounce_kind(permanent=True, status=status)
     diagnostic = details or text(data.get("Description"), MAX_DIAGNOSTIC) or kind_name
     event = ProviderEvent(kind, address(data.get("Email")), _message_id_in(data.get("Content"), kind), status,
                           diagnostic, key(record, text(data.get("ID"), 40) or text(data.get("MessageID"), 60)),
-                          address_invalid=kind_name in MISSING_MAILBOX)
+                          address_invalid=kind == Kind.hard_bounce and kind_name in MISSING_MAILBOX)
     return Verified(SOURCE, (event,))
 
 

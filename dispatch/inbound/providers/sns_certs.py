@@ -82,7 +82,8 @@ class HttpsFetcher:
             while len(body) <= max_bytes:
                 if time.monotonic() > deadline:
                     raise FetchError(f"took longer than {timeout:g} s")
-                chunk = response.read(min(16384, max_bytes + 1 - len(body)))
+                # read1: at most one read from the socket, so a trickling server meets the deadline.
+                chunk = response.read1(min(16384, max_bytes + 1 - len(body)))
                 if not chunk:
                     return body
                 body += chunk
