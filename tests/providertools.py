@@ -174,7 +174,7 @@ def mailgun_failed(to: str, message_id: str | None, *, severity: str = "permanen
                    message: str = "5.1.1 The email account that you tried to reach does not exist",
                    reason: str = "bounce") -> dict:
     return {"id": secrets.token_urlsafe(16), "timestamp": time.time(), "log-level": "error", "event": "failed",
-            "severity": severity, "reason": reason, "recipient": to, "recipient-domain": to.split("@")[1],
+            "severity": severity, "reason": reason, "recipient": to, "recipient-domain": to.rpartition("@")[2],
             "delivery-status": {"attempt-no": 1, "code": code, "message": message, "description": "",
                                 "mx-host": "mx.example.net"},
             "message": {"headers": _mailgun_headers(to, message_id), "attachments": [], "size": 4096},

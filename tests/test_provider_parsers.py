@@ -361,3 +361,43 @@ def lower(headers: dict) -> dict:
 
 def key():
     return sendgrid.load_key(pt.sendgrid_verification_key())
+
+
+# --- linear time (the harness of tests/test_linear_time.py) ------------------------------
+
+def _sendgrid_reason(value: str):
+    body = json.dumps([pt.sendgrid_event("bounce", value, value, type="bounce", reason=value, status=value)]).encode()
+    return sendgrid.read(body, lower(pt.sendgrid_headers(body)), public_key=KEY, now=now())
+
+
+def _mailgun_message(value: str):
+    data = pt.mailgun_failed(value, value, message=value)
+    data["delivery-status"]["description"] = value
+    return mailgun.read(json.dumps(pt.mailgun_body(data)).encode(), {}, signing_key=pt.MAILGUN_KEY, now=now())
+
+
+def _postmark_details(value: str):
+    data = pt.postmark_bounce(value, details=value, content=value)
+    return postmark.read(json.dumps(data).encode(), lower(pt.postmark_headers()),
+                         expected_auth=":".join(pt.POSTMARK_AUTH))
+
+
+def _ses_diagnostic(value: str):
+    return ses.notification_events(pt.ses_bounce(value, value, status=value, diagnostic=value), sns_message_id="m")
+
+
+LINEAR_TARGETS = {"sendgrid": _sendgrid_reason, "mailgun": _mailgun_message, "postmark": _postmark_details,
+                  "ses": _ses_diagnostic}
+KEY = sendgrid.load_key(pt.sendgrid_verification_key())
+
+
+@pytest.mark.parametrize("target", LINEAR_TARGETS)
+def test_the_provider_parsers_are_linear_on_any_field(target):
+    from tests.test_linear_time import KNOWN, assert_linear, linear_settings, shapes
+
+    @linear_settings
+    @given(shape=st.sampled_from(KNOWN) | shapes)
+    def check(shape):
+        assert_linear(LINEAR_TARGETS[target], shape, n=10_000, floor=0.05)
+
+    check()
