@@ -21,7 +21,7 @@ from sqlmodel import select
 
 from dispatch import db, subscribers
 from dispatch.config import Settings
-from dispatch.models import DeliveryEvent, SubscriberStatus, WebhookNonce
+from dispatch.models import AuditEntry, DeliveryEvent, SubscriberStatus, WebhookNonce
 from dispatch.scheduler import Runner
 from dispatch.web import create_app
 
@@ -101,6 +101,9 @@ def test_ses_subscription_is_confirmed_once_and_a_bounce_marks_the_reader_bounce
     status, reason, _ = hooks.status("gone@example.net")
     assert status == SubscriberStatus.bounced and "5.1.1" in reason
     assert hooks.events() == [("ses", "hard_bounce", "5.1.1", True)]
+    with db.session_scope(hooks.engine) as session:
+        entries = session.exec(select(AuditEntry).where(AuditEntry.actor == "ses webhook")).all()
+        assert entries, "the audit log names the webhook that bounced the reader"
     assert hooks.fetcher.fetched.count(pt.CERT_URL) == 1  # the certificate came from the cache
 
     replay = hooks.post("/webhooks/ses", data, pt.sns_headers(data))

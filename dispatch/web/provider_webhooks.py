@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from dispatch.desk import audit
 from dispatch.inbound.providers import mailgun, postmark, record, reading, sendgrid, ses, sns_certs
 
 log = logging.getLogger("dispatch.inbound")
@@ -85,7 +86,13 @@ async def postmark_webhook(request: Request):
 
 
 async def _handle(request: Request, source: str, read: Callable[[datetime], reading.Verified]) -> JSONResponse:
-    return await asyncio.to_thread(_verify_and_store, request.app, source, read)
+    return await asyncio.to_thread(_as_provider, request.app, source, read)
+
+
+def _as_provider(app: FastAPI, source: str, read: Callable[[datetime], reading.Verified]) -> JSONResponse:
+    # The audit log says who changed a reader: this provider's webhook.
+    with audit.acting_as(audit.Actor("system", f"{source} webhook")):
+        return _verify_and_store(app, source, read)
 
 
 def _verify_and_store(app: FastAPI, source: str, read: Callable[[datetime], reading.Verified]) -> JSONResponse:
