@@ -199,6 +199,11 @@ def test_certificates_are_cached_bounded_and_checked():
                 "https://sns.eu-west-1.amazonaws.com/missing.pem"):
         with pytest.raises(sns_certs.FetchError):
             certificates(url)
+    # A URL that failed is not fetched again for a while.
+    missing = "https://sns.eu-west-1.amazonaws.com/missing.pem"
+    with pytest.raises(sns_certs.FetchError, match="not tried again"):
+        certificates(missing)
+    assert fetcher.fetched.count(missing) == 1
     later = sns_certs.Certificates(fetcher, clock=lambda: now() + timedelta(days=90))
     with pytest.raises(sns_certs.FetchError, match="not valid now"):
         later(first)

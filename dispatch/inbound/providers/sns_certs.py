@@ -18,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -27,6 +27,10 @@ MAX_CERT_BYTES = 64 * 1024  # an SNS signing certificate is about 2 KB
 MAX_CONFIRM_BYTES = 64 * 1024  # the XML answer to a SubscribeURL
 FETCH_SECONDS = 5.0
 CACHE_SIZE = 16  # AWS rotates a handful of certificates per region
+# A URL that failed is not fetched again for a while: anyone can post a
+# message naming some other path on the SNS host, and each would be a fetch.
+FAILED_FOR = timedelta(minutes=5)
+FAILED_SIZE = 256
 
 Fetcher = Callable[..., bytes]  # fetcher(url, *, max_bytes, timeout) -> body; raises FetchError
 
@@ -102,6 +106,7 @@ class Certificates:
         self.fetcher = fetcher or HttpsFetcher()
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self._cache: OrderedDict[str, x509.Certificate] = OrderedDict()
+        self._failed: OrderedDict[str, tuple[datetime, str]] = OrderedDict()  # url → (until, why)
         self._lock = threading.Lock()
 
     def __call__(self, url: str) -> x509.Certificate:
@@ -111,6 +116,27 @@ class Certificates:
             if cached is not None and _valid(cached, now):
                 self._cache.move_to_end(url)
                 return cached
+            failed = self._failed.get(url)
+            if failed is not None and now < failed[0]:
+                raise FetchError(f"{failed[1]} (not tried again before {failed[0]:%H:%M:%S} UTC)")
+        try:
+            certificate = self._fetch(url, now=now)
+        except FetchError as exc:
+            with self._lock:
+                self._failed[url] = (now + FAILED_FOR, str(exc))
+                self._failed.move_to_end(url)
+                while len(self._failed) > FAILED_SIZE:
+                    self._failed.popitem(last=False)
+            raise
+        with self._lock:
+            self._failed.pop(url, None)
+            self._cache[url] = certificate
+            self._cache.move_to_end(url)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return certificate
+
+    def _fetch(self, url: str, *, now: datetime) -> x509.Certificate:
         body = self.fetcher(url, max_bytes=MAX_CERT_BYTES, timeout=FETCH_SECONDS)
         if len(body) > MAX_CERT_BYTES:
             raise FetchError(f"is larger than {MAX_CERT_BYTES} bytes")
@@ -120,11 +146,6 @@ class Certificates:
             raise FetchError("is not a PEM certificate") from None
         if not _valid(certificate, now):
             raise FetchError("is a certificate that is not valid now")
-        with self._lock:
-            self._cache[url] = certificate
-            self._cache.move_to_end(url)
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
         return certificate
 
     def __len__(self) -> int:
