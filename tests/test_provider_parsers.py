@@ -107,6 +107,21 @@ def test_mailgun_events(data, kind, status, invalid):
     assert (event.kind, event.status, event.address_invalid, event.message_id) == (kind, status, invalid, MID)
 
 
+def test_a_retry_that_keeps_its_first_signature_is_accepted_within_the_retry_span():
+    hours_ago = int(time.time()) - 2 * 3600
+    verified = mailgun.read(json.dumps(pt.mailgun_body(pt.mailgun_complained("r@example.net", MID),
+                                                       at=hours_ago)).encode(),
+                            {}, signing_key=pt.MAILGUN_KEY, now=now())
+    assert verified.expires_at == datetime.fromtimestamp(hours_ago, timezone.utc) + mailgun.MAX_AGE
+    body = json.dumps([pt.sendgrid_event("spamreport", "r@example.net", MID)]).encode()
+    verified = sendgrid.read(body, lower(pt.sendgrid_headers(body, at=int(time.time()) - 20 * 3600)),
+                             public_key=key(), now=now())
+    assert len(verified.events) == 1
+    future = int(time.time()) + 3600
+    with pytest.raises(Refused, match="future"):
+        sendgrid.read(body, lower(pt.sendgrid_headers(body, at=future)), public_key=key(), now=now())
+
+
 def test_mailgun_ignores_deliveries_and_opens():
     delivered = {**pt.mailgun_complained("r@example.net", MID), "event": "delivered"}
     verified = mailgun.read(json.dumps(pt.mailgun_body(delivered)).encode(), {}, signing_key=pt.MAILGUN_KEY,

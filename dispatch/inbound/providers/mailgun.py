@@ -4,8 +4,8 @@ posted to /webhooks/mailgun.
 The signature is the hex HMAC-SHA256 of timestamp + token with the
 webhook signing key (DISPATCH_MAILGUN_SIGNING_KEY). It does not cover
 ``event-data``, so the token is the nonce: a token seen once is refused
-after that (``record``), and a timestamp older than ``SIGNED_MAX_AGE``
-is refused outright. ``message.headers.message-id`` is the email's
+after that (``record``), and a timestamp older than ``MAX_AGE`` (its
+retry span) is refused outright. ``message.headers.message-id`` is the email's
 Message-ID, without its angle brackets.
 
 Kinds: ``failed`` with severity permanent → hard (unless the status
@@ -20,14 +20,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from dispatch.inbound.outcomes import Kind
-from dispatch.inbound.providers.reading import (MAX_DIAGNOSTIC, SIGNED_MAX_AGE, ProviderEvent, Refused, Verified,
+from dispatch.inbound.providers.reading import (MAX_DIAGNOSTIC, ProviderEvent, Refused, Verified,
                                                 address, bounce_kind, fresh, key, load_json, mailbox_missing,
                                                 message_id, status_in, text)
 
 SOURCE = "mailgun"
+# Mailgun retries a webhook for 8 hours; whether a retry is signed anew it does not say.
+MAX_AGE = timedelta(hours=8, minutes=15)
 MAX_TOKEN = 100  # Mailgun's tokens are 50 characters
 SEVERITY = {"permanent": True, "temporary": False}
 
@@ -45,11 +47,11 @@ def read(body: bytes, headers: Mapping[str, str], *, signing_key: str, now: date
     if not hmac.compare_digest(expected, given.lower()):
         raise Refused(403, "the Mailgun signature does not verify")
     signed_at = datetime.fromtimestamp(int(stamp), timezone.utc)
-    fresh(signed_at, now=now, max_age=SIGNED_MAX_AGE, what="the Mailgun signature's timestamp")
+    fresh(signed_at, now=now, max_age=MAX_AGE, what="the Mailgun signature's timestamp")
     event_data = data.get("event-data")
     event = _event(event_data) if isinstance(event_data, dict) else None
     return Verified(SOURCE, (event,) if event else (), 0 if event else 1, nonce="token:" + token,
-                    expires_at=signed_at + SIGNED_MAX_AGE)
+                    expires_at=signed_at + MAX_AGE)
 
 
 def _event(data: dict) -> ProviderEvent | None:

@@ -25,9 +25,10 @@ from dispatch.inbound.outcomes import Kind
 # escaping; one event is a few hundred bytes at the least.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_EVENTS = 3000
-# A timestamp the provider signed may be this old (its own retries re-sign),
-# or this far in the future (clock skew), before the request is refused.
-SIGNED_MAX_AGE = timedelta(minutes=15)
+# A signed timestamp may be this far in the future (clock skew). How old it
+# may be is each provider's (its MAX_AGE: the span over which it retries a
+# delivery, in case a retry keeps the first signature); a replay inside that
+# span is stopped by the request's nonce, kept as long (record).
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_ADDRESS = 320
 MAX_MESSAGE_ID = 250
@@ -137,9 +138,14 @@ def mailbox_missing(status: str | None) -> bool:
 
 def fresh(at: datetime, *, now: datetime, max_age: timedelta, what: str) -> None:
     if at < now - max_age:
-        raise Refused(403, f"{what} is older than {int(max_age.total_seconds() // 60)} minutes: refused as a replay")
+        raise Refused(403, f"{what} is older than {_span(max_age)}: refused as a replay")
     if at > now + CLOCK_SKEW:
         raise Refused(403, f"{what} is in the future")
+
+
+def _span(age: timedelta) -> str:
+    minutes = int(age.total_seconds() // 60)
+    return f"{minutes} minutes" if minutes < 120 else f"{minutes // 60} hours {minutes % 60} minutes"
 
 
 def key(*parts: Any) -> str:

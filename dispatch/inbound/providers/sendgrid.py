@@ -20,7 +20,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -28,11 +28,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from dispatch.inbound.outcomes import Kind
-from dispatch.inbound.providers.reading import (MAX_DIAGNOSTIC, MAX_EVENTS, SIGNED_MAX_AGE, ProviderEvent, Refused,
+from dispatch.inbound.providers.reading import (MAX_DIAGNOSTIC, MAX_EVENTS, ProviderEvent, Refused,
                                                 Verified, address, bounce_kind, fresh, key, load_json,
                                                 mailbox_missing, message_id, status_in, text)
 
 SOURCE = "sendgrid"
+# SendGrid retries a batch for up to a day; a retry may carry its first signature.
+MAX_AGE = timedelta(hours=24, minutes=15)
 SIGNATURE_HEADER = "x-twilio-email-event-webhook-signature"
 TIMESTAMP_HEADER = "x-twilio-email-event-webhook-timestamp"
 MAX_SIGNATURE_CHARS = 200  # a P-256 DER signature is at most 72 bytes
@@ -62,7 +64,7 @@ def read(body: bytes, headers: Mapping[str, str], *, public_key: ec.EllipticCurv
     except (binascii.Error, ValueError, InvalidSignature):
         raise Refused(403, "the SendGrid signature does not verify") from None
     signed_at = datetime.fromtimestamp(int(stamp), timezone.utc)
-    fresh(signed_at, now=now, max_age=SIGNED_MAX_AGE, what="the SendGrid signature's timestamp")
+    fresh(signed_at, now=now, max_age=MAX_AGE, what="the SendGrid signature's timestamp")
     batch = load_json(body, what="the SendGrid batch")
     if not isinstance(batch, list):
         raise Refused(400, "the SendGrid batch is not a JSON list")
@@ -76,7 +78,7 @@ def read(body: bytes, headers: Mapping[str, str], *, public_key: ec.EllipticCurv
         else:
             found.append(event)
     nonce = "sha256:" + hashlib.sha256(stamp.encode("ascii") + body).hexdigest()
-    return Verified(SOURCE, tuple(found), ignored, nonce=nonce, expires_at=signed_at + SIGNED_MAX_AGE)
+    return Verified(SOURCE, tuple(found), ignored, nonce=nonce, expires_at=signed_at + MAX_AGE)
 
 
 def _event(item: dict) -> ProviderEvent | None:
