@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -263,7 +263,7 @@ class Settings(BaseSettings):
                                                  "(through SNS, signature checked) at /webhooks/ses")
     ses_topic_arns: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="SNS topics whose messages /webhooks/ses accepts, comma-separated "
-                        "(arn:aws:sns:REGION:ACCOUNT:NAME); unset: any topic (a warning)")
+                        "(arn:aws:sns:REGION:ACCOUNT:NAME); required with DISPATCH_SES_WEBHOOK")
     sendgrid_verification_key: str | None = Field(
         None, description="the Signed Event Webhook's verification key (base64, as SendGrid shows it): "
                           "enables /webhooks/sendgrid")
@@ -407,13 +407,17 @@ class Settings(BaseSettings):
 
     def warnings(self) -> list[str]:
         """What works but should not be left so; shown at start and by `dispatch config`."""
-        return [w for w in (public_url_warning(str(self.public_url)), self._ses_topics_warning()) if w]
+        return [w for w in (public_url_warning(str(self.public_url)),) if w]
 
-    def _ses_topics_warning(self) -> str | None:
-        if not self.ses_webhook or self.ses_topic_arns:
-            return None
-        return ("DISPATCH_SES_WEBHOOK is on without DISPATCH_SES_TOPIC_ARNS: /webhooks/ses accepts a signed "
-                "message from any SNS topic, anyone's; list your SES notification topics")
+    @model_validator(mode="after")
+    def _ses_needs_its_topics(self) -> "Settings":
+        # Anyone with an AWS account can sign SNS messages from a topic of
+        # their own: without the list, a stranger could mark readers bounced.
+        if self.ses_webhook and not self.ses_topic_arns:
+            raise ValueError("DISPATCH_SES_WEBHOOK needs DISPATCH_SES_TOPIC_ARNS: the SNS topics your SES "
+                             "notifications go to (arn:aws:sns:REGION:ACCOUNT:NAME, comma-separated); "
+                             "without them any AWS account's topic could post bounces")
+        return self
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain values, with every secret masked."""

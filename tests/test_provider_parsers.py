@@ -293,7 +293,8 @@ def test_provider_settings_are_checked_and_shown_without_secrets():
     assert pt.MAILGUN_KEY not in shown and pt.POSTMARK_AUTH[1] not in shown
     assert settings.masked()["mailgun_signing_key"] == "********"
     assert settings.warnings() == []
-    assert any("DISPATCH_SES_TOPIC_ARNS" in w for w in Settings(ses_webhook=True).warnings())
+    with pytest.raises(ValidationError, match="DISPATCH_SES_TOPIC_ARNS"):  # any AWS account could post bounces
+        Settings(ses_webhook=True)
     for bad in (dict(ses_topic_arns="arn:aws:sqs:us-east-1:123456789012:q"), dict(ses_topic_arns="topic"),
                 dict(sendgrid_verification_key="not a key"),
                 dict(sendgrid_verification_key=base64.b64encode(b"\x30\x03\x02\x01\x00").decode()),
@@ -305,12 +306,13 @@ def test_provider_settings_are_checked_and_shown_without_secrets():
 
 def test_dispatch_config_names_the_webhook_settings(run, monkeypatch):
     monkeypatch.setenv("DISPATCH_MAILGUN_SIGNING_KEY", pt.MAILGUN_KEY)
-    monkeypatch.setenv("DISPATCH_SES_WEBHOOK", "true")
     result = run("config", "--json")
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
     assert shown["mailgun_signing_key"] == "********" and pt.MAILGUN_KEY not in result.output
-    assert any("any SNS topic" in w for w in shown["warnings"])
+    monkeypatch.setenv("DISPATCH_SES_WEBHOOK", "true")
+    refused = run("config", "--json")
+    assert refused.exit_code != 0 and "DISPATCH_SES_TOPIC_ARNS" in refused.output
 
 
 # --- any input ----------------------------------------------------------------------------
