@@ -142,6 +142,22 @@ def _link_statement(dialect: str):
         ["sitrep_id", "delivery_id"], sa.select(pair[0].as_integer(), pair[1].as_integer()))
 
 
+def flashed(session: Session, subscriber_ids: Iterable[int], keys: Iterable[str]) -> set[tuple[int, str]]:
+    """Which of these readers hold which of these FLASH deliveries (window
+    keys), not given up on: (subscriber id, window key) pairs. Read through
+    the (subscriber, window) key, a chunk of readers at a time."""
+    ids, keys = sorted(set(subscriber_ids)), sorted(set(keys))
+    if not ids or not keys:
+        return set()
+    found: set[tuple[int, str]] = set()
+    for start in range(0, len(ids), _CHUNK * 2):
+        found.update(tuple(row) for row in session.execute(
+            select(_table.c.subscriber_id, _table.c.window_key).where(
+                _table.c.subscriber_id.in_(ids[start:start + _CHUNK * 2]), _table.c.window_key.in_(keys),
+                _table.c.status.not_in([DeliveryStatus.failed.value, DeliveryStatus.skipped.value]))).all())
+    return found
+
+
 def plan_notice(session: Session, subscriber_id: int, *, kind: str, now: datetime) -> int:
     """A notice (``kind``: confirm, remind) for one reader, due now; its own
     window key, so every request is a delivery of its own. Returns its id."""

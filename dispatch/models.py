@@ -172,8 +172,12 @@ class Sitrep(SQLModel, table=True):
     )
     approved_at: datetime | None = Field(default=None, sa_column=_utc())
     approved_by: str | None = Field(default=None, max_length=200, sa_column_kwargs=_named("by"))
-    # Set once this approval has been fanned out to the immediate subscribers.
+    # Set once this approval has been fanned out to the immediate subscribers
+    # (for a FLASH: to every matching reader, whatever their cadence).
     immediate_planned_at: datetime | None = Field(default=None, sa_column=_utc())
+    # This approval is a FLASH: sent at once to every matching active reader
+    # (dispatch.planner.plan_flash), and left out of their later digests.
+    flash: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     priority: int = 0
     summary: list[str] = Field(default_factory=list,
                                sa_column=Column(sa.JSON, nullable=False, info={"field": "bullet"}))
