@@ -15,6 +15,7 @@ still committing at the window's end is not missed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -181,24 +182,36 @@ def _plan_digests(engine: Engine, *, cutoff: datetime, now: datetime, batch: int
 def _without_flashed(engine: Engine, planned: list[tuple[int, digest.Window]],
                     flashes: dict[int, str]) -> list[tuple[int, digest.Window]]:
     """Digest windows less the FLASH SITREPs (``flashes``: id → FLASH window
-    key) that reached their reader in a FLASH: one the ledger holds for
-    them and has not given up on (a failed or skipped FLASH is carried by
-    the digest instead), or one still being fanned out (it will reach every
-    matching active reader, and this one is active)."""
+    key) that reached their reader in a FLASH (``flashed_for``)."""
     carrying = {reader for reader, window in planned if any(i in flashes for i in window.sitrep_ids)}
     if not carrying:
         return planned
     with db.read_scope(engine) as session:
-        unfinished = set(session.exec(select(Sitrep.id).where(col(Sitrep.id).in_(list(flashes)),
-                                                              col(Sitrep.immediate_planned_at).is_(None))).all())
-        got = ledger.flashed(session, carrying, set(flashes.values()))
+        got = flashed_for(session, carrying, flashes)
     kept = []
     for reader, window in planned:
-        left = digest.without_flashed(window, [i for i in window.sitrep_ids if i in flashes
-                                               and (i in unfinished or (reader, flashes[i]) in got)])
+        left = digest.without_flashed(window, got.get(reader, ()))
         if left is not None:
             kept.append((reader, left))
     return kept
+
+
+def flashed_for(session, readers: Iterable[int], flashes: dict[int, str]) -> dict[int, set[int]]:
+    """Which of these FLASH SITREPs (``flashes``: id → FLASH window key)
+    reached each of these readers in a FLASH, by reader: a FLASH the ledger
+    holds for them and has not given up on (a failed or skipped one is
+    carried by their digest instead), or one still being fanned out (it will
+    reach every matching active reader). Their digests leave these out."""
+    readers = set(readers)
+    if not readers or not flashes:
+        return {}
+    unfinished = set(session.exec(select(Sitrep.id).where(col(Sitrep.id).in_(list(flashes)),
+                                                          col(Sitrep.immediate_planned_at).is_(None))).all())
+    by_key = {key: sitrep_id for sitrep_id, key in flashes.items()}
+    found: dict[int, set[int]] = {reader: set(unfinished) for reader in readers} if unfinished else {}
+    for reader, key in ledger.flashed(session, readers, by_key):
+        found.setdefault(reader, set()).add(by_key[key])
+    return found
 
 
 def _write_batch(engine: Engine, planned: list[tuple[int, digest.Window]],
