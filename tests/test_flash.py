@@ -332,7 +332,13 @@ def test_cli_flash_two_person_rule_list_and_audit(cli_sink, cli, engine):
                                                                                           [False, True])]
 
 
+def _approved_events(engine) -> list[dict]:
+    with db.session_scope(engine) as session:
+        return [e.payload["data"] for e in session.exec(select(Event).where(Event.type == "sitrep.approved")).all()]
+
+
 def test_cli_flash_under_embargo_goes_out_at_the_release(cli_sink, cli, engine):
+    assert cli("webhook", "add", "https://hooks.example.org/in", "--event", "sitrep.approved").exit_code == 0
     release = (datetime.now(timezone.utc) + timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
     approved = cli("--as", "chief", "sitrep", "approve", "1", "--flash", "--release-at", release.isoformat())
     assert approved.exit_code == 0 and "at the release" in approved.output, approved.output
@@ -340,10 +346,12 @@ def test_cli_flash_under_embargo_goes_out_at_the_release(cli_sink, cli, engine):
     assert "FLASH" in listed and "scheduled for" in listed
     assert cli("run", "--once", "--now", (release - timedelta(minutes=1)).isoformat()).exit_code == 0
     assert _cli_mails(cli_sink) == []  # not before the release, for any cadence
+    assert _approved_events(engine) == []  # nor a word to event webhooks
     assert cli("run", "--once", "--now", (release + timedelta(seconds=10)).isoformat()).exit_code == 0
     got = _cli_mails(cli_sink)
     assert sorted(m["To"] for m in got) == ["daily@example.org", "now@example.org", "weekly@example.org"]
     assert {m["Subject"][:7] for m in got} == {"FLASH: "}
+    assert [(e["sitrep_id"], e["flash"]) for e in _approved_events(engine)] == [(1, True)]  # at the release
     # The next daily and weekly windows after the release leave it out.
     assert cli("run", "--once", "--now", (release + timedelta(days=8)).isoformat()).exit_code == 0
     assert len(_cli_mails(cli_sink)) == 3
