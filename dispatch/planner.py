@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from dispatch import db, digest, ledger, views
 from dispatch.models import (
@@ -196,7 +196,7 @@ def _without_flashed(engine: Engine, planned: list[tuple[int, digest.Window]],
     return kept
 
 
-def flashed_for(session, readers: Iterable[int], flashes: dict[int, str]) -> dict[int, set[int]]:
+def flashed_for(session: Session, readers: Iterable[int], flashes: dict[int, str]) -> dict[int, set[int]]:
     """Which of these FLASH SITREPs (``flashes``: id → FLASH window key)
     reached each of these readers in a FLASH, by reader: a FLASH the ledger
     holds for them and has not given up on (a failed or skipped one is
