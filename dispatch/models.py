@@ -374,6 +374,9 @@ def _value(status) -> str | None:
     return status.value if isinstance(status, Enum) else status
 
 
+FLASH_DUE = "status = 'pending' AND window_key LIKE 'flash:%'"  # digest.FLASH_PREFIX
+
+
 class Delivery(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("subscriber_id", "window_key", name="uq_delivery_subscriber_window"),
@@ -386,6 +389,12 @@ class Delivery(SQLModel, table=True):
         sa.Index("ix_delivery_created_at_status", "created_at", "status"),
         # An event delivery (window key event:<event id>) goes to a webhook, not a subscriber.
         sa.Index("uq_delivery_webhook_window", "webhook_id", "window_key", unique=True),
+        # FLASH deliveries waiting to be sent, and only those: claimed ahead of
+        # a digest backlog (ledger.claim) without reading it. The predicate is
+        # written as the claim writes it, so both backends use the index; status
+        # leads, as in the index above, or SQLite's planner prefers that one.
+        sa.Index("ix_delivery_flash_due", "status", "next_attempt_at", "id",
+                 sqlite_where=sa.text(FLASH_DUE), postgresql_where=sa.text(FLASH_DUE)),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -428,3 +428,37 @@ def test_the_flash_benchmark_runs_on_a_small_list(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (result,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert result["subscribers"] == 300 and 0 < result["flash_deliveries"] == result["ledger_rows"]
+
+
+def test_flash_deliveries_are_claimed_ahead_of_a_digest_backlog(engine):
+    """A FLASH is sent at once, even behind a morning's digests."""
+    with db.session_scope(engine) as session:
+        ids = [subscribers.add_subscriber(session, f"r{n}@example.org", prefs=Preferences()).id for n in range(6)]
+        backlog = [(i, digest.Window(key="daily:2026-11-27", start=APPROVED, end=NEXT_MORNING, sitrep_ids=(1,)))
+                   for i in ids]
+        ledger.plan_many(session, backlog, now=NEXT_MORNING)
+        flashes = [(i, digest.Window(key="flash:2@20261127T090500Z", start=NEXT_MORNING, end=NEXT_MORNING,
+                                     sitrep_ids=(2,))) for i in ids[:3]]
+        ledger.plan_many(session, flashes, now=NEXT_MORNING + timedelta(minutes=5))
+    later = NEXT_MORNING + timedelta(minutes=6)
+    with db.session_scope(engine) as session:
+        first = ledger.claim(session, now=later, limit=4)
+        second = ledger.claim(session, now=later, limit=4)
+        assert ledger.claim(session, now=later, limit=4, notices=True) == []  # notices stay their own
+    assert [c.window_key[:6] for c in first] == ["flash:"] * 3
+    assert [c.window_key[:6] for c in second] == ["daily:"] * 4
+
+
+def test_the_flash_claim_reads_its_own_partial_index(sqlite_url):
+    """Not the digest backlog: SQLite's planner takes the partial index."""
+    engine = db.create_engine(sqlite_url)
+    from dispatch import bootstrap
+
+    bootstrap.init_database(engine)
+    query = select(Delivery.id).where(ledger._FLASH_DUE, Delivery.next_attempt_at <= APPROVED).order_by(
+        Delivery.next_attempt_at, Delivery.id).limit(10)
+    with engine.connect() as connection:
+        compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
+        plan = " ".join(str(row) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+    engine.dispose()
+    assert "ix_delivery_flash_due" in plan, plan
