@@ -462,3 +462,26 @@ def test_the_flash_claim_reads_its_own_partial_index(sqlite_url):
         plan = " ".join(str(row) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
     engine.dispose()
     assert "ix_delivery_flash_due" in plan, plan
+
+
+def test_web_and_api_flash_approvals_keep_the_two_person_rule(database_url, engine, mail_sink, tmp_path):
+    from dispatch.desk.roles import Role
+    from tests.webtools import make_web
+
+    web = make_web(database_url, engine, mail_sink, tmp_path / "mail", two_person_rule=True)
+    with web.client:
+        with db.session_scope(engine) as session:
+            admins.create_admin(session, "eli", "correct horse battery", role=Role.approver)
+            _, token = admins.create_token(session, "cms", role=Role.admin)
+        bearer = {"Authorization": f"Bearer {token}"}
+        sitrep_id = web.client.post("/api/sitreps", json={"text": STANDARD.read_text("utf-8")},
+                                    headers=bearer).json()["sitrep"]["id"]
+        refused = web.client.post(f"/api/sitreps/{sitrep_id}/approve", params={"flash": "true"}, headers=bearer)
+        assert refused.status_code == 403 and "two-person" in refused.json()["detail"]
+        assert web.client.get(f"/api/sitreps/{sitrep_id}", headers=bearer).json()["status"] == "draft"
+        web.sign_in("eli", "correct horse battery")
+        done = web.form(f"/admin/sitreps/{sitrep_id}/approve", {"flash": "true"}, page=f"/admin/sitreps/{sitrep_id}",
+                        follow_redirects=False)
+        assert done.status_code == 303
+        shown = web.client.get(f"/api/sitreps/{sitrep_id}", headers=bearer).json()
+        assert shown["approved_by"] == "eli" and shown["flash"] is True
