@@ -125,7 +125,9 @@ def _preview_immediate(session: Session, recipient: Recipient, *, now: datetime,
     planner has yet to fan out (Sitrep.immediate_planned_at unset); one
     fanned out before they became an immediate reader never goes to them."""
     approved = views.approved_sitreps(session, approved_after=recipient.created_at, approved_until=now)
-    windows = digest.immediate_windows(recipient, approved)
+    # A FLASH reaches them as a FLASH (its own window key), not as an immediate delivery.
+    windows = (digest.immediate_windows(recipient, [s for s in approved if not s.flash])
+               + digest.flash_windows(recipient, approved))
     keys = [w.key for w in windows]
     delivered = dict(session.exec(select(Delivery.window_key, Delivery.status).where(
         Delivery.subscriber_id == recipient.id, col(Delivery.window_key).in_(keys))).all()) if keys else {}

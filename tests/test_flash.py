@@ -485,3 +485,17 @@ def test_web_and_api_flash_approvals_keep_the_two_person_rule(database_url, engi
         assert done.status_code == 303
         shown = web.client.get(f"/api/sitreps/{sitrep_id}", headers=bearer).json()
         assert shown["approved_by"] == "eli" and shown["flash"] is True
+
+
+def test_the_preview_of_an_immediate_reader_shows_a_flash_as_a_flash(engine):
+    from dispatch import compose
+
+    seed(engine)
+    with db.session_scope(engine) as session:
+        now = session.exec(select(Subscriber).where(Subscriber.address == "now@example.org")).one()
+        before = compose.preview(session, now.id, now=APPROVED + timedelta(seconds=1), status=now.status)
+    assert [d.window_key[:6] for d in before.digests] == ["flash:"] and before.digest.flash
+    planner.plan_flash(engine, now=APPROVED + timedelta(seconds=2))
+    with db.session_scope(engine) as session:
+        queued = compose.preview(session, now.id, now=APPROVED + timedelta(seconds=3), status=SubscriberStatus.active)
+    assert [d.window_key[:6] for d in queued.digests] == ["flash:"]  # planned, not yet sent
