@@ -172,8 +172,12 @@ class Sitrep(SQLModel, table=True):
     )
     approved_at: datetime | None = Field(default=None, sa_column=_utc())
     approved_by: str | None = Field(default=None, max_length=200, sa_column_kwargs=_named("by"))
-    # Set once this approval has been fanned out to the immediate subscribers.
+    # Set once this approval has been fanned out to the immediate subscribers
+    # (for a FLASH: to every matching reader, whatever their cadence).
     immediate_planned_at: datetime | None = Field(default=None, sa_column=_utc())
+    # This approval is a FLASH: sent at once to every matching active reader
+    # (dispatch.planner.plan_flash), and left out of their later digests.
+    flash: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     priority: int = 0
     summary: list[str] = Field(default_factory=list,
                                sa_column=Column(sa.JSON, nullable=False, info={"field": "bullet"}))
@@ -370,6 +374,9 @@ def _value(status) -> str | None:
     return status.value if isinstance(status, Enum) else status
 
 
+FLASH_DUE = "status = 'pending' AND window_key LIKE 'flash:%'"  # digest.FLASH_PREFIX
+
+
 class Delivery(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("subscriber_id", "window_key", name="uq_delivery_subscriber_window"),
@@ -382,6 +389,12 @@ class Delivery(SQLModel, table=True):
         sa.Index("ix_delivery_created_at_status", "created_at", "status"),
         # An event delivery (window key event:<event id>) goes to a webhook, not a subscriber.
         sa.Index("uq_delivery_webhook_window", "webhook_id", "window_key", unique=True),
+        # FLASH deliveries waiting to be sent, and only those: claimed ahead of
+        # a digest backlog (ledger.claim) without reading it. The predicate is
+        # written as the claim writes it, so both backends use the index; status
+        # leads, as in the index above, or SQLite's planner prefers that one.
+        sa.Index("ix_delivery_flash_due", "status", "next_attempt_at", "id",
+                 sqlite_where=sa.text(FLASH_DUE), postgresql_where=sa.text(FLASH_DUE)),
     )
 
     id: int | None = Field(default=None, primary_key=True)
