@@ -39,6 +39,9 @@ CADENCE_NAMES = {"daily": "Daily briefing", "weekly": "Weekly briefing", "immedi
 class SlackMessage:
     text: str  # the plain-text fallback for notifications and screen readers
     blocks: tuple[dict, ...]
+    # The SITREPs this message shows: kept in the receipt, so a correction
+    # updates the very message that carried its SITREP (dispatch.desk.corrections).
+    sitrep_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,21 +165,23 @@ class SlackRenderer:
 
     def render(self, digest: Digest) -> SlackContent:
         room = MAX_BLOCKS - 1  # each message opens with its intro line
-        groups: list[tuple[list[str], list[dict]]] = []  # (titles, blocks) per message
+        groups: list[tuple[list[str], list[dict], list[int]]] = []  # (titles, blocks, SITREP ids) per message
         for item in digest.items:
             blocks = sitrep_blocks(item, url=self.archive.sitrep(item.sitrep.id))
             title = item.sitrep.title
             if groups and len(groups[-1][1]) + 1 + len(blocks) <= room:
                 groups[-1][0].append(title)
                 groups[-1][1].extend([{"type": "divider"}, *blocks])
+                groups[-1][2].append(item.sitrep.id)
                 continue
             for start in range(0, len(blocks), room):  # one SITREP may need several
-                groups.append(([title], blocks[start:start + room]))
+                groups.append(([title], blocks[start:start + room], [item.sitrep.id]))
         label = " · ".join(p for p in (self.brand, CADENCE_NAMES.get(digest.recipient.cadence, "Briefing")) if p)
         messages = []
-        for part, (titles, blocks) in enumerate(groups, start=1):
+        for part, (titles, blocks, ids) in enumerate(groups, start=1):
             text = self._text.render(count=len(titles), titles=[escape_mrkdwn(one_line(t)) for t in titles],
                                      part=part, parts=len(groups))
             intro = intro_block(label, part=part, parts=len(groups))
-            messages.append(SlackMessage(text=truncate(text.strip(), MAX_FALLBACK), blocks=(intro, *blocks)))
+            messages.append(SlackMessage(text=truncate(text.strip(), MAX_FALLBACK), blocks=(intro, *blocks),
+                                         sitrep_ids=tuple(ids)))
         return SlackContent(messages=tuple(messages))
