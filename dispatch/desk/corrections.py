@@ -52,7 +52,7 @@ class Change:
     text: str
 
     def line(self) -> str:
-        return f"{self.sign} {self.text}"
+        return f"{self.sign} {self.part}: {self.text}"
 
 
 def diff(before: dict, after: dict) -> list[Change]:
