@@ -245,6 +245,10 @@ class SlackSink:
         with self._lock:
             self.updates.append({"channel": channel, "ts": ts, **payload})
             post.update({key: payload[key] for key in ("text", "blocks") if key in payload}, edited=True)
+            shown = {key: value for key, value in post.items() if key not in ("channel", "ts", "via")}
+        # The message's file holds what the channel now shows, as Slack does.
+        (self.folder / _unsafe.sub("_", channel) / f"{ts}.json").write_text(
+            json.dumps(shown, indent=2, ensure_ascii=False), "utf-8")
         return {"ok": True, "channel": channel, "ts": ts, "text": payload.get("text")}
 
     def _store(self, channel: str, payload: dict, via: str) -> str:

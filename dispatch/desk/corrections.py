@@ -77,8 +77,13 @@ def _lines(part: str, old: list[str], new: list[str]) -> list[Change]:
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             continue
-        changes += [Change(part, "-", line) for line in old[i1:i2]]
-        changes += [Change(part, "+", line) for line in new[j1:j2]]
+        removed, added = old[i1:i2], new[j1:j2]
+        # A replaced line reads next to its replacement: - old, + new, - old, + new …
+        for index in range(max(len(removed), len(added))):
+            if index < len(removed):
+                changes.append(Change(part, "-", removed[index]))
+            if index < len(added):
+                changes.append(Change(part, "+", added[index]))
     return changes
 
 
