@@ -255,3 +255,35 @@ def test_audit_records_corrections_with_their_actors(engine, desk):
     assert ("ed", "sitrep.correction") in rows
     assert ("chief", "sitrep.correction.approved") in rows
     assert ("chief", "sitrep.changed") in rows  # the content itself, changed by the approval
+
+
+def test_a_digest_post_keeps_its_other_sitreps_when_one_is_corrected_or_retracted(engine, runner, clock, slack, smtp):
+    other = STANDARD.replace("Port Strike Halts Grain Shipments from Odesa", "Ferries Resume in the Baltic")
+    with db.session_scope(engine) as session:
+        ids = [sitreps.import_parsed(session, parse(text), actor="ed").sitrep.id for text in (STANDARD, other)]
+        s = subscribers.add_subscriber(session, "C0DAILY1", kind=SubscriberKind.slack,
+                                       prefs=Preferences(cadence="daily", send_at="07:00", timezone="UTC"))
+        s.created_at = APPROVED - timedelta(days=3)
+        for sitrep_id in ids:
+            sitreps.approve_sitrep(session, sitrep_id, by="chief", at=APPROVED)
+    clock.now = datetime(2026, 11, 27, 9, tzinfo=timezone.utc)
+    runner.run_once()
+    (digest_post,) = slack.posts  # one message carrying both
+    with db.session_scope(engine) as session:
+        revisions.correct(session, ids[0], parse(CORRECTED), by="ed", note=NOTE)
+        assert revisions.approve_correction(session, ids[0], by="chief", now=clock.now).notices == 1
+    clock.now += timedelta(minutes=1)
+    runner.run_once()
+    (update,) = slack.updates
+    assert update["ts"] == digest_post["ts"]
+    shown = json.dumps(update["blocks"], ensure_ascii=False)
+    assert "Corrected" in shown and "fourteen grain carriers" in shown and "Ferries Resume in the Baltic" in shown
+    with db.session_scope(engine) as session:
+        assert revisions.retract(session, ids[1], by="chief", reason="No ferries ran.", now=clock.now).notices == 1
+    clock.now += timedelta(minutes=1)
+    runner.run_once()
+    retracted = json.dumps(slack.updates[-1]["blocks"], ensure_ascii=False)
+    assert slack.updates[-1]["ts"] == digest_post["ts"]
+    assert "Retracted" in retracted and "Withdrawn: Ferries Resume in the Baltic" in retracted
+    assert "fourteen grain carriers" in retracted  # the other SITREP stays, as corrected
+    assert len([p for p in slack.posts if p.get("thread_ts") == digest_post["ts"]]) == 2
