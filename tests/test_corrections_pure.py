@@ -76,3 +76,36 @@ def test_window_keys_round_trip():
     assert key == "retraction:12:3" and corrections.parse_key(key) == ("retraction", 12, 3)
     assert corrections.is_notice_key(key) and not corrections.is_notice_key("daily:2026-12-01")
     assert corrections.parse_key("correction:x:1") is None and corrections.parse_key("sitrep:1@x") is None
+
+
+def test_notice_messages_validate_as_block_kit_and_show_markup_as_text():
+    from datetime import date, datetime, timezone
+
+    from slack_sdk.models.blocks import Block
+
+    from dispatch.digest import Quote, Recipient, SitrepView
+    from dispatch.render import build_environment
+    from dispatch.render_revision import Notice, RevisionRenderer
+    from dispatch.render_slack import MAX_BLOCKS, SlackRenderer
+
+    env = build_environment()
+    renderer = RevisionRenderer(environment=env, brand="Desk", postal_address=None, slack=SlackRenderer(environment=env))
+    at = datetime(2026, 12, 3, 9, tzinfo=timezone.utc)
+    markup = "<!channel> *bold* <https://evil.example|click>"
+    changes = tuple(corrections.diff(BEFORE, {**BEFORE, "bullets": [markup] * 40}))
+    view = SitrepView(id=1, title=markup, event_date=date(2026, 12, 1), approved_at=at, regions=("global",),
+                      region_names=("Global",), summary=(markup,) * 30,
+                      commentary=(Quote("a", "Ann Bell", "Dr.", "Words. " * 300),) * 10)
+    reader = Recipient(id=1, kind="slack", address="C1")
+    for kind in ("correction", "retraction"):
+        notice = Notice(kind=kind, sitrep_id=1, number=2, title=markup, event_date=date(2026, 12, 1),
+                        note=markup * 20, changes=changes, at=at, url="https://news.example.org/archive/1")
+        for message in (renderer.updated_post(notice, reader, [view]), renderer.note_message(notice)):
+            assert 0 < len(message.blocks) <= MAX_BLOCKS
+            for block in message.blocks:
+                Block.parse(block).validate_json()
+            # Plain text is escaped (Slack decodes &lt; &gt; &amp;); a rich_text element is structure, as it is.
+            texts = [t for b in message.blocks if b["type"] in ("section", "context")
+                     for t in ([b["text"]["text"]] if b["type"] == "section" else [e["text"] for e in b["elements"]])]
+            assert texts and not any("<!channel>" in t for t in texts)
+            assert any("&lt;!channel&gt;" in t for t in texts)
