@@ -231,7 +231,7 @@ class SitrepRevision(SQLModel, table=True):
     A correction is pending (``approved_at`` unset) until a second person
     approves it; a retraction is approved when it is made, as a withdrawal
     is. ``before`` and ``after`` are the content it replaced and the content
-    it brought ({title, event_date, bullets, quotes}), written at approval:
+    it brought ({title, event_date, bullets, quotes, regions}), written at approval:
     the readable diff readers are sent is worked out from them.
     """
 
@@ -245,6 +245,8 @@ class SitrepRevision(SQLModel, table=True):
     # The corrected SITREP text as given (empty for a retraction).
     content: str = Field(default="", sa_column=Column(sa.Text, nullable=False, info={"field": "text"}))
     note: str = Field(default="", sa_column=Column(sa.Text, nullable=False, info={"field": "note"}))
+    # Region slugs the correction tags it with; None: the regions stay as they are.
+    regions: list[str] | None = Field(default=None, sa_column=Column(sa.JSON))
     before: dict | None = Field(default=None, sa_column=Column(sa.JSON))
     after: dict | None = Field(default=None, sa_column=Column(sa.JSON))
     made_by: str = Field(max_length=200, sa_column_kwargs=_named("by"))

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
-from dispatch import ledger, sitreps
+from dispatch import ledger, sitreps, taxonomy
 from dispatch.desk import corrections, roles
 from dispatch.errors import DuplicateError, FieldError, NotFoundError, WorkflowError
 from dispatch.events.emit import emit
@@ -50,13 +50,16 @@ def _note(text: str | None, *, field: str) -> str:
 def snapshot(sitrep: Sitrep) -> dict:
     return corrections.snapshot(
         title=sitrep.title, event_date=sitrep.event_date.isoformat(), bullets=sitrep.summary,
-        quotes=[(" ".join(p for p in (c.analyst.title, c.analyst.name) if p), c.text) for c in sitrep.commentary])
+        quotes=[(" ".join(p for p in (c.analyst.title, c.analyst.name) if p), c.text) for c in sitrep.commentary],
+        regions=sorted(sitreps.region_slugs(sitrep)))
 
 
-def parsed_snapshot(parsed: ParsedSitrep) -> dict:
+def parsed_snapshot(parsed: ParsedSitrep, *, regions: list[str]) -> dict:
+    """The content a correction brings; ``regions``: the slugs it will have."""
     return corrections.snapshot(
         title=parsed.title, event_date=parsed.event_date.isoformat(), bullets=parsed.summary,
-        quotes=[(" ".join(p for p in (q.analyst_title, q.analyst_name) if p), q.text) for q in parsed.commentary])
+        quotes=[(" ".join(p for p in (q.analyst_title, q.analyst_name) if p), q.text) for q in parsed.commentary],
+        regions=sorted(regions))
 
 
 def revisions(session: Session, sitrep_id: int) -> list[SitrepRevision]:
@@ -84,13 +87,20 @@ def _released(sitrep: Sitrep, *, doing: str) -> None:
                             f"{doing} is for released SITREPs; edit it instead (dispatch sitrep edit {sitrep.id})")
 
 
-def correct(session: Session, sitrep_id: int, parsed: ParsedSitrep, *, by: str, note: str) -> SitrepRevision:
+def correct(session: Session, sitrep_id: int, parsed: ParsedSitrep, *, by: str, note: str,
+            regions: list[str] | None = None) -> SitrepRevision:
     """A correction of a released SITREP, pending until someone approves it.
-    A second correction before that replaces the pending one."""
+    ``regions`` (slugs or names) re-tag it; None keeps its regions. A second
+    correction before the approval replaces the pending one."""
     note = _note(note, field="note")
     sitrep = sitreps.get(session, sitrep_id)
     _released(sitrep, doing="a correction")
-    if parsed_snapshot(parsed) == snapshot(sitrep):
+    slugs = None
+    if regions is not None:
+        slugs = [r.slug for r in taxonomy.resolve_regions(session, regions)]
+        if not slugs:
+            raise WorkflowError("give at least one region")
+    if parsed_snapshot(parsed, regions=slugs or sitreps.region_slugs(sitrep)) == snapshot(sitrep):
         raise WorkflowError(f"the corrected text is the same as SITREP {sitrep_id} as it stands: nothing to correct")
     clash = session.exec(select(Sitrep).where(Sitrep.fingerprint == parsed.fingerprint)).first()
     if clash is not None and clash.id != sitrep.id:
@@ -104,6 +114,7 @@ def correct(session: Session, sitrep_id: int, parsed: ParsedSitrep, *, by: str, 
     else:
         action = "correction replaced"
     revision.content, revision.note, revision.made_by, revision.made_at = parsed.source_text, note, by, utcnow()
+    revision.regions = slugs
     session.add(SitrepChange(sitrep_id=sitrep_id, actor=by, action=action,
                              detail=f"revision {revision.number}, awaiting approval: {note}"))
     session.flush()
@@ -132,10 +143,11 @@ def approve_correction(session: Session, sitrep_id: int, *, by: str, two_person:
     now = now or utcnow()
     parsed = parse(revision.content, source=f"revision {revision.number}")
     before = snapshot(sitrep)
-    changes = corrections.diff(before, parsed_snapshot(parsed))
+    changes = corrections.diff(before, parsed_snapshot(parsed, regions=revision.regions or before["regions"]))
     detail = f"revision {revision.number} (changed: {', '.join(corrections.changed_parts(changes)) or 'nothing'}): " \
              f"{revision.note}"
-    sitreps.apply_correction(session, sitrep_id, parsed, by=by, detail=detail)
+    sitreps.apply_correction(session, sitrep_id, parsed, by=by, detail=detail,
+                             regions=taxonomy.resolve_regions(session, revision.regions) if revision.regions else None)
     revision.before, revision.after = before, snapshot(sitrep)
     revision.approved_by, revision.approved_at = by, now
     notices = _plan_notices(session, sitrep_id, revision, now=now)
@@ -213,7 +225,9 @@ def changes_of(revision: SitrepRevision, *, current: Sitrep | None = None) -> li
         return corrections.diff(revision.before, revision.after)
     if current is None:
         return []
-    return corrections.diff(snapshot(current), parsed_snapshot(parse(revision.content, source="revision")))
+    return corrections.diff(snapshot(current), parsed_snapshot(parse(revision.content, source="revision"),
+                                                               regions=revision.regions or
+                                                               sitreps.region_slugs(current)))
 
 
 def _event_data(sitrep: Sitrep, revision: SitrepRevision, notices: int) -> dict:
@@ -225,7 +239,8 @@ def _event_data(sitrep: Sitrep, revision: SitrepRevision, notices: int) -> dict:
 def as_dict(revision: SitrepRevision, *, current: Sitrep | None = None) -> dict:
     return {
         "sitrep_id": revision.sitrep_id, "revision": revision.number, "kind": revision.kind.value,
-        "note": revision.note, "made_by": revision.made_by, "made_at": revision.made_at.isoformat(),
+        "note": revision.note, "regions": revision.regions, "made_by": revision.made_by,
+        "made_at": revision.made_at.isoformat(),
         "approved_by": revision.approved_by,
         "approved_at": revision.approved_at.isoformat() if revision.approved_at else None,
         "status": "approved" if revision.approved_at else "pending",

@@ -221,7 +221,7 @@ def refuse_if_released(sitrep: Sitrep) -> datetime | None:
     if until is None:
         raise WorkflowError(
             f"SITREP {sitrep.id} is released, so it is not edited or tagged any more: correct it "
-            f"(dispatch sitrep correct {sitrep.id} --from-file F --note …); a second person approves "
+            f"(dispatch sitrep correct {sitrep.id} --from-file F --note … [--region R]); a second person approves "
             "the correction and everyone who received it hears of it")
     return until
 
@@ -283,11 +283,15 @@ def edit_sitrep(
     return sitrep
 
 
-def apply_correction(session: Session, sitrep_id: int, content: ParsedSitrep, *, by: str, detail: str) -> Sitrep:
-    """A correction's content becomes the SITREP's (dispatch.revisions, once
-    approved): it stays approved, and what is sent from now on is this."""
+def apply_correction(session: Session, sitrep_id: int, content: ParsedSitrep, *, by: str, detail: str,
+                     regions: list | None = None) -> Sitrep:
+    """A correction's content (and ``regions``, if it re-tags it) becomes the
+    SITREP's (dispatch.revisions, once approved): it stays approved, and what
+    is sent from now on is this."""
     sitrep = get(session, sitrep_id)
     _edit(session, sitrep, content=content)
+    if regions:
+        sitrep.regions = regions
     _record(session, sitrep, actor=by, action="corrected", detail=detail)
     session.flush()
     return sitrep

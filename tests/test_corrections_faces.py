@@ -134,3 +134,18 @@ def test_api_and_admin_pages_refuse_the_corrector_with_403(database_url, engine,
         listed = web.client.get(f"/api/sitreps/{sitrep_id}/revisions", headers=bearer["viewer"]).json()
         assert [(r["revision"], r["kind"], r["approved_by"]) for r in listed] == [
             (2, "correction", "api:desk"), (3, "correction", "eli"), (4, "retraction", "eli")]
+
+
+def test_a_correction_may_retag_a_released_sitrep(run, tmp_path):
+    url = f"sqlite:///{tmp_path / 'desk.db'}"
+    cli = lambda *args: run("--database-url", url, *args)  # noqa: E731
+    assert cli("init").exit_code == 0
+    assert cli("--as", "ed", "sitrep", "import", STANDARD, "--region", "europe-eurasia").exit_code == 0
+    assert cli("--as", "chief", "sitrep", "approve", "1").exit_code == 0
+    made = cli("--as", "ed", "sitrep", "correct", "1", "--from-file", STANDARD, "--note", "Also global.",
+               "--region", "europe-eurasia,global")
+    assert made.exit_code == 0 and "+ regions: europe-eurasia, global" in made.output, made.output
+    assert cli("--as", "chief", "sitrep", "approve-correction", "1").exit_code == 0
+    assert json.loads(cli("sitrep", "show", "1", "--json").stdout)["regions"] == ["europe-eurasia", "global"]
+    same = cli("--as", "ed", "sitrep", "correct", "1", "--from-file", STANDARD, "--note", "again")
+    assert same.exit_code == 1 and "nothing to correct" in same.output

@@ -245,6 +245,7 @@ def correct(
     sitrep_id: int = ID_ARGUMENT,
     from_file: Path = typer.Option(..., "--from-file", help="The corrected SITREP, in the import format."),
     note: str = typer.Option(..., "--note", help="What was corrected and why (sent to earlier readers)."),
+    region: list[str] = typer.Option(None, "--region", "-r", help="Re-tag it with these regions (default: as now)."),
     by: str = BY_OPTION,
 ) -> None:
     """Correct a released SITREP: a new revision, sent out once someone else approves it
@@ -253,7 +254,8 @@ def correct(
 
     parsed = read_sitrep_file(from_file)
     with app_context(ctx).session() as session:
-        revision = revisions.correct(session, sitrep_id, parsed, by=app_context(ctx).act_as(by), note=note)
+        revision = revisions.correct(session, sitrep_id, parsed, by=app_context(ctx).act_as(by), note=note,
+                                     regions=split_values(region) or None)
         shown = revisions.changes_of(revision, current=sitreps.get(session, sitrep_id))
         console.print(f"correction (revision {revision.number}) of #{sitrep_id} awaits approval: "
                       f"dispatch sitrep approve-correction {sitrep_id}", highlight=False)

@@ -39,15 +39,20 @@ def is_notice_key(key: str) -> bool:
 
 # --- content and the diff ----------------------------------------------------------
 
-def snapshot(*, title: str, event_date: str, bullets: Iterable[str], quotes: Iterable[tuple[str, str]]) -> dict:
-    """A SITREP's content as a revision keeps it: {title, event_date, bullets, quotes: [[who, text]]}."""
-    return {"title": title, "event_date": event_date, "bullets": list(bullets),
-            "quotes": [[who, text] for who, text in quotes]}
+def snapshot(*, title: str, event_date: str, bullets: Iterable[str], quotes: Iterable[tuple[str, str]],
+             regions: Iterable[str] | None = None) -> dict:
+    """A SITREP's content as a revision keeps it: {title, event_date,
+    bullets, quotes: [[who, text]], regions: [names]} (regions only when known)."""
+    content = {"title": title, "event_date": event_date, "bullets": list(bullets),
+               "quotes": [[who, text] for who, text in quotes]}
+    if regions is not None:
+        content["regions"] = list(regions)
+    return content
 
 
 @dataclass(frozen=True)
 class Change:
-    part: str  # title | date | bullet | quote
+    part: str  # title | date | regions | bullet | quote
     sign: str  # "-" removed, "+" added
     text: str
 
@@ -63,6 +68,9 @@ def diff(before: dict, after: dict) -> list[Change]:
     for part, key in (("title", "title"), ("date", "event_date")):
         if before.get(key) != after.get(key):
             changes += [Change(part, "-", str(before.get(key, ""))), Change(part, "+", str(after.get(key, "")))]
+    if "regions" in before and "regions" in after and before["regions"] != after["regions"]:
+        changes += [Change("regions", sign, ", ".join(side["regions"]) or "none")
+                    for sign, side in (("-", before), ("+", after))]
     changes += _lines("bullet", before.get("bullets", []), after.get("bullets", []))
     quote = lambda q: f"“{q[1]}” — {q[0]}"  # noqa: E731
     changes += _lines("quote", [quote(q) for q in before.get("quotes", [])], [quote(q) for q in after.get("quotes", [])])
@@ -94,7 +102,7 @@ def shown(changes: list[Change], *, limit: int = MAX_DIFF_LINES) -> tuple[list[C
 
 def changed_parts(changes: list[Change]) -> list[str]:
     """"title", "bullets" …, in reading order: the summary line of a history entry."""
-    names = {"title": "title", "date": "date", "bullet": "bullets", "quote": "quotes"}
+    names = {"title": "title", "date": "date", "regions": "regions", "bullet": "bullets", "quote": "quotes"}
     return list(dict.fromkeys(names[c.part] for c in changes))
 
 

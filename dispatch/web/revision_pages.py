@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
-from dispatch import db, revisions, sitrep_text
+from dispatch import db, revisions, sitrep_text, sitreps
 from dispatch.desk.roles import Permission as P
 from dispatch.errors import InputError
 from dispatch.web import access, uploads
@@ -21,12 +21,15 @@ router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depen
 @router.post("/sitreps/{sitrep_id}/correct", dependencies=[requires(P.edit), Depends(require_csrf)],
              status_code=303)
 def sitrep_correct(sitrep_id: Id, request: Request, text: str = Form(""), note: str = Form(""),
-                   file: UploadFile | None = File(None)):
+                   region: list[str] | None = Form(None), file: UploadFile | None = File(None)):
     source = uploads.read_text(file, text, limit=uploads.SITREP_MAX_BYTES, what="SITREP")
     try:
         parsed = sitrep_text.parse(source, source="the corrected text")
         with db.session_scope(request.app.state.engine) as session:
-            revision = revisions.correct(session, sitrep_id, parsed, by=request.state.admin.username, note=note)
+            current = sitreps.region_slugs(sitreps.get(session, sitrep_id))
+            wanted = [str(r) for r in region or []][:100]
+            revision = revisions.correct(session, sitrep_id, parsed, by=request.state.admin.username, note=note,
+                                         regions=wanted if wanted and sorted(wanted) != sorted(current) else None)
             number = revision.number
     except InputError as exc:  # a text that does not parse, a missing note: said on the page, nothing kept
         flash(request, f"Not corrected: {exc}", "error")

@@ -24,6 +24,8 @@ class CorrectionIn(BaseModel):
                       max_length=SITREP_MAX_BYTES)
     note: str = Field(description="What was corrected and why: sent to everyone who received it",
                       max_length=revisions.MAX_NOTE)
+    regions: list[str] | None = Field(None, description="region slugs to re-tag it with; default: as now",
+                                      max_length=100)
 
 
 @router.post("/sitreps/{sitrep_id}/corrections", dependencies=[requires(P.edit)], status_code=201,
@@ -31,7 +33,7 @@ class CorrectionIn(BaseModel):
 def correct(sitrep_id: SitrepId, body: CorrectionIn, actor: str = Depends(_actor),
             session: Session = Depends(db_session)) -> dict:
     parsed = sitrep_text.parse(body.text, source="request")
-    revision = revisions.correct(session, sitrep_id, parsed, by=actor, note=body.note)
+    revision = revisions.correct(session, sitrep_id, parsed, by=actor, note=body.note, regions=body.regions)
     return revisions.as_dict(revision, current=sitreps.get(session, sitrep_id))
 
 

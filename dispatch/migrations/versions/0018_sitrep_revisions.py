@@ -25,6 +25,7 @@ def upgrade() -> None:
                                   create_constraint=True, length=16), nullable=False),
         sa.Column('content', sa.Text(), nullable=False),
         sa.Column('note', sa.Text(), nullable=False),
+        sa.Column('regions', sa.JSON(), nullable=True),
         sa.Column('before', sa.JSON(), nullable=True),
         sa.Column('after', sa.JSON(), nullable=True),
         sa.Column('made_by', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
