@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
@@ -26,8 +26,10 @@ from sqlmodel import select
 from dispatch import db, ledger, metrics, revisions, views
 from dispatch.compose import Composer
 from dispatch.desk import corrections
-from dispatch.errors import CredentialError, NotFoundError, PermanentError, TransientError
-from dispatch.models import Delivery, DeliverySitrep, DeliveryStatus, Sitrep, SubscriberKind, SubscriberStatus, utcnow
+from dispatch.errors import NotFoundError, PermanentError, TransientError
+from dispatch.models import (
+    Delivery, DeliverySitrep, DeliveryStatus, Sitrep, SitrepStatus, SubscriberKind, SubscriberStatus, utcnow,
+)
 from dispatch.render_revision import Notice, RevisionRenderer
 from dispatch.retry import RetryPolicy
 
@@ -88,6 +90,8 @@ class RevisionNoticeSender:
             sitrep = session.get(Sitrep, sitrep_id)
             if sitrep is None:
                 return "the SITREP was removed"
+            if kind == "correction" and sitrep.status != SitrepStatus.approved:
+                return f"the SITREP is {sitrep.status.value} now"  # a retraction's own notice tells them
             content = revision.after if kind == "correction" else revision.before
             content = content or revisions.snapshot(sitrep)
             notice = Notice(kind=kind, sitrep_id=sitrep_id, number=number, title=content["title"],
@@ -126,9 +130,7 @@ class RevisionNoticeSender:
                 receipt = self._email(c, recipient, notice)
             else:
                 receipt = self._slack(recipient, notice, posts, current)
-        except CredentialError as exc:  # the installation's token: wait and retry, as the digest sender pauses
-            return ledger.retry(c, error=str(exc), now=now(), policy=self.policy, retry_after=exc.retry_after)
-        except TransientError as exc:
+        except TransientError as exc:  # a refused bot token too: retried with backoff until it works again
             return ledger.retry(c, error=str(exc), now=now(), policy=self.policy, retry_after=exc.retry_after)
         except PermanentError as exc:
             return ledger.failed(c, error=str(exc), now=now())
@@ -171,9 +173,8 @@ class RevisionNoticeSender:
         return json.dumps({"channel": channel, "updated": updated, "ts": [posted]})
 
 
-def _date(value, fallback):
-    from datetime import date
-
+def _date(value, fallback: date) -> date:
+    """The event date a retracted SITREP had, from its snapshot (else as stored)."""
     try:
         return date.fromisoformat(value) if isinstance(value, str) else fallback
     except ValueError:

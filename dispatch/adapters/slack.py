@@ -139,11 +139,13 @@ class SlackAdapter:
     def update(self, channel: str, ts: str, message: SlackMessage) -> str:
         """Replace a message the bot posted (``chat.update``): a correction
         or a retraction shown where the SITREP was read. Returns its ts."""
+        self._pacer.wait(channel)
         return self._call("chat_update", channel, channel=channel, ts=ts, text=message.text,
                           blocks=list(message.blocks))
 
     def reply(self, channel: str, thread_ts: str, message: SlackMessage) -> str:
         """Post in the thread of ``thread_ts``; returns the reply's ts."""
+        self._pacer.wait(channel)
         return self._call("chat_postMessage", channel, channel=channel, thread_ts=thread_ts, text=message.text,
                           blocks=list(message.blocks), unfurl_links=False, unfurl_media=False, mrkdwn=False)
 
