@@ -287,3 +287,19 @@ def test_a_digest_post_keeps_its_other_sitreps_when_one_is_corrected_or_retracte
     assert "Retracted" in retracted and "Withdrawn: Ferries Resume in the Baltic" in retracted
     assert "fourteen grain carriers" in retracted  # the other SITREP stays, as corrected
     assert len([p for p in slack.posts if p.get("thread_ts") == digest_post["ts"]]) == 2
+
+
+def test_a_correction_overtaken_by_a_retraction_is_not_sent(engine, runner, clock, slack, smtp, desk):
+    delivered_once(runner, clock, slack, smtp, engine)
+    before = len(mails(smtp))
+    with db.session_scope(engine) as session:
+        revisions.correct(session, desk, parse(CORRECTED), by="ed", note=NOTE)
+        revisions.approve_correction(session, desk, by="chief", now=clock.now)
+        revisions.retract(session, desk, by="chief", reason="All of it was wrong.", now=clock.now)
+    clock.now += timedelta(minutes=1)
+    runner.run_once()
+    assert {m["Subject"] for m in mails(smtp)[before:]} == {f"Retraction: {TITLE}"}
+    with db.session_scope(engine) as session:
+        skipped = session.exec(select(Delivery).where(Delivery.window_key == f"correction:{desk}:2")).all()
+        assert {d.status.value for d in skipped} == {"skipped"}
+        assert {d.last_error for d in skipped} == {"the SITREP is withdrawn now"}
