@@ -149,3 +149,32 @@ def test_a_correction_may_retag_a_released_sitrep(run, tmp_path):
     assert json.loads(cli("sitrep", "show", "1", "--json").stdout)["regions"] == ["europe-eurasia", "global"]
     same = cli("--as", "ed", "sitrep", "correct", "1", "--from-file", STANDARD, "--note", "again")
     assert same.exit_code == 1 and "nothing to correct" in same.output
+
+
+def test_run_once_twice_sends_a_correction_once(run, tmp_path, monkeypatch, mail_sink):
+    import email
+    from email import policy
+
+    monkeypatch.setenv("DISPATCH_TWO_PERSON_RULE", "true")
+    monkeypatch.setenv("DISPATCH_SMTP_HOST", mail_sink.host)
+    monkeypatch.setenv("DISPATCH_SMTP_PORT", str(mail_sink.port))
+    monkeypatch.setenv("DISPATCH_SECRET_KEY", "corrections-test-secret")
+    url = f"sqlite:///{tmp_path / 'desk.db'}"
+    cli = lambda *args: run("--database-url", url, *args)  # noqa: E731
+    corrected = tmp_path / "corrected.txt"
+    corrected.write_text(CORRECTED_TEXT, "utf-8")
+    assert cli("init").exit_code == 0
+    assert cli("subscriber", "add", "now@example.org", "--cadence", "immediate").exit_code == 0
+    assert cli("--as", "ed", "sitrep", "import", STANDARD).exit_code == 0
+    assert cli("--as", "chief", "sitrep", "approve", "1").exit_code == 0
+    assert cli("run", "--once").exit_code == 0
+    assert cli("--as", "ed", "sitrep", "correct", "1", "--from-file", corrected, "--note", "Fourteen.").exit_code == 0
+    assert cli("--as", "chief", "sitrep", "approve-correction", "1").exit_code == 0
+    for _ in range(2):
+        assert cli("run", "--once").exit_code == 0
+    subjects = [email.message_from_bytes(p.read_bytes(), policy=policy.default)["Subject"]
+                for p in sorted((tmp_path / "mail").glob("*.eml"))]
+    assert subjects == ["Port Strike Halts Grain Shipments from Odesa",
+                        "Correction: Port Strike Halts Grain Shipments from Odesa"]
+    logged = json.loads(cli("log", "--json").stdout)
+    assert any(row.get("window", row.get("window_key", "")) == "correction:1:2" for row in logged), logged[:2]
