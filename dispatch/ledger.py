@@ -146,6 +146,22 @@ def _link_statement(dialect: str):
         ["sitrep_id", "delivery_id"], sa.select(pair[0].as_integer(), pair[1].as_integer()))
 
 
+def flashed(session: Session, subscriber_ids: Iterable[int], keys: Iterable[str]) -> set[tuple[int, str]]:
+    """Which of these readers hold which of these FLASH deliveries (window
+    keys), not given up on: (subscriber id, window key) pairs. Read through
+    the (subscriber, window) key, a chunk of readers at a time."""
+    ids, keys = sorted(set(subscriber_ids)), sorted(set(keys))
+    if not ids or not keys:
+        return set()
+    found: set[tuple[int, str]] = set()
+    for start in range(0, len(ids), _CHUNK * 2):
+        found.update(tuple(row) for row in session.execute(
+            select(_table.c.subscriber_id, _table.c.window_key).where(
+                _table.c.subscriber_id.in_(ids[start:start + _CHUNK * 2]), _table.c.window_key.in_(keys),
+                _table.c.status.not_in([DeliveryStatus.failed.value, DeliveryStatus.skipped.value]))).all())
+    return found
+
+
 def plan_notice(session: Session, subscriber_id: int, *, kind: str, now: datetime) -> int:
     """A notice (``kind``: confirm, remind) for one reader, due now; its own
     window key, so every request is a delivery of its own. Returns its id."""
@@ -192,12 +208,20 @@ def event_id(window_key: str) -> str:
     return window_key[len(EVENT_PREFIX):]
 
 
+# Pending FLASH rows, written as the partial index ix_delivery_flash_due
+# (models.FLASH_DUE) is, so that both backends read them through it.
+_FLASH_DUE = sa.and_(_table.c.status == sa.literal_column("'pending'"),
+                     _table.c.window_key.like(sa.literal_column("'flash:%'")))
+
+
 def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE,
           worker_id: int | None = None, notices: bool = False, events: bool = False,
           revisions: bool = False) -> list[Claimed]:
     """Due digests, or (``notices``) due notices, or (``events``) due event
     webhook posts, or (``revisions``) due correction and retraction notices:
-    each has senders of its own, so a slow webhook endpoint never holds up an email."""
+    each has senders of its own, so a slow webhook endpoint never holds up an
+    email. Due FLASH deliveries are digests claimed first, ahead of any
+    backlog: a FLASH is sent at once."""
     keys = col(Delivery.window_key)
     revision_keys = sa.or_(*(keys.startswith(prefix) for prefix in REVISION_PREFIXES))
     if notices:
@@ -207,14 +231,20 @@ def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEF
     elif revisions:
         kind = revision_keys
     else:
+        flashes = _claim(session, select(Delivery.id).where(_FLASH_DUE, col(Delivery.next_attempt_at) <= now),
+                         now=now, limit=limit, lease=lease, worker_id=worker_id)
+        if flashes:
+            return flashes
         kind = sa.not_(keys.startswith(NOTICE_PREFIX) | keys.startswith(EVENT_PREFIX) | revision_keys)
-    due = (
-        select(Delivery.id)
-        .where(Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= now, kind)
-        .order_by(col(Delivery.next_attempt_at), col(Delivery.id))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    due = select(Delivery.id).where(Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= now,
+                                    kind)
+    return _claim(session, due, now=now, limit=limit, lease=lease, worker_id=worker_id)
+
+
+def _claim(session: Session, due, *, now: datetime, limit: int, lease: timedelta,
+           worker_id: int | None) -> list[Claimed]:
+    """Claim the first ``limit`` rows of ``due`` (a select of ids), oldest due first."""
+    due = due.order_by(col(Delivery.next_attempt_at), col(Delivery.id)).limit(limit).with_for_update(skip_locked=True)
     statement = (
         sa.update(_table)
         .where(_table.c.id.in_(due.scalar_subquery()))

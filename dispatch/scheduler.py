@@ -10,6 +10,11 @@ sending or a planning run is under way; the pool ends only when every
 thread is idle and nothing is due, so work planned a moment after a tick
 began is shared by all threads.
 
+A FLASH does not wait for the next planning run: the planner fans released
+FLASHes out every send interval (its own job, and, in a process that also
+sends, at the start of every send tick), so one approved from the web goes
+out within a send interval of its approval (or of its release).
+
 Shutdown (SIGINT/SIGTERM): no new batch is claimed, the message being sent
 finishes, and the rest of a claimed batch is released back to the queue,
 so nothing is left half-recorded. A process killed outright leaves its
@@ -141,6 +146,8 @@ class Runner:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.pace = leases.SendPace()
         self.planning = threading.Event()  # set while a planning run is under way
+        self._flashing = threading.Lock()  # one FLASH fan-out at a time (the plan job's or the flash job's)
+        self._leading = threading.Lock()  # the planner lock's connection serves one thread at a time
         self._work = threading.Condition()  # idle sender threads wait on it
         if isinstance(self.channels.get("email"), SmtpAdapter):
             metrics.watch_smtp(self.channels["email"])
@@ -161,9 +168,16 @@ class Runner:
 
     # --- the two loops ----------------------------------------------------------
 
+    def _leads(self) -> bool:
+        """True when this process plans (not a sender; holds the planner lock)."""
+        if self.role == "sender":
+            return False
+        with self._leading:
+            return self.lock.ensure()
+
     def plan(self) -> tuple[int, int]:
         """Plan (and reclaim expired leases) if this process is the planner."""
-        if self.role == "sender" or not self.lock.ensure():
+        if not self._leads():
             return 0, 0  # a standby: another process holds the planner lock
         now = self.clock()
         self.planning.set()
@@ -171,7 +185,11 @@ class Runner:
             with db.session_scope(self.engine) as session:
                 reclaimed = ledger.reclaim_expired(session, now=now)
             coordination.forget_dead(self.engine, now=now)
-            report = planner.plan_due(self.engine, now=now)
+            # FLASHes first, and wholly: the digests planned next leave out what went out in one.
+            with self._flashing:
+                flashed = planner.plan_flash(self.engine, now=now).deliveries_planned
+            report = planner.plan_due(self.engine, now=now, flash=False)
+            report.deliveries_planned += flashed
         finally:
             self.planning.clear()
             with self._work:  # idle sender threads: there may be work now
@@ -181,6 +199,31 @@ class Runner:
             log.info("planned %s deliveries (%s subscribers checked); reclaimed %s",
                      report.deliveries_planned, report.subscribers_checked, reclaimed)
         return report.deliveries_planned, reclaimed
+
+    def plan_flash(self) -> int:
+        """Fan out the FLASHes released since the last look, between
+        planning runs, and wake idle sender threads. Cheap when there are
+        none (one indexed query); skipped while another fan-out runs."""
+        if not self._leads() or not self._flashing.acquire(blocking=False):
+            return 0
+        try:
+            report = planner.plan_flash(self.engine, now=self.clock())
+        finally:
+            self._flashing.release()
+        if report.deliveries_planned:
+            metrics.PLANNED.inc(report.deliveries_planned)
+            with self._work:
+                self._work.notify_all()
+            log.info("planned %s FLASH deliveries (%s subscribers checked)", report.deliveries_planned,
+                     report.subscribers_checked)
+        return report.deliveries_planned
+
+    def send_tick(self) -> None:
+        """One send job: FLASHes fanned out first (when this process also
+        plans), so one approved meanwhile goes out in this very tick."""
+        if self.role == "all":
+            self.plan_flash()
+        self.drain()
 
     def due_count(self) -> int:
         with db.session_scope(self.engine) as session:
@@ -293,8 +336,11 @@ class Runner:
         if self.role in ("all", "planner"):
             scheduler.add_job(self._guarded(self.plan), "interval", seconds=self.settings.plan_interval,
                               id="plan", next_run_time=start)
+            # Also while a long send job runs: its threads claim what this plans.
+            scheduler.add_job(self._guarded(self.plan_flash), "interval", seconds=SEND_INTERVAL_SECONDS,
+                              id="flash", next_run_time=start)
         if self.role in ("all", "sender"):
-            scheduler.add_job(self._guarded(self.drain), "interval", seconds=SEND_INTERVAL_SECONDS, id="send",
+            scheduler.add_job(self._guarded(self.send_tick), "interval", seconds=SEND_INTERVAL_SECONDS, id="send",
                               next_run_time=start)
             scheduler.add_job(self._guarded(self.send_notices), "interval", seconds=SEND_INTERVAL_SECONDS,
                               id="notices", next_run_time=start)

@@ -132,8 +132,10 @@ def sitrep_page(
 
 
 def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | None = None,
-                   two_person: bool = False, release_at: datetime | None = None) -> Sitrep:
-    """``two_person``: refuse (roles.NotPermitted) an approver who imported it or edited it since its last approval."""
+                   two_person: bool = False, release_at: datetime | None = None, flash: bool = False) -> Sitrep:
+    """``two_person``: refuse (roles.NotPermitted) an approver who imported it or edited it since its last approval.
+    ``flash``: send it at once to every matching reader, whatever their cadence
+    (dispatch.planner.plan_flash); with ``release_at``, at the release."""
     sitrep = get(session, sitrep_id)
     if two_person:
         # Read, not sitrep.changes: that collection may have been loaded before this session's own changes.
@@ -157,9 +159,12 @@ def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | 
     sitrep.approved_at = release_at or at or now
     sitrep.approved_by = by
     sitrep.immediate_planned_at = None  # each approval is fanned out to immediate readers once
+    sitrep.flash = flash  # each approval says afresh whether it is a FLASH
     sitrep.updated_at = now
-    _record(session, sitrep, actor=by, action="approved",
-            detail=f"embargoed until {release_at.isoformat()}" if release_at else "")
+    detail = [f"embargoed until {release_at.isoformat()}"] if release_at else []
+    if flash:
+        detail.insert(0, "FLASH")
+    _record(session, sitrep, actor=by, action="approved", detail="; ".join(detail))
     session.flush()
     return sitrep
 
@@ -191,6 +196,7 @@ def cancel_release(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
         raise WorkflowError(f"SITREP {sitrep_id} is not under embargo (withdraw it instead)")
     sitrep.status = SitrepStatus.draft
     sitrep.approved_at = sitrep.approved_by = None
+    sitrep.flash = False  # a FLASH called off with its release: a draft like any other
     sitrep.updated_at = utcnow()
     _record(session, sitrep, actor=by, action="release cancelled", detail=f"was due {until.isoformat()}")
     session.flush()
@@ -362,6 +368,7 @@ def as_dict(sitrep: Sitrep, *, full: bool = False) -> dict:
         "approved_at": sitrep.approved_at.isoformat() if sitrep.approved_at else None,
         "approved_by": sitrep.approved_by,
         "scheduled_for": until.isoformat() if (until := embargoed_until(sitrep)) else None,
+        "flash": bool(sitrep.flash),
         "priority": sitrep.priority,
     }
     if full:

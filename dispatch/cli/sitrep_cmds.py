@@ -102,6 +102,8 @@ def list_(
             for s in rows:
                 until = sitreps.embargoed_until(s)
                 shown = f"scheduled for {until:%Y-%m-%d %H:%M} UTC" if until else s.status.value
+                if s.flash:
+                    shown = f"FLASH · {shown}"
                 table.add_row(str(s.id), s.event_date.isoformat(), shown, escape(s.title),
                               ", ".join(sitreps.region_slugs(s)), s.approved_by or "")
             console.print(table)
@@ -146,15 +148,21 @@ def approve(
     release_at: str = typer.Option(None, "--release-at", metavar="WHEN",
                                    help="Embargo: nothing is sent before this instant (ISO 8601, e.g. "
                                         "2026-12-03T06:00Z; no offset: UTC)."),
+    flash: bool = typer.Option(False, "--flash",
+                               help="FLASH: send it at once to every matching reader, whatever their cadence "
+                                    "(their next digest leaves it out); with --release-at, at the release."),
     by: str = BY_OPTION,
 ) -> None:
-    """Approve a draft: it goes out in each subscriber's next window (after --release-at, if given)."""
+    """Approve a draft: it goes out in each subscriber's next window (after --release-at, if given),
+    or with --flash to every matching reader at once."""
     when = fields.parse_instant(release_at, field="--release-at") if release_at else None
     with app_context(ctx).session() as session:
         s = sitreps.approve_sitrep(session, sitrep_id, by=app_context(ctx).act_as(by), release_at=when,
-                                   two_person=app_context(ctx).settings.two_person_rule)
+                                   two_person=app_context(ctx).settings.two_person_rule, flash=flash)
         scheduled = f", scheduled for {when:%Y-%m-%d %H:%M} UTC" if when else ""
-        console.print(f"approved #{s.id} {escape(s.title)}{scheduled}", highlight=False)
+        sending = (f"; FLASH: it goes to every matching reader {'at the release' if when else 'at once'}"
+                   if flash else "")
+        console.print(f"approved #{s.id} {escape(s.title)}{scheduled}{sending}", highlight=False)
 
 
 @app.command()

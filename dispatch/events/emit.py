@@ -104,7 +104,8 @@ def _subscriber_data(s: Subscriber) -> dict:
 
 def _sitrep_data(s: Sitrep) -> dict:
     return {"sitrep_id": s.id, "title": s.title, "status": getattr(s.status, "value", s.status),
-            "approved_at": s.approved_at.isoformat() if s.approved_at else None, "approved_by": s.approved_by}
+            "approved_at": s.approved_at.isoformat() if s.approved_at else None, "approved_by": s.approved_by,
+            "flash": bool(s.flash)}
 
 
 def _embargoed(s: Sitrep) -> bool:

@@ -228,12 +228,17 @@ def sitrep_edit(sitrep_id: Id, request: Request, form: FormData = Depends(submit
 
 @router.post("/sitreps/{sitrep_id}/approve", **form_post(P.approve))
 def sitrep_approve(sitrep_id: Id, request: Request, release_at: str = Form(""),
+                   send_flash: bool = Form(False, alias="flash"),  # flash(): the page's message
                    session: Session = Depends(db_session)):
     when = fields.parse_instant(release_at, field="release at") if release_at.strip() else None
     sitreps.approve_sitrep(session, sitrep_id, by=request.state.admin.username, release_at=when,
-                           two_person=request.app.state.settings.two_person_rule)
-    flash(request, f"SITREP {sitrep_id} is approved, scheduled for {when:%Y-%m-%d %H:%M} UTC: nothing is sent "
-                   "before then." if when else f"SITREP {sitrep_id} is approved: the next planning run sends it out.")
+                           two_person=request.app.state.settings.two_person_rule, flash=send_flash)
+    said = (f"SITREP {sitrep_id} is approved, scheduled for {when:%Y-%m-%d %H:%M} UTC: nothing is sent "
+            "before then." if when else f"SITREP {sitrep_id} is approved: the next planning run sends it out.")
+    if send_flash:
+        said = (f"SITREP {sitrep_id} is approved as a FLASH: it goes to every matching reader "
+                + (f"at its release, {when:%Y-%m-%d %H:%M} UTC." if when else "at once."))
+    flash(request, said)
     return _back(f"/admin/sitreps/{sitrep_id}")
 
 

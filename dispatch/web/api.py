@@ -112,10 +112,13 @@ def get_sitrep(sitrep_id: SitrepId, session: Session = Depends(db_session)) -> d
 @router.post("/sitreps/{sitrep_id}/approve", dependencies=[requires(P.approve)], summary="Approve a SITREP: the next planning run delivers it")
 def approve_sitrep(sitrep_id: SitrepId, request: Request, actor: str = Depends(_actor),
                    release_at: datetime | None = Query(None, description="embargo: send nothing before this instant"),
+                   flash: bool = Query(False, description="FLASH: send it at once to every matching reader, "
+                                                          "whatever their cadence (with release_at: at the release)"),
                    session: Session = Depends(db_session)) -> dict:
     return sitreps.as_dict(sitreps.approve_sitrep(session, sitrep_id, by=actor,
                                                   release_at=_utc(release_at, "release_at"),
-                                                  two_person=request.app.state.settings.two_person_rule))
+                                                  two_person=request.app.state.settings.two_person_rule,
+                                                  flash=flash))
 
 
 @router.post("/sitreps/{sitrep_id}/release", dependencies=[requires(P.approve)],
