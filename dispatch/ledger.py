@@ -38,6 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from dispatch import paging
+from dispatch.desk import corrections
 from dispatch.digest import Window
 from dispatch.models import Delivery, DeliveryAttempt, DeliverySitrep, DeliveryStatus, Subscriber
 from dispatch.retry import RetryPolicy
@@ -48,6 +49,9 @@ DEFAULT_LEASE = timedelta(minutes=5)
 NOTICE_PREFIX = "notice:"
 # Window keys of event webhook posts (dispatch/events): event:<event id>, to a webhook, not a subscriber.
 EVENT_PREFIX = "event:"
+# Window keys of correction and retraction notices (dispatch/desk/corrections.py):
+# correction:<sitrep>:<revision>, sent by the revision notice sender.
+REVISION_PREFIXES = tuple(corrections.PREFIXES.values())
 _table = Delivery.__table__
 # A held row's lease: later than any clock will read, earlier than any backend's limit.
 HELD_UNTIL = datetime(9999, 1, 1, tzinfo=timezone.utc)
@@ -187,6 +191,18 @@ def plan_event(session: Session, webhook_id: int, *, event_id: str, now: datetim
                          status=DeliveryStatus.pending, next_attempt_at=now, created_at=now))
 
 
+def plan_revision_notices(session: Session, subscriber_ids: Sequence[int], *, window_key: str, sitrep_id: int,
+                          now: datetime) -> int:
+    """A correction or retraction notice (``window_key`` names the revision)
+    for each of these readers, due now. Planning it twice adds nothing (the
+    (subscriber, window) key); the SITREP is linked as for a digest, so the
+    SITREP's log lists its notices too. Returns how many rows are new."""
+    if not window_key.startswith(REVISION_PREFIXES):
+        raise ValueError(f"{window_key!r} is not a revision notice key")
+    window = Window(key=window_key, start=now, end=now, sitrep_ids=(sitrep_id,))
+    return plan_many(session, [(subscriber_id, window) for subscriber_id in subscriber_ids], now=now)
+
+
 def event_id(window_key: str) -> str:
     """``event:evt_…`` -> ``evt_…``."""
     return window_key[len(EVENT_PREFIX):]
@@ -199,22 +215,27 @@ _FLASH_DUE = sa.and_(_table.c.status == sa.literal_column("'pending'"),
 
 
 def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE,
-          worker_id: int | None = None, notices: bool = False, events: bool = False) -> list[Claimed]:
+          worker_id: int | None = None, notices: bool = False, events: bool = False,
+          revisions: bool = False) -> list[Claimed]:
     """Due digests, or (``notices``) due notices, or (``events``) due event
-    webhook posts: each has senders of its own, so a slow webhook endpoint
-    never holds up an email. Due FLASH deliveries are digests claimed
-    first, ahead of any backlog: a FLASH is sent at once."""
+    webhook posts, or (``revisions``) due correction and retraction notices:
+    each has senders of its own, so a slow webhook endpoint never holds up an
+    email. Due FLASH deliveries are digests claimed first, ahead of any
+    backlog: a FLASH is sent at once."""
     keys = col(Delivery.window_key)
+    revision_keys = sa.or_(*(keys.startswith(prefix) for prefix in REVISION_PREFIXES))
     if notices:
         kind = keys.startswith(NOTICE_PREFIX)
     elif events:
         kind = keys.startswith(EVENT_PREFIX)
+    elif revisions:
+        kind = revision_keys
     else:
         flashes = _claim(session, select(Delivery.id).where(_FLASH_DUE, col(Delivery.next_attempt_at) <= now),
                          now=now, limit=limit, lease=lease, worker_id=worker_id)
         if flashes:
             return flashes
-        kind = sa.not_(keys.startswith(NOTICE_PREFIX) | keys.startswith(EVENT_PREFIX))
+        kind = sa.not_(keys.startswith(NOTICE_PREFIX) | keys.startswith(EVENT_PREFIX) | revision_keys)
     due = select(Delivery.id).where(Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= now,
                                     kind)
     return _claim(session, due, now=now, limit=limit, lease=lease, worker_id=worker_id)

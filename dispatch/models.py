@@ -224,6 +224,41 @@ class SitrepChange(SQLModel, table=True):
     detail: str = Field(default="", sa_column=Column(sa.Text, nullable=False, info={"field": "reason"}))
 
 
+class RevisionKind(str, Enum):
+    correction = "correction"
+    retraction = "retraction"
+
+
+class SitrepRevision(SQLModel, table=True):
+    """A correction or retraction of a released SITREP (dispatch/revisions.py).
+
+    A correction is pending (``approved_at`` unset) until a second person
+    approves it; a retraction is approved when it is made, as a withdrawal
+    is. ``before`` and ``after`` are the content it replaced and the content
+    it brought ({title, event_date, bullets, quotes, regions}), written at approval:
+    the readable diff readers are sent is worked out from them.
+    """
+
+    __tablename__ = "sitrep_revision"
+    __table_args__ = (sa.UniqueConstraint("sitrep_id", "number", name="uq_sitrep_revision_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sitrep_id: int = Field(foreign_key="sitrep.id", ondelete="CASCADE")
+    number: int  # 2 for the first correction: the SITREP as released is revision 1
+    kind: RevisionKind = Field(sa_column=Column(_enum(RevisionKind), nullable=False))
+    # The corrected SITREP text as given (empty for a retraction).
+    content: str = Field(default="", sa_column=Column(sa.Text, nullable=False, info={"field": "text"}))
+    note: str = Field(default="", sa_column=Column(sa.Text, nullable=False, info={"field": "note"}))
+    # Region slugs the correction tags it with; None: the regions stay as they are.
+    regions: list[str] | None = Field(default=None, sa_column=Column(sa.JSON))
+    before: dict | None = Field(default=None, sa_column=Column(sa.JSON))
+    after: dict | None = Field(default=None, sa_column=Column(sa.JSON))
+    made_by: str = Field(max_length=200, sa_column_kwargs=_named("by"))
+    made_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    approved_by: str | None = Field(default=None, max_length=200, sa_column_kwargs=_named("by"))
+    approved_at: datetime | None = Field(default=None, sa_column=_utc())
+
+
 ADDRESS_KEY_LENGTH = 1000  # an email address is at most 254 characters; casefolding at most triples one
 
 

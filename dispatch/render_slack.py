@@ -42,6 +42,9 @@ FLASH_LABEL = "FLASH"
 class SlackMessage:
     text: str  # the plain-text fallback for notifications and screen readers
     blocks: tuple[dict, ...]
+    # The SITREPs this message shows: kept in the receipt, so a correction
+    # updates the very message that carried its SITREP (dispatch.desk.corrections).
+    sitrep_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,23 +175,25 @@ class SlackRenderer:
     def render(self, digest: Digest) -> SlackContent:
         flash = digest.flash
         room = MAX_BLOCKS - 1 - flash  # each message opens with its intro line (a FLASH's with a header too)
-        groups: list[tuple[list[str], list[dict]]] = []  # (titles, blocks) per message
+        groups: list[tuple[list[str], list[dict], list[int]]] = []  # (titles, blocks, SITREP ids) per message
         for item in digest.items:
             blocks = sitrep_blocks(item, url=self.archive.sitrep(item.sitrep.id))
             title = item.sitrep.title
             if groups and len(groups[-1][1]) + 1 + len(blocks) <= room:
                 groups[-1][0].append(title)
                 groups[-1][1].extend([{"type": "divider"}, *blocks])
+                groups[-1][2].append(item.sitrep.id)
                 continue
             for start in range(0, len(blocks), room):  # one SITREP may need several
-                groups.append(([title], blocks[start:start + room]))
+                groups.append(([title], blocks[start:start + room], [item.sitrep.id]))
         kind = FLASH_LABEL if flash else CADENCE_NAMES.get(digest.recipient.cadence, "Briefing")
         label = " · ".join(p for p in (self.brand, kind) if p)
         messages = []
-        for part, (titles, blocks) in enumerate(groups, start=1):
+        for part, (titles, blocks, ids) in enumerate(groups, start=1):
             text = self._text.render(count=len(titles), titles=[escape_mrkdwn(one_line(t)) for t in titles],
                                      part=part, parts=len(groups), flash=flash)
             lead = (flash_header(titles), intro_block(label, part=part, parts=len(groups))) if flash else \
                 (intro_block(label, part=part, parts=len(groups)),)
-            messages.append(SlackMessage(text=truncate(text.strip(), MAX_FALLBACK), blocks=(*lead, *blocks)))
+            messages.append(SlackMessage(text=truncate(text.strip(), MAX_FALLBACK), blocks=(*lead, *blocks),
+                                         sitrep_ids=tuple(ids)))
         return SlackContent(messages=tuple(messages))

@@ -37,7 +37,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
-from dispatch import bootstrap, coordination, db, leases, ledger, metrics, notices, planner
+from dispatch import bootstrap, coordination, db, leases, ledger, metrics, notices, planner, revision_notices
 from dispatch.adapters.slack import SlackAdapter
 from dispatch.adapters.smtp import SmtpAdapter
 from dispatch.compose import Composer
@@ -136,6 +136,10 @@ class Runner:
         self.sender = Sender(engine, composer=composer, channels=self.channels,
                              policy=RetryPolicy(max_attempts=settings.max_attempts),
                              bounce_limit=settings.bounce_limit, clock=clock, stop=self.stop)
+        # Corrections and retractions to earlier readers: their own claim, after the digests of a pass.
+        self.revisions = revision_notices.RevisionNoticeSender(
+            engine, composer=composer, channels=self.channels, policy=RetryPolicy(max_attempts=settings.max_attempts),
+            clock=clock, brand=settings.brand, postal_address=settings.postal_address)
         # Event webhooks: their own claim and thread, so a slow endpoint never holds up an email.
         # Events are planned at the wall clock's time, whatever clock this run acts at (--now).
         self.events = event_sender.EventSender(engine, policy=RetryPolicy(max_attempts=settings.max_attempts))
@@ -289,6 +293,9 @@ class Runner:
     def send_notices(self) -> int:
         return self.notices.drain(stop=self.stop)
 
+    def send_revisions(self) -> int:
+        return self.revisions.drain(stop=self.stop)
+
     def send_events(self) -> int:
         return self.events.drain(stop=self.stop)
 
@@ -312,6 +319,7 @@ class Runner:
         if self.role != "planner":
             self.drain(count, collect=False)
             self.send_notices()
+            self.send_revisions()
             self.send_events()  # after every email of the pass
         summary.send_seconds = time.perf_counter() - planned_at
         return summary
@@ -336,6 +344,8 @@ class Runner:
                               next_run_time=start)
             scheduler.add_job(self._guarded(self.send_notices), "interval", seconds=SEND_INTERVAL_SECONDS,
                               id="notices", next_run_time=start)
+            scheduler.add_job(self._guarded(self.send_revisions), "interval", seconds=SEND_INTERVAL_SECONDS,
+                              id="revisions", next_run_time=start)
         worker = event_sender.EventWorker(self.events).start() if self.role in ("all", "sender") else None
         scheduler.start()
         log.info("dispatch is running as %s (worker %s): planning every %ss, %s sender threads", self.role,

@@ -203,19 +203,47 @@ def cancel_release(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
     return sitrep
 
 
-def withdraw_sitrep(session: Session, sitrep_id: int, *, by: str, reason: str = "") -> Sitrep:
+def withdraw_sitrep(session: Session, sitrep_id: int, *, by: str, reason: str = "",
+                    action: str = "withdrawn") -> Sitrep:
+    """``action``: "retracted" for a retraction (dispatch.revisions), which is a withdrawal readers hear of."""
     sitrep = get(session, sitrep_id)
     if sitrep.status == SitrepStatus.withdrawn:
         raise WorkflowError(f"SITREP {sitrep_id} is already withdrawn")
     sitrep.status = SitrepStatus.withdrawn
     sitrep.updated_at = utcnow()
-    _record(session, sitrep, actor=by, action="withdrawn", detail=reason)
+    _record(session, sitrep, actor=by, action=action, detail=reason)
     session.flush()
     return sitrep
 
 
+def refuse_if_released(sitrep: Sitrep) -> datetime | None:
+    """Editing and tagging stop at the release: what readers may already
+    have read changes only by a correction, which a second person approves
+    and every earlier reader hears of. Returns the embargo's end when the
+    SITREP is approved but not yet out (an edit then sends it back to draft)."""
+    if sitrep.status != SitrepStatus.approved:
+        return None
+    until = embargoed_until(sitrep)
+    if until is None:
+        raise WorkflowError(
+            f"SITREP {sitrep.id} is released, so it is not edited or tagged any more: correct it "
+            f"(dispatch sitrep correct {sitrep.id} --from-file F --note … [--region R]); a second person approves "
+            "the correction and everyone who received it hears of it")
+    return until
+
+
+def _back_to_draft(session: Session, sitrep: Sitrep, *, by: str, until: datetime) -> None:
+    """An edit under embargo: the approval was of other content, so it must be
+    given again (the two-person rule counts the editor), at the same instant or another."""
+    sitrep.status = SitrepStatus.draft
+    sitrep.approved_at = sitrep.approved_by = None
+    _record(session, sitrep, actor=by, action="approval withdrawn",
+            detail=f"edited under embargo (was due {until.isoformat()}); approve it again to release it")
+
+
 def tag_sitrep(session: Session, sitrep_id: int, regions: list[str], *, by: str) -> Sitrep:
     sitrep = get(session, sitrep_id)
+    embargo = refuse_if_released(sitrep)
     resolved = taxonomy.resolve_regions(session, regions)
     if not resolved:
         raise WorkflowError("give at least one region")
@@ -224,6 +252,8 @@ def tag_sitrep(session: Session, sitrep_id: int, regions: list[str], *, by: str)
     sitrep.updated_at = utcnow()
     _record(session, sitrep, actor=by, action="tagged",
             detail=f"regions: {before} → {', '.join(r.slug for r in resolved)}")
+    if embargo is not None:
+        _back_to_draft(session, sitrep, by=by, until=embargo)
     session.flush()
     return sitrep
 
@@ -240,13 +270,44 @@ def edit_sitrep(
     quotes: list[str] | None = None,
     content: ParsedSitrep | None = None,
 ) -> Sitrep:
-    """Change fields of a SITREP, approved or not; the change is recorded.
+    """Change fields of a SITREP not yet released; the change is recorded.
 
     ``content`` replaces title, date, bullets and commentary from corrected
-    text; ``quotes`` replaces the text of each quote, in order. An approved SITREP stays approved: deliveries render the current
-    content when they are sent.
+    text; ``quotes`` replaces the text of each quote, in order. A released
+    SITREP is refused (``refuse_if_released``: correct it instead); one
+    under embargo goes back to draft, to be approved again.
     """
     sitrep = get(session, sitrep_id)
+    embargo = refuse_if_released(sitrep)
+    changed = _edit(session, sitrep, title=title, event_date=event_date, priority=priority, summary=summary,
+                    quotes=quotes, content=content)
+    if changed:
+        _record(session, sitrep, actor=by, action="edited", detail="changed: " + ", ".join(changed))
+        if embargo is not None:
+            _back_to_draft(session, sitrep, by=by, until=embargo)
+        session.flush()
+    return sitrep
+
+
+def apply_correction(session: Session, sitrep_id: int, content: ParsedSitrep, *, by: str, detail: str,
+                     regions: list | None = None) -> Sitrep:
+    """A correction's content (and ``regions``, if it re-tags it) becomes the
+    SITREP's (dispatch.revisions, once approved): it stays approved, and what
+    is sent from now on is this."""
+    sitrep = get(session, sitrep_id)
+    _edit(session, sitrep, content=content)
+    if regions:
+        sitrep.regions = regions
+    _record(session, sitrep, actor=by, action="corrected", detail=detail)
+    session.flush()
+    return sitrep
+
+
+def _edit(session: Session, sitrep: Sitrep, *, title: str | None = None, event_date: date | None = None,
+          priority: int | None = None, summary: list[str] | None = None, quotes: list[str] | None = None,
+          content: ParsedSitrep | None = None) -> list[str]:
+    """Apply the changes given; returns what changed (nothing recorded)."""
+    sitrep_id = sitrep.id
     changed: list[str] = []
     if content is not None:
         title, event_date, summary = content.title, content.event_date, list(content.summary)
@@ -280,7 +341,7 @@ def edit_sitrep(
                 if "commentary" not in changed:
                     changed.append("commentary")
     if not changed:
-        return sitrep
+        return changed
     new_fingerprint = sitrep_fingerprint(sitrep.title, sitrep.event_date)
     if new_fingerprint != sitrep.fingerprint:
         clash = session.exec(select(Sitrep).where(Sitrep.fingerprint == new_fingerprint)).first()
@@ -290,10 +351,7 @@ def edit_sitrep(
             )
         sitrep.fingerprint = new_fingerprint
     sitrep.updated_at = utcnow()
-    action = "edited after approval" if sitrep.status == SitrepStatus.approved else "edited"
-    _record(session, sitrep, actor=by, action=action, detail="changed: " + ", ".join(changed))
-    session.flush()
-    return sitrep
+    return changed
 
 
 def region_slugs(sitrep: Sitrep) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 from sqlmodel import select
 
-from dispatch import db, digest, sitreps, subscribers, views
+from dispatch import db, digest, revisions, sitreps, subscribers, views
 from dispatch.compose import Composer
 from dispatch.config import Settings
 from dispatch.render import Personal
@@ -264,7 +264,9 @@ def test_changes_between_planning_and_sending(engine, runner, smtp):
         subscribers.edit_subscriber(session, "leaves@example.org", Preferences(), status=SubscriberStatus.unsubscribed)
         subscribers.get(session, "broken@example.org").address = "broken@@example"
         corrected = parse((FIXTURES / "standard.txt").read_text().replace("about a dozen", "fourteen"))
-        sitreps.edit_sitrep(session, sitrep_id, by="chief", content=corrected)
+        # Released: corrected, not edited; nobody has it yet, so no notice, and the digest carries the correction.
+        revisions.correct(session, sitrep_id, corrected, by="ed", note="fourteen carriers")
+        assert revisions.approve_correction(session, sitrep_id, by="chief").notices == 0
     summary = runner.drain()
     assert sorted(o.status for o in summary) == ["sent", "skipped", "skipped"]
     rows = deliveries(engine)

@@ -37,6 +37,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from dispatch import metrics, slack_webhooks
+from dispatch.desk import corrections
 from dispatch.errors import CredentialError, PermanentError, TransientError
 from dispatch.render_slack import SlackContent, SlackMessage
 
@@ -46,6 +47,8 @@ RECIPIENT_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "chann
 # The bot token is the problem: it is the installation's, not any channel's.
 CREDENTIAL_ERRORS = {"invalid_auth", "token_revoked", "account_inactive", "not_authed", "token_expired"}
 
+
+RECEIPT_ROOM = 500  # characters a delivery's receipt may take (the ledger's receipt column)
 
 # A short Retry-After is waited out in place; a longer one goes back to the
 # ledger, so a sender thread is never parked for minutes.
@@ -121,19 +124,48 @@ class SlackAdapter:
             try:
                 posted.append(self._post(address, message))
             except (TransientError, PermanentError) as exc:
-                exc.progress = json.dumps({"channel": _receipt_channel(address), "ts": posted}) if posted else None
+                exc.progress = self._receipt(address, posted, content) if posted else None
                 raise
-        return json.dumps({"channel": _receipt_channel(address), "ts": posted})
+        return self._receipt(address, posted, content)
+
+    @staticmethod
+    def _receipt(address: str, posted: list[str], content: SlackContent) -> str:
+        receipt = {"channel": _receipt_channel(address), "ts": posted}
+        if _receipt_channel(address) != "webhook":  # a webhook post cannot be updated: nothing to find later
+            receipt = corrections.receipt_sitreps(receipt, [m.sitrep_ids for m in content.messages[:len(posted)]],
+                                                  room=RECEIPT_ROOM)
+        return json.dumps(receipt)
+
+    def update(self, channel: str, ts: str, message: SlackMessage) -> str:
+        """Replace a message the bot posted (``chat.update``): a correction
+        or a retraction shown where the SITREP was read. Returns its ts."""
+        self._pacer.wait(channel)
+        return self._call("chat_update", channel, channel=channel, ts=ts, text=message.text,
+                          blocks=list(message.blocks))
+
+    def reply(self, channel: str, thread_ts: str, message: SlackMessage) -> str:
+        """Post in the thread of ``thread_ts``; returns the reply's ts."""
+        self._pacer.wait(channel)
+        return self._call("chat_postMessage", channel, channel=channel, thread_ts=thread_ts, text=message.text,
+                          blocks=list(message.blocks), unfurl_links=False, unfurl_media=False, mrkdwn=False)
+
+    def post(self, address: str, message: SlackMessage) -> str:
+        """One new message to a channel or webhook (a notice where no post can be updated)."""
+        self._pacer.wait(address)
+        return self._post(address, message)
 
     def _post(self, address: str, message: SlackMessage) -> str:
         if slack_webhooks.is_webhook(address):
             return self._post_webhook(address, message)
+        return self._call("chat_postMessage", address, channel=address, text=message.text,
+                          blocks=list(message.blocks), unfurl_links=False, unfurl_media=False, mrkdwn=False)
+
+    def _call(self, method: str, address: str, **arguments) -> str:
+        """A Web API call with the bot token, its errors mapped as for a post."""
         if self._client is None:
             raise TransientError("no Slack bot token configured (DISPATCH_SLACK_BOT_TOKEN)")
         try:
-            response = self._client.chat_postMessage(channel=address, text=message.text,
-                                                     blocks=list(message.blocks), unfurl_links=False,
-                                                     unfurl_media=False, mrkdwn=False)
+            response = getattr(self._client, method)(**arguments)
         except SlackApiError as exc:
             error = exc.response.get("error", "") if exc.response is not None else ""
             status = exc.response.status_code if exc.response is not None else 0

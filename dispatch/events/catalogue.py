@@ -4,7 +4,8 @@ from __future__ import annotations
 
 TYPES = (
     "sitrep.approved",
-    "sitrep.corrected",  # emitted by the SITREP corrections code (events.emit)
+    "sitrep.corrected",  # a correction approved (dispatch.revisions)
+    "sitrep.retracted",  # a released SITREP withdrawn with notices to its readers (dispatch.revisions)
     "sitrep.withdrawn",
     "delivery.sent",
     "delivery.failed",

@@ -194,10 +194,16 @@ def sitrep_import(request: Request, text: str = Form(""), file: UploadFile | Non
 
 @router.get("/sitreps/{sitrep_id}", dependencies=[requires(P.read)])
 def sitrep_detail(sitrep_id: Id, request: Request, session: Session = Depends(db_session)):
+    from dispatch import revisions
+
     sitrep = sitreps.get(session, sitrep_id)
     data = sitreps.as_dict(sitrep, full=True)
     return page(request, "admin/sitrep.html", sitrep=data, all_regions=taxonomy.all_regions(session),
-                deliveries=ledger.log(session, sitrep_id=sitrep_id, limit=20))
+                deliveries=ledger.log(session, sitrep_id=sitrep_id, limit=20),
+                released=sitrep.status == SitrepStatus.approved and sitreps.embargoed_until(sitrep) is None,
+                revisions=[{**revisions.as_dict(r, current=sitrep), "content": r.content}
+                           for r in revisions.revisions(session, sitrep_id)],
+                source_text=sitrep.source_text)
 
 
 @router.post("/sitreps/{sitrep_id}/edit", dependencies=[requires(P.edit), Depends(require_csrf)])
@@ -248,7 +254,14 @@ def sitrep_release(sitrep_id: Id, request: Request, cancel: str = Form(""), sess
 
 
 @router.post("/sitreps/{sitrep_id}/withdraw", **form_post(P.approve))
-def sitrep_withdraw(sitrep_id: Id, request: Request, reason: str = Form(""), session: Session = Depends(db_session)):
+def sitrep_withdraw(sitrep_id: Id, request: Request, reason: str = Form(""), retract: str = Form(""),
+                    session: Session = Depends(db_session)):
+    if retract:  # a retraction: withdrawn, and everyone who received it is told
+        from dispatch import revisions
+
+        done = revisions.retract(session, sitrep_id, by=request.state.admin.username, reason=reason)
+        flash(request, f"SITREP {sitrep_id} is retracted: {done.notices} earlier reader(s) will be told.")
+        return _back(f"/admin/sitreps/{sitrep_id}")
     sitreps.withdraw_sitrep(session, sitrep_id, by=request.state.admin.username, reason=reason)
     flash(request, f"SITREP {sitrep_id} is withdrawn: deliveries not yet sent leave it out.")
     return _back(f"/admin/sitreps/{sitrep_id}")

@@ -129,9 +129,16 @@ def release_sitrep(sitrep_id: SitrepId, cancel: bool = False, actor: str = Depen
     return sitreps.as_dict(change(session, sitrep_id, by=actor))
 
 
-@router.post("/sitreps/{sitrep_id}/withdraw", dependencies=[requires(P.approve)], summary="Withdraw a SITREP: unsent deliveries leave it out")
-def withdraw_sitrep(sitrep_id: SitrepId, reason: str = "", actor: str = Depends(_actor),
-                    session: Session = Depends(db_session)) -> dict:
+@router.post("/sitreps/{sitrep_id}/withdraw", dependencies=[requires(P.approve)],
+             summary="Withdraw a SITREP: unsent deliveries leave it out (retract=true: everyone who received it is told)")
+def withdraw_sitrep(sitrep_id: SitrepId, reason: str = Query("", max_length=2000),
+                    retract: bool = Query(False, description="a retraction: a notice to every earlier reader"),
+                    actor: str = Depends(_actor), session: Session = Depends(db_session)) -> dict:
+    if retract:
+        from dispatch import revisions
+
+        done = revisions.retract(session, sitrep_id, by=actor, reason=reason)
+        return {**sitreps.as_dict(sitreps.get(session, sitrep_id)), "notices": done.notices}
     return sitreps.as_dict(sitreps.withdraw_sitrep(session, sitrep_id, by=actor, reason=reason))
 
 

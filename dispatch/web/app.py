@@ -28,7 +28,8 @@ from dispatch.errors import ConflictError, DispatchError, InputError, NotFoundEr
 from dispatch.retry import RetryPolicy
 from dispatch.scheduler import smtp_adapter
 from dispatch.web import (admin_pages, api, archive, bounce_pages, feeds, health, metrics_route,
-                          provider_webhooks, public_pages, webhook_pages, webhooks_api)
+                          provider_webhooks, public_pages, revision_pages, revisions_api, webhook_pages,
+                          webhooks_api)
 from dispatch.web.middleware import BodyLimit, SecurityHeaders
 from dispatch.web.pages import message, templates
 from dispatch.web.security import LoginRequired, Throttle
@@ -47,7 +48,8 @@ def upload_allowance(path: str) -> int | None:
     if path == "/admin/subscribers/import":
         return MAX_BODY_BYTES
     if path in ("/admin/sitreps/new", "/api/sitreps") or (path.startswith("/admin/sitreps/")
-                                                          and path.endswith("/edit")):
+                                                          and path.endswith(("/edit", "/correct"))) or (
+            path.startswith("/api/sitreps/") and path.endswith("/corrections")):
         return SITREP_BODY_BYTES
     return None
 
@@ -159,6 +161,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
     app.include_router(admin_pages.router)
     app.include_router(bounce_pages.router)
     app.include_router(api.router)
+    app.include_router(revisions_api.router)
+    app.include_router(revision_pages.router)
     app.include_router(webhooks_api.router)
     app.include_router(webhook_pages.router)
     provider_webhooks.install(app, sns_fetcher=sns_fetcher)
