@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from dispatch import catalogue, fields, paging, taxonomy
 from dispatch.desk import roles
 from dispatch.errors import DuplicateError, FieldError, NotFoundError, WorkflowError
-from dispatch.models import Commentary, Sitrep, SitrepChange, SitrepStatus, utcnow
+from dispatch.models import Commentary, Sitrep, SitrepChange, SitrepRevision, SitrepStatus, utcnow
 from dispatch.sitrep_text import ParsedSitrep, sitrep_fingerprint
 
 
@@ -145,7 +145,11 @@ def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | 
         if refusal is not None:
             raise roles.NotPermitted(refusal)
     if sitrep.status == SitrepStatus.approved:
-        raise WorkflowError(f"SITREP {sitrep_id} is already approved (by {sitrep.approved_by})")
+        waiting = session.exec(select(SitrepRevision.number).where(
+            SitrepRevision.sitrep_id == sitrep.id, col(SitrepRevision.approved_at).is_(None))).first()
+        hint = (f"; its correction {waiting} waits for `dispatch sitrep approve-correction {sitrep_id}`"
+                if waiting is not None else "")
+        raise WorkflowError(f"SITREP {sitrep_id} is already approved (by {sitrep.approved_by}){hint}")
     if not sitrep.regions:
         raise WorkflowError(
             f"SITREP {sitrep_id} has no region; tag it first (dispatch sitrep tag {sitrep_id} --region …)"
