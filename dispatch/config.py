@@ -168,6 +168,10 @@ class Settings(BaseSettings):
     slack_webhook_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="hosts accepted for incoming-webhook URLs besides Slack's own, comma-separated "
                         "(http only for a loopback host, e.g. a local sink)")
+    outbound_private_networks: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="networks (comma-separated, like 10.1.2.0/24 or 127.0.0.1/32) that event and Slack "
+                        "webhooks may post to although they are private, loopback or link-local; default none: "
+                        "such addresses (and cloud metadata, 169.254.169.254) are refused")
     sender_threads: int = Field(4, ge=1, le=64)
     batch_size: int = Field(50, ge=1, le=5000, description="deliveries one sender claims at a time")
     plan_interval: float = Field(60, gt=0, description="seconds between two planning runs")
@@ -287,6 +291,22 @@ class Settings(BaseSettings):
     @classmethod
     def _webhook_hosts(cls, value: Any) -> tuple[str, ...]:
         return _host_entries(value)
+
+    @field_validator("outbound_private_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        items = value.split(",") if isinstance(value, str) else list(value)
+        found = []
+        for item in (str(i).strip() for i in items):
+            if not item:
+                continue
+            try:
+                found.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP network (like 10.1.2.0/24 or 127.0.0.1/32)") from None
+        return tuple(found)
 
     @field_validator("smtp_username")
     @classmethod
