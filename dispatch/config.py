@@ -203,6 +203,8 @@ class Settings(BaseSettings):
     ready_relay_seconds: float = Field(
         300, gt=0, description="/readyz on a sender: the SMTP relay must have answered within this many seconds "
                                "(else a probe must succeed)")
+    view_link_days: int = Field(90, ge=1, le=3650,
+                                description="days an email's “view in browser” link works after it was sent")
     archive: ArchiveMode = Field(ArchiveMode.readers, description="web archive: readers | public | off")
     max_full_items: int = Field(12, ge=1, le=200, description="SITREPs shown in full in one email; "
                                                                 "the rest become linked headlines")
