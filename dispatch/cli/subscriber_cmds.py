@@ -241,9 +241,10 @@ def import_csv(ctx: typer.Context, csv_file: Path = typer.Argument(..., metavar=
         fail(f"{csv_file}: cannot read it: {exc.strerror or exc}", code=EXIT_BAD_INPUT)
     appctx = app_context(ctx)
     engine, hosts = appctx.engine, appctx.settings.slack_webhook_hosts
+    appctx.set_actor()  # the import's audit entry names who ran it
     with stream, _import_progress(stream) as (source, on_batch):
         report = csv_import.import_csv(engine, source, limit=csv_import.MAX_CLI_CSV_BYTES,
-                                       webhook_hosts=hosts, on_batch=on_batch)
+                                       webhook_hosts=hosts, on_batch=on_batch, file_name=csv_file.name)
     console.print(f"{len(report.added)} added, {len(report.already_there)} already there, "
                   f"{len(report.rejected)} rejected")
     for line, address in report.already_there:
