@@ -19,7 +19,8 @@ statuses in bulk calls ``emit`` itself.
 
 from __future__ import annotations
 
-import uuid
+import secrets
+import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
@@ -36,7 +37,10 @@ PENDING_KEY = "dispatch_events"  # session.info: events seen in a flush, written
 
 
 def new_id() -> str:
-    return "evt_" + uuid.uuid4().hex
+    """``evt_`` and 32 hex digits: the time in milliseconds first, then 80
+    random bits (as a UUIDv7 orders them), so a bulk of new events lands at
+    the end of the id indexes instead of all over them."""
+    return f"evt_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 def emit(session: Session, type: str, data: dict, *, now: datetime | None = None) -> str | None:
