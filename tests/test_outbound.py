@@ -255,3 +255,20 @@ def test_the_setting_takes_networks_only(monkeypatch):
     monkeypatch.setenv("DISPATCH_OUTBOUND_PRIVATE_NETWORKS", "intranet.example")
     with pytest.raises(ValidationError, match="outbound_private_networks"):
         Settings()
+
+
+def test_an_event_post_logs_the_receivers_origin_never_its_path(engine, caplog):
+    receiver = Receiver()
+    try:
+        url = receiver.url.replace("/hooks/dispatch", "/hooks/catch/4711/plainkey")
+        with db.session_scope(engine) as session:
+            endpoints.add(session, url, events=["subscriber.created"], private_networks=LOOPBACK)
+            emit.emit(session, "subscriber.created", {"id": 1})
+        with caplog.at_level("INFO", logger="dispatch.events"):
+            assert event_sender.EventSender(engine, policy=RetryPolicy(max_attempts=3),
+                                            private_networks=LOOPBACK).drain() == 1
+        (record,) = [r for r in caplog.records if r.name == "dispatch.events"]
+        assert "plainkey" not in record.getMessage() and "4711" not in str(record.fields)
+        assert f"http://127.0.0.1:{receiver.server.server_port}/…" in record.getMessage()
+    finally:
+        receiver.stop()

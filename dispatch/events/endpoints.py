@@ -37,6 +37,21 @@ def url_problem(url: str) -> str | None:
     return problem
 
 
+def shown(url: str) -> str:
+    """The URL as a log line may carry it: its scheme, host and port only. A
+    receiver's path is often its credential (``/hooks/catch/<id>/<key>``),
+    too short or too plain for the log's redaction to recognise."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    host = parts.hostname or "?"
+    host = f"[{host}]" if ":" in host else host
+    rest = "/…" if (parts.path not in ("", "/") or parts.query) else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
+
+
 def add(session: Session, url: str, *, events, private_networks=()) -> EventWebhook:
     """A new webhook with a secret of its own (shown to the caller once).
     ``private_networks``: settings.outbound_private_networks."""

@@ -116,9 +116,10 @@ class EventSender:
         if target is None or body is None:
             return ledger.skipped(c, reason="the webhook or its event was removed", now=now), "?", kind
         url, secret = target
+        where = endpoints.shown(url)  # what the log says: never the path, often the receiver's credential
         problem = endpoints.url_problem(url)
         if problem:
-            return ledger.failed(c, error=f"the webhook URL {problem}", now=now), url, kind
+            return ledger.failed(c, error=f"the webhook URL {problem}", now=now), where, kind
         # The wall clock, not the scheduling one: receivers refuse a signature too far from their own time.
         headers = signing.headers(secret, msg_id=ledger.event_id(c.window_key), timestamp=int(time.time()),
                                   body=body)
@@ -126,16 +127,16 @@ class EventSender:
         try:
             status = post(url, body, headers, timeout=self.timeout, allowed=self.allowed)
         except outbound.AddressRefused as exc:
-            return ledger.failed(c, error=f"the webhook URL's host {exc}", now=now), url, kind
+            return ledger.failed(c, error=f"the webhook URL's host {exc}", now=now), where, kind
         except (OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", None) or type(exc).__name__
-            return ledger.retry(c, error=f"no answer: {reason}", now=now, policy=self.policy), url, kind
+            return ledger.retry(c, error=f"no answer: {reason}", now=now, policy=self.policy), where, kind
         if 200 <= status < 300:
-            return ledger.sent(c, receipt=f"HTTP {status}", now=now), url, kind
+            return ledger.sent(c, receipt=f"HTTP {status}", now=now), where, kind
         if 300 <= status < 400 or status == GONE:
             why = "redirects are not followed" if status < 400 else "the receiver asked to stop"
-            return ledger.failed(c, error=f"HTTP {status}: {why}", now=now), url, kind
-        return ledger.retry(c, error=f"HTTP {status}", now=now, policy=self.policy), url, kind
+            return ledger.failed(c, error=f"HTTP {status}: {why}", now=now), where, kind
+        return ledger.retry(c, error=f"HTTP {status}", now=now, policy=self.policy), where, kind
 
 
 class EventWorker:
