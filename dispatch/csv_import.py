@@ -330,7 +330,8 @@ def import_csv(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_B
 
 
 def _audit(engine: Engine, report: CsvReport, *, file_name: str | None, stopped: str | None) -> None:
-    name = " ".join((file_name or "(no name)").split())[:200]
+    # A file name is anyone's text (an upload's, a path's undecodable bytes): made one storable line.
+    name = fields.clip_line(file_name or "", 200) or "(no name)"
     changes = {"file": name, "added": len(report.added), "already_there": len(report.already_there),
                "rejected": len(report.rejected)}
     if stopped:

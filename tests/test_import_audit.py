@@ -96,3 +96,12 @@ def test_the_cli_import_is_audited_under_its_actor(run, tmp_path):
         engine.dispose()
     assert (entry.actor, entry.target, entry.changes["added"], entry.changes["rejected"]) == (
         "ed", "csv:readers.csv", 5, 1)
+
+
+def test_a_hostile_file_name_is_stored_as_one_plain_line(engine):
+    csv_import.import_csv(engine, _csv(1), file_name="evil\x1b[31m\nname\udcff.csv" + "x" * 500)
+    with db.read_scope(engine) as session:
+        (entry,) = session.exec(select(AuditEntry).where(AuditEntry.action == "subscriber.imported")).all()
+        name = entry.changes["file"]
+    assert name.startswith("evil [31m name .csv") and len(name) <= 200
+    assert all(ch.isprintable() for ch in name)
