@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from datetime import timedelta
@@ -33,7 +34,9 @@ class DripServer:
     """Reads a request, then answers one byte every ``pause`` seconds for
     DRIP_SECONDS: each read gets a byte long before any per-read timeout."""
 
-    def __init__(self, answer: bytes = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000, pause: float = 0.2):
+    def __init__(self, answer: bytes = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000, pause: float = 0.2,
+                 tls: ssl.SSLContext | None = None):
+        self.tls = tls
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen()
@@ -51,6 +54,9 @@ class DripServer:
             threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
 
     def _drip(self, conn):
+        if self.tls is not None:
+            conn.settimeout(10)
+            conn = self.tls.wrap_socket(conn, server_side=True)
         conn.recv(65536)
         end = time.monotonic() + DRIP_SECONDS
         try:
@@ -272,3 +278,39 @@ def test_an_event_post_logs_the_receivers_origin_never_its_path(engine, caplog):
         assert f"http://127.0.0.1:{receiver.server.server_port}/…" in record.getMessage()
     finally:
         receiver.stop()
+
+
+def test_https_to_the_checked_address_verifies_the_name_and_keeps_the_deadline(tmp_path):
+    from .servers import tls_files
+
+    server_context, ca_file = tls_files(tmp_path)
+    receiver = Receiver()
+    receiver.server.socket = server_context.wrap_socket(receiver.server.socket, server_side=True)
+    try:
+        url = f"https://localhost:{receiver.server.server_port}/hooks"
+        client = ssl.create_default_context(cafile=str(ca_file))
+        allowed = outbound.networks(LOOPBACK + ("::1/128",))
+        assert outbound.post(url, b"{}", {}, timeout=5, allowed=allowed, context=client).status == 200
+        assert receiver.posts[0][0]["host"] == f"localhost:{receiver.server.server_port}"
+        # Without the CA the certificate is not trusted: no post.
+        with pytest.raises(ssl.SSLError):
+            outbound.post(url, b"{}", {}, timeout=5, allowed=allowed)
+        assert len(receiver.posts) == 1
+    finally:
+        receiver.stop()
+
+
+def test_a_dripping_https_answer_is_cut_off_too(tmp_path):
+    from .servers import tls_files
+
+    server_context, ca_file = tls_files(tmp_path)
+    drip = DripServer(tls=server_context)
+    try:
+        client = ssl.create_default_context(cafile=str(ca_file))
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            outbound.post(drip.url.replace("http://127.0.0.1", "https://localhost"), b"{}", {}, timeout=1.5,
+                          allowed=outbound.networks(LOOPBACK + ("::1/128",)), context=client)
+        assert time.monotonic() - started < DRIP_SECONDS / 3
+    finally:
+        drip.stop()
