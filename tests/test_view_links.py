@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from sqlmodel import select
 
 from dispatch import db, signup
+from dispatch.config import Settings
 from dispatch.models import Delivery, Subscriber
 from dispatch.web.archive import view_expired
 
@@ -40,8 +41,8 @@ def test_a_view_link_expires_after_the_configured_days(database_url, engine, smt
 
 
 def test_the_default_lifetime_is_ninety_days(database_url, engine, smtp):
-    settings = settings_for(database_url, smtp)
-    assert settings.view_link_days == 90
+    assert Settings().view_link_days == 90
+    settings = settings_for(database_url, smtp, view_link_days=90)
     url = _view_url(settings, engine, smtp)
     with client(settings, engine) as web:
         _sent_days_ago(engine, 91)
