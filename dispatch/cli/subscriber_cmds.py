@@ -282,7 +282,10 @@ def export_csv(
     target = Path(csv_file)
     partial = target.with_name(f".{target.name}.partial")
     try:
-        with partial.open("w", encoding="utf-8", newline="") as out:
+        # 0600: the list holds readers' addresses and Slack webhook URLs, each its own credential.
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a partial file left from before keeps no wider mode
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             for text in csv_export.text_chunks(counted()):
                 out.write(text)
         partial.replace(target)  # a failed export leaves no half-written file
