@@ -336,7 +336,24 @@ class Settings(BaseSettings):
 
     def warnings(self) -> list[str]:
         """What works but should not be left so; shown at start and by `dispatch config`."""
-        return [w for w in (public_url_warning(str(self.public_url)),) if w]
+        return [w for w in (public_url_warning(str(self.public_url)), self._unreachable_webhook_hosts()) if w]
+
+    def _unreachable_webhook_hosts(self) -> str | None:
+        """A listed Slack webhook host that is a private address the outbound
+        rule refuses: every post to it would fail (dispatch.outbound)."""
+        networks = [ipaddress.ip_network(n) for n in self.outbound_private_networks]
+        refused = []
+        for host in self.slack_webhook_hosts:
+            try:
+                ip = ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                continue
+            if (not ip.is_global or ip.is_multicast) and not any(ip in n for n in networks if n.version == ip.version):
+                refused.append(host)
+        if not refused:
+            return None
+        return (f"DISPATCH_SLACK_WEBHOOK_HOSTS lists {', '.join(refused)}, a private or loopback address that "
+                "webhooks are never posted to unless DISPATCH_OUTBOUND_PRIVATE_NETWORKS lists its network")
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain values, with every secret masked."""

@@ -314,3 +314,10 @@ def test_a_dripping_https_answer_is_cut_off_too(tmp_path):
         assert time.monotonic() - started < DRIP_SECONDS / 3
     finally:
         drip.stop()
+
+
+def test_a_listed_private_slack_host_without_the_opt_in_is_warned_about():
+    warned = Settings(slack_webhook_hosts=("127.0.0.1", "hooks.example.org")).warnings()
+    assert any("127.0.0.1" in w and "DISPATCH_OUTBOUND_PRIVATE_NETWORKS" in w for w in warned)
+    assert not [w for w in Settings(slack_webhook_hosts=("127.0.0.1",),
+                                    outbound_private_networks=("127.0.0.1/32",)).warnings() if "SLACK" in w]
