@@ -456,6 +456,24 @@ class DeliveryEvent(SQLModel, table=True):
     received_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
 
 
+class WebhookNonce(SQLModel, table=True):
+    """A provider webhook request already acted on (an SNS MessageId, a
+    Mailgun token, a SendGrid signature's payload): the same request again
+    changes nothing. Kept until its timestamp is past the window in which
+    it would be refused anyway (dispatch.inbound.providers.record)."""
+
+    __tablename__ = "webhook_nonce"
+    __table_args__ = (
+        sa.Index("uq_webhook_nonce_source_nonce", "source", "nonce", unique=True),
+        sa.Index("ix_webhook_nonce_expires_at", "expires_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=16)  # ses | sendgrid | mailgun
+    nonce: str = Field(max_length=200)
+    expires_at: datetime = Field(sa_column=_utc(nullable=False))
+
+
 class Worker(SQLModel, table=True):
     """A running `dispatch run` process, kept alive by its heartbeat."""
 

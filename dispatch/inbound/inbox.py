@@ -194,7 +194,7 @@ class Inbox:
     def _attribute_by_message_id(self, session, report):
         if not isinstance(report, _ByMessageId):
             return report
-        delivery_id = _delivery_in_message_id(report.message_id, self.installation)
+        delivery_id = delivery_in_message_id(report.message_id, self.installation)
         delivery = session.get(Delivery, delivery_id) if delivery_id is not None else None
         reader = session.get(Subscriber, delivery.subscriber_id) if delivery is not None else None
         if reader is None or not report.recipient or reader.address.lower() != report.recipient:
@@ -260,7 +260,7 @@ class _ByMessageId:
     recipient: str | None
 
 
-def _delivery_in_message_id(message_id: str, installation: str) -> int | None:
+def delivery_in_message_id(message_id: str, installation: str) -> int | None:
     """``<delivery-42.<tag>@domain>`` → 42, only when the tag is this
     installation's keyed hash of 42 (mime.delivery_tag): a Message-ID seen
     in one reader's email cannot be edited into another reader's."""
