@@ -1,6 +1,6 @@
-"""One HTTP POST to a URL someone typed (an event webhook, a Slack incoming
-webhook): to an address checked first, within one total deadline, reading
-a bounded answer.
+"""One HTTP request to a URL someone typed or sent (an event webhook, a
+Slack incoming webhook, an SNS certificate or SubscribeURL): to an address
+checked first, within one total deadline, reading a bounded answer.
 
 urllib's ``timeout`` is per socket operation: a server that answers a byte
 at a time every few seconds holds the caller for as long as it likes. Here
@@ -210,6 +210,13 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float, allo
     most ``max_answer`` bytes of the answer. Raises AddressRefused (the
     address is not allowed: permanent), TimeoutError, or another OSError /
     http.client.HTTPException when there is no answer."""
+    return request("POST", url, body, headers, timeout=timeout, allowed=allowed, max_answer=max_answer,
+                   context=context)
+
+
+def request(method: str, url: str, body: bytes | None, headers: dict[str, str], *, timeout: float,
+            allowed: Iterable[Network] = (), max_answer: int = 0, context: ssl.SSLContext | None = None) -> Answer:
+    """``post`` for any method (a GET has no ``body``)."""
     deadline = _Deadline(timeout)
     parts = urlsplit(url)
     https = parts.scheme.lower() == "https"
@@ -232,7 +239,7 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float, allo
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        conn.request("POST", path, body=body, headers=headers)
+        conn.request(method, path, body=body, headers=headers)
         with conn.getresponse() as response:
             answer = response.read(max_answer) if max_answer > 0 else b""
             return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, answer)

@@ -321,3 +321,22 @@ def test_a_listed_private_slack_host_without_the_opt_in_is_warned_about():
     assert any("127.0.0.1" in w and "DISPATCH_OUTBOUND_PRIVATE_NETWORKS" in w for w in warned)
     assert not [w for w in Settings(slack_webhook_hosts=("127.0.0.1",),
                                     outbound_private_networks=("127.0.0.1/32",)).warnings() if "SLACK" in w]
+
+
+def test_the_sns_certificate_fetch_is_cut_off_at_its_deadline_however_slowly_it_drips(tmp_path):
+    from dispatch.inbound.providers import sns_certs
+
+    from .servers import tls_files
+
+    server_context, ca_file = tls_files(tmp_path)
+    drip = DripServer(tls=server_context)
+    try:
+        fetcher = sns_certs.HttpsFetcher(context=ssl.create_default_context(cafile=str(ca_file)),
+                                         allowed=LOOPBACK + ("::1/128",))
+        started = time.monotonic()
+        with pytest.raises(sns_certs.FetchError, match="longer than"):
+            fetcher(drip.url.replace("http://127.0.0.1", "https://localhost") + ".pem", max_bytes=1000,
+                    timeout=1.5)
+        assert time.monotonic() - started < DRIP_SECONDS / 3
+    finally:
+        drip.stop()
