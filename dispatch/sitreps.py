@@ -193,7 +193,13 @@ def release_sitrep(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
 
 
 def cancel_release(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
-    """Call off an embargoed release: back to a draft, never sent."""
+    """Call off an embargoed release: back to a draft, never sent.
+
+    No event is emitted, on purpose: sitrep.approved waits for the release
+    (events.emit), so no receiver heard of this approval and there is
+    nothing to take back; and an event naming a SITREP still under embargo
+    (sitrep.withdrawn, say) would tell receivers what the embargo keeps
+    back. The cancellation is in the SITREP's history and the audit log."""
     sitrep = get(session, sitrep_id)
     until = embargoed_until(sitrep)
     if until is None:
