@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from dispatch import bootstrap, digest, links, views
+from dispatch import bootstrap, digest, links, planner, views
 from dispatch.config import Settings
 from dispatch.digest import Digest, Recipient
 from dispatch.models import Delivery, DeliveryStatus, Sitrep, SubscriberStatus
@@ -86,14 +86,21 @@ def preview(session: Session, subscriber_id: int, *, now: datetime, status: Subs
     start, end = digest.upcoming_window(recipient, now=now)
     approved = views.approved_sitreps(session, approved_after=start, approved_until=min(end, now))
     matching = [s for s in approved if digest.matches(recipient, s)]
+    # As the planner plans it: what reached them in a FLASH is left out.
+    flashed = planner.flashed_for(session, [recipient.id], {s.id: digest.flash_key(s) for s in matching if s.flash})
+    in_flash = flashed.get(recipient.id, set())
+    wanted = bool(matching)
+    matching = [s for s in matching if s.id not in in_flash]
     built = digest.build_digest(recipient, digest.window_key(recipient, end), matching) if matching else None
     if status != SubscriberStatus.active:
         reason = f"the subscriber is {status.value}, so nothing is sent to them"
         built = None
     elif not approved:
         reason = "no SITREP has been approved in this window yet"
-    elif not matching:
+    elif not wanted:
         reason = f"{len(approved)} SITREP(s) approved in this window, but none matches {_wants(recipient)}"
+    elif not matching:
+        reason = "what matches them in this window reached them in a FLASH; their digest leaves it out"
     else:
         reason = ""
     return Preview(recipient=recipient, window_start=start, window_end=end, digest=built, reason=reason,
@@ -118,7 +125,9 @@ def _preview_immediate(session: Session, recipient: Recipient, *, now: datetime,
     planner has yet to fan out (Sitrep.immediate_planned_at unset); one
     fanned out before they became an immediate reader never goes to them."""
     approved = views.approved_sitreps(session, approved_after=recipient.created_at, approved_until=now)
-    windows = digest.immediate_windows(recipient, approved)
+    # A FLASH reaches them as a FLASH (its own window key), not as an immediate delivery.
+    windows = (digest.immediate_windows(recipient, [s for s in approved if not s.flash])
+               + digest.flash_windows(recipient, approved))
     keys = [w.key for w in windows]
     delivered = dict(session.exec(select(Delivery.window_key, Delivery.status).where(
         Delivery.subscriber_id == recipient.id, col(Delivery.window_key).in_(keys))).all()) if keys else {}

@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -135,8 +135,58 @@ def _host_entries(value: Any) -> tuple[str, ...]:
     return tuple(hosts)
 
 
+# arn:aws:sns:us-east-1:123456789012:ses-bounces (aws-cn, aws-us-gov partitions too)
+_TOPIC_ARN_PARTS = 6
+
+
+def topic_arn_problem(arn: str) -> str | None:
+    parts = arn.split(":")
+    if (len(parts) != _TOPIC_ARN_PARTS or parts[0] != "arn" or not parts[1].startswith("aws") or parts[2] != "sns"
+            or not parts[3] or not all(ch.isalnum() or ch == "-" for ch in parts[3])
+            or not (parts[4].isdigit() and len(parts[4]) == 12)
+            or not parts[5] or len(parts[5]) > 256
+            or not all(ch.isascii() and (ch.isalnum() or ch in "-_.") for ch in parts[5])):
+        return f"{arn!r} is not an SNS topic ARN like arn:aws:sns:us-east-1:123456789012:ses-bounces"
+    return None
+
+
+def _topic_entries(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    arns = []
+    for item in items:
+        arn = str(item).strip()
+        if not arn:
+            continue
+        problem = topic_arn_problem(arn)
+        if problem:
+            raise ValueError(problem)
+        arns.append(arn)
+    return tuple(arns)
+
+
+def sendgrid_key_problem(value: str) -> str | None:
+    """SendGrid shows its verification key as the base64 of a DER public key (P-256)."""
+    import base64
+    import binascii
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    text = "".join(value.split())
+    try:
+        key = load_der_public_key(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError, TypeError):
+        return "is not a public key: give the verification key as SendGrid shows it (base64)"
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        return "is not an ECDSA P-256 public key, which is what SendGrid signs with"
+    return None
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DISPATCH_", extra="ignore")
+    # hide_input_in_errors: a refused secret (a webhook password) is never echoed back.
+    model_config = SettingsConfigDict(env_prefix="DISPATCH_", extra="ignore", hide_input_in_errors=True)
 
     database_url: str = Field(
         "sqlite:///subscribers.db",
@@ -168,6 +218,10 @@ class Settings(BaseSettings):
     slack_webhook_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="hosts accepted for incoming-webhook URLs besides Slack's own, comma-separated "
                         "(http only for a loopback host, e.g. a local sink)")
+    outbound_private_networks: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="networks (comma-separated, like 10.1.2.0/24 or 127.0.0.1/32) that event and Slack "
+                        "webhooks may post to although they are private, loopback or link-local; default none: "
+                        "such addresses (and cloud metadata, 169.254.169.254) are refused")
     sender_threads: int = Field(4, ge=1, le=64)
     senders: int = Field(0, ge=0, le=64, description="sender processes `dispatch run` keeps on this machine "
                                                       "(--senders); 0: one per core")
@@ -201,6 +255,8 @@ class Settings(BaseSettings):
     ready_relay_seconds: float = Field(
         300, gt=0, description="/readyz on a sender: the SMTP relay must have answered within this many seconds "
                                "(else a probe must succeed)")
+    view_link_days: int = Field(90, ge=1, le=3650,
+                                description="days an email's “view in browser” link works after it was sent")
     archive: ArchiveMode = Field(ArchiveMode.readers, description="web archive: readers | public | off")
     max_full_items: int = Field(12, ge=1, le=200, description="SITREPs shown in full in one email; "
                                                                 "the rest become linked headlines")
@@ -208,6 +264,22 @@ class Settings(BaseSettings):
                        description="the publication's name in emails, Slack posts and pages")
     postal_address: str | None = Field(None, max_length=300,
                                        description="the organisation line every email carries in its footer")
+
+    # Provider webhooks (/webhooks/…, dispatch.inbound.providers): a provider
+    # that is not configured here answers 404.
+    ses_webhook: bool = Field(False, description="accept Amazon SES bounce and complaint notifications "
+                                                 "(through SNS, signature checked) at /webhooks/ses")
+    ses_topic_arns: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="SNS topics whose messages /webhooks/ses accepts, comma-separated "
+                        "(arn:aws:sns:REGION:ACCOUNT:NAME); required with DISPATCH_SES_WEBHOOK")
+    sendgrid_verification_key: str | None = Field(
+        None, description="the Signed Event Webhook's verification key (base64, as SendGrid shows it): "
+                          "enables /webhooks/sendgrid")
+    mailgun_signing_key: SecretStr | None = Field(
+        None, description="Mailgun's HTTP webhook signing key: enables /webhooks/mailgun")
+    postmark_webhook_auth: SecretStr | None = Field(
+        None, description="user:password that Postmark's webhook URL carries (HTTP basic auth): "
+                          "enables /webhooks/postmark")
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -290,6 +362,49 @@ class Settings(BaseSettings):
     def _webhook_hosts(cls, value: Any) -> tuple[str, ...]:
         return _host_entries(value)
 
+    @field_validator("outbound_private_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        items = value.split(",") if isinstance(value, str) else list(value)
+        found = []
+        for item in (str(i).strip() for i in items):
+            if not item:
+                continue
+            try:
+                found.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP network (like 10.1.2.0/24 or 127.0.0.1/32)") from None
+        return tuple(found)
+
+    @field_validator("ses_topic_arns", mode="before")
+    @classmethod
+    def _topic_arns(cls, value: Any) -> tuple[str, ...]:
+        return _topic_entries(value)
+
+    @field_validator("sendgrid_verification_key")
+    @classmethod
+    def _sendgrid_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = sendgrid_key_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return "".join(value.split())
+
+    @field_validator("postmark_webhook_auth")
+    @classmethod
+    def _postmark_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        # The error never quotes the value: it is a password.
+        if value is None:
+            return None
+        user, colon, password = value.get_secret_value().partition(":")
+        if not (colon and user and password) or control_characters(value.get_secret_value()):
+            raise ValueError("must be user:password (both parts given, on one line), as in the webhook URL "
+                             "https://user:password@your-host/webhooks/postmark")
+        return value
+
     @field_validator("smtp_username")
     @classmethod
     def _no_password_in_the_clear(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -316,7 +431,34 @@ class Settings(BaseSettings):
 
     def warnings(self) -> list[str]:
         """What works but should not be left so; shown at start and by `dispatch config`."""
-        return [w for w in (public_url_warning(str(self.public_url)),) if w]
+        return [w for w in (public_url_warning(str(self.public_url)), self._unreachable_webhook_hosts()) if w]
+
+    def _unreachable_webhook_hosts(self) -> str | None:
+        """A listed Slack webhook host that is a private address the outbound
+        rule refuses: every post to it would fail (dispatch.outbound)."""
+        networks = [ipaddress.ip_network(n) for n in self.outbound_private_networks]
+        refused = []
+        for host in self.slack_webhook_hosts:
+            try:
+                ip = ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                continue
+            if (not ip.is_global or ip.is_multicast) and not any(ip in n for n in networks if n.version == ip.version):
+                refused.append(host)
+        if not refused:
+            return None
+        return (f"DISPATCH_SLACK_WEBHOOK_HOSTS lists {', '.join(refused)}, a private or loopback address that "
+                "webhooks are never posted to unless DISPATCH_OUTBOUND_PRIVATE_NETWORKS lists its network")
+
+    @model_validator(mode="after")
+    def _ses_needs_its_topics(self) -> "Settings":
+        # Anyone with an AWS account can sign SNS messages from a topic of
+        # their own: without the list, a stranger could mark readers bounced.
+        if self.ses_webhook and not self.ses_topic_arns:
+            raise ValueError("DISPATCH_SES_WEBHOOK needs DISPATCH_SES_TOPIC_ARNS: the SNS topics your SES "
+                             "notifications go to (arn:aws:sns:REGION:ACCOUNT:NAME, comma-separated); "
+                             "without them any AWS account's topic could post bounces")
+        return self
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain values, with every secret masked."""

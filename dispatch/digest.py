@@ -10,6 +10,12 @@ the latest of them: one digest, never a burst. An ``immediate`` subscriber has
 one window per approval of a SITREP (``immediate_windows``), for SITREPs
 approved after it subscribed.
 
+FLASH. A SITREP approved as a FLASH goes at once to every matching reader,
+whatever their cadence, in a window of its own (``flash_windows``); a
+reader's later digest leaves out what reached them in a FLASH
+(``without_flashed``), and an immediate reader gets the FLASH instead of
+the usual immediate delivery, never both.
+
 DST. A ``send_at`` that falls in a spring-forward gap is sent when the clocks
 reach the other side of the gap (02:30 that does not exist → 03:30); one that
 falls in an autumn overlap is sent at its first occurrence, once.
@@ -51,6 +57,7 @@ class SitrepView:
     priority: int = 0
     region_names: tuple[str, ...] = ()
     revision: str = ""  # changes whenever the stored SITREP is edited
+    flash: bool = False  # approved as a FLASH
 
     @property
     def analyst_slugs(self) -> frozenset[str]:
@@ -204,6 +211,38 @@ def immediate_windows(recipient: Recipient, sitreps: Iterable[SitrepView]) -> tu
     )
 
 
+FLASH_PREFIX = "flash:"
+
+
+def flash_key(sitrep: SitrepView) -> str:
+    # One per approval, as immediate_key: a FLASH withdrawn and approved again goes out again.
+    return f"{FLASH_PREFIX}{sitrep.id}@{sitrep.approved_at.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def is_flash(window_key: str) -> bool:
+    return window_key.startswith(FLASH_PREFIX)
+
+
+def flash_windows(recipient: Recipient, sitreps: Iterable[SitrepView]) -> tuple[Window, ...]:
+    """One window per FLASH SITREP the reader wants, whatever their cadence
+    and whenever they subscribed: a FLASH goes to every matching reader."""
+    return tuple(
+        Window(key=flash_key(s), start=s.approved_at, end=s.approved_at, sitrep_ids=(s.id,))
+        for s in sorted(sitreps, key=lambda s: (s.approved_at, s.id))
+        if s.flash and matches(recipient, s)
+    )
+
+
+def without_flashed(window: Window, flashed: Iterable[int]) -> Window | None:
+    """A digest window less the SITREPs that reached its reader in a FLASH;
+    None when nothing is left (an empty digest is not sent)."""
+    flashed = set(flashed)
+    kept = tuple(i for i in window.sitrep_ids if i not in flashed)
+    if kept == window.sitrep_ids:
+        return window
+    return Window(key=window.key, start=window.start, end=window.end, sitrep_ids=kept) if kept else None
+
+
 def upcoming_window(recipient: Recipient, *, now: datetime) -> tuple[datetime, datetime]:
     """(start, end) of the window that will be delivered next."""
     start = planned_from(recipient)
@@ -239,10 +278,15 @@ class Digest:
     def sitrep_ids(self) -> tuple[int, ...]:
         return tuple(item.sitrep.id for item in self.items)
 
+    @property
+    def flash(self) -> bool:
+        """Sent as a FLASH: marked so in the subject, the body and the Slack header."""
+        return is_flash(self.window_key)
+
     def body_key(self) -> tuple:
         """Digests with equal keys have byte-identical bodies (only the
         personal parts differ), so they can share one rendering."""
-        return (self.recipient.kind, self.recipient.format, items_key(self.items))
+        return (self.recipient.kind, self.recipient.format, self.flash, items_key(self.items))
 
 
 def items_key(items: Sequence[DigestItem]) -> tuple:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from dispatch.digest import DigestItem
 
 SUBJECT_LIMIT = 60  # characters: what phone inboxes show before cutting
+FLASH_MARK = "FLASH: "  # leads a FLASH's subject, inside the same limit
 PREHEADER_LIMIT = 140
 GROUP_CONTENTS_AT = 8  # a contents list this long is grouped by region
 
@@ -37,10 +38,14 @@ def shorten(text: str, limit: int) -> str:
     return cut.rstrip(" ,;:-") + "…"
 
 
-def subject(titles: Sequence[str], *, limit: int = SUBJECT_LIMIT) -> str:
+def subject(titles: Sequence[str], *, limit: int = SUBJECT_LIMIT, flash: bool = False) -> str:
     """"Taiwan Strait drills, Baltic cable cut + 3 more": as many titles as
     fit in ``limit`` with the count of the rest; the first title always,
-    shortened if it alone is too long."""
+    shortened if it alone is too long. A FLASH leads with "FLASH: ", the
+    titles shortened to leave room for it."""
+    if flash:
+        rest = subject(titles, limit=limit - len(FLASH_MARK))
+        return FLASH_MARK + rest if rest else ""
     titles = [one_line(t) for t in titles]
     if not titles:
         return ""

@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from dispatch import paging
+from dispatch.desk import corrections
 from dispatch.digest import Window
 from dispatch.models import Delivery, DeliveryAttempt, DeliverySitrep, DeliveryStatus, Subscriber
 from dispatch.retry import RetryPolicy
@@ -47,6 +48,9 @@ DEFAULT_LEASE = timedelta(minutes=5)
 NOTICE_PREFIX = "notice:"
 # Window keys of event webhook posts (dispatch/events): event:<event id>, to a webhook, not a subscriber.
 EVENT_PREFIX = "event:"
+# Window keys of correction and retraction notices (dispatch/desk/corrections.py):
+# correction:<sitrep>:<revision>, sent by the revision notice sender.
+REVISION_PREFIXES = tuple(corrections.PREFIXES.values())
 _table = Delivery.__table__
 # A held row's lease: later than any clock will read, earlier than any backend's limit.
 HELD_UNTIL = datetime(9999, 1, 1, tzinfo=timezone.utc)
@@ -147,6 +151,22 @@ def _link_statement(dialect: str):
         ["sitrep_id", "delivery_id"], sa.select(pair[0].as_integer(), pair[1].as_integer()))
 
 
+def flashed(session: Session, subscriber_ids: Iterable[int], keys: Iterable[str]) -> set[tuple[int, str]]:
+    """Which of these readers hold which of these FLASH deliveries (window
+    keys), not given up on: (subscriber id, window key) pairs. Read through
+    the (subscriber, window) key, a chunk of readers at a time."""
+    ids, keys = sorted(set(subscriber_ids)), sorted(set(keys))
+    if not ids or not keys:
+        return set()
+    found: set[tuple[int, str]] = set()
+    for start in range(0, len(ids), _CHUNK * 2):
+        found.update(tuple(row) for row in session.execute(
+            select(_table.c.subscriber_id, _table.c.window_key).where(
+                _table.c.subscriber_id.in_(ids[start:start + _CHUNK * 2]), _table.c.window_key.in_(keys),
+                _table.c.status.not_in([DeliveryStatus.failed.value, DeliveryStatus.skipped.value]))).all())
+    return found
+
+
 def plan_notice(session: Session, subscriber_id: int, *, kind: str, now: datetime) -> int:
     """A notice (``kind``: confirm, remind) for one reader, due now; its own
     window key, so every request is a delivery of its own. Returns its id."""
@@ -176,30 +196,72 @@ def plan_event(session: Session, webhook_id: int, *, event_id: str, now: datetim
                          status=DeliveryStatus.pending, next_attempt_at=now, created_at=now))
 
 
+def plan_revision_notices(session: Session, subscriber_ids: Sequence[int], *, window_key: str, sitrep_id: int,
+                          now: datetime) -> int:
+    """A correction or retraction notice (``window_key`` names the revision)
+    for each of these readers, due now. Planning it twice adds nothing (the
+    (subscriber, window) key); the SITREP is linked as for a digest, so the
+    SITREP's log lists its notices too. Returns how many rows are new."""
+    if not window_key.startswith(REVISION_PREFIXES):
+        raise ValueError(f"{window_key!r} is not a revision notice key")
+    window = Window(key=window_key, start=now, end=now, sitrep_ids=(sitrep_id,))
+    return plan_many(session, [(subscriber_id, window) for subscriber_id in subscriber_ids], now=now)
+
+
+def plan_events(session: Session, planned: Sequence[tuple[int, str]], *, now: datetime) -> int:
+    """``plan_event`` for many (webhook id, event id) pairs at once, as one
+    Core statement: a 100,000-row import's events build no ORM object each."""
+    if not planned:
+        return 0
+    session.execute(sa.insert(_table), [
+        {"webhook_id": webhook_id, "subscriber_id": None, "window_key": f"{EVENT_PREFIX}{event}", "sitrep_ids": [],
+         "status": DeliveryStatus.pending, "attempts": 0, "next_attempt_at": now, "created_at": now}
+        for webhook_id, event in planned])
+    return len(planned)
+
+
 def event_id(window_key: str) -> str:
     """``event:evt_…`` -> ``evt_…``."""
     return window_key[len(EVENT_PREFIX):]
 
 
+# Pending FLASH rows, written as the partial index ix_delivery_flash_due
+# (models.FLASH_DUE) is, so that both backends read them through it.
+_FLASH_DUE = sa.and_(_table.c.status == sa.literal_column("'pending'"),
+                     _table.c.window_key.like(sa.literal_column("'flash:%'")))
+
+
 def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE,
-          worker_id: int | None = None, notices: bool = False, events: bool = False) -> list[Claimed]:
+          worker_id: int | None = None, notices: bool = False, events: bool = False,
+          revisions: bool = False) -> list[Claimed]:
     """Due digests, or (``notices``) due notices, or (``events``) due event
-    webhook posts: each has senders of its own, so a slow webhook endpoint
-    never holds up an email."""
+    webhook posts, or (``revisions``) due correction and retraction notices:
+    each has senders of its own, so a slow webhook endpoint never holds up an
+    email. Due FLASH deliveries are digests claimed first, ahead of any
+    backlog: a FLASH is sent at once."""
     keys = col(Delivery.window_key)
+    revision_keys = sa.or_(*(keys.startswith(prefix) for prefix in REVISION_PREFIXES))
     if notices:
         kind = keys.startswith(NOTICE_PREFIX)
     elif events:
         kind = keys.startswith(EVENT_PREFIX)
+    elif revisions:
+        kind = revision_keys
     else:
-        kind = sa.not_(keys.startswith(NOTICE_PREFIX) | keys.startswith(EVENT_PREFIX))
-    due = (
-        select(Delivery.id)
-        .where(Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= now, kind)
-        .order_by(col(Delivery.next_attempt_at), col(Delivery.id))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+        flashes = _claim(session, select(Delivery.id).where(_FLASH_DUE, col(Delivery.next_attempt_at) <= now),
+                         now=now, limit=limit, lease=lease, worker_id=worker_id)
+        if flashes:
+            return flashes
+        kind = sa.not_(keys.startswith(NOTICE_PREFIX) | keys.startswith(EVENT_PREFIX) | revision_keys)
+    due = select(Delivery.id).where(Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= now,
+                                    kind)
+    return _claim(session, due, now=now, limit=limit, lease=lease, worker_id=worker_id)
+
+
+def _claim(session: Session, due, *, now: datetime, limit: int, lease: timedelta,
+           worker_id: int | None) -> list[Claimed]:
+    """Claim the first ``limit`` rows of ``due`` (a select of ids), oldest due first."""
+    due = due.order_by(col(Delivery.next_attempt_at), col(Delivery.id)).limit(limit).with_for_update(skip_locked=True)
     statement = (
         sa.update(_table)
         .where(_table.c.id.in_(due.scalar_subquery()))

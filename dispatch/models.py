@@ -172,8 +172,12 @@ class Sitrep(SQLModel, table=True):
     )
     approved_at: datetime | None = Field(default=None, sa_column=_utc())
     approved_by: str | None = Field(default=None, max_length=200, sa_column_kwargs=_named("by"))
-    # Set once this approval has been fanned out to the immediate subscribers.
+    # Set once this approval has been fanned out to the immediate subscribers
+    # (for a FLASH: to every matching reader, whatever their cadence).
     immediate_planned_at: datetime | None = Field(default=None, sa_column=_utc())
+    # This approval is a FLASH: sent at once to every matching active reader
+    # (dispatch.planner.plan_flash), and left out of their later digests.
+    flash: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     priority: int = 0
     summary: list[str] = Field(default_factory=list,
                                sa_column=Column(sa.JSON, nullable=False, info={"field": "bullet"}))
@@ -218,6 +222,41 @@ class SitrepChange(SQLModel, table=True):
     action: str = Field(max_length=32)
     # The reason given for a withdrawal, or what an edit changed.
     detail: str = Field(default="", sa_column=Column(sa.Text, nullable=False, info={"field": "reason"}))
+
+
+class RevisionKind(str, Enum):
+    correction = "correction"
+    retraction = "retraction"
+
+
+class SitrepRevision(SQLModel, table=True):
+    """A correction or retraction of a released SITREP (dispatch/revisions.py).
+
+    A correction is pending (``approved_at`` unset) until a second person
+    approves it; a retraction is approved when it is made, as a withdrawal
+    is. ``before`` and ``after`` are the content it replaced and the content
+    it brought ({title, event_date, bullets, quotes, regions}), written at approval:
+    the readable diff readers are sent is worked out from them.
+    """
+
+    __tablename__ = "sitrep_revision"
+    __table_args__ = (sa.UniqueConstraint("sitrep_id", "number", name="uq_sitrep_revision_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sitrep_id: int = Field(foreign_key="sitrep.id", ondelete="CASCADE")
+    number: int  # 2 for the first correction: the SITREP as released is revision 1
+    kind: RevisionKind = Field(sa_column=Column(_enum(RevisionKind), nullable=False))
+    # The corrected SITREP text as given (empty for a retraction).
+    content: str = Field(default="", sa_column=Column(sa.Text, nullable=False, info={"field": "text"}))
+    note: str = Field(default="", sa_column=Column(sa.Text, nullable=False, info={"field": "note"}))
+    # Region slugs the correction tags it with; None: the regions stay as they are.
+    regions: list[str] | None = Field(default=None, sa_column=Column(sa.JSON))
+    before: dict | None = Field(default=None, sa_column=Column(sa.JSON))
+    after: dict | None = Field(default=None, sa_column=Column(sa.JSON))
+    made_by: str = Field(max_length=200, sa_column_kwargs=_named("by"))
+    made_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    approved_by: str | None = Field(default=None, max_length=200, sa_column_kwargs=_named("by"))
+    approved_at: datetime | None = Field(default=None, sa_column=_utc())
 
 
 ADDRESS_KEY_LENGTH = 1000  # an email address is at most 254 characters; casefolding at most triples one
@@ -370,6 +409,9 @@ def _value(status) -> str | None:
     return status.value if isinstance(status, Enum) else status
 
 
+FLASH_DUE = "status = 'pending' AND window_key LIKE 'flash:%'"  # digest.FLASH_PREFIX
+
+
 class Delivery(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("subscriber_id", "window_key", name="uq_delivery_subscriber_window"),
@@ -382,6 +424,12 @@ class Delivery(SQLModel, table=True):
         sa.Index("ix_delivery_created_at_status", "created_at", "status"),
         # An event delivery (window key event:<event id>) goes to a webhook, not a subscriber.
         sa.Index("uq_delivery_webhook_window", "webhook_id", "window_key", unique=True),
+        # FLASH deliveries waiting to be sent, and only those: claimed ahead of
+        # a digest backlog (ledger.claim) without reading it. The predicate is
+        # written as the claim writes it, so both backends use the index; status
+        # leads, as in the index above, or SQLite's planner prefers that one.
+        sa.Index("ix_delivery_flash_due", "status", "next_attempt_at", "id",
+                 sqlite_where=sa.text(FLASH_DUE), postgresql_where=sa.text(FLASH_DUE)),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -454,6 +502,24 @@ class DeliveryEvent(SQLModel, table=True):
     event_key: str | None = Field(default=None, max_length=200)  # the provider's id or the message's
     effect: str = Field(default="", max_length=200)  # what it did to the reader
     received_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+
+
+class WebhookNonce(SQLModel, table=True):
+    """A provider webhook request already acted on (an SNS MessageId, a
+    Mailgun token, a SendGrid signature's payload): the same request again
+    changes nothing. Kept until its timestamp is past the window in which
+    it would be refused anyway (dispatch.inbound.providers.record)."""
+
+    __tablename__ = "webhook_nonce"
+    __table_args__ = (
+        sa.Index("uq_webhook_nonce_source_nonce", "source", "nonce", unique=True),
+        sa.Index("ix_webhook_nonce_expires_at", "expires_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=16)  # ses | sendgrid | mailgun
+    nonce: str = Field(max_length=200)
+    expires_at: datetime = Field(sa_column=_utc(nullable=False))
 
 
 class Worker(SQLModel, table=True):

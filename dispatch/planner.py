@@ -4,7 +4,10 @@ Two kinds of work, both idempotent (the ledger's unique key):
 - daily/weekly subscribers whose ``next_due_at`` has passed get their due
   window planned and their cursors (``planned_through``, ``next_due_at``) moved,
   in the same transaction as the inserted deliveries;
-- each newly approved SITREP is fanned out once to the immediate subscribers.
+- each newly approved SITREP is fanned out once to the immediate subscribers;
+- each released FLASH is fanned out once to every matching reader, whatever
+  their cadence (``plan_flash``, first, so that the digests planned next
+  know what went out in it and leave it out).
 
 Windows are planned ``settle`` after they end, so a SITREP whose approval was
 still committing at the window's end is not missed.
@@ -12,6 +15,7 @@ still committing at the window's end is not missed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +23,7 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from dispatch import db, digest, ledger, views
 from dispatch.models import (
@@ -39,10 +43,16 @@ class PlanReport:
     subscribers_checked: int = 0
     deliveries_planned: int = 0
     sitreps_fanned_out: int = 0
+    flashes_fanned_out: int = 0
 
 
-def plan_due(engine: Engine, *, now: datetime, settle: timedelta = SETTLE, batch: int = BATCH) -> PlanReport:
+def plan_due(engine: Engine, *, now: datetime, settle: timedelta = SETTLE, batch: int = BATCH,
+             flash: bool = True) -> PlanReport:
+    """``flash=False``: the caller fans FLASHes out itself (``dispatch run``
+    does, more often than it plans, under a lock of its own)."""
     report = PlanReport()
+    if flash:
+        plan_flash(engine, now=now, batch=batch, report=report)
     _plan_digests(engine, cutoff=now - settle, now=now, batch=batch, report=report)
     _plan_immediate(engine, now=now, batch=batch, report=report)
     return report
@@ -158,12 +168,50 @@ def _plan_digests(engine: Engine, *, cutoff: datetime, now: datetime, batch: int
                                                       now=cutoff)
                 planned += [(row.id, window) for window in plan.windows]
                 cursors.setdefault((plan.planned_through, plan.next_due_at), []).append(row.id)
+            flashes = {s.id: digest.flash_key(s) for s in sitreps if s.flash}
+            if flashes and planned:
+                planned = _without_flashed(engine, planned, flashes)
             if writing is not None:
                 report.deliveries_planned += writing.result()  # a failed write stops planning here
             writing = writer.submit(_write_batch, engine, planned, cursors, now=now)
             report.subscribers_checked += len(due)
         if writing is not None:
             report.deliveries_planned += writing.result()
+
+
+def _without_flashed(engine: Engine, planned: list[tuple[int, digest.Window]],
+                    flashes: dict[int, str]) -> list[tuple[int, digest.Window]]:
+    """Digest windows less the FLASH SITREPs (``flashes``: id → FLASH window
+    key) that reached their reader in a FLASH (``flashed_for``)."""
+    carrying = {reader for reader, window in planned if any(i in flashes for i in window.sitrep_ids)}
+    if not carrying:
+        return planned
+    with db.read_scope(engine) as session:
+        got = flashed_for(session, carrying, flashes)
+    kept = []
+    for reader, window in planned:
+        left = digest.without_flashed(window, got.get(reader, ()))
+        if left is not None:
+            kept.append((reader, left))
+    return kept
+
+
+def flashed_for(session: Session, readers: Iterable[int], flashes: dict[int, str]) -> dict[int, set[int]]:
+    """Which of these FLASH SITREPs (``flashes``: id → FLASH window key)
+    reached each of these readers in a FLASH, by reader: a FLASH the ledger
+    holds for them and has not given up on (a failed or skipped one is
+    carried by their digest instead), or one still being fanned out (it will
+    reach every matching active reader). Their digests leave these out."""
+    readers = set(readers)
+    if not readers or not flashes:
+        return {}
+    unfinished = set(session.exec(select(Sitrep.id).where(col(Sitrep.id).in_(list(flashes)),
+                                                          col(Sitrep.immediate_planned_at).is_(None))).all())
+    by_key = {key: sitrep_id for sitrep_id, key in flashes.items()}
+    found: dict[int, set[int]] = {reader: set(unfinished) for reader in readers} if unfinished else {}
+    for reader, key in ledger.flashed(session, readers, by_key):
+        found.setdefault(reader, set()).add(by_key[key])
+    return found
 
 
 def _write_batch(engine: Engine, planned: list[tuple[int, digest.Window]],
@@ -187,7 +235,9 @@ def _plan_immediate(engine: Engine, *, now: datetime, batch: int, report: PlanRe
         pending_ids = session.exec(
             # An embargoed SITREP (approved for a later instant) waits for that instant.
             select(Sitrep.id).where(Sitrep.status == SitrepStatus.approved, col(Sitrep.approved_at) <= now,
-                                    col(Sitrep.immediate_planned_at).is_(None)).order_by(col(Sitrep.approved_at))
+                                    col(Sitrep.immediate_planned_at).is_(None),
+                                    sa.not_(col(Sitrep.flash)))  # a FLASH reaches them by plan_flash
+            .order_by(col(Sitrep.approved_at))
         ).all()
     if not pending_ids:
         return
@@ -203,5 +253,50 @@ def _plan_immediate(engine: Engine, *, now: datetime, batch: int, report: PlanRe
                 return
             last_id = readers[-1].id
             planned = [(r.id, window) for r in readers for window in digest.immediate_windows(r.recipient(), current)]
+            report.deliveries_planned += ledger.plan_many(session, planned, now=now)
+            report.subscribers_checked += len(readers)
+
+
+def plan_flash(engine: Engine, *, now: datetime, batch: int = BATCH, report: PlanReport | None = None) -> PlanReport:
+    """Fan each released FLASH out to every matching active reader, whatever
+    their cadence and send time: one delivery each (window key
+    ``digest.flash_key``), planned through the ledger like every other.
+
+    As ``_plan_immediate``: readers are read a batch at a time (plain rows,
+    one insert per batch) for all such SITREPs together, and each SITREP is
+    marked done (``immediate_planned_at``, so the immediate fan-out leaves
+    it alone too) when the last batch is planned; after a crash, planning
+    again inserts nothing twice. With nothing to fan out it is one query on
+    an index, so ``dispatch run`` may call it every few seconds."""
+    report = report or PlanReport()
+    with db.session_scope(engine) as session:
+        pending_ids = session.exec(
+            # Under embargo, a FLASH waits for its release like any approval.
+            select(Sitrep.id).where(Sitrep.status == SitrepStatus.approved, col(Sitrep.immediate_planned_at).is_(None),
+                                    col(Sitrep.approved_at) <= now, col(Sitrep.flash))
+        ).all()
+    if not pending_ids:
+        return report
+    last_id = 0
+    # Readers with the same preferences want the same FLASHes: worked out once per shape.
+    shapes: dict[tuple, tuple[digest.Window, ...]] = {}
+    while True:
+        with db.session_scope(engine) as session:
+            current = views.approved_sitreps(session, ids=pending_ids)  # a SITREP withdrawn meanwhile drops out
+            if not current:
+                return report
+            readers = _active_rows(session, after_id=last_id, batch=batch)
+            if not readers:
+                for sitrep in current:
+                    session.get(Sitrep, sitrep.id).immediate_planned_at = now
+                report.flashes_fanned_out += len(current)
+                return report
+            last_id = readers[-1].id
+            planned = []
+            for row in readers:
+                windows = shapes.get((row.regions, row.analysts))
+                if windows is None:
+                    windows = shapes[(row.regions, row.analysts)] = digest.flash_windows(row.recipient(), current)
+                planned += [(row.id, window) for window in windows]
             report.deliveries_planned += ledger.plan_many(session, planned, now=now)
             report.subscribers_checked += len(readers)

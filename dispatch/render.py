@@ -79,7 +79,7 @@ one_line = email_shape.one_line
 
 
 def subject_for(digest: Digest) -> str:
-    return email_shape.subject([item.sitrep.title for item in digest.items])
+    return email_shape.subject([item.sitrep.title for item in digest.items], flash=digest.flash)
 
 
 def reason_for(recipient: Recipient, *, short: bool = False) -> str:
@@ -181,6 +181,7 @@ class EmailRenderer:
         subject = subject_for(digest)
         shape = email_shape.shape(digest.items, max_full=self.max_full_items)
         context = {"digest": digest, "subject": subject, "personal": personal, "brand": self.brand,
+                   "flash": digest.flash,
                    "postal_address": self.postal_address, "shape": shape,
                    "contents": email_shape.contents(digest.items) if len(digest.items) > 1 else (),
                    "preheader": email_shape.preheader(digest.items, subject_line=subject),

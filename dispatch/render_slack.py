@@ -14,6 +14,8 @@ rich_text element is structure, not markup: its text is taken as it is.
 
 Each message opens with a context line ("Daily briefing · part 1 of 3"),
 and each SITREP title links to its archive page (when the archive is on).
+A FLASH opens each message with a header block ("FLASH: <title>") above
+that line, and its fallback text leads with "FLASH: ".
 """
 
 from __future__ import annotations
@@ -33,12 +35,16 @@ MAX_FALLBACK = 3000
 MAX_CONTEXT = 2000  # characters per context element
 MAX_LINK_TEXT = 150  # our own bound for a linked title: a title line, not a paragraph
 CADENCE_NAMES = {"daily": "Daily briefing", "weekly": "Weekly briefing", "immediate": "Briefing"}
+FLASH_LABEL = "FLASH"
 
 
 @dataclass(frozen=True)
 class SlackMessage:
     text: str  # the plain-text fallback for notifications and screen readers
     blocks: tuple[dict, ...]
+    # The SITREPs this message shows: kept in the receipt, so a correction
+    # updates the very message that carried its SITREP (dispatch.desk.corrections).
+    sitrep_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,12 @@ def intro_block(label: str, *, part: int, parts: int) -> dict:
     return {"type": "context", "elements": [plain(truncate(escape_mrkdwn(one_line(text)), MAX_CONTEXT))]}
 
 
+def flash_header(titles: list[str]) -> dict:
+    """The header of a FLASH message: plain text, so nothing in a title is markup."""
+    return {"type": "header", "text": plain(truncate(f"{FLASH_LABEL}: " + escape_mrkdwn(one_line(" | ".join(titles))),
+                                                     MAX_HEADER))}
+
+
 def sitrep_blocks(item: DigestItem, *, url: str | None = None) -> list[dict]:
     s = item.sitrep
     blocks: list[dict] = [
@@ -161,22 +173,27 @@ class SlackRenderer:
         self.archive = archive or links.ArchiveLinks("", "", mode="off")
 
     def render(self, digest: Digest) -> SlackContent:
-        room = MAX_BLOCKS - 1  # each message opens with its intro line
-        groups: list[tuple[list[str], list[dict]]] = []  # (titles, blocks) per message
+        flash = digest.flash
+        room = MAX_BLOCKS - 1 - flash  # each message opens with its intro line (a FLASH's with a header too)
+        groups: list[tuple[list[str], list[dict], list[int]]] = []  # (titles, blocks, SITREP ids) per message
         for item in digest.items:
             blocks = sitrep_blocks(item, url=self.archive.sitrep(item.sitrep.id))
             title = item.sitrep.title
             if groups and len(groups[-1][1]) + 1 + len(blocks) <= room:
                 groups[-1][0].append(title)
                 groups[-1][1].extend([{"type": "divider"}, *blocks])
+                groups[-1][2].append(item.sitrep.id)
                 continue
             for start in range(0, len(blocks), room):  # one SITREP may need several
-                groups.append(([title], blocks[start:start + room]))
-        label = " · ".join(p for p in (self.brand, CADENCE_NAMES.get(digest.recipient.cadence, "Briefing")) if p)
+                groups.append(([title], blocks[start:start + room], [item.sitrep.id]))
+        kind = FLASH_LABEL if flash else CADENCE_NAMES.get(digest.recipient.cadence, "Briefing")
+        label = " · ".join(p for p in (self.brand, kind) if p)
         messages = []
-        for part, (titles, blocks) in enumerate(groups, start=1):
+        for part, (titles, blocks, ids) in enumerate(groups, start=1):
             text = self._text.render(count=len(titles), titles=[escape_mrkdwn(one_line(t)) for t in titles],
-                                     part=part, parts=len(groups))
-            intro = intro_block(label, part=part, parts=len(groups))
-            messages.append(SlackMessage(text=truncate(text.strip(), MAX_FALLBACK), blocks=(intro, *blocks)))
+                                     part=part, parts=len(groups), flash=flash)
+            lead = (flash_header(titles), intro_block(label, part=part, parts=len(groups))) if flash else \
+                (intro_block(label, part=part, parts=len(groups)),)
+            messages.append(SlackMessage(text=truncate(text.strip(), MAX_FALLBACK), blocks=(*lead, *blocks),
+                                         sitrep_ids=tuple(ids)))
         return SlackContent(messages=tuple(messages))

@@ -10,6 +10,11 @@ sending or a planning run is under way; the pool ends only when every
 thread is idle and nothing is due, so work planned a moment after a tick
 began is shared by all threads.
 
+A FLASH does not wait for the next planning run: the planner fans released
+FLASHes out every send interval (its own job, and, in a process that also
+sends, at the start of every send tick), so one approved from the web goes
+out within a send interval of its approval (or of its release).
+
 Shutdown (SIGINT/SIGTERM): no new batch is claimed, the message being sent
 finishes, and the rest of a claimed batch is released back to the queue,
 so nothing is left half-recorded. A process killed outright leaves its
@@ -31,7 +36,8 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
-from dispatch import bootstrap, coordination, db, leases, ledger, metrics, notices, planner, sender_processes
+from dispatch import (bootstrap, coordination, db, leases, ledger, metrics, notices, planner, revision_notices,
+                      sender_processes)
 from dispatch.adapters.slack import SlackAdapter
 from dispatch.adapters.smtp import SmtpAdapter
 from dispatch.compose import Composer
@@ -68,7 +74,7 @@ def build_channels(settings: Settings, *, installation: str) -> dict:
         "slack": SlackAdapter(
             token=settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
             base_url=str(settings.slack_base_url), min_interval=settings.slack_min_interval,
-            webhook_hosts=settings.slack_webhook_hosts),
+            webhook_hosts=settings.slack_webhook_hosts, private_networks=settings.outbound_private_networks),
     }
 
 
@@ -138,12 +144,19 @@ class Runner:
         self.sender = Sender(engine, composer=composer, channels=self.channels,
                              policy=RetryPolicy(max_attempts=settings.max_attempts),
                              bounce_limit=settings.bounce_limit, clock=clock, stop=self.stop)
+        # Corrections and retractions to earlier readers: their own claim, after the digests of a pass.
+        self.revisions = revision_notices.RevisionNoticeSender(
+            engine, composer=composer, channels=self.channels, policy=RetryPolicy(max_attempts=settings.max_attempts),
+            clock=clock, brand=settings.brand, postal_address=settings.postal_address)
         # Event webhooks: their own claim and thread, so a slow endpoint never holds up an email.
         # Events are planned at the wall clock's time, whatever clock this run acts at (--now).
-        self.events = event_sender.EventSender(engine, policy=RetryPolicy(max_attempts=settings.max_attempts))
+        self.events = event_sender.EventSender(engine, policy=RetryPolicy(max_attempts=settings.max_attempts),
+                                               private_networks=settings.outbound_private_networks)
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.pace = leases.SendPace()
         self.planning = threading.Event()  # set while a planning run is under way
+        self._flashing = threading.Lock()  # one FLASH fan-out at a time (the plan job's or the flash job's)
+        self._leading = threading.Lock()  # the planner lock's connection serves one thread at a time
         self._work = threading.Condition()  # idle sender threads wait on it
         if isinstance(self.channels.get("email"), SmtpAdapter):
             metrics.watch_smtp(self.channels["email"])
@@ -164,9 +177,16 @@ class Runner:
 
     # --- the two loops ----------------------------------------------------------
 
+    def _leads(self) -> bool:
+        """True when this process plans (not a sender; holds the planner lock)."""
+        if self.role == "sender":
+            return False
+        with self._leading:
+            return self.lock.ensure()
+
     def plan(self) -> tuple[int, int]:
         """Plan (and reclaim expired leases) if this process is the planner."""
-        if self.role == "sender" or not self.lock.ensure():
+        if not self._leads():
             return 0, 0  # a standby: another process holds the planner lock
         now = self.clock()
         self.planning.set()
@@ -174,7 +194,11 @@ class Runner:
             with db.session_scope(self.engine) as session:
                 reclaimed = ledger.reclaim_expired(session, now=now)
             coordination.forget_dead(self.engine, now=now)
-            report = planner.plan_due(self.engine, now=now)
+            # FLASHes first, and wholly: the digests planned next leave out what went out in one.
+            with self._flashing:
+                flashed = planner.plan_flash(self.engine, now=now).deliveries_planned
+            report = planner.plan_due(self.engine, now=now, flash=False)
+            report.deliveries_planned += flashed
         finally:
             self.planning.clear()
             with self._work:  # idle sender threads: there may be work now
@@ -184,6 +208,31 @@ class Runner:
             log.info("planned %s deliveries (%s subscribers checked); reclaimed %s",
                      report.deliveries_planned, report.subscribers_checked, reclaimed)
         return report.deliveries_planned, reclaimed
+
+    def plan_flash(self) -> int:
+        """Fan out the FLASHes released since the last look, between
+        planning runs, and wake idle sender threads. Cheap when there are
+        none (one indexed query); skipped while another fan-out runs."""
+        if not self._leads() or not self._flashing.acquire(blocking=False):
+            return 0
+        try:
+            report = planner.plan_flash(self.engine, now=self.clock())
+        finally:
+            self._flashing.release()
+        if report.deliveries_planned:
+            metrics.PLANNED.inc(report.deliveries_planned)
+            with self._work:
+                self._work.notify_all()
+            log.info("planned %s FLASH deliveries (%s subscribers checked)", report.deliveries_planned,
+                     report.subscribers_checked)
+        return report.deliveries_planned
+
+    def send_tick(self) -> None:
+        """One send job: FLASHes fanned out first (when this process also
+        plans), so one approved meanwhile goes out in this very tick."""
+        if self.role == "all":
+            self.plan_flash()
+        self.drain()
 
     def due_count(self) -> int:
         with db.session_scope(self.engine) as session:
@@ -253,6 +302,9 @@ class Runner:
     def send_notices(self) -> int:
         return self.notices.drain(stop=self.stop)
 
+    def send_revisions(self) -> int:
+        return self.revisions.drain(stop=self.stop)
+
     def send_events(self) -> int:
         return self.events.drain(stop=self.stop)
 
@@ -313,6 +365,7 @@ class Runner:
             if self.role != "planner":
                 self.drain(count, collect=False)
                 self.send_notices()
+                self.send_revisions()
                 self.send_events()  # after every email of the pass
         finally:
             for pid, code, theirs in helpers.join():
@@ -340,11 +393,16 @@ class Runner:
         if self.role in ("all", "planner"):
             scheduler.add_job(self._guarded(self.plan), "interval", seconds=self.settings.plan_interval,
                               id="plan", next_run_time=start)
+            # Also while a long send job runs: its threads claim what this plans.
+            scheduler.add_job(self._guarded(self.plan_flash), "interval", seconds=SEND_INTERVAL_SECONDS,
+                              id="flash", next_run_time=start)
         if self.role in ("all", "sender"):
-            scheduler.add_job(self._guarded(self.drain), "interval", seconds=SEND_INTERVAL_SECONDS, id="send",
+            scheduler.add_job(self._guarded(self.send_tick), "interval", seconds=SEND_INTERVAL_SECONDS, id="send",
                               next_run_time=start)
             scheduler.add_job(self._guarded(self.send_notices), "interval", seconds=SEND_INTERVAL_SECONDS,
                               id="notices", next_run_time=start)
+            scheduler.add_job(self._guarded(self.send_revisions), "interval", seconds=SEND_INTERVAL_SECONDS,
+                              id="revisions", next_run_time=start)
         worker = event_sender.EventWorker(self.events).start() if self.role in ("all", "sender") else None
         scheduler.start()
         log.info("dispatch is running as %s (worker %s): planning every %ss, %s sender threads", self.role,

@@ -205,8 +205,8 @@ class _BatchDigests:
             items = digest.digest_items(recipient.analysts, sitreps)
             found = self._items[(c.sitrep_ids, recipient.analysts)] = (items, digest.items_key(items))
         items, items_key = found
-        return (digest.Digest(recipient=recipient, window_key=c.window_key, items=items),
-                (recipient.kind, recipient.format, items_key))
+        built = digest.Digest(recipient=recipient, window_key=c.window_key, items=items)
+        return built, (recipient.kind, recipient.format, built.flash, items_key)
 
 
 class _BoundedCache:

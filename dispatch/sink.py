@@ -1,7 +1,8 @@
 """Local stand-ins for a mail relay and for Slack, so dispatch runs end to
 end on a machine with neither: an SMTP server (aiosmtpd) that keeps each
 message as an .eml file, and an HTTP server that answers the Slack Web API
-calls dispatch makes (auth.test, chat.postMessage) and incoming-webhook
+calls dispatch makes (auth.test, chat.postMessage, threaded replies with
+``thread_ts``, chat.update of a message it posted) and incoming-webhook
 posts, keeping each payload as JSON. It checks Block Kit limits as Slack does.
 
 For tests, ``SlackSink.fail_next`` queues error answers (429 with
@@ -152,7 +153,8 @@ class SlackSink:
         self.token = token
         self.missing = set(missing_channels)
         self.archived = set(archived_channels)
-        self.posts: list[dict] = []  # every accepted payload, in order
+        self.posts: list[dict] = []  # every accepted payload, in order (updated in place by chat.update)
+        self.updates: list[dict] = []  # every chat.update accepted, in order
         self.gets: list[str] = []  # paths of GET requests
         self.requests = 0
         self._faults: deque[tuple[int, dict, dict]] = deque()
@@ -211,7 +213,7 @@ class SlackSink:
             return 200, {"ok": False, "error": "invalid_auth"}, {}
         if path == "/api/auth.test":
             return 200, {"ok": True, "team": "local sink", "user": "dispatch"}, {}
-        if path != "/api/chat.postMessage":
+        if path not in ("/api/chat.postMessage", "/api/chat.update"):
             return 200, {"ok": False, "error": "unknown_method"}, {}
         channel = payload.get("channel", "")
         if channel in self.missing:
@@ -222,8 +224,32 @@ class SlackSink:
             return 200, {"ok": False, "error": "no_text"}, {}
         if block_kit_problem(payload.get("blocks", [])):
             return 200, {"ok": False, "error": "invalid_blocks"}, {}
+        if path == "/api/chat.update":
+            return 200, self._update(channel, str(payload.get("ts", "")), payload), {}
+        if payload.get("thread_ts") and self._find(channel, str(payload["thread_ts"])) is None:
+            return 200, {"ok": False, "error": "thread_not_found"}, {}
         ts = self._store(channel, payload, "api")
         return 200, {"ok": True, "channel": channel, "ts": ts, "message": {"text": payload.get("text")}}, {}
+
+    def _find(self, channel: str, ts: str) -> dict | None:
+        with self._lock:
+            return next((p for p in self.posts if p["via"] == "api" and p["channel"] == channel and p["ts"] == ts),
+                        None)
+
+    def _update(self, channel: str, ts: str, payload: dict) -> dict:
+        """chat.update: the message posted at ``ts`` in ``channel`` takes the
+        new text and blocks (as Slack shows it); each update is listed in ``updates``."""
+        post = self._find(channel, ts)
+        if post is None:
+            return {"ok": False, "error": "message_not_found"}
+        with self._lock:
+            self.updates.append({"channel": channel, "ts": ts, **payload})
+            post.update({key: payload[key] for key in ("text", "blocks") if key in payload}, edited=True)
+            shown = {key: value for key, value in post.items() if key not in ("channel", "ts", "via")}
+        # The message's file holds what the channel now shows, as Slack does.
+        (self.folder / _unsafe.sub("_", channel) / f"{ts}.json").write_text(
+            json.dumps(shown, indent=2, ensure_ascii=False), "utf-8")
+        return {"ok": True, "channel": channel, "ts": ts, "text": payload.get("text")}
 
     def _store(self, channel: str, payload: dict, via: str) -> str:
         with self._lock:

@@ -1,10 +1,12 @@
 """A SITREP's revision history as readers see it.
 
-Today the history is the ``sitrep_change`` rows (import, approval, edits,
-withdrawal); an edit made after the SITREP was first approved is shown as a
-correction. ``history`` is the one place the archive asks, so the desk's
-corrections (revisions with a diff, who received what) can plug in here
-without the pages changing.
+The history is the ``sitrep_change`` rows (import, approval, edits,
+corrections, withdrawal or retraction). A released SITREP changes only by
+a correction (dispatch.revisions), recorded as "corrected" once approved,
+with the revision's number, what it changed and its note; a retraction as
+"retracted" with its reason. Pending corrections are the desk's business
+and stay out. (An edit made after the first approval, which older
+databases may hold, is shown as a correction too.)
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from dispatch.models import SitrepChange
 # What each recorded action means to a reader; actions not listed are kept
 # out of the public history (they are bookkeeping, like region tagging).
 SHOWN = {"imported": "Filed", "approved": "Published", "withdrawn": "Withdrawn", "edited": "Edited",
-         "edit": "Edited"}
+         "edit": "Edited", "corrected": "Correction", "retracted": "Retracted"}
 
 
 @dataclass(frozen=True)
 class Revision:
     at: datetime
-    label: str  # Filed | Published | Edited | Correction | Withdrawn
+    label: str  # Filed | Published | Edited | Correction | Withdrawn | Retracted
     detail: str  # what changed, or the withdrawal reason
     actor: str  # shown to admins only
     correction: bool  # an edit after the first publication
@@ -40,6 +42,8 @@ def revisions(changes: list[tuple[datetime, str, str, str]]) -> list[Revision]:
         if action == "approved":
             label = "Published" if not published else "Published again"
             published = True
+        elif action == "corrected":
+            label = "Correction"
         elif action.startswith("edit"):
             label = "Correction" if published else "Edited"
         elif action in SHOWN:

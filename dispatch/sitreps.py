@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from dispatch import catalogue, fields, paging, taxonomy
 from dispatch.desk import roles
 from dispatch.errors import DuplicateError, FieldError, NotFoundError, WorkflowError
-from dispatch.models import Commentary, Sitrep, SitrepChange, SitrepStatus, utcnow
+from dispatch.models import Commentary, Sitrep, SitrepChange, SitrepRevision, SitrepStatus, utcnow
 from dispatch.sitrep_text import ParsedSitrep, sitrep_fingerprint
 
 
@@ -132,8 +132,10 @@ def sitrep_page(
 
 
 def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | None = None,
-                   two_person: bool = False, release_at: datetime | None = None) -> Sitrep:
-    """``two_person``: refuse (roles.NotPermitted) an approver who imported it or edited it since its last approval."""
+                   two_person: bool = False, release_at: datetime | None = None, flash: bool = False) -> Sitrep:
+    """``two_person``: refuse (roles.NotPermitted) an approver who imported it or edited it since its last approval.
+    ``flash``: send it at once to every matching reader, whatever their cadence
+    (dispatch.planner.plan_flash); with ``release_at``, at the release."""
     sitrep = get(session, sitrep_id)
     if two_person:
         # Read, not sitrep.changes: that collection may have been loaded before this session's own changes.
@@ -143,7 +145,11 @@ def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | 
         if refusal is not None:
             raise roles.NotPermitted(refusal)
     if sitrep.status == SitrepStatus.approved:
-        raise WorkflowError(f"SITREP {sitrep_id} is already approved (by {sitrep.approved_by})")
+        waiting = session.exec(select(SitrepRevision.number).where(
+            SitrepRevision.sitrep_id == sitrep.id, col(SitrepRevision.approved_at).is_(None))).first()
+        hint = (f"; its correction {waiting} waits for `dispatch sitrep approve-correction {sitrep_id}`"
+                if waiting is not None else "")
+        raise WorkflowError(f"SITREP {sitrep_id} is already approved (by {sitrep.approved_by}){hint}")
     if not sitrep.regions:
         raise WorkflowError(
             f"SITREP {sitrep_id} has no region; tag it first (dispatch sitrep tag {sitrep_id} --region …)"
@@ -157,9 +163,12 @@ def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | 
     sitrep.approved_at = release_at or at or now
     sitrep.approved_by = by
     sitrep.immediate_planned_at = None  # each approval is fanned out to immediate readers once
+    sitrep.flash = flash  # each approval says afresh whether it is a FLASH
     sitrep.updated_at = now
-    _record(session, sitrep, actor=by, action="approved",
-            detail=f"embargoed until {release_at.isoformat()}" if release_at else "")
+    detail = [f"embargoed until {release_at.isoformat()}"] if release_at else []
+    if flash:
+        detail.insert(0, "FLASH")
+    _record(session, sitrep, actor=by, action="approved", detail="; ".join(detail))
     session.flush()
     return sitrep
 
@@ -184,32 +193,67 @@ def release_sitrep(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
 
 
 def cancel_release(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
-    """Call off an embargoed release: back to a draft, never sent."""
+    """Call off an embargoed release: back to a draft, never sent.
+
+    No event is emitted, on purpose: sitrep.approved waits for the release
+    (events.emit), so no receiver heard of this approval and there is
+    nothing to take back; and an event naming a SITREP still under embargo
+    (sitrep.withdrawn, say) would tell receivers what the embargo keeps
+    back. The cancellation is in the SITREP's history and the audit log."""
     sitrep = get(session, sitrep_id)
     until = embargoed_until(sitrep)
     if until is None:
         raise WorkflowError(f"SITREP {sitrep_id} is not under embargo (withdraw it instead)")
     sitrep.status = SitrepStatus.draft
     sitrep.approved_at = sitrep.approved_by = None
+    sitrep.flash = False  # a FLASH called off with its release: a draft like any other
     sitrep.updated_at = utcnow()
     _record(session, sitrep, actor=by, action="release cancelled", detail=f"was due {until.isoformat()}")
     session.flush()
     return sitrep
 
 
-def withdraw_sitrep(session: Session, sitrep_id: int, *, by: str, reason: str = "") -> Sitrep:
+def withdraw_sitrep(session: Session, sitrep_id: int, *, by: str, reason: str = "",
+                    action: str = "withdrawn") -> Sitrep:
+    """``action``: "retracted" for a retraction (dispatch.revisions), which is a withdrawal readers hear of."""
     sitrep = get(session, sitrep_id)
     if sitrep.status == SitrepStatus.withdrawn:
         raise WorkflowError(f"SITREP {sitrep_id} is already withdrawn")
     sitrep.status = SitrepStatus.withdrawn
     sitrep.updated_at = utcnow()
-    _record(session, sitrep, actor=by, action="withdrawn", detail=reason)
+    _record(session, sitrep, actor=by, action=action, detail=reason)
     session.flush()
     return sitrep
 
 
+def refuse_if_released(sitrep: Sitrep) -> datetime | None:
+    """Editing and tagging stop at the release: what readers may already
+    have read changes only by a correction, which a second person approves
+    and every earlier reader hears of. Returns the embargo's end when the
+    SITREP is approved but not yet out (an edit then sends it back to draft)."""
+    if sitrep.status != SitrepStatus.approved:
+        return None
+    until = embargoed_until(sitrep)
+    if until is None:
+        raise WorkflowError(
+            f"SITREP {sitrep.id} is released, so it is not edited or tagged any more: correct it "
+            f"(dispatch sitrep correct {sitrep.id} --from-file F --note … [--region R]); a second person approves "
+            "the correction and everyone who received it hears of it")
+    return until
+
+
+def _back_to_draft(session: Session, sitrep: Sitrep, *, by: str, until: datetime) -> None:
+    """An edit under embargo: the approval was of other content, so it must be
+    given again (the two-person rule counts the editor), at the same instant or another."""
+    sitrep.status = SitrepStatus.draft
+    sitrep.approved_at = sitrep.approved_by = None
+    _record(session, sitrep, actor=by, action="approval withdrawn",
+            detail=f"edited under embargo (was due {until.isoformat()}); approve it again to release it")
+
+
 def tag_sitrep(session: Session, sitrep_id: int, regions: list[str], *, by: str) -> Sitrep:
     sitrep = get(session, sitrep_id)
+    embargo = refuse_if_released(sitrep)
     resolved = taxonomy.resolve_regions(session, regions)
     if not resolved:
         raise WorkflowError("give at least one region")
@@ -218,6 +262,8 @@ def tag_sitrep(session: Session, sitrep_id: int, regions: list[str], *, by: str)
     sitrep.updated_at = utcnow()
     _record(session, sitrep, actor=by, action="tagged",
             detail=f"regions: {before} → {', '.join(r.slug for r in resolved)}")
+    if embargo is not None:
+        _back_to_draft(session, sitrep, by=by, until=embargo)
     session.flush()
     return sitrep
 
@@ -234,13 +280,44 @@ def edit_sitrep(
     quotes: list[str] | None = None,
     content: ParsedSitrep | None = None,
 ) -> Sitrep:
-    """Change fields of a SITREP, approved or not; the change is recorded.
+    """Change fields of a SITREP not yet released; the change is recorded.
 
     ``content`` replaces title, date, bullets and commentary from corrected
-    text; ``quotes`` replaces the text of each quote, in order. An approved SITREP stays approved: deliveries render the current
-    content when they are sent.
+    text; ``quotes`` replaces the text of each quote, in order. A released
+    SITREP is refused (``refuse_if_released``: correct it instead); one
+    under embargo goes back to draft, to be approved again.
     """
     sitrep = get(session, sitrep_id)
+    embargo = refuse_if_released(sitrep)
+    changed = _edit(session, sitrep, title=title, event_date=event_date, priority=priority, summary=summary,
+                    quotes=quotes, content=content)
+    if changed:
+        _record(session, sitrep, actor=by, action="edited", detail="changed: " + ", ".join(changed))
+        if embargo is not None:
+            _back_to_draft(session, sitrep, by=by, until=embargo)
+        session.flush()
+    return sitrep
+
+
+def apply_correction(session: Session, sitrep_id: int, content: ParsedSitrep, *, by: str, detail: str,
+                     regions: list | None = None) -> Sitrep:
+    """A correction's content (and ``regions``, if it re-tags it) becomes the
+    SITREP's (dispatch.revisions, once approved): it stays approved, and what
+    is sent from now on is this."""
+    sitrep = get(session, sitrep_id)
+    _edit(session, sitrep, content=content)
+    if regions:
+        sitrep.regions = regions
+    _record(session, sitrep, actor=by, action="corrected", detail=detail)
+    session.flush()
+    return sitrep
+
+
+def _edit(session: Session, sitrep: Sitrep, *, title: str | None = None, event_date: date | None = None,
+          priority: int | None = None, summary: list[str] | None = None, quotes: list[str] | None = None,
+          content: ParsedSitrep | None = None) -> list[str]:
+    """Apply the changes given; returns what changed (nothing recorded)."""
+    sitrep_id = sitrep.id
     changed: list[str] = []
     if content is not None:
         title, event_date, summary = content.title, content.event_date, list(content.summary)
@@ -274,7 +351,7 @@ def edit_sitrep(
                 if "commentary" not in changed:
                     changed.append("commentary")
     if not changed:
-        return sitrep
+        return changed
     new_fingerprint = sitrep_fingerprint(sitrep.title, sitrep.event_date)
     if new_fingerprint != sitrep.fingerprint:
         clash = session.exec(select(Sitrep).where(Sitrep.fingerprint == new_fingerprint)).first()
@@ -284,10 +361,7 @@ def edit_sitrep(
             )
         sitrep.fingerprint = new_fingerprint
     sitrep.updated_at = utcnow()
-    action = "edited after approval" if sitrep.status == SitrepStatus.approved else "edited"
-    _record(session, sitrep, actor=by, action=action, detail="changed: " + ", ".join(changed))
-    session.flush()
-    return sitrep
+    return changed
 
 
 def region_slugs(sitrep: Sitrep) -> list[str]:
@@ -304,6 +378,7 @@ def as_dict(sitrep: Sitrep, *, full: bool = False) -> dict:
         "approved_at": sitrep.approved_at.isoformat() if sitrep.approved_at else None,
         "approved_by": sitrep.approved_by,
         "scheduled_for": until.isoformat() if (until := embargoed_until(sitrep)) else None,
+        "flash": bool(sitrep.flash),
         "priority": sitrep.priority,
     }
     if full:

@@ -113,6 +113,7 @@ def sitrep_view(sitrep: Sitrep, names: dict[str, str]) -> SitrepView:
         summary=tuple(sitrep.summary),
         priority=sitrep.priority,
         revision=sitrep.updated_at.isoformat(),
+        flash=bool(sitrep.flash),
         commentary=tuple(
             Quote(analyst_slug=c.analyst.slug, analyst_name=c.analyst.name,
                   analyst_title=c.analyst.title, text=c.text)

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlmodel import select
 
-from dispatch import admins, db, links, sitreps, subscribers
+from dispatch import admins, db, links, revisions, sitreps, subscribers
 from dispatch.config import Settings
 from dispatch.models import Delivery, Subscriber, SubscriberKind
 from dispatch.scheduler import Runner
@@ -45,6 +45,9 @@ def smtp(tmp_path):
 
 
 def settings_for(database_url, smtp, **kw):
+    # The emails here are sent at a fixed MORNING and opened at today's date:
+    # their view links must not expire as the calendar moves on.
+    kw.setdefault("view_link_days", 3650)
     return Settings(database_url=database_url, smtp_host=smtp[0].host, smtp_port=smtp[0].port,
                     mail_from="Briefings <news@example.org>", secret_key=SecretStr("archive-test-secret"),
                     public_url=f"{SITE}/", sender_threads=1, brand="The Northern Desk", **kw)
@@ -170,7 +173,10 @@ def sign_in(web, engine):
 def test_archive_filters_search_paging_and_history(database_url, engine, smtp):
     ids = seed(engine, regions=("europe-eurasia", "middle-east-north-africa", "americas"))
     with db.session_scope(engine) as session:
-        sitreps.edit_sitrep(session, ids[1], by="chief", title="Border Crossing Reopens at Rafah after Talks")
+        # Released: its title changes by a correction, made by one person and approved by another.
+        revisions.correct(session, ids[1], parse(sitrep_text("Border Crossing Reopens at Rafah after Talks")),
+                          by="ed", note="The crossing reopened after talks.")
+        revisions.approve_correction(session, ids[1], by="chief", two_person=True)
         sitreps.withdraw_sitrep(session, ids[2], by="chief", reason="wrong mine")
     with client(settings_for(database_url, smtp, archive="public"), engine) as web:
         page = BeautifulSoup(web.get("/archive").text, "html.parser")

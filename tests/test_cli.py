@@ -86,14 +86,14 @@ def test_approval_workflow_and_show(run):
 
 
 def test_edit_from_corrected_file(run, tmp_path):
-    ok(run("sitrep", "import", "--approve", FIXTURES / "standard.txt"))
+    ok(run("sitrep", "import", FIXTURES / "standard.txt"))
     corrected = tmp_path / "corrected.txt"
     corrected.write_text((FIXTURES / "standard.txt").read_text().replace("a dozen", "twenty"))
     out = ok(run("sitrep", "edit", "1", "--from-file", corrected)).stdout
     assert "changed: commentary, bullets" in out
     shown = json.loads(run("sitrep", "show", "1", "--json").stdout)
     assert "about twenty grain carriers" in shown["summary"][0]
-    assert shown["status"] == "approved"
+    assert shown["status"] == "draft"
     bad = run("sitrep", "edit", "1", "--date", "03/03/2025")
     assert bad.exit_code == 2 and "--date" in bad.stderr
 

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 from sqlmodel import select
 
-from dispatch import db, digest, sitreps, subscribers, views
+from dispatch import db, digest, revisions, sitreps, subscribers, views
 from dispatch.compose import Composer
 from dispatch.config import Settings
 from dispatch.render import Personal
@@ -59,7 +59,7 @@ def settings(database_url, smtp, slack):
                     mail_from="Briefings <news@example.org>", slack_base_url=slack.base_url,
                     slack_bot_token=SecretStr(TOKEN), slack_min_interval=0, secret_key=SecretStr("k"),
                     public_url="https://news.example.org/", sender_threads=2, batch_size=3, bounce_limit=2,
-                    slack_webhook_hosts=("127.0.0.1",))  # the local Slack sink's webhooks
+                    slack_webhook_hosts=("127.0.0.1",), outbound_private_networks=("127.0.0.1/32",))  # the local Slack sink's webhooks
 
 
 @pytest.fixture
@@ -264,7 +264,9 @@ def test_changes_between_planning_and_sending(engine, runner, smtp):
         subscribers.edit_subscriber(session, "leaves@example.org", Preferences(), status=SubscriberStatus.unsubscribed)
         subscribers.get(session, "broken@example.org").address = "broken@@example"
         corrected = parse((FIXTURES / "standard.txt").read_text().replace("about a dozen", "fourteen"))
-        sitreps.edit_sitrep(session, sitrep_id, by="chief", content=corrected)
+        # Released: corrected, not edited; nobody has it yet, so no notice, and the digest carries the correction.
+        revisions.correct(session, sitrep_id, corrected, by="ed", note="fourteen carriers")
+        assert revisions.approve_correction(session, sitrep_id, by="chief").notices == 0
     summary = runner.drain()
     assert sorted(o.status for o in summary) == ["sent", "skipped", "skipped"]
     rows = deliveries(engine)

@@ -66,15 +66,24 @@ def test_import_with_approve(session):
     assert s.status == SitrepStatus.approved and s.approved_by == "ed"
 
 
-def test_editing_an_approved_sitrep_is_recorded_and_keeps_it_approved(session):
+def test_a_released_sitrep_is_not_edited_or_tagged_but_corrected(session):
     s = sitreps.import_parsed(session, parsed(), actor="ed", approve=True).sitrep
     corrected = parse((FIXTURES / "standard.txt").read_text().replace("about a dozen", "fourteen"))
-    sitreps.edit_sitrep(session, s.id, by="chief", content=corrected, priority=5)
-    assert s.status == SitrepStatus.approved
-    assert "fourteen grain carriers" in s.summary[0]
-    assert s.priority == 5
-    assert (s.changes[-1].action, s.changes[-1].detail) == (
-        "edited after approval", "changed: commentary, priority, bullets")
+    with pytest.raises(WorkflowError, match="sitrep correct 1"):
+        sitreps.edit_sitrep(session, s.id, by="chief", content=corrected, priority=5)
+    with pytest.raises(WorkflowError, match="sitrep correct 1"):
+        sitreps.tag_sitrep(session, s.id, ["global"], by="chief")
+    assert s.priority == 0 and "fourteen" not in s.summary[0]
+
+
+def test_an_edit_under_embargo_sends_it_back_to_draft(session):
+    from datetime import datetime, timedelta, timezone
+
+    s = sitreps.import_parsed(session, parsed(), actor="ed").sitrep
+    sitreps.approve_sitrep(session, s.id, by="chief", release_at=datetime.now(timezone.utc) + timedelta(days=1))
+    sitreps.edit_sitrep(session, s.id, by="ed", priority=5)
+    assert s.status == SitrepStatus.draft and s.approved_at is None and s.priority == 5
+    assert [c.action for c in s.changes][-2:] == ["edited", "approval withdrawn"]
 
 
 def test_edit_to_an_existing_title_and_date_is_refused(session):

@@ -117,6 +117,12 @@ class AppContext:
             audit.set_actor(audit.Actor(self.actor_kind, self.actor))
         return self.actor
 
+    def set_actor(self) -> None:
+        """For work that opens its own sessions (a CSV import): it acts as this invocation's actor."""
+        from dispatch.desk import audit
+
+        audit.set_actor(audit.Actor(self.actor_kind, self.actor))
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         from dispatch import db

@@ -1,4 +1,4 @@
-"""`dispatch sitrep …`: import, list, show, approve, withdraw, tag, edit."""
+"""`dispatch sitrep …`: import, list, show, approve, withdraw (or retract), tag, edit, correct."""
 
 from __future__ import annotations
 
@@ -102,6 +102,8 @@ def list_(
             for s in rows:
                 until = sitreps.embargoed_until(s)
                 shown = f"scheduled for {until:%Y-%m-%d %H:%M} UTC" if until else s.status.value
+                if s.flash:
+                    shown = f"FLASH · {shown}"
                 table.add_row(str(s.id), s.event_date.isoformat(), shown, escape(s.title),
                               ", ".join(sitreps.region_slugs(s)), s.approved_by or "")
             console.print(table)
@@ -146,15 +148,21 @@ def approve(
     release_at: str = typer.Option(None, "--release-at", metavar="WHEN",
                                    help="Embargo: nothing is sent before this instant (ISO 8601, e.g. "
                                         "2026-12-03T06:00Z; no offset: UTC)."),
+    flash: bool = typer.Option(False, "--flash",
+                               help="FLASH: send it at once to every matching reader, whatever their cadence "
+                                    "(their next digest leaves it out); with --release-at, at the release."),
     by: str = BY_OPTION,
 ) -> None:
-    """Approve a draft: it goes out in each subscriber's next window (after --release-at, if given)."""
+    """Approve a draft: it goes out in each subscriber's next window (after --release-at, if given),
+    or with --flash to every matching reader at once."""
     when = fields.parse_instant(release_at, field="--release-at") if release_at else None
     with app_context(ctx).session() as session:
         s = sitreps.approve_sitrep(session, sitrep_id, by=app_context(ctx).act_as(by), release_at=when,
-                                   two_person=app_context(ctx).settings.two_person_rule)
+                                   two_person=app_context(ctx).settings.two_person_rule, flash=flash)
         scheduled = f", scheduled for {when:%Y-%m-%d %H:%M} UTC" if when else ""
-        console.print(f"approved #{s.id} {escape(s.title)}{scheduled}", highlight=False)
+        sending = (f"; FLASH: it goes to every matching reader {'at the release' if when else 'at once'}"
+                   if flash else "")
+        console.print(f"approved #{s.id} {escape(s.title)}{scheduled}{sending}", highlight=False)
 
 
 @app.command()
@@ -179,12 +187,23 @@ def release(
 def withdraw(
     ctx: typer.Context,
     sitrep_id: int = ID_ARGUMENT,
-    reason: str = typer.Option("", "--reason", help="Why (recorded)."),
+    reason: str = typer.Option("", "--reason", help="Why (recorded; with --retract, sent to readers)."),
+    retract: bool = typer.Option(False, "--retract",
+                                 help="A retraction: everyone who received it is told (their Slack posts "
+                                      "replaced by a retraction notice, an email \"Retraction: <title>\")."),
     by: str = BY_OPTION,
 ) -> None:
     """Withdraw a SITREP: it is no longer delivered, even where already planned."""
     with app_context(ctx).session() as session:
-        s = sitreps.withdraw_sitrep(session, sitrep_id, by=app_context(ctx).act_as(by), reason=reason)
+        actor = app_context(ctx).act_as(by)
+        if retract:
+            from dispatch import revisions
+
+            done = revisions.retract(session, sitrep_id, by=actor, reason=reason)
+            console.print(f"retracted #{sitrep_id}: {done.notices} earlier reader(s) will be told "
+                          "(dispatch run sends the notices)", highlight=False)
+            return
+        s = sitreps.withdraw_sitrep(session, sitrep_id, by=actor, reason=reason)
         console.print(f"withdrew #{s.id} {escape(s.title)}", highlight=False)
 
 
@@ -211,7 +230,8 @@ def edit(
     from_file: Path = typer.Option(None, "--from-file", help="Replace the content from corrected SITREP text."),
     by: str = BY_OPTION,
 ) -> None:
-    """Edit a SITREP, approved or not; every edit is recorded in its history."""
+    """Edit a SITREP not yet released (one under embargo goes back to draft); every edit is recorded.
+    A released SITREP is changed with `dispatch sitrep correct`."""
     parsed_date = None
     if event_date is not None:
         try:
@@ -225,3 +245,68 @@ def edit(
                                 event_date=parsed_date, priority=priority, content=content)
         outcome = s.changes[-1].detail if len(s.changes) > changes_before else "nothing changed"
         console.print(f"#{s.id} {escape(s.title)}: {escape(outcome)}", highlight=False)
+
+
+@app.command()
+def correct(
+    ctx: typer.Context,
+    sitrep_id: int = ID_ARGUMENT,
+    from_file: Path = typer.Option(..., "--from-file", help="The corrected SITREP, in the import format."),
+    note: str = typer.Option(..., "--note", help="What was corrected and why (sent to earlier readers)."),
+    region: list[str] = typer.Option(None, "--region", "-r", help="Re-tag it with these regions (default: as now)."),
+    by: str = BY_OPTION,
+) -> None:
+    """Correct a released SITREP: a new revision, sent out once someone else approves it
+    (dispatch sitrep approve-correction ID)."""
+    from dispatch import revisions
+
+    parsed = read_sitrep_file(from_file)
+    with app_context(ctx).session() as session:
+        revision = revisions.correct(session, sitrep_id, parsed, by=app_context(ctx).act_as(by), note=note,
+                                     regions=split_values(region) or None)
+        shown = revisions.changes_of(revision, current=sitreps.get(session, sitrep_id))
+        console.print(f"correction (revision {revision.number}) of #{sitrep_id} awaits approval: "
+                      f"dispatch sitrep approve-correction {sitrep_id}", highlight=False)
+        for change in shown:
+            console.print(f"  {escape(change.line())}", highlight=False)
+
+
+@app.command("approve-correction")
+def approve_correction(
+    ctx: typer.Context,
+    sitrep_id: int = ID_ARGUMENT,
+    by: str = BY_OPTION,
+) -> None:
+    """Approve the pending correction of a SITREP: it becomes the SITREP, and everyone who received it is told."""
+    from dispatch import revisions
+
+    appctx = app_context(ctx)
+    with appctx.session() as session:
+        done = revisions.approve_correction(session, sitrep_id, by=appctx.act_as(by),
+                                            two_person=appctx.settings.two_person_rule)
+        console.print(f"approved revision {done.revision.number} of #{sitrep_id}: {done.notices} earlier "
+                      "reader(s) will be told (dispatch run sends the notices)", highlight=False)
+
+
+@app.command("revisions")
+def list_revisions(
+    ctx: typer.Context,
+    sitrep_id: int = ID_ARGUMENT,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """A SITREP's corrections and retraction, with what each changed."""
+    from dispatch import revisions
+
+    with app_context(ctx).session() as session:
+        current = sitreps.get(session, sitrep_id)
+        data = [revisions.as_dict(r, current=current) for r in revisions.revisions(session, sitrep_id)]
+    if as_json:
+        print_json(data)
+        return
+    if not data:
+        console.print(f"#{sitrep_id} has no corrections")
+    for r in data:
+        who = f"by {r['made_by']}" + (f", approved by {r['approved_by']}" if r["approved_by"] else ", pending")
+        console.print(f"[bold]revision {r['revision']}[/] {r['kind']} {who}: {escape(r['note'])}", highlight=False)
+        for change in r["diff"]:
+            console.print(f"  {change['sign']} {change['part']}: {escape(change['text'])}", highlight=False)

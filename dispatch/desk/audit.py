@@ -23,7 +23,8 @@ from sqlmodel import Session, col, select
 
 from dispatch import paging
 from dispatch.models import (
-    AdminUser, ApiToken, AuditEntry, Commentary, EventWebhook, Region, Sitrep, StoredSetting, Subscriber, utcnow,
+    AdminUser, ApiToken, AuditEntry, Commentary, EventWebhook, Region, Sitrep, SitrepRevision, StoredSetting,
+    Subscriber, utcnow,
 )
 
 ACTOR_KINDS = ("user", "token", "cli", "system", "reader")
@@ -72,6 +73,7 @@ AUDITED = {
     Region: "region",
     StoredSetting: "setting",
     EventWebhook: "webhook",  # where readers' addresses may be sent
+    SitrepRevision: "revision",  # a correction or retraction; filed under its SITREP's target
 }
 IGNORED = {"planned_through", "next_due_at", "updated_at", "created_at", "last_login_at", "last_used_at",
            "immediate_planned_at", "address_key", "bounce_count", "fingerprint", "source_text"}
@@ -96,6 +98,8 @@ def _related_key(obj) -> str:
 
 
 def _target(obj) -> str:
+    if isinstance(obj, SitrepRevision):  # `dispatch audit --target sitrep:N` shows its corrections too
+        return f"sitrep:{obj.sitrep_id}"
     kind = AUDITED[type(obj)]
     key = getattr(obj, "slug", None) if isinstance(obj, Region) else getattr(obj, "key", None) \
         if isinstance(obj, StoredSetting) else getattr(obj, "id", None)
@@ -131,6 +135,12 @@ def changed_fields(obj, *, new: bool = False) -> dict:
 
 
 def _action(obj, verb: str, changes: dict) -> str:
+    if isinstance(obj, SitrepRevision):
+        # sitrep.correction (made), sitrep.correction.approved, sitrep.retraction …
+        kind = getattr(obj.kind, "value", obj.kind)
+        if verb == "changed" and "approved_by" in changes:
+            return f"sitrep.{kind}.approved"
+        return f"sitrep.{kind}" + ("" if verb == "created" else f".{verb}")
     kind = AUDITED[type(obj)]
     if verb == "changed" and "status" in changes:
         return f"{kind}.{changes['status'][1]}"  # sitrep.approved, subscriber.bounced …
@@ -159,6 +169,15 @@ def _record(session: sa.orm.Session, _flush_context) -> None:
         session.connection().execute(sa.insert(AuditEntry.__table__), [
             {"at": now, "actor_kind": actor.kind, "actor": actor.name[:200], "action": _action(obj, verb, changes),
              "target": _target(obj)[:100], "changes": changes} for obj, verb, changes in rows])
+
+
+def record_bulk(session: sa.orm.Session, *, action: str, target: str, changes: dict) -> None:
+    """One entry for a bulk change the flush hook never sees (a CSV
+    import's Core inserts): by whoever is acting, like any other entry."""
+    actor = current_actor()
+    session.connection().execute(sa.insert(AuditEntry.__table__), [
+        {"at": utcnow(), "actor_kind": actor.kind, "actor": actor.name[:200], "action": action[:64],
+         "target": target[:100], "changes": {k: _plain(v) for k, v in changes.items()}}])
 
 
 # --- reading it ------------------------------------------------------------------

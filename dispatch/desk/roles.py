@@ -65,7 +65,7 @@ def parse_role(value: str, *, field: str = "role") -> Role:
         raise FieldError(field, "one of " + ", ".join(r.value for r in Role)) from None
 
 
-EDITS = ("imported", "edited", "edited after approval", "tagged")  # SitrepChange actions that author content
+EDITS = ("imported", "edited", "tagged")  # SitrepChange actions that author content
 
 
 def two_person_refusal(changes: list[tuple[str, str]], *, approver: str) -> str | None:

@@ -1,10 +1,15 @@
-"""The event types an event webhook can ask for."""
+"""The event types an event webhook can ask for.
+
+A SITREP under embargo emits nothing until its release (sitrep.approved
+then); cancelling such a release emits nothing either (sitreps.cancel_release).
+"""
 
 from __future__ import annotations
 
 TYPES = (
     "sitrep.approved",
-    "sitrep.corrected",  # emitted by the SITREP corrections code (events.emit)
+    "sitrep.corrected",  # a correction approved (dispatch.revisions)
+    "sitrep.retracted",  # a released SITREP withdrawn with notices to its readers (dispatch.revisions)
     "sitrep.withdrawn",
     "delivery.sent",
     "delivery.failed",

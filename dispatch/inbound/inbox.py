@@ -98,16 +98,28 @@ class Inbox:
     # --- the message ---------------------------------------------------------
 
     def deliver(self, data: bytes, *, recipient: str, source: str, null_sender: bool = False) -> Reply:
+        return self.deliver_all(data, recipients=[recipient], source=source, null_sender=null_sender)[0]
+
+    def deliver_all(self, data: bytes, *, recipients: list[str], source: str,
+                    null_sender: bool = False) -> list[Reply]:
+        """One reply per recipient, in their order (LMTP answers each). The
+        message is parsed once, with its bounds, before any recipient's work."""
+        try:
+            message = mailparts.parse(data)
+        except mailparts.MailError as exc:
+            too_large = isinstance(exc, mailparts.MailTooLarge)
+            for recipient in recipients:
+                self._log(source, recipient, "refused", "too large" if too_large else "unreadable (too many parts)")
+            return [TOO_LARGE if too_large else UNREADABLE for _ in recipients]
+        key = _event_key(message, data)
+        return [self._deliver(message, key, recipient=r, source=source, null_sender=null_sender)
+                for r in recipients]
+
+    def _deliver(self, message, key: str, *, recipient: str, source: str, null_sender: bool) -> Reply:
         refused = self.check_recipient(recipient)
         if refused is not None:
             return refused
-        try:
-            message = mailparts.parse(data)
-        except mailparts.MailError:
-            self._log(source, recipient, "refused", "too large")
-            return TOO_LARGE
         role, token = self._role(recipient)
-        key = _event_key(message, data)
         try:
             report, note = self._report(message, role=role, token=token, source=source, key=key,
                                         null_sender=null_sender)
@@ -182,7 +194,7 @@ class Inbox:
     def _attribute_by_message_id(self, session, report):
         if not isinstance(report, _ByMessageId):
             return report
-        delivery_id = _delivery_in_message_id(report.message_id, self.installation)
+        delivery_id = delivery_in_message_id(report.message_id, self.installation)
         delivery = session.get(Delivery, delivery_id) if delivery_id is not None else None
         reader = session.get(Subscriber, delivery.subscriber_id) if delivery is not None else None
         if reader is None or not report.recipient or reader.address.lower() != report.recipient:
@@ -248,7 +260,7 @@ class _ByMessageId:
     recipient: str | None
 
 
-def _delivery_in_message_id(message_id: str, installation: str) -> int | None:
+def delivery_in_message_id(message_id: str, installation: str) -> int | None:
     """``<delivery-42.<tag>@domain>`` → 42, only when the tag is this
     installation's keyed hash of 42 (mime.delivery_tag): a Message-ID seen
     in one reader's email cannot be edited into another reader's."""

@@ -27,6 +27,10 @@ PUBLIC_PATHS = frozenset({
     # Probes for load balancers and orchestrators; /metrics wants its bearer
     # token (DISPATCH_METRICS_TOKEN) or a loopback client.
     "/healthz", "/readyz", "/metrics",
+    # Mail providers' bounce and complaint webhooks: each request proves
+    # itself by the provider's signature, or Postmark's basic auth
+    # (dispatch.web.provider_webhooks); a provider not configured answers 404.
+    "/webhooks/ses", "/webhooks/sendgrid", "/webhooks/mailgun", "/webhooks/postmark",
 })
 
 

@@ -194,10 +194,16 @@ def sitrep_import(request: Request, text: str = Form(""), file: UploadFile | Non
 
 @router.get("/sitreps/{sitrep_id}", dependencies=[requires(P.read)])
 def sitrep_detail(sitrep_id: Id, request: Request, session: Session = Depends(db_session)):
+    from dispatch import revisions
+
     sitrep = sitreps.get(session, sitrep_id)
     data = sitreps.as_dict(sitrep, full=True)
     return page(request, "admin/sitrep.html", sitrep=data, all_regions=taxonomy.all_regions(session),
-                deliveries=ledger.log(session, sitrep_id=sitrep_id, limit=20))
+                deliveries=ledger.log(session, sitrep_id=sitrep_id, limit=20),
+                released=sitrep.status == SitrepStatus.approved and sitreps.embargoed_until(sitrep) is None,
+                revisions=[{**revisions.as_dict(r, current=sitrep), "content": r.content}
+                           for r in revisions.revisions(session, sitrep_id)],
+                source_text=sitrep.source_text)
 
 
 @router.post("/sitreps/{sitrep_id}/edit", dependencies=[requires(P.edit), Depends(require_csrf)])
@@ -222,12 +228,17 @@ def sitrep_edit(sitrep_id: Id, request: Request, form: FormData = Depends(submit
 
 @router.post("/sitreps/{sitrep_id}/approve", **form_post(P.approve))
 def sitrep_approve(sitrep_id: Id, request: Request, release_at: str = Form(""),
+                   send_flash: bool = Form(False, alias="flash"),  # flash(): the page's message
                    session: Session = Depends(db_session)):
     when = fields.parse_instant(release_at, field="release at") if release_at.strip() else None
     sitreps.approve_sitrep(session, sitrep_id, by=request.state.admin.username, release_at=when,
-                           two_person=request.app.state.settings.two_person_rule)
-    flash(request, f"SITREP {sitrep_id} is approved, scheduled for {when:%Y-%m-%d %H:%M} UTC: nothing is sent "
-                   "before then." if when else f"SITREP {sitrep_id} is approved: the next planning run sends it out.")
+                           two_person=request.app.state.settings.two_person_rule, flash=send_flash)
+    said = (f"SITREP {sitrep_id} is approved, scheduled for {when:%Y-%m-%d %H:%M} UTC: nothing is sent "
+            "before then." if when else f"SITREP {sitrep_id} is approved: the next planning run sends it out.")
+    if send_flash:
+        said = (f"SITREP {sitrep_id} is approved as a FLASH: it goes to every matching reader "
+                + (f"at its release, {when:%Y-%m-%d %H:%M} UTC." if when else "at once."))
+    flash(request, said)
     return _back(f"/admin/sitreps/{sitrep_id}")
 
 
@@ -243,7 +254,14 @@ def sitrep_release(sitrep_id: Id, request: Request, cancel: str = Form(""), sess
 
 
 @router.post("/sitreps/{sitrep_id}/withdraw", **form_post(P.approve))
-def sitrep_withdraw(sitrep_id: Id, request: Request, reason: str = Form(""), session: Session = Depends(db_session)):
+def sitrep_withdraw(sitrep_id: Id, request: Request, reason: str = Form(""), retract: str = Form(""),
+                    session: Session = Depends(db_session)):
+    if retract:  # a retraction: withdrawn, and everyone who received it is told
+        from dispatch import revisions
+
+        done = revisions.retract(session, sitrep_id, by=request.state.admin.username, reason=reason)
+        flash(request, f"SITREP {sitrep_id} is retracted: {done.notices} earlier reader(s) will be told.")
+        return _back(f"/admin/sitreps/{sitrep_id}")
     sitreps.withdraw_sitrep(session, sitrep_id, by=request.state.admin.username, reason=reason)
     flash(request, f"SITREP {sitrep_id} is withdrawn: deliveries not yet sent leave it out.")
     return _back(f"/admin/sitreps/{sitrep_id}")
@@ -315,7 +333,9 @@ def subscriber_import_form(request: Request):
 
 @router.post("/subscribers/import", dependencies=[requires(P.subscribers), Depends(require_csrf)])
 def subscriber_import(request: Request, file: UploadFile | None = File(None), text: str = Form("")):
+    file_name = "(pasted text)"
     if file is not None and file.filename:
+        file_name = file.filename
         if file.size is not None and file.size > uploads.CSV_MAX_BYTES:
             raise HTTPException(413, f"The CSV file is larger than {uploads.CSV_MAX_BYTES // 1024} KB.")
         # One byte past the limit is enough to refuse it (csv_import says so, naming the limit).
@@ -326,10 +346,11 @@ def subscriber_import(request: Request, file: UploadFile | None = File(None), te
     if len(data) > import_jobs.INLINE_MAX_BYTES:
         # Longer than a request should take: a job in the background, and its page.
         job_id = import_jobs.start(engine, data, started_by=request.state.admin.username,
-                                   limit=uploads.CSV_MAX_BYTES, webhook_hosts=hosts)
+                                   limit=uploads.CSV_MAX_BYTES, webhook_hosts=hosts, file_name=file_name)
         return RedirectResponse(f"/admin/subscribers/import/{job_id}", status_code=303)
     try:
-        report = csv_import.import_csv(engine, io.BytesIO(data), limit=uploads.CSV_MAX_BYTES, webhook_hosts=hosts)
+        report = csv_import.import_csv(engine, io.BytesIO(data), limit=uploads.CSV_MAX_BYTES, webhook_hosts=hosts,
+                                       file_name=file_name)
     except InputError as exc:
         return page(request, "admin/subscriber_import.html", status_code=400, report=None, error=str(exc))
     return page(request, "admin/subscriber_import.html", report=import_jobs.as_report(report), error=None)

@@ -112,10 +112,13 @@ def get_sitrep(sitrep_id: SitrepId, session: Session = Depends(db_session)) -> d
 @router.post("/sitreps/{sitrep_id}/approve", dependencies=[requires(P.approve)], summary="Approve a SITREP: the next planning run delivers it")
 def approve_sitrep(sitrep_id: SitrepId, request: Request, actor: str = Depends(_actor),
                    release_at: datetime | None = Query(None, description="embargo: send nothing before this instant"),
+                   flash: bool = Query(False, description="FLASH: send it at once to every matching reader, "
+                                                          "whatever their cadence (with release_at: at the release)"),
                    session: Session = Depends(db_session)) -> dict:
     return sitreps.as_dict(sitreps.approve_sitrep(session, sitrep_id, by=actor,
                                                   release_at=_utc(release_at, "release_at"),
-                                                  two_person=request.app.state.settings.two_person_rule))
+                                                  two_person=request.app.state.settings.two_person_rule,
+                                                  flash=flash))
 
 
 @router.post("/sitreps/{sitrep_id}/release", dependencies=[requires(P.approve)],
@@ -126,9 +129,16 @@ def release_sitrep(sitrep_id: SitrepId, cancel: bool = False, actor: str = Depen
     return sitreps.as_dict(change(session, sitrep_id, by=actor))
 
 
-@router.post("/sitreps/{sitrep_id}/withdraw", dependencies=[requires(P.approve)], summary="Withdraw a SITREP: unsent deliveries leave it out")
-def withdraw_sitrep(sitrep_id: SitrepId, reason: str = "", actor: str = Depends(_actor),
-                    session: Session = Depends(db_session)) -> dict:
+@router.post("/sitreps/{sitrep_id}/withdraw", dependencies=[requires(P.approve)],
+             summary="Withdraw a SITREP: unsent deliveries leave it out (retract=true: everyone who received it is told)")
+def withdraw_sitrep(sitrep_id: SitrepId, reason: str = Query("", max_length=2000),
+                    retract: bool = Query(False, description="a retraction: a notice to every earlier reader"),
+                    actor: str = Depends(_actor), session: Session = Depends(db_session)) -> dict:
+    if retract:
+        from dispatch import revisions
+
+        done = revisions.retract(session, sitrep_id, by=actor, reason=reason)
+        return {**sitreps.as_dict(sitreps.get(session, sitrep_id)), "notices": done.notices}
     return sitreps.as_dict(sitreps.withdraw_sitrep(session, sitrep_id, by=actor, reason=reason))
 
 

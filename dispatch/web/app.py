@@ -27,8 +27,9 @@ from dispatch.config import Settings
 from dispatch.errors import ConflictError, DispatchError, InputError, NotFoundError
 from dispatch.retry import RetryPolicy
 from dispatch.scheduler import smtp_adapter
-from dispatch.web import (admin_pages, api, archive, bounce_pages, feeds, health, metrics_route, public_pages,
-                          webhook_pages, webhooks_api)
+from dispatch.web import (admin_pages, api, archive, bounce_pages, feeds, health, metrics_route,
+                          provider_webhooks, public_pages, revision_pages, revisions_api, webhook_pages,
+                          webhooks_api)
 from dispatch.web.middleware import BodyLimit, SecurityHeaders
 from dispatch.web.pages import message, templates
 from dispatch.web.security import LoginRequired, Throttle
@@ -47,7 +48,8 @@ def upload_allowance(path: str) -> int | None:
     if path == "/admin/subscribers/import":
         return MAX_BODY_BYTES
     if path in ("/admin/sitreps/new", "/api/sitreps") or (path.startswith("/admin/sitreps/")
-                                                          and path.endswith("/edit")):
+                                                          and path.endswith(("/edit", "/correct"))) or (
+            path.startswith("/api/sitreps/") and path.endswith("/corrections")):
         return SITREP_BODY_BYTES
     return None
 
@@ -64,6 +66,9 @@ class BodyAllowance:
         self.engine = engine
 
     async def __call__(self, scope) -> int:
+        if scope["path"] in provider_webhooks.PATHS:
+            # Signed, not signed in: providers batch their events (the route checks the signature).
+            return provider_webhooks.BODY_BYTES
         allowance = upload_allowance(scope["path"])
         if allowance is None:
             return DEFAULT_BODY_BYTES
@@ -89,11 +94,13 @@ class BodyAllowance:
             return False
 
 
-def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None, ready_mailer=None) -> FastAPI:
+def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None, ready_mailer=None,
+               sns_fetcher=None) -> FastAPI:
     """``mailer`` sends confirmation emails (default: an SMTP adapter from the
     settings), from a notice sender that runs while the app is served.
     ``ready_mailer``: the digest sender's SMTP adapter when the app runs
-    inside `dispatch run --web`, whose relay /readyz then checks too."""
+    inside `dispatch run --web`, whose relay /readyz then checks too.
+    ``sns_fetcher``: fetches SNS signing certificates (provider_webhooks.install)."""
     engine = engine or bootstrap.open_engine(settings)
     secret = bootstrap.secret_key(engine, settings)
 
@@ -128,7 +135,9 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
     app.state.signup_throttle = Throttle(limit=10, window=3600)
     app.state.notice_worker = None  # started with the server (lifespan)
     app.state.ready_mailer = ready_mailer
-    app.state.mailer = mailer or smtp_adapter(settings, installation=bootstrap.installation_id(engine))
+    app.state.readiness = health.Readiness()  # /readyz's checks, shared between its requests
+    app.state.installation = bootstrap.installation_id(engine)
+    app.state.mailer = mailer or smtp_adapter(settings, installation=app.state.installation)
     app.state.composer = Composer(settings, engine)  # renderers for the previews, built once
     # The session key is derived from the link key, so neither can be used as the other.
     session_key = hmac.new(secret.encode(), b"dispatch web session", hashlib.sha256).hexdigest()
@@ -153,8 +162,11 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
     app.include_router(admin_pages.router)
     app.include_router(bounce_pages.router)
     app.include_router(api.router)
+    app.include_router(revisions_api.router)
+    app.include_router(revision_pages.router)
     app.include_router(webhooks_api.router)
     app.include_router(webhook_pages.router)
+    provider_webhooks.install(app, sns_fetcher=sns_fetcher)
     _error_handlers(app)
     return app
 

@@ -1,0 +1,1 @@
+"""Provider webhooks (SES through SNS, SendGrid, Mailgun, Postmark): verified, read, recorded."""
