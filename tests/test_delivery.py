@@ -277,8 +277,8 @@ def test_changes_between_planning_and_sending(engine, runner, smtp):
 
 
 def test_an_edit_between_two_batches_reaches_the_second(engine, runner, smtp, clock):
-    """The sender keeps SITREP views between batches by revision: an edit made
-    after the first batch went out is what the next batch renders."""
+    """The sender keeps SITREP views between batches by revision: a correction
+    approved after the first batch went out is what the next batch renders."""
     from dispatch import ledger
 
     _, handler = smtp
@@ -287,9 +287,10 @@ def test_an_edit_between_two_batches_reaches_the_second(engine, runner, smtp, cl
     with db.session_scope(engine) as session:
         first = ledger.claim(session, now=clock.now, limit=1)
     assert [o.status for o in runner.sender.process(first)] == ["sent"]
-    with db.session_scope(engine) as session:
+    with db.session_scope(engine) as session:  # released: corrected, and the correction approved
         corrected = parse((FIXTURES / "standard.txt").read_text().replace("about a dozen", "fourteen"))
-        sitreps.edit_sitrep(session, sitrep_id, by="chief", content=corrected)
+        revisions.correct(session, sitrep_id, corrected, by="ed", note="fourteen carriers")
+        revisions.approve_correction(session, sitrep_id, by="chief")
     assert [o.status for o in runner.drain()] == ["sent"]
     before, after = messages(handler)
     assert "fourteen grain carriers" not in before.get_payload()[0].get_content()
