@@ -56,7 +56,10 @@ DELIVERY_TAG_CHARS = 16  # 80 bits of HMAC, lower-case base32 (some systems fold
 @lru_cache(maxsize=4096)
 def delivery_tag(installation: str, delivery_id: int) -> str:
     mac = hmac.digest(installation.encode("ascii"), b"dispatch message-id %d" % int(delivery_id), "sha256")
-    return base64.b32encode(mac).decode("ascii").lower()[:DELIVERY_TAG_CHARS]
+    # Base32 turns each 5 bytes into 8 characters on their own: the first 10
+    # bytes are the first 16 characters, and the pure-Python encoder does a
+    # third of the work.
+    return base64.b32encode(mac[:DELIVERY_TAG_CHARS * 5 // 8]).decode("ascii").lower()
 
 
 @lru_cache(maxsize=4)
