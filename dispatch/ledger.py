@@ -364,6 +364,9 @@ _SENT_LATE = (
 )
 
 
+_ATTEMPT = sa.insert(DeliveryAttempt.__table__)
+
+
 def record(session: Session, finishes: Sequence[Finish]) -> int:
     """Write the finishes and their log rows; returns how many rows this
     worker still owned (the others' claims had been taken over)."""
@@ -375,15 +378,18 @@ def record(session: Session, finishes: Sequence[Finish]) -> int:
          "b_next": f.next_attempt_at, "b_sent_at": f.sent_at,
          "b_attempts": f.claimed.attempts if f.attempts is None else f.attempts} for f in finishes
     ]
-    owned = session.execute(_FINISH, params).rowcount
+    # Core statements on the session's connection: the ORM's execute path
+    # adds its own work to every statement, and this runs every 20 messages.
+    connection = session.connection()
+    owned = connection.execute(_FINISH, params).rowcount
     stale = ""
     if owned != len(finishes):  # rare: a claim in this run was taken over
-        late = sum(session.execute(_SENT_LATE, p).rowcount for f, p in zip(finishes, params)
+        late = sum(connection.execute(_SENT_LATE, p).rowcount for f, p in zip(finishes, params)
                    if f.status == DeliveryStatus.sent)
         stale = (" (a claim in this run had expired and was taken over"
                  + (f"; {late} accepted message(s) recorded as sent all the same)" if late else ")"))
         owned += late
-    session.execute(sa.insert(DeliveryAttempt.__table__), [
+    connection.execute(_ATTEMPT, [
         {"delivery_id": f.claimed.id, "at": f.at, "outcome": f.outcome, "detail": fit(f.detail + stale, MAX_TEXT)}
         for f in finishes
     ])
