@@ -40,10 +40,12 @@ from dispatch.models import (
     SubscriberAnalyst,
     SubscriberChange,
     SubscriberKind,
+    SubscriberNameWord,
     SubscriberRegion,
     SubscriberStatus,
     address_key,
     name_key,
+    name_word_rows,
     utcnow,
 )
 
@@ -353,6 +355,10 @@ def _insert(engine: Engine, batch: list[_Row]) -> tuple[list[tuple[int, str]], l
                     session.execute(sa.insert(SubscriberRegion.__table__), regions)
                 if analysts:
                     session.execute(sa.insert(SubscriberAnalyst.__table__), analysts)
+                # What the flush keeps for a name (models._keep_name_words): a search by a later word.
+                words = [word for row in fresh for word in name_word_rows(ids[row.kind, row.key], row.name)]
+                if words:
+                    session.execute(sa.insert(SubscriberNameWord.__table__), words)
                 # Their first line of history, as the flush hook writes for a
                 # subscriber added one by one (models._record_status_changes).
                 if fresh:

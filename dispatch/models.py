@@ -255,6 +255,21 @@ def _name_key_default(context) -> str:
     return name_key(context.get_current_parameters().get("name"))
 
 
+def name_word_keys(name: str | None) -> list[str]:
+    """What ``subscriber_name_word`` holds for a name: its key from each
+    later word to the end — "maria lund" and "lund" for "Anna Maria Lund".
+    A search text that starts one of them starts a later word of the name
+    (and goes on with the words after it, as "maria lu"); the first word is
+    name_key itself. At most 100 for a name of 200 characters."""
+    words = name_key(name).split(" ")
+    return [" ".join(words[i:]) for i in range(1, len(words))]
+
+
+def name_word_rows(subscriber_id: int, name: str | None) -> list[dict]:
+    """The subscriber_name_word rows of one subscriber, for a Core insert."""
+    return [{"subscriber_id": subscriber_id, "word_key": key} for key in name_word_keys(name)]
+
+
 class SubscriberRegion(SQLModel, table=True):
     __tablename__ = "subscriber_region"
     subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
@@ -265,6 +280,22 @@ class SubscriberAnalyst(SQLModel, table=True):
     __tablename__ = "subscriber_analyst"
     subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
     analyst_id: int = Field(foreign_key="analyst.id", primary_key=True)
+
+
+class SubscriberNameWord(SQLModel, table=True):
+    """A name search by a later word ("Lund", "lu" find "Anna Lund"): each
+    subscriber's ``name_word_keys``, so that such a search is a range of the
+    word_key index, as a search by the first word is one of name_key's.
+    Derived from subscriber.name_key and kept with it by every writer of
+    names: the flush (``_keep_name_words`` below) and the CSV import's Core
+    inserts (``name_word_rows``); a Core write elsewhere must do the same."""
+
+    __tablename__ = "subscriber_name_word"
+    __table_args__ = (sa.Index("ix_subscriber_name_word_word_key", "word_key", "subscriber_id"),)
+    # The subscriber first: rewriting one reader's words is a range of the key.
+    subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
+    # In code-point order on every backend, like name_key (a prefix is a range).
+    word_key: str = Field(primary_key=True, max_length=NAME_KEY_LENGTH, sa_type=NAME_KEY_TYPE)
 
 
 class Subscriber(SQLModel, table=True):
@@ -364,6 +395,27 @@ def _record_status_changes(session: sa.orm.Session, _flush_context) -> None:
                      "to_status": _value(obj.status), "reason": (obj.status_reason or None) and obj.status_reason[:500]})
     if rows:
         session.connection().execute(sa.insert(SubscriberChange.__table__), rows)
+
+
+@sa.event.listens_for(sa.orm.Session, "after_flush")
+def _keep_name_words(session: sa.orm.Session, _flush_context) -> None:
+    """subscriber_name_word follows each new or renamed subscriber's name_key
+    (set in _before_flush); a deleted one's rows go by ON DELETE CASCADE."""
+    table = SubscriberNameWord.__table__
+    renamed, rows = [], []
+    for obj in (*session.new, *session.dirty):
+        if not isinstance(obj, Subscriber) or obj in session.deleted:
+            continue
+        if obj not in session.new:
+            if not sa.inspect(obj).attrs.name_key.history.has_changes():
+                continue
+            renamed.append(obj.id)
+        rows += name_word_rows(obj.id, obj.name)
+    connection = session.connection() if renamed or rows else None
+    if renamed:
+        connection.execute(sa.delete(table).where(table.c.subscriber_id.in_(renamed)))
+    if rows:
+        connection.execute(sa.insert(table), rows)
 
 
 def _value(status) -> str | None:
