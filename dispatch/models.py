@@ -9,66 +9,20 @@ PostgreSQL would. ``info={"field": …}`` names a column as a person knows it
 
 import secrets
 from itertools import chain
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from enum import Enum
-from functools import lru_cache
 
 import sqlalchemy as sa
 import sqlalchemy.orm
-from sqlalchemy.types import TypeDecorator
 from sqlmodel import Column, Field, Relationship, SQLModel
 
 from dispatch import fields
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class UTCDateTime(TypeDecorator):
-    """Timezone-aware UTC datetimes on every backend.
-
-    SQLite keeps no offset, so values are stored as naive UTC and come back
-    tagged as UTC; PostgreSQL stores timestamptz.
-    """
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: dispatch stores only aware datetimes")
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
-
-    # The same few instants are written and read thousands of times (every
-    # row of a planning pass carries the same ``now``; readers in one time
-    # zone share their cursors), and each conversion costs microseconds of
-    # parsing or formatting: remember the latest ones, per column and dialect.
-    def bind_processor(self, dialect):
-        return _remembered(super().bind_processor(dialect))
-
-    def result_processor(self, dialect, coltype):
-        return _remembered(super().result_processor(dialect, coltype))
-
-
-REMEMBERED_INSTANTS = 256  # per column and dialect: a few kB each
-
-
-def _remembered(process):
-    """``process`` with its latest results remembered. Equal aware datetimes
-    are the same instant, and every conversion here depends on the instant
-    alone, so sharing a result between them is exact."""
-    return lru_cache(maxsize=REMEMBERED_INSTANTS)(process) if process is not None else None
+# Defined apart so that a command that only reads can use them without SQLModel
+# (dispatch.read_tables); they are the models' own, re-exported from here.
+from dispatch.coltypes import REMEMBERED_INSTANTS, UTCDateTime, utcnow  # noqa: F401
+from dispatch.enums import (  # noqa: F401
+    Cadence, DeliveryStatus, MailFormat, Role, SitrepStatus, SubscriberKind, SubscriberStatus,
+)
 
 
 def _utc(nullable: bool = True) -> Column:
@@ -78,44 +32,6 @@ def _utc(nullable: bool = True) -> Column:
 def _named(field: str, **column_kwargs) -> dict:
     """sa_column_kwargs naming the column in refusals."""
     return {"info": {"field": field}, **column_kwargs}
-
-
-class SitrepStatus(str, Enum):
-    draft = "draft"
-    approved = "approved"
-    withdrawn = "withdrawn"
-
-
-class SubscriberKind(str, Enum):
-    email = "email"
-    slack = "slack"
-
-
-class Cadence(str, Enum):
-    immediate = "immediate"
-    daily = "daily"
-    weekly = "weekly"
-
-
-class MailFormat(str, Enum):
-    html = "html"
-    text = "text"
-
-
-class SubscriberStatus(str, Enum):
-    pending = "pending"
-    active = "active"
-    unsubscribed = "unsubscribed"
-    bounced = "bounced"
-    disabled = "disabled"
-
-
-class DeliveryStatus(str, Enum):
-    pending = "pending"
-    sending = "sending"
-    sent = "sent"
-    failed = "failed"
-    skipped = "skipped"
 
 
 def _enum(enum_cls: type[Enum]) -> sa.Enum:
@@ -129,14 +45,6 @@ def _enum(enum_cls: type[Enum]) -> sa.Enum:
         name=f"{enum_cls.__name__.lower()}_check",
         values_callable=lambda e: [m.value for m in e],
     )
-
-
-class Role(str, Enum):
-    """What an admin user or API token may do (dispatch.desk.roles)."""
-    viewer = "viewer"
-    editor = "editor"
-    approver = "approver"
-    admin = "admin"
 
 
 class Region(SQLModel, table=True):
