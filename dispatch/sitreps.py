@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import or_
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
-from dispatch import catalogue, fields, paging, taxonomy
+from dispatch import catalogue, fields, paging, sitrep_rows, taxonomy
 from dispatch.desk import roles
 from dispatch.errors import DuplicateError, FieldError, NotFoundError, WorkflowError
 from dispatch.models import Commentary, Sitrep, SitrepChange, SitrepRevision, SitrepStatus, utcnow
@@ -99,16 +98,9 @@ def get(session: Session, sitrep_id: int) -> Sitrep:
 
 
 def _listed(status: SitrepStatus | None, search: str | None):
-    query = select(Sitrep).options(selectinload(Sitrep.regions))
-    if status is not None:
-        query = query.where(Sitrep.status == status)
-    if search:
-        # A contains-search over the text: SITREPs number in the thousands, not the
-        # hundred thousands, and a page stops reading once it is full.
-        pattern = fields.contains_pattern(search)
-        query = query.where(or_(col(Sitrep.title).ilike(pattern, escape=fields.LIKE_ESCAPE),
-                                col(Sitrep.source_text).ilike(pattern, escape=fields.LIKE_ESCAPE)))
-    return query
+    # The same filter as `dispatch sitrep list` reads with Core (dispatch.sitrep_rows).
+    return select(Sitrep).options(selectinload(Sitrep.regions)).where(
+        *sitrep_rows.listed_filter(Sitrep.__table__.c, status=status, search=search))
 
 
 def list_sitreps(
@@ -173,11 +165,7 @@ def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | 
     return sitrep
 
 
-def embargoed_until(sitrep: Sitrep, *, now: datetime | None = None) -> datetime | None:
-    """When an approved SITREP is released, if that is still to come."""
-    if sitrep.status == SitrepStatus.approved and sitrep.approved_at and sitrep.approved_at > (now or utcnow()):
-        return sitrep.approved_at
-    return None
+embargoed_until = sitrep_rows.embargoed_until  # when an approved SITREP is released, if still to come
 
 
 def release_sitrep(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
@@ -372,18 +360,7 @@ def region_slugs(sitrep: Sitrep) -> list[str]:
 
 
 def as_dict(sitrep: Sitrep, *, full: bool = False) -> dict:
-    data = {
-        "id": sitrep.id,
-        "title": sitrep.title,
-        "event_date": sitrep.event_date.isoformat(),
-        "status": sitrep.status.value,
-        "regions": region_slugs(sitrep),
-        "approved_at": sitrep.approved_at.isoformat() if sitrep.approved_at else None,
-        "approved_by": sitrep.approved_by,
-        "scheduled_for": until.isoformat() if (until := embargoed_until(sitrep)) else None,
-        "flash": bool(sitrep.flash),
-        "priority": sitrep.priority,
-    }
+    data = sitrep_rows.as_dict(sitrep, region_slugs(sitrep))
     if full:
         data["summary"] = list(sitrep.summary)
         data["commentary"] = [

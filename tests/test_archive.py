@@ -20,7 +20,7 @@ from sqlmodel import select
 
 from dispatch import admins, db, links, revisions, sitreps, subscribers
 from dispatch.config import Settings
-from dispatch.models import Delivery, Subscriber, SubscriberKind
+from dispatch.models import Subscriber, SubscriberKind
 from dispatch.scheduler import Runner
 from dispatch.sitrep_text import parse
 from dispatch.subscribers import Preferences

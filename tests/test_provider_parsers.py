@@ -6,8 +6,6 @@ the settings, and any input at all answered with a verdict, never a crash."""
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import http.server
 import json
 import ssl
