@@ -56,7 +56,7 @@ def setup(tmp_path, sqlite_url, senders):
     engine.dispose()
 
 
-def test_sigkill_mid_batch_then_resume(tmp_path, setup):
+def test_sigkill_mid_batch_then_resume(tmp_path, setup, senders):
     engine, sink, handler, env = setup
     child = subprocess.Popen([sys.executable, "-m", "dispatch", "run"], env=env, cwd=tmp_path,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -77,7 +77,11 @@ def test_sigkill_mid_batch_then_resume(tmp_path, setup):
         in_flight = {d.id for d in rows if d.status == DeliveryStatus.sending}
         sent_before = {d.id for d in rows if d.status == DeliveryStatus.sent}
     assert len(rows) == READERS  # every delivery is in the ledger, each once
-    assert in_flight and sent_before and len(sent_before) < READERS  # killed mid-batch
+    assert sent_before and len(sent_before) < READERS  # killed mid-run
+    # One process: killed mid-batch. With helpers, only the parent was killed
+    # (each helper, told by SIGTERM when its parent died, released its claim),
+    # and the parent may have been between two claims.
+    assert in_flight or senders > 1
 
     # Restart once the leases have run out: the rest goes out.
     later = (datetime.now(timezone.utc) + timedelta(minutes=6)).isoformat()
