@@ -2,21 +2,35 @@
 """The fan-out benchmark: how close does `dispatch run --once` come to the
 SMTP wire, and does its memory stay flat as the list grows?
 
-    python bench/fanout.py --subscribers 10000 --sitreps 20 [--database-url URL] [--connections N]
-                           [--ledger-rows 1000000] [--out bench/results.jsonl]
+    python bench/fanout.py --report                # issue 19's table, in one command (see below)
+    python bench/fanout.py --subscribers 10000 [--digests large|small] [--sitreps M]
+                           [--database-url URL] [--connections N] [--senders N]
+                           [--baseline-connections 1 4] [--ledger-rows 1000000] [--out bench/results.jsonl]
 
-It makes a fresh database with N subscribers (seeded random preferences: some
-all-regions, most 1–3 regions, some following 1–2 analysts; html and text; a
-few time zones; a few Slack channels to a local Slack sink), approves M
-SITREPs, and then, against the same sink:
-  1. the pipeline, as `dispatch run --once` does it in a process of its own:
-     plan, render, build, send, record every delivery;
-  2. the wire baseline: as many messages, pre-built as bytes (a random sample
-     of what the pipeline sent, rebuilt, so the sizes match), sent with
-     smtplib's sendmail over the same number of persistent connections.
-It prints messages/s for both and their ratio, the planning time, the peak RSS
-of the pipeline process, and the time of an idle planning tick, and appends
-a JSON line to the results file.
+It makes a fresh database with N subscribers (seeded random preferences) and
+approves M SITREPs. Two shapes of list (``--digests``):
+  large  some all-regions readers, most 1–3 regions, some following 1–2
+         analysts: digests of about 36 KB (20 SITREPs);
+  small  every reader follows one region (a tenth also 1–2 analysts):
+         2–4 SITREPs each, about 17 KB (11 SITREPs).
+Then, against the same sink:
+  1. the pipeline, as `dispatch run --once` runs it, as a subprocess timed
+     from its start (imports included) to its exit: plan, render, build,
+     send, record every delivery; its peak memory is the largest RSS of
+     any one of its processes and the peak of their summed PSS (with
+     several sender processes, pages shared after fork are counted once);
+  2. the wire baselines: as many messages, pre-built as bytes (a random
+     sample of what the pipeline sent, rebuilt, so the sizes match), sent
+     with smtplib's sendmail over 1 and over 4 persistent connections
+     (``--baseline-connections``), threads in this process.
+It prints messages/s for each, the pipeline's ratio to the better baseline,
+the planning time, the peak memory, the time from the start of planning to
+the last message recorded, and the time of an idle planning tick, and
+appends a JSON line to the results file.
+
+``--report`` runs issue 19's two cases one after the other and prints them
+as one Markdown table: 10,000 readers of small digests (both baselines and
+the pipeline), and 100,000 readers of large digests end to end.
 
 The sink is Postfix's smtp-sink (Debian: `apt-get install postfix`, choosing
 "No configuration"). aiosmtpd tops out near 500 messages/s and would measure
@@ -117,7 +131,11 @@ def sitrep_text(rng: random.Random, number: int) -> str:
             f"What has Happened:\n\n{bullets}\nWhy it Matters:\n\n{quotes}\n")
 
 
-def seed(url: str, *, subscribers: int, sitrep_count: int, slack_url: str, rng: random.Random) -> None:
+SITREPS = {"large": 20, "small": 11}  # small: about 2–4 SITREPs for a reader of one region
+
+
+def seed(url: str, *, subscribers: int, sitrep_count: int, slack_url: str, rng: random.Random,
+         digests: str = "large") -> None:
     engine = db.create_engine(url)
     bootstrap.init_database(engine)
     with db.session_scope(engine) as session:
@@ -135,9 +153,11 @@ def seed(url: str, *, subscribers: int, sitrep_count: int, slack_url: str, rng: 
                          "cadence": "daily", "weekday": 0, "format": "text" if rng.random() < 0.3 else "html",
                          "status": "active", "bounce_count": 0, "created_at": joined})
             shape = rng.random()
-            if shape >= 0.15:  # 15 % want every region
+            if digests == "small":  # one region each (of those SITREPs are about)
+                region_rows.append({"subscriber_id": i, "region_slug": rng.choice(REGIONS[:-1])})
+            elif shape >= 0.15:  # 15 % want every region
                 region_rows += [{"subscriber_id": i, "region_slug": r} for r in rng.sample(REGIONS, rng.randint(1, 3))]
-            if rng.random() < 0.2:
+            if rng.random() < (0.1 if digests == "small" else 0.2):
                 analyst_rows += [{"subscriber_id": i, "analyst_id": analyst_ids[a]}
                                  for a in rng.sample(sorted(analyst_ids), rng.randint(1, 2))]
             if len(rows) == 5000 or i == subscribers:
@@ -183,7 +203,27 @@ def sent_messages(url: str, *, sample: int, rng: random.Random) -> list[bytes]:
     return messages
 
 
-def run_pipeline(url: str, *, port: int, slack_base: str, connections: int) -> tuple[dict, float, int]:
+def tree_pss_kb(pid: int) -> int:
+    """Summed PSS of a process and its descendants (Linux; 0 where unreadable)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in open(f"/proc/{p}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in open(f"/proc/{p}/task/{task}/children").read().split()]
+        except OSError:
+            continue
+    return total
+
+
+def run_pipeline(url: str, *, port: int, slack_base: str, connections: int,
+                 senders: int | None = None) -> dict:
+    """`dispatch run --once` as a subprocess: its summary, wall time (start-up
+    included), the largest RSS of any of its processes and its tree's peak PSS."""
     env = {**os.environ, "DISPATCH_DATABASE_URL": url, "DISPATCH_SMTP_HOST": "127.0.0.1",
            "DISPATCH_SMTP_PORT": str(port), "DISPATCH_MAIL_FROM": "Bench <news@example.org>",
            "DISPATCH_SMTP_POOL_SIZE": str(connections),
@@ -192,14 +232,24 @@ def run_pipeline(url: str, *, port: int, slack_base: str, connections: int) -> t
            "DISPATCH_SLACK_BASE_URL": slack_base, "DISPATCH_SLACK_BOT_TOKEN": "xoxb-bench",
            "DISPATCH_SLACK_MIN_INTERVAL": "0", "DISPATCH_SECRET_KEY": "bench", "DISPATCH_BATCH_SIZE": "200",
            "DISPATCH_SLACK_WEBHOOK_HOSTS": "127.0.0.1"}  # the Slack sink's webhooks
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "dispatch", "run", "--once", "--json", "--now", RUN_AT.isoformat()],
-                          env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
+    command = [sys.executable, "-m", "dispatch", "run", "--once", "--json", "--now", RUN_AT.isoformat()]
+    if senders is not None:
+        command += ["--senders", str(senders)]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True)
+        peak_pss = 0
+        while proc.poll() is None:
+            peak_pss = max(peak_pss, tree_pss_kb(proc.pid))
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode not in (0, 1):
-        sys.exit(f"bench: the pipeline failed:\n{proc.stderr[-3000:]}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return json.loads(proc.stdout), elapsed, peak_kb
+        sys.exit(f"bench: the pipeline failed:\n{stderr[-3000:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest of its processes
+    return {"summary": json.loads(stdout), "seconds": elapsed, "peak_rss_kb": peak_kb, "peak_pss_kb": peak_pss}
 
 
 def idle_tick(url: str, ledger_rows: int) -> tuple[float, int]:
@@ -230,68 +280,124 @@ def idle_tick(url: str, ledger_rows: int) -> tuple[float, int]:
     return elapsed, total
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--subscribers", type=int, default=10_000)
-    parser.add_argument("--sitreps", type=int, default=20)
-    parser.add_argument("--database-url", help="default: a new SQLite file in a temporary folder; a "
-                        "PostgreSQL URL names a server database that is dropped and created")
-    parser.add_argument("--connections", type=int, default=1, help="SMTP connections (and sender threads)")
-    parser.add_argument("--ledger-rows", type=int, default=0, help="fill the ledger to this size for the idle tick")
-    parser.add_argument("--seed", type=int, default=20261127)
-    parser.add_argument("--min-sink-rate", type=int, default=MIN_SINK_RATE,
-                        help="refuse a mail sink slower than this many messages/s (default %(default)s)")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results.jsonl")))
-    args = parser.parse_args()
-
+def run_case(*, subscribers: int, digests: str, sitreps: int | None, database_url: str | None,
+             connections: int, senders: int | None, baseline_connections: list[int], ledger_rows: int,
+             seed_value: int, min_sink_rate: int) -> dict:
+    sitrep_count = sitreps or SITREPS[digests]
     workdir = Path(tempfile.mkdtemp(prefix="dispatch-bench-"))
-    url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
+    url = database_url or f"sqlite:///{workdir / 'bench.db'}"
     if url.startswith("postgresql"):
         fresh_postgres(url)
     sink, port = start_sink()
     slack = SlackSink(workdir / "slack", token="xoxb-bench").start()
     try:
         probe = send_prebuilt(port, [b"Subject: probe\r\n\r\n" + b"x" * 8000 + b"\r\n"], 500, 1)
-        if probe < args.min_sink_rate:
-            sys.exit(f"bench: the sink takes only {probe:.0f} messages/s (< {args.min_sink_rate}); "
+        if probe < min_sink_rate:
+            sys.exit(f"bench: the sink takes only {probe:.0f} messages/s (< {min_sink_rate}); "
                      "it would measure itself. Use Postfix's smtp-sink.")
-        print(f"seeding {args.subscribers:,} subscribers and {args.sitreps} SITREPs …", flush=True)
-        seed(url, subscribers=args.subscribers, sitrep_count=args.sitreps,
-             slack_url=slack.webhook_url("bench"), rng=random.Random(args.seed))
-        summary, elapsed, peak_kb = run_pipeline(url, port=port, slack_base=slack.base_url,
-                                                 connections=args.connections)
+        print(f"seeding {subscribers:,} subscribers ({digests} digests) and {sitrep_count} SITREPs …", flush=True)
+        seed(url, subscribers=subscribers, sitrep_count=sitrep_count, slack_url=slack.webhook_url("bench"),
+             rng=random.Random(seed_value), digests=digests)
+        print("running `dispatch run --once` …", flush=True)
+        run = run_pipeline(url, port=port, slack_base=slack.base_url, connections=connections, senders=senders)
+        summary, elapsed = run["summary"], run["seconds"]
         sent = summary["outcomes"].get("sent", 0)
         if not sent:
             sys.exit(f"bench: the pipeline sent nothing: {summary}")
-        messages = sent_messages(url, sample=BASELINE_SAMPLE, rng=random.Random(args.seed))
+        messages = sent_messages(url, sample=BASELINE_SAMPLE, rng=random.Random(seed_value))
         mean_bytes = sum(map(len, messages)) / len(messages)
-        wire = send_prebuilt(port, messages, max(sent, 1), args.connections)
-        pipeline = sent / elapsed
-        tick, ledger_rows = idle_tick(url, args.ledger_rows)
+        baselines = {n: send_prebuilt(port, messages, sent, n) for n in baseline_connections}
+        tick, ledger_total = idle_tick(url, ledger_rows)
     finally:
         slack.stop()
         sink.terminate()
         sink.wait()
         shutil.rmtree(workdir, ignore_errors=True)
-    result = {
+    wire = max(baselines.values()) if baselines else None
+    pipeline = sent / elapsed
+    return {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
-        "database": url.split(":", 1)[0], "subscribers": args.subscribers, "sitreps": args.sitreps,
-        "connections": args.connections, "message_bytes": round(mean_bytes), "delivered": sent,
-        "outcomes": summary["outcomes"], "wire_msgs_per_s": round(wire), "pipeline_msgs_per_s": round(pipeline),
-        "ratio": round(pipeline / wire, 2), "pipeline_seconds": round(elapsed, 2),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                    "load": round(os.getloadavg()[0], 1)},
+        "database": url.split(":", 1)[0], "subscribers": subscribers, "digests": digests, "sitreps": sitrep_count,
+        "connections": connections, "senders": senders, "message_bytes": round(mean_bytes), "delivered": sent,
+        "outcomes": summary["outcomes"],
+        "baselines_msgs_per_s": {str(n): round(r) for n, r in baselines.items()},
+        "wire_msgs_per_s": round(wire) if wire else None, "pipeline_msgs_per_s": round(pipeline),
+        "ratio": round(pipeline / wire, 2) if wire else None, "pipeline_seconds": round(elapsed, 2),
         "plan_seconds": summary["plan_seconds"], "send_seconds": summary["send_seconds"],
-        "peak_rss_mb": round(peak_kb / 1024, 1), "idle_tick_ms": round(tick * 1000, 1),
-        "ledger_rows": ledger_rows,
+        "plan_to_last_record_seconds": round(summary["plan_seconds"] + summary["send_seconds"], 2),
+        "peak_rss_mb": round(run["peak_rss_kb"] / 1024, 1), "peak_pss_mb": round(run["peak_pss_kb"] / 1024, 1),
+        "idle_tick_ms": round(tick * 1000, 1), "ledger_rows": ledger_total,
     }
-    print(f"wire baseline      {wire:8.0f} messages/s (mean {mean_bytes:,.0f} bytes, {args.connections} connection(s))\n"
-          f"dispatch pipeline  {pipeline:8.0f} messages/s ({sent:,} delivered in {elapsed:.1f} s)\n"
-          f"ratio              {pipeline / wire:8.2f}\n"
-          f"planning           {summary['plan_seconds']:8.2f} s for {args.subscribers:,} subscribers\n"
-          f"peak RSS           {peak_kb / 1024:8.1f} MB (the pipeline process)\n"
-          f"idle planning tick {tick * 1000:8.1f} ms with {ledger_rows:,} ledger rows")
-    with open(args.out, "a") as out:
-        out.write(json.dumps(result) + "\n")
+
+
+def print_case(r: dict) -> None:
+    for n, rate in r["baselines_msgs_per_s"].items():
+        print(f"wire baseline      {rate:8.0f} messages/s ({n} connection(s), mean {r['message_bytes']:,} bytes)")
+    print(f"dispatch pipeline  {r['pipeline_msgs_per_s']:8.0f} messages/s ({r['delivered']:,} delivered in "
+          f"{r['pipeline_seconds']:.1f} s, start-up included; senders {r['senders'] or 'default'})")
+    if r["ratio"] is not None:
+        print(f"ratio              {r['ratio']:8.2f} (to the better baseline)")
+    print(f"planning           {r['plan_seconds']:8.2f} s for {r['subscribers']:,} subscribers\n"
+          f"plan → last record {r['plan_to_last_record_seconds']:8.2f} s\n"
+          f"peak RSS           {r['peak_rss_mb']:8.1f} MB (largest process; tree PSS {r['peak_pss_mb']:.1f} MB)\n"
+          f"idle planning tick {r['idle_tick_ms']:8.1f} ms with {r['ledger_rows']:,} ledger rows", flush=True)
+
+
+def print_report(small: dict, large: dict) -> None:
+    """Issue 19's table."""
+    b = small["baselines_msgs_per_s"]
+    print(f"\n| case | smtplib 1 conn | smtplib 4 conn | dispatch run --once | ratio to better | "
+          f"peak RSS (largest / tree PSS) | plan → last record |\n| --- | --- | --- | --- | --- | --- | --- |\n"
+          f"| 10,000 readers, {small['message_bytes'] / 1000:.1f} KB digests, {small['database']} | "
+          f"{b.get('1', '—')}/s | {b.get('4', '—')}/s | {small['pipeline_msgs_per_s']}/s "
+          f"({small['delivered']:,} in {small['pipeline_seconds']:.1f} s) | **{small['ratio']}** | "
+          f"{small['peak_rss_mb']} / {small['peak_pss_mb']} MB | {small['plan_to_last_record_seconds']} s |\n"
+          f"| 100,000 readers, {large['message_bytes'] / 1000:.1f} KB digests, {large['database']} | — | — | "
+          f"{large['pipeline_msgs_per_s']}/s ({large['delivered']:,} in {large['pipeline_seconds']:.1f} s) | — | "
+          f"{large['peak_rss_mb']} / {large['peak_pss_mb']} MB | **{large['plan_to_last_record_seconds']} s** |\n"
+          f"\ntargets: ratio ≥ 0.8 and peak RSS ≤ 150 MB at 10k small; plan → last record ≤ 60 s at 100k large; "
+          f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--report", action="store_true",
+                        help="issue 19's two cases (10k small with both baselines, 100k large end to end) as one table")
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--digests", choices=sorted(SITREPS), default="large")
+    parser.add_argument("--sitreps", type=int, help="default: 20 for large digests, 11 for small")
+    parser.add_argument("--database-url", help="default: a new SQLite file in a temporary folder; a "
+                        "PostgreSQL URL names a server database that is dropped and created")
+    parser.add_argument("--connections", type=int, default=1,
+                        help="the pipeline's SMTP connections per sender process (threads: one more)")
+    parser.add_argument("--senders", type=int, help="`dispatch run --senders N` (default: dispatch's own)")
+    parser.add_argument("--baseline-connections", type=int, nargs="*", default=[1, 4],
+                        help="smtplib baselines to run, by connection count (default: 1 4)")
+    parser.add_argument("--ledger-rows", type=int, default=0, help="fill the ledger to this size for the idle tick")
+    parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--min-sink-rate", type=int, default=MIN_SINK_RATE,
+                        help="refuse a mail sink slower than this many messages/s (default %(default)s)")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.jsonl")))
+    args = parser.parse_args()
+    common = dict(database_url=args.database_url, connections=args.connections, senders=args.senders,
+                  seed_value=args.seed, min_sink_rate=args.min_sink_rate, ledger_rows=args.ledger_rows)
+    if args.report:
+        cases = [dict(subscribers=10_000, digests="small", sitreps=None, baseline_connections=[1, 4]),
+                 dict(subscribers=100_000, digests="large", sitreps=None, baseline_connections=[])]
+    else:
+        cases = [dict(subscribers=args.subscribers, digests=args.digests, sitreps=args.sitreps,
+                      baseline_connections=args.baseline_connections)]
+    results = []
+    for case in cases:
+        result = run_case(**case, **common)
+        print_case(result)
+        with open(args.out, "a") as out:
+            out.write(json.dumps(result) + "\n")
+        results.append(result)
+    if args.report:
+        print_report(*results)
 
 
 def fresh_postgres(url: str) -> None:

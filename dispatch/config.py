@@ -223,6 +223,8 @@ class Settings(BaseSettings):
                         "webhooks may post to although they are private, loopback or link-local; default none: "
                         "such addresses (and cloud metadata, 169.254.169.254) are refused")
     sender_threads: int = Field(4, ge=1, le=64)
+    senders: int = Field(0, ge=0, le=64, description="sender processes `dispatch run` keeps on this machine "
+                                                      "(--senders); 0: one per core")
     batch_size: int = Field(50, ge=1, le=5000, description="deliveries one sender claims at a time")
     plan_interval: float = Field(60, gt=0, description="seconds between two planning runs")
     lease_seconds: float = Field(300, gt=0, description="a claimed delivery returns to the queue after this")

@@ -53,6 +53,7 @@ class Claims:
         return self.address_tag == address_tag(address)
 
 
+@lru_cache(maxsize=1024)  # three links a message name the same reader
 def address_tag(address: str) -> str:
     return hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()[:10]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import datetime, timezone
+from functools import lru_cache
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -47,12 +48,24 @@ SMTP_IN_USE = Gauge("dispatch_smtp_connections_in_use", "SMTP connections a send
                     multiprocess_mode="livesum")
 
 
+# A labelled child is looked up once: labels() checks and sorts its
+# arguments on every call, and these run once or twice a message.
+@lru_cache(maxsize=256)
+def _sends(kind: str, channel: str, outcome: str):
+    return SENDS.labels(kind=kind, channel=channel, outcome=outcome)
+
+
+@lru_cache(maxsize=16)
+def _send_seconds(channel: str):
+    return SEND_SECONDS.labels(channel=channel)
+
+
 def sent(outcome, *, kind: str = "digest") -> None:
-    SENDS.labels(kind=kind, channel=outcome.channel, outcome=outcome.status).inc()
+    _sends(kind, outcome.channel, outcome.status).inc()
 
 
 def send_timer(channel: str):
-    return SEND_SECONDS.labels(channel=channel).time()
+    return _send_seconds(channel).time()
 
 
 def planned(deliveries: int, reclaimed: int) -> None:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
@@ -137,7 +136,13 @@ class Pauses:
 def save(session, pause: Pause) -> None:
     value = json.dumps({"reason": pause.reason, "since": pause.since.isoformat(),
                         "until": pause.until.isoformat(), "streak": pause.streak})
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    # The dialect's own INSERT … ON CONFLICT, imported here: SQLAlchemy's
+    # PostgreSQL dialect takes a few hundred milliseconds to import, which a
+    # run on SQLite need not pay (a run on PostgreSQL has it already).
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
     table = StoredSetting.__table__
     session.execute(insert(table).values(key=_KEY + pause.scope, value=value)
                     .on_conflict_do_update(index_elements=["key"], set_={"value": value}))

@@ -33,11 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
-from dispatch import bootstrap, coordination, db, leases, ledger, metrics, notices, planner, revision_notices
+from dispatch import (bootstrap, coordination, db, leases, ledger, metrics, notices, planner, revision_notices,
+                      sender_processes)
 from dispatch.adapters.slack import SlackAdapter
 from dispatch.adapters.smtp import SmtpAdapter
 from dispatch.compose import Composer
@@ -89,15 +89,23 @@ class RunSummary:
     problems: list[Outcome] = field(default_factory=list)
     plan_seconds: float = 0.0
     send_seconds: float = 0.0
+    senders: int = 1  # processes that sent in this pass
+    senders_lost: int = 0  # sender processes that died before they reported
 
     def add(self, outcome: Outcome) -> None:
         self.by_status[outcome.status] += 1
         if outcome.status in ("failed", "pending", "held", "unrecorded"):
             self.problems.append(outcome)
 
+    def merge(self, other: RunSummary) -> None:
+        """What another sender process of the same pass sent."""
+        self.by_status.update(other.by_status)
+        self.problems += other.problems
+
     def as_dict(self) -> dict:
         return {"planned": self.planned, "reclaimed": self.reclaimed, "outcomes": dict(self.by_status),
-                "plan_seconds": round(self.plan_seconds, 3), "send_seconds": round(self.send_seconds, 3)}
+                "plan_seconds": round(self.plan_seconds, 3), "send_seconds": round(self.send_seconds, 3),
+                "senders": self.senders, "senders_lost": self.senders_lost}
 
     @property
     def failed(self) -> int:
@@ -302,26 +310,72 @@ class Runner:
 
     # --- the two ways to run ------------------------------------------------------
 
+    # --- more sender processes (dispatch/sender_processes.py) ------------------------
+
+    def _forked(self) -> None:
+        """First thing in a forked helper: the parent's pooled connections are not ours."""
+        self.engine.dispose(close=False)
+
+    def _helper(self) -> Runner:
+        return Runner(self.settings, self.engine, clock=self.clock, role="sender")
+
+    def _helper_pass(self) -> RunSummary:
+        helper = self._helper()
+        try:
+            return helper.run_once()
+        finally:
+            helper.close()
+
+    def _helper_forever(self) -> None:
+        self._helper().run_forever()
+
+    def fork_senders(self, count: int) -> sender_processes.Helpers:
+        """For run_forever: ``count`` more sender processes, forked before
+        this process starts any thread; stop and join them after it stops."""
+        if self.role == "planner" or count <= 0:
+            return sender_processes.Helpers()
+        return sender_processes.fork_forever(count, self._helper_forever, before=self._forked)
+
+    # --- the two ways to run ------------------------------------------------------
+
     def run_once(self, on_outcome: Callable[[Outcome], None] | None = None,
-                 on_planned: Callable[[int], None] | None = None) -> RunSummary:
+                 on_planned: Callable[[int], None] | None = None, *, senders: int = 1) -> RunSummary:
+        """One pass: plan, then send everything due, with up to ``senders``
+        processes (this one and forked helpers, each given at least a
+        whole claim's worth of work)."""
         self.heartbeat()
         started = time.perf_counter()
         planned, reclaimed = self.plan()
         planned_at = time.perf_counter()
+        due = self.due_count() if on_planned or (senders > 1 and self.role != "planner") else 0
         if on_planned:
-            on_planned(self.due_count())
+            on_planned(due)
         summary = RunSummary(planned=planned, reclaimed=reclaimed, plan_seconds=planned_at - started)
+        helpers = sender_processes.Helpers()
+        if self.role != "planner" and senders > 1:
+            count = sender_processes.helpers_for(senders=senders, due=due, batch_size=self.settings.batch_size)
+            helpers = sender_processes.fork_once(count, self._helper_pass, before=self._forked)
 
         def count(outcome: Outcome) -> None:
             summary.add(outcome)
             if on_outcome:
                 on_outcome(outcome)
 
-        if self.role != "planner":
-            self.drain(count, collect=False)
-            self.send_notices()
-            self.send_revisions()
-            self.send_events()  # after every email of the pass
+        try:
+            if self.role != "planner":
+                self.drain(count, collect=False)
+                self.send_notices()
+                self.send_revisions()
+                self.send_events()  # after every email of the pass
+        finally:
+            for pid, code, theirs in helpers.join():
+                if isinstance(theirs, RunSummary) and code == 0:
+                    summary.merge(theirs)
+                    summary.senders += 1
+                else:
+                    summary.senders_lost += 1
+                    log.error("sender process %s ended (exit code %s) before reporting; its claims go back to "
+                              "the queue when their lease runs out", pid, code)
         summary.send_seconds = time.perf_counter() - planned_at
         return summary
 
@@ -331,6 +385,8 @@ class Runner:
                 signal.signal(sig, lambda signum, frame: self.request_stop(signal.Signals(signum).name))
         start = datetime.now(timezone.utc)
         self.heartbeat()
+        from apscheduler.schedulers.background import BackgroundScheduler  # only a long run needs it
+
         scheduler = BackgroundScheduler(timezone=timezone.utc, job_defaults={"coalesce": True, "max_instances": 1})
         scheduler.add_job(self._guarded(self.heartbeat), "interval",
                           seconds=coordination.HEARTBEAT_EVERY.total_seconds(), id="heartbeat")

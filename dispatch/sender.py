@@ -63,6 +63,7 @@ class Sender:
         self.pauses = pauses.Pauses(engine)
         self.recorder = recording.Recorder(engine, clock=clock)
         self._bodies = _BoundedCache(BODY_CACHE_SIZE)
+        self._sitreps = views.SitrepViews()
 
     def process(self, claimed: list[ledger.Claimed], *, keeper=None) -> list[Outcome]:
         """Send a claimed batch and record every outcome. ``keeper`` (a
@@ -77,8 +78,7 @@ class Sender:
     def _process(self, claimed: list[ledger.Claimed], keeper) -> list[Outcome]:
         with db.session_scope(self.engine) as session:
             people = views.readers(session, {c.subscriber_id for c in claimed})
-            wanted = {i for c in claimed for i in c.sitrep_ids}
-            current = {s.id: s for s in views.approved_sitreps(session, ids=wanted)}
+            current = self._sitreps.current(session, {i for c in claimed for i in c.sitrep_ids})
         self.pauses.refresh()
         digests = _BatchDigests(current)
         outcomes: list[Outcome] = []

@@ -296,6 +296,9 @@ def apply_correction(session: Session, sitrep_id: int, content: ParsedSitrep, *,
     _edit(session, sitrep, content=content)
     if regions:
         sitrep.regions = regions
+        # A re-tag alone is a new revision too: the sender keeps SITREP views
+        # and rendered bodies by revision (updated_at).
+        sitrep.updated_at = utcnow()
     _record(session, sitrep, actor=by, action="corrected", detail=detail)
     session.flush()
     return sitrep

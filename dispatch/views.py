@@ -144,6 +144,38 @@ def approved_sitreps(
     return [sitrep_view(s, names) for s in session.exec(query).all()]
 
 
+def approved_revisions(session: Session, ids: Iterable[int]) -> dict[int, datetime]:
+    """The approved SITREPs among ``ids`` and the revision (``updated_at``) of each, in one small query."""
+    return dict(session.exec(select(Sitrep.id, Sitrep.updated_at).where(
+        Sitrep.status == SitrepStatus.approved, col(Sitrep.id).in_(list(ids)))).all())
+
+
+class SitrepViews:
+    """Approved SITREPs as views, kept between batches by revision: a batch
+    asks only which of its SITREPs are approved and at which revision, and
+    reads again only those new or edited since (every edit moves
+    ``updated_at``; the rendered bodies are keyed on it the same way). At
+    most ``size`` are kept."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._kept: dict[int, tuple[datetime, SitrepView]] = {}
+
+    def current(self, session: Session, ids: Iterable[int]) -> dict[int, SitrepView]:
+        revisions = approved_revisions(session, ids)
+        kept = dict(self._kept)  # a snapshot: sender threads share this
+        found = {i: kept[i][1] for i, at in revisions.items() if i in kept and kept[i][0] == at}
+        missing = [i for i in revisions if i not in found]
+        if missing:
+            fresh = {v.id: v for v in approved_sitreps(session, ids=missing)}
+            found.update(fresh)
+            if len(kept) + len(fresh) > self.size:
+                kept = {}
+            kept.update((i, (revisions[i], v)) for i, v in fresh.items() if i in revisions)
+            self._kept = kept
+        return found
+
+
 def load_recipient(session: Session, subscriber_id: int) -> Recipient | None:
     subscriber = session.exec(
         select(Subscriber).where(Subscriber.id == subscriber_id).options(

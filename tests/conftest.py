@@ -79,6 +79,9 @@ def _isolated_settings(monkeypatch, tmp_path):
     # The tests written before the two-person rule import and approve as one
     # person; tests/test_two_person.py turns it on (it is on by default).
     monkeypatch.setenv("DISPATCH_TWO_PERSON_RULE", "false")
+    # One sender process per `dispatch run` unless a test asks for more
+    # (tests/test_sender_processes.py, the kill and lease tests with several).
+    monkeypatch.setenv("DISPATCH_SENDERS", "1")
 
 
 def _libpq_dsn(url: str) -> str:

@@ -276,6 +276,27 @@ def test_changes_between_planning_and_sending(engine, runner, smtp):
     assert "fourteen grain carriers" in sent.get_payload()[0].get_content()  # rendered at send time
 
 
+def test_an_edit_between_two_batches_reaches_the_second(engine, runner, smtp, clock):
+    """The sender keeps SITREP views between batches by revision: a correction
+    approved after the first batch went out is what the next batch renders."""
+    from dispatch import ledger
+
+    _, handler = smtp
+    sitrep_id = setup_readers(engine, [email_reader("first@example.org"), email_reader("second@example.org")])
+    runner.plan()
+    with db.session_scope(engine) as session:
+        first = ledger.claim(session, now=clock.now, limit=1)
+    assert [o.status for o in runner.sender.process(first)] == ["sent"]
+    with db.session_scope(engine) as session:  # released: corrected, and the correction approved
+        corrected = parse((FIXTURES / "standard.txt").read_text().replace("about a dozen", "fourteen"))
+        revisions.correct(session, sitrep_id, corrected, by="ed", note="fourteen carriers")
+        revisions.approve_correction(session, sitrep_id, by="chief")
+    assert [o.status for o in runner.drain()] == ["sent"]
+    before, after = messages(handler)
+    assert "fourteen grain carriers" not in before.get_payload()[0].get_content()
+    assert "fourteen grain carriers" in after.get_payload()[0].get_content()
+
+
 def test_withdrawn_before_sending_is_skipped(engine, runner, smtp):
     sitrep_id = setup_readers(engine, [email_reader("r@example.org")])
     runner.plan()

@@ -105,6 +105,7 @@ class SmtpAdapter:
         # For readiness and metrics: when the relay last answered anything
         # (time.monotonic()), and how many connections a send holds now.
         self.last_answer: float | None = None
+        self._eight_bit = False  # what the last connection said of 8BITMIME
         self._in_use = 0
         self._in_use_lock = threading.Lock()
 
@@ -198,16 +199,23 @@ class SmtpAdapter:
         """Send one message; ``message_id`` replaces the per-delivery one
         (for messages that are not digests, such as a confirmation)."""
         self._rate.wait()
+        envelope_from = _envelope_from(content)
+        # Built before a connection is taken, as the last connection said
+        # 8BITMIME or not, so that one thread builds while another holds the
+        # connection on the wire; rebuilt in the rare case this one differs.
+        eight_bit = self._eight_bit
+        msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
+                                  message_id=message_id)
         with self._slots:
             with self._in_use_lock:
                 self._in_use += 1
             try:
                 conn = self._acquire()
-                eight_bit = conn.has_extn("8bitmime")
-                msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
-                                          message_id=message_id)
-                self._transact(conn, address, data, eight_bit=eight_bit,
-                               envelope_from=_envelope_from(content))
+                if conn.has_extn("8bitmime") != eight_bit:
+                    eight_bit = self._eight_bit = conn.has_extn("8bitmime")
+                    msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
+                                              message_id=message_id)
+                self._transact(conn, address, data, eight_bit=eight_bit, envelope_from=envelope_from)
             finally:
                 with self._in_use_lock:
                     self._in_use -= 1

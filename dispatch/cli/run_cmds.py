@@ -10,8 +10,6 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from dispatch import fields, ledger, logsafe, paging
 from dispatch.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, app_context, console, err_console, fail, print_json
@@ -78,6 +76,8 @@ def start_servers(ctx: typer.Context, runner, *, web: bool, host: str, port: int
 
 
 def print_summary(summary) -> None:
+    from rich.table import Table
+
     counts = summary.by_status
     table = Table("outcome", "deliveries", title=f"planned {summary.planned} in {summary.plan_seconds:.1f} s, "
                                                   f"sent in {summary.send_seconds:.1f} s, reclaimed {summary.reclaimed}")
@@ -88,6 +88,9 @@ def print_summary(summary) -> None:
     if not summary.by_status:
         table.add_row("nothing due", "0")
     console.print(table)
+    if summary.senders_lost:
+        console.print(f"{summary.senders_lost} sender process(es) died before reporting: their claims go back to "
+                      "the queue when their lease runs out", highlight=False)
     for o in summary.problems:
         console.print(f"  #{o.delivery_id} {escape(o.address)} {o.status}: {escape(o.detail)}", highlight=False)
 
@@ -111,6 +114,10 @@ def run(
     metrics_port: int = typer.Option(None, "--metrics-port", min=1, max=65535,
                                      help="Serve Prometheus /metrics on this port (on --host; loopback clients "
                                           "only unless DISPATCH_METRICS_TOKEN is set)."),
+    senders: int = typer.Option(None, "--senders", min=1, max=64, metavar="N",
+                                help="Sender processes on this machine, this one included (default: "
+                                     "DISPATCH_SENDERS, else one per core). The planner stays one. With --once, "
+                                     "only as many as have a whole batch (DISPATCH_BATCH_SIZE) each to send."),
 ) -> None:
     """Deliver digests: plan due windows and send them, logging one line per delivery.
 
@@ -130,27 +137,38 @@ def run(
              code=EXIT_BAD_INPUT)
     fixed = fields.parse_instant(now, field="--now", to_act_at=True) if now else None
     runner = make_runner(ctx, clock=(lambda: fixed) if fixed else None, role=role)
+    if senders is None:
+        from dispatch.sender_processes import default_count
+
+        senders = app_context(ctx).settings.senders or default_count()
     single = SqliteRunLock(runner.engine)
     single.acquire()
     if not once:
-        servers = start_servers(ctx, runner, web=web, host=host, port=port, health_port=health_port,
-                                metrics_port=metrics_port)
+        helpers = runner.fork_senders(senders - 1)  # before any thread starts here
         try:
-            runner.run_forever()
+            servers = start_servers(ctx, runner, web=web, host=host, port=port, health_port=health_port,
+                                    metrics_port=metrics_port)
+            try:
+                runner.run_forever()
+            finally:
+                for server in servers:
+                    server.stop()
         finally:
-            for server in servers:
-                server.stop()
+            helpers.stop()
+            helpers.join()
             single.release()
         return
     try:
         if sys.stderr.isatty() and not as_json:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
             with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=console, transient=True) as bar:
                 task = bar.add_task("send", total=None)
                 summary = runner.run_once(on_planned=lambda due: bar.update(task, total=due),
-                                          on_outcome=lambda _o: bar.advance(task))
+                                          on_outcome=lambda _o: bar.advance(task), senders=senders)
         else:
-            summary = runner.run_once()
+            summary = runner.run_once(senders=senders)
     finally:
         runner.close()
         single.release()
@@ -158,7 +176,7 @@ def run(
         print_json(summary.as_dict())
     else:
         print_summary(summary)
-    if summary.failed or summary.unrecorded:
+    if summary.failed or summary.unrecorded or summary.senders_lost:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -174,6 +192,8 @@ def show_log(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The delivery log, newest first (or one delivery's attempts)."""
+    from rich.table import Table
+
     from dispatch import subscribers as subs
 
     appctx = app_context(ctx)
@@ -267,6 +287,7 @@ def sink(
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Who is running (planner leader, live senders), how the queue stands,
     and anything paused or held that needs a person."""
+    from rich.table import Table
     from sqlmodel import col, func, select
 
     from dispatch import coordination, pauses

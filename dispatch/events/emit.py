@@ -50,7 +50,19 @@ def emit(session: Session, type: str, data: dict, *, now: datetime | None = None
     return ids[0] if ids else None
 
 
-def emit_many(session: Session, events: Iterable[tuple[str, dict]], *, now: datetime | None = None) -> list[str]:
+_HOOKS = sa.select(EventWebhook.__table__.c.id, EventWebhook.__table__.c.events)
+
+
+def _hooks(session: Session) -> list:
+    """Every event webhook: (id, the event types it wants). A Core select on
+    the session's connection (a fifth of the ORM select's cost): it runs
+    with every run of recorded outcomes."""
+    with session.no_autoflush:
+        return session.connection().execute(_HOOKS).all()
+
+
+def emit_many(session: Session, events: Iterable[tuple[str, dict]], *, now: datetime | None = None,
+              hooks: list | None = None) -> list[str]:
     events = list(events)
     if not events:
         return []
@@ -58,8 +70,8 @@ def emit_many(session: Session, events: Iterable[tuple[str, dict]], *, now: date
         if type not in TYPES:
             raise ValueError(f"unknown event type {type!r}")
     now = now or utcnow()
-    with session.no_autoflush:
-        hooks = session.execute(select(EventWebhook.id, EventWebhook.events)).all()
+    if hooks is None:
+        hooks = _hooks(session)
     written = []
     for type, data in events:
         wanted = [hook_id for hook_id, types in hooks if type in (types or ())]
@@ -100,10 +112,14 @@ def emit_bulk(session: Session, type: str, datas: Iterable[dict], *, now: dateti
 
 
 def deliveries_finished(session: Session, finishes: Iterable[ledger.Finish]) -> list[str]:
-    """delivery.sent / delivery.failed for the digests a sender just recorded."""
+    """delivery.sent / delivery.failed for the digests a sender just recorded.
+    Their payloads are made only for the types some webhook wants: a run of
+    outcomes is recorded every 20 messages, and most installations want none."""
+    hooks = _hooks(session)
+    wanted = {t for _, types in hooks for t in (types or ())}
     events = []
     for f in finishes:
-        if f.status.value not in ("sent", "failed"):
+        if f.status.value not in ("sent", "failed") or f"delivery.{f.status.value}" not in wanted:
             continue
         c = f.claimed
         events.append((f"delivery.{f.status.value}", {
@@ -111,7 +127,7 @@ def deliveries_finished(session: Session, finishes: Iterable[ledger.Finish]) -> 
             "sitrep_ids": list(c.sitrep_ids), "attempt": c.attempts, "at": f.at.isoformat(),
             ("receipt" if f.status.value == "sent" else "error"): f.receipt if f.status.value == "sent"
             else f.last_error}))
-    return emit_many(session, events)
+    return emit_many(session, events, hooks=hooks)
 
 
 # --- status changes, from the ORM session -------------------------------------------
