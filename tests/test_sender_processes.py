@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from dispatch import bootstrap, db, mime
+from dispatch import bootstrap, mime
 from dispatch.models import DeliveryStatus
 from dispatch.sender import RECORD_EVERY
 from dispatch.sender_processes import helpers_for
