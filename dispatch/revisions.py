@@ -121,8 +121,24 @@ def correct(session: Session, sitrep_id: int, parsed: ParsedSitrep, *, by: str, 
     return revision
 
 
-def two_person_refusal(revision: SitrepRevision, *, approver: str) -> str | None:
-    if approver.strip().casefold() != revision.made_by.strip().casefold():
+# SitrepChange actions that author a pending correction, and those that end one (approved, dropped).
+CORRECTION_AUTHORING = ("correction made", "correction replaced")
+CORRECTION_ENDED = ("corrected", "correction dropped")
+
+
+def correction_authors(session: Session, sitrep_id: int) -> list[str]:
+    """Everyone who made or replaced the pending correction: a colleague's
+    one-character replacement does not make the first author's text someone
+    else's (as for SITREPs, ``roles.two_person_refusal``)."""
+    history = session.exec(select(SitrepChange.actor, SitrepChange.action)
+                           .where(SitrepChange.sitrep_id == sitrep_id).order_by(col(SitrepChange.id))).all()
+    last_end = max((i for i, (_, action) in enumerate(history) if action in CORRECTION_ENDED), default=-1)
+    return [actor for actor, action in history[last_end + 1:] if action in CORRECTION_AUTHORING]
+
+
+def two_person_refusal(revision: SitrepRevision, *, approver: str, authors: list[str] = ()) -> str | None:
+    who = approver.strip().casefold()
+    if who not in {a.strip().casefold() for a in (revision.made_by, *authors)}:
         return None
     return (f"two-person rule: {approver} made this correction, so someone else must approve it "
             "(DISPATCH_TWO_PERSON_RULE)")
@@ -137,7 +153,8 @@ def approve_correction(session: Session, sitrep_id: int, *, by: str, two_person:
     if revision is None:
         raise WorkflowError(f"SITREP {sitrep_id} has no correction awaiting approval "
                             f"(make one with dispatch sitrep correct {sitrep_id} --from-file F --note …)")
-    if two_person and (refusal := two_person_refusal(revision, approver=by)):
+    if two_person and (refusal := two_person_refusal(revision, approver=by,
+                                                     authors=correction_authors(session, sitrep_id))):
         raise roles.NotPermitted(refusal)
     _released(sitrep, doing="approving a correction")
     now = now or utcnow()
