@@ -207,14 +207,20 @@ def retract(session: Session, sitrep_id: int, *, by: str, reason: str, now: date
     return Approved(revision=revision, notices=notices)
 
 
+# A delivery being sent has been rendered as the SITREP stood (a batch reads
+# it at its start): its reader may be reading the original, so is counted;
+# the notice sender waits for that send's outcome, and skips a reader it did not reach.
+RECEIVING = (DeliveryStatus.sent, DeliveryStatus.sending)
+
+
 def received(session: Session, sitrep_id: int) -> list[corrections.Received]:
-    """Every sent delivery that carried the SITREP, with its reader's status
-    now (read through ``delivery_sitrep``, the SITREP's range of its key)."""
+    """Every sent (or being sent) delivery that carried the SITREP, with its
+    reader's status now (read through ``delivery_sitrep``, the SITREP's range of its key)."""
     rows = session.execute(
         select(Delivery.id, Delivery.subscriber_id, Delivery.window_key, Subscriber.status)
         .join(DeliverySitrep, DeliverySitrep.delivery_id == Delivery.id)
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(DeliverySitrep.sitrep_id == sitrep_id, Delivery.status == DeliveryStatus.sent)).all()
+        .where(DeliverySitrep.sitrep_id == sitrep_id, col(Delivery.status).in_(RECEIVING))).all()
     return [corrections.Received(delivery_id=d, subscriber_id=s, window_key=k,
                                  reader_active=status == SubscriberStatus.active) for d, s, k, status in rows]
 

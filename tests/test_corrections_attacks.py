@@ -4,6 +4,7 @@ readers who really received the SITREP."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -16,7 +17,7 @@ from dispatch.sitrep_text import parse
 from dispatch.subscribers import Preferences
 
 from .test_corrections import (  # noqa: F401 (fixtures)
-    APPROVED, CORRECTED, NOTE, STANDARD, clock, desk, mails, runner, slack, smtp, smtp_server,
+    APPROVED, CORRECTED, NOTE, STANDARD, clock, delivered_once, desk, mails, runner, slack, smtp, smtp_server,
 )
 
 
@@ -66,3 +67,141 @@ def test_a_retraction_is_not_sent_to_a_reader_whose_digest_went_out_without_it(e
         assert revisions.retract(session, ids[0], by="chief", reason="It was false.", now=clock.now).notices == 0
         # The other SITREP did reach them: its retraction does.
         assert revisions.retract(session, ids[1], by="chief", reason="No ferries ran.", now=clock.now).notices == 1
+
+
+class _SlowRelay:
+    """The email channel of a slow relay: each send takes ``minutes`` on
+    the test's clock (in steps, so the lease keeper can renew meanwhile);
+    at the first, another `dispatch run` reclaims what has expired and sends."""
+
+    def __init__(self, inner, clock, *, minutes: int, meanwhile):
+        self.inner, self.clock, self.minutes, self.meanwhile = inner, clock, minutes, meanwhile
+        self.calls = 0
+
+    def send(self, *args, **kwargs):
+        self.calls += 1
+        for _ in range(self.minutes // 4):
+            self.clock.now += timedelta(minutes=4)
+            time.sleep(0.5)  # the keeper (every 0.02 s) renews at the new time
+        if self.calls == 1:
+            self.meanwhile()
+        return self.inner.send(*args, **kwargs)
+
+
+def _notice_sender(runner, channels):
+    from dispatch.revision_notices import RevisionNoticeSender
+
+    r = runner.revisions
+    return RevisionNoticeSender(r.engine, composer=r.composer, channels=channels, policy=r.policy, clock=r.clock)
+
+
+def _corrected(engine, desk, clock):
+    with db.session_scope(engine) as session:
+        revisions.correct(session, desk, parse(CORRECTED), by="ed", note=NOTE)
+        revisions.approve_correction(session, desk, by="chief", now=clock.now)
+    clock.now += timedelta(minutes=1)
+
+
+def test_a_slow_relay_does_not_hand_notices_to_a_second_run_that_sends_them_again(
+        engine, runner, clock, slack, smtp, desk):
+    from dispatch import leases, ledger
+
+    delivered_once(runner, clock, slack, smtp, engine)
+    before = len(mails(smtp))
+    _corrected(engine, desk, clock)
+    other = _notice_sender(runner, runner.channels)
+
+    def second_run():  # another `dispatch run`: its planner reclaims expired leases, its sender drains
+        with db.session_scope(engine) as session:
+            ledger.reclaim_expired(session, now=clock.now)
+        other.drain()
+
+    slow = _SlowRelay(runner.channels["email"], clock, minutes=8, meanwhile=second_run)
+    first = _notice_sender(runner, {**runner.channels, "email": slow})
+    with leases.LeaseKeeper(engine, lease=first.lease, clock=clock, every=0.02) as keeper:
+        first.drain(keeper=keeper)
+    other.drain()
+    notices = [m["To"] for m in mails(smtp)[before:]]
+    assert sorted(notices) == ["html@example.org", "leaving@example.org", "text@example.org"]  # once each
+    assert len(slack.updates) == 1 and len([p for p in slack.posts if p.get("thread_ts")]) == 1
+
+
+def test_a_notice_whose_outcome_cannot_be_written_is_held_not_sent_again(
+        engine, runner, clock, slack, smtp, desk, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from dispatch import ledger, recording
+
+    delivered_once(runner, clock, slack, smtp, engine)
+    before = len(mails(smtp))
+    _corrected(engine, desk, clock)
+    real_record, broken = ledger.record, {"on": True}
+
+    def record(session, finishes):
+        if broken["on"] and any(f.claimed.window_key.startswith("correction:") for f in finishes):
+            raise OperationalError("UPDATE delivery", {}, Exception("the database went away"))
+        return real_record(session, finishes)
+
+    monkeypatch.setattr(ledger, "record", record)
+    monkeypatch.setattr(recording.time, "sleep", lambda seconds: None)
+    runner.send_revisions()  # sends, cannot record: must not raise, must not leave the rows to a reclaim
+    broken["on"] = False
+    sent = len(mails(smtp))
+    assert sorted(m["To"] for m in mails(smtp)[before:]) == ["html@example.org", "leaving@example.org",
+                                                             "text@example.org"]
+    clock.now += timedelta(minutes=30)  # past any lease
+    with db.session_scope(engine) as session:
+        ledger.reclaim_expired(session, now=clock.now)
+    runner.send_revisions()
+    assert len(mails(smtp)) == sent  # held, not sent twice
+    with db.session_scope(engine) as session:
+        assert ledger.held_ids(session)[0] == 5  # three emails, the channel, the webhook
+
+
+def test_a_correction_approved_while_a_digest_is_being_sent_reaches_its_reader(engine, runner, clock, smtp, desk):
+    # A sender claimed the digests and rendered the SITREP as it stood (a batch reads it once, at its
+    # start); the correction is approved before those sends are recorded. Their readers read the
+    # original, so they are told; one whose send then failed never had it, and is not.
+    from dispatch import ledger
+
+    runner.plan()
+    with db.session_scope(engine) as session:
+        claimed = ledger.claim(session, now=clock.now, limit=100)
+        people = {c.id: session.get(subscribers.Subscriber, c.subscriber_id).address for c in claimed}
+    assert len(claimed) == 5
+    with db.session_scope(engine) as session:
+        revisions.correct(session, desk, parse(CORRECTED), by="ed", note=NOTE)
+        assert revisions.approve_correction(session, desk, by="chief", now=clock.now).notices == 5
+    with db.session_scope(engine) as session:
+        for c in claimed:
+            if people[c.id] in ("html@example.org", "text@example.org"):
+                ledger.mark_sent(session, c, receipt="250 ok", now=clock.now)
+            else:
+                ledger.mark_failed(session, c, error="550 no", now=clock.now)
+    clock.now += timedelta(minutes=1)
+    runner.send_revisions()
+    assert sorted(m["To"] for m in mails(smtp)) == ["html@example.org", "text@example.org"]
+    with db.session_scope(engine) as session:
+        skipped = session.exec(select(Delivery).where(Delivery.window_key == f"correction:{desk}:2",
+                                                      Delivery.status == "skipped")).all()
+        assert {d.last_error for d in skipped} == {"the reader never received the SITREP"}
+        assert len(skipped) == 3
+
+
+def test_a_notice_waits_while_its_readers_digest_is_still_being_sent(engine, runner, clock, smtp, desk):
+    from dispatch import ledger
+
+    runner.plan()
+    with db.session_scope(engine) as session:
+        claimed = ledger.claim(session, now=clock.now, limit=100)
+    with db.session_scope(engine) as session:
+        revisions.correct(session, desk, parse(CORRECTED), by="ed", note=NOTE)
+        revisions.approve_correction(session, desk, by="chief", now=clock.now)
+    runner.send_revisions()
+    assert mails(smtp) == []  # the digests are still out: nothing is decided yet
+    with db.session_scope(engine) as session:
+        for c in claimed:
+            ledger.mark_sent(session, c, receipt="250 ok", now=clock.now)
+    clock.now += timedelta(minutes=2)
+    runner.send_revisions()
+    assert sorted(m["To"] for m in mails(smtp)) == ["html@example.org", "leaving@example.org", "text@example.org"]
