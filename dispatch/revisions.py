@@ -93,7 +93,7 @@ def correct(session: Session, sitrep_id: int, parsed: ParsedSitrep, *, by: str, 
     ``regions`` (slugs or names) re-tag it; None keeps its regions. A second
     correction before the approval replaces the pending one."""
     note = _note(note, field="note")
-    sitrep = sitreps.get(session, sitrep_id)
+    sitrep = sitreps.get(session, sitrep_id, lock=True)  # one change of its status at a time
     _released(sitrep, doing="a correction")
     slugs = None
     if regions is not None:
@@ -148,7 +148,7 @@ def approve_correction(session: Session, sitrep_id: int, *, by: str, two_person:
                        now: datetime | None = None) -> Approved:
     """The pending correction becomes the SITREP's content, and every
     earlier reader is planned a notice of it."""
-    sitrep = sitreps.get(session, sitrep_id)
+    sitrep = sitreps.get(session, sitrep_id, lock=True)  # one change of its status at a time
     revision = pending(session, sitrep_id)
     if revision is None:
         raise WorkflowError(f"SITREP {sitrep_id} has no correction awaiting approval "
@@ -178,7 +178,7 @@ def retract(session: Session, sitrep_id: int, *, by: str, reason: str, now: date
     withdrawal, it takes effect at once (no second person): a retraction
     stops the spread of something wrong, and waiting would not."""
     reason = _note(reason, field="reason")
-    sitrep = sitreps.get(session, sitrep_id)
+    sitrep = sitreps.get(session, sitrep_id, lock=True)  # one change of its status at a time
     done = [r for r in revisions(session, sitrep_id) if r.kind == RevisionKind.retraction]
     if done:
         raise WorkflowError(f"SITREP {sitrep_id} was retracted already (by {done[-1].approved_by})")

@@ -205,3 +205,41 @@ def test_a_notice_waits_while_its_readers_digest_is_still_being_sent(engine, run
     clock.now += timedelta(minutes=2)
     runner.send_revisions()
     assert sorted(m["To"] for m in mails(smtp)) == ["html@example.org", "leaving@example.org", "text@example.org"]
+
+
+def test_two_approvals_at_once_approve_a_flash_once(postgres_url):
+    # Two approvers press "approve as FLASH" at the same moment (web and API): the second must
+    # find it approved, not approve it again: each approval is fanned out anew (its own FLASH key),
+    # so a second one would send the FLASH to every reader twice.
+    import threading
+
+    from dispatch import bootstrap
+    from dispatch.errors import WorkflowError
+
+    engine = db.create_engine(postgres_url)
+    bootstrap.init_database(engine)
+    try:
+        with db.session_scope(engine) as session:
+            sitrep_id = sitreps.import_parsed(session, parse(STANDARD), actor="ed").sitrep.id
+        outcome = {}
+
+        def second():
+            try:
+                with db.session_scope(engine) as session:
+                    sitreps.approve_sitrep(session, sitrep_id, by="cy", flash=True,
+                                           at=APPROVED + timedelta(seconds=30))
+                outcome["second"] = "approved"
+            except WorkflowError as exc:
+                outcome["second"] = str(exc)
+
+        with db.session_scope(engine) as session:
+            sitreps.approve_sitrep(session, sitrep_id, by="chief", flash=True, at=APPROVED)
+            thread = threading.Thread(target=second)
+            thread.start()
+            thread.join(1.0)  # it waits for this approval's transaction (or, unfixed, approves behind it)
+        thread.join(10)
+        assert "already approved" in outcome["second"]
+        with db.session_scope(engine) as session:
+            assert sitreps.get(session, sitrep_id).approved_by == "chief"
+    finally:
+        engine.dispose()
