@@ -80,7 +80,12 @@ class RevisionNoticeSender:
             keeper.hold(claimed)
             started = time.monotonic()
             try:
-                for c in claimed:
+                for index, c in enumerate(claimed):
+                    if stop and stop.is_set():  # shutting down: the rest goes back at once, attempt uncounted
+                        rest = [r for r in claimed[index:] if not keeper.lost(r.id)]
+                        self.recorder.write(lambda session: ledger.release(session, rest,  # noqa: B023
+                                                                           now=self.clock()))
+                        break
                     if keeper.lost(c.id):  # its lease ran out and another sender has it now
                         log.warning("delivery=%s: its claim was taken over by another sender; not sent from here",
                                     c.id)

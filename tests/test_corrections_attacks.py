@@ -243,3 +243,26 @@ def test_two_approvals_at_once_approve_a_flash_once(postgres_url):
             assert sitreps.get(session, sitrep_id).approved_by == "chief"
     finally:
         engine.dispose()
+
+
+def test_a_stop_mid_batch_sends_the_notice_in_flight_and_hands_back_the_rest(engine, runner, clock, slack, smtp, desk):
+    import threading
+
+    delivered_once(runner, clock, slack, smtp, engine)
+    before = len(mails(smtp))
+    _corrected(engine, desk, clock)
+    stop = threading.Event()
+
+    class Stopping:
+        def send(self, *args, **kwargs):
+            stop.set()  # SIGTERM arrives while this one is sent
+            return runner.channels["email"].send(*args, **kwargs)
+
+    _notice_sender(runner, {**runner.channels, "email": Stopping()}).drain(stop=stop)
+    assert len(mails(smtp)) == before + 1
+    with db.session_scope(engine) as session:
+        rows = session.exec(select(Delivery).where(Delivery.window_key == f"correction:{desk}:2")).all()
+        assert sorted(d.status.value for d in rows) == ["pending"] * 4 + ["sent"]
+        assert {d.attempts for d in rows if d.status.value == "pending"} == {0}
+    runner.send_revisions()
+    assert len(mails(smtp)) == before + 3
