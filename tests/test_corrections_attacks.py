@@ -8,6 +8,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from sqlmodel import select
 
 from dispatch import db, revisions, sitreps, subscribers
@@ -266,3 +267,43 @@ def test_a_stop_mid_batch_sends_the_notice_in_flight_and_hands_back_the_rest(eng
         assert {d.attempts for d in rows if d.status.value == "pending"} == {0}
     runner.send_revisions()
     assert len(mails(smtp)) == before + 3
+
+
+def test_the_diff_of_a_huge_correction_is_not_quadratic(monkeypatch):
+    # 8,000 bullets fit in 64 KB (a web upload may be 256 KB): difflib's matcher is quadratic on
+    # repeated lines (6 s here for one diff, and a notice is rendered per reader). Beyond a bound,
+    # lines are compared by membership, in one pass.
+    import difflib
+
+    from dispatch.desk import corrections
+
+    sizes = []
+    real = difflib.SequenceMatcher
+
+    def spy(*args, a=(), b=(), **kwargs):
+        sizes.append(max(len(a), len(b)))
+        return real(*args, a=a, b=b, **kwargs)
+
+    monkeypatch.setattr(corrections.difflib, "SequenceMatcher", spy)
+    old, new = ["a", "b"] * 4000, ["b", "a"] * 4000 + ["c"]
+    changes = corrections.diff({"bullets": old}, {"bullets": new})
+    assert [c.line() for c in changes] == ["+ bullet: c"]
+    assert all(size <= corrections.MATCHED_LINES for size in sizes)
+    # Small lists still read as a diff does: a replaced line next to its replacement.
+    assert [c.line() for c in corrections.diff({"bullets": ["x", "y"]}, {"bullets": ["x", "z"]})] == [
+        "- bullet: y", "+ bullet: z"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from("abcd"), max_size=40), st.lists(st.sampled_from("abcd"), max_size=40),
+       st.integers(min_value=1, max_value=10))
+def test_the_membership_diff_accounts_for_every_line(old, new, bound):
+    from collections import Counter
+
+    from dispatch.desk import corrections
+
+    changes = corrections._lines("bullet", old, new, matched=bound)
+    removed = Counter(c.text for c in changes if c.sign == "-")
+    added = Counter(c.text for c in changes if c.sign == "+")
+    assert removed <= Counter(old) and added <= Counter(new)
+    assert Counter(old) - removed == Counter(new) - added  # what stays is common to both
