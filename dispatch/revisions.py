@@ -137,8 +137,8 @@ def correction_authors(session: Session, sitrep_id: int) -> list[str]:
 
 
 def two_person_refusal(revision: SitrepRevision, *, approver: str, authors: list[str] = ()) -> str | None:
-    who = approver.strip().casefold()
-    if who not in {a.strip().casefold() for a in (revision.made_by, *authors)}:
+    who = roles.person(approver)
+    if who not in {roles.person(a) for a in (revision.made_by, *authors)}:
         return None
     return (f"two-person rule: {approver} made this correction, so someone else must approve it "
             "(DISPATCH_TWO_PERSON_RULE)")

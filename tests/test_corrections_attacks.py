@@ -307,3 +307,16 @@ def test_the_membership_diff_accounts_for_every_line(old, new, bound):
     added = Counter(c.text for c in changes if c.sign == "+")
     assert removed <= Counter(old) and added <= Counter(new)
     assert Counter(old) - removed == Counter(new) - added  # what stays is common to both
+
+
+def test_a_token_named_after_its_user_is_the_same_person_to_the_two_person_rule(engine, desk):
+    # ana corrects on the admin pages, then approves through the API with a token she named after
+    # herself ("api:ana"), or through the CLI as a look-alike of her name: all one person.
+    with db.session_scope(engine) as session:
+        revisions.correct(session, desk, parse(CORRECTED), by="ana", note=NOTE)
+    for approver in ("api:ana", "API:Ana ", "ａｎａ", "api: ana"):
+        with db.session_scope(engine) as session, pytest.raises(roles.NotPermitted, match="two-person rule"):
+            revisions.approve_correction(session, desk, by=approver, two_person=True)
+    assert "two-person rule" in roles.two_person_refusal([("ana", "imported")], approver="api:ana")
+    assert "two-person rule" in roles.two_person_refusal([("api:ana", "imported")], approver="ANA")
+    assert roles.two_person_refusal([("ana", "imported")], approver="api:chief") is None
