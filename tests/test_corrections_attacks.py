@@ -320,3 +320,24 @@ def test_a_token_named_after_its_user_is_the_same_person_to_the_two_person_rule(
     assert "two-person rule" in roles.two_person_refusal([("ana", "imported")], approver="api:ana")
     assert "two-person rule" in roles.two_person_refusal([("api:ana", "imported")], approver="ANA")
     assert roles.two_person_refusal([("ana", "imported")], approver="api:chief") is None
+
+
+@pytest.mark.parametrize("stamp", [10**12 - 1, 99_999_999_999])
+def test_a_signed_timestamp_past_any_calendar_is_refused_not_a_crash(stamp):
+    # Signed with the right key (a provider's bug, or a leaked key): 403 "not a time", never a 500.
+    import json as _json
+
+    from dispatch.inbound.providers import mailgun, reading, sendgrid
+
+    from . import providertools as pt
+
+    now = datetime.now(timezone.utc)
+    body = b"[]"
+    with pytest.raises(reading.Refused) as refused:
+        sendgrid.read(body, {k.lower(): v for k, v in pt.sendgrid_headers(body, at=stamp).items()},
+                      public_key=sendgrid.load_key(pt.sendgrid_verification_key()), now=now)
+    assert refused.value.status == 403
+    signed = _json.dumps(pt.mailgun_body(pt.mailgun_failed("gone@example.net", None), at=stamp)).encode()
+    with pytest.raises(reading.Refused) as refused:
+        mailgun.read(signed, {}, signing_key=pt.MAILGUN_KEY, now=now)
+    assert refused.value.status == 403
