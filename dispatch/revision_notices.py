@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
@@ -156,11 +157,7 @@ class RevisionNoticeSender:
         """Did a delivery carrying the SITREP reach this reader: True (sent, or
         held: its message went out), False (none did), None (one is still
         being sent, and was counted when the notice was planned: wait for it)."""
-        rows = session.execute(
-            select(Delivery.status, Delivery.lease_until, Delivery.window_key)
-            .join(DeliverySitrep, DeliverySitrep.delivery_id == Delivery.id)
-            .where(DeliverySitrep.sitrep_id == sitrep_id, Delivery.subscriber_id == subscriber_id,
-                   col(Delivery.status).in_([DeliveryStatus.sent, DeliveryStatus.sending]))).all()
+        rows = session.execute(reaching(subscriber_id, sitrep_id)).all()
         waiting = False
         for status, lease_until, key in rows:
             if corrections.is_notice_key(key) or key.startswith(ledger.NOTICE_PREFIX):
@@ -175,8 +172,7 @@ class RevisionNoticeSender:
     def _receipts(session, subscriber_id: int, sitrep_id: int):
         rows = session.execute(
             select(Delivery.receipt, Delivery.sitrep_ids, Delivery.window_key)
-            .join(DeliverySitrep, DeliverySitrep.delivery_id == Delivery.id)
-            .where(DeliverySitrep.sitrep_id == sitrep_id, Delivery.subscriber_id == subscriber_id,
+            .where(Delivery.subscriber_id == subscriber_id, _carries(sitrep_id),
                    Delivery.status == DeliveryStatus.sent).order_by(Delivery.id)).all()
         return [(receipt, ids) for receipt, ids, key in rows if not corrections.is_notice_key(key)]
 
@@ -235,6 +231,21 @@ class RevisionNoticeSender:
         posted = slack.post(recipient.address, note)
         channel = "webhook" if posted == "webhook:ok" else recipient.address
         return json.dumps({"channel": channel, "updated": updated, "ts": [posted]})
+
+
+def reaching(subscriber_id: int, sitrep_id: int):
+    """The reader's deliveries carrying the SITREP that were sent or are being sent."""
+    return select(Delivery.status, Delivery.lease_until, Delivery.window_key).where(
+        Delivery.subscriber_id == subscriber_id, _carries(sitrep_id),
+        col(Delivery.status).in_([DeliveryStatus.sent, DeliveryStatus.sending]))
+
+
+def _carries(sitrep_id: int):
+    """The delivery carries the SITREP: probed per delivery of one reader (the
+    link table's key), never by walking every link of the SITREP, which is a
+    row per reader: a join let SQLite do that for each notice, quadratic in readers."""
+    links = DeliverySitrep.__table__
+    return sa.exists().where(links.c.sitrep_id == sitrep_id, links.c.delivery_id == Delivery.id)
 
 
 def _aware(moment: datetime) -> datetime:

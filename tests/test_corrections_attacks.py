@@ -341,3 +341,17 @@ def test_a_signed_timestamp_past_any_calendar_is_refused_not_a_crash(stamp):
     with pytest.raises(reading.Refused) as refused:
         mailgun.read(signed, {}, signing_key=pt.MAILGUN_KEY, now=now)
     assert refused.value.status == 403
+
+
+def test_a_notice_reads_its_readers_deliveries_not_every_reader_of_the_sitrep(engine, database_url):
+    # One notice per reader: each must probe its own reader's few deliveries, not walk the
+    # SITREP's links (a row per reader), or sending the notices is quadratic in readers.
+    from dispatch.revision_notices import reaching
+
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's query plan")
+    sql = str(reaching(2, 1).compile(engine, compile_kwargs={"literal_binds": True}))
+    with engine.connect() as connection:
+        plan = " | ".join(row[3] for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    assert plan.startswith("SEARCH delivery USING INDEX") and "(subscriber_id=?)" in plan
+    assert "(sitrep_id=? AND delivery_id=?)" in plan
