@@ -35,8 +35,7 @@ def init_database(engine: Engine) -> int:
 
 
 def open_engine(settings: Settings) -> Engine:
-    engine = db.create_engine(settings.database_url, pool_size=settings.db_pool_size,
-                              statement_timeout=settings.db_statement_timeout)
+    engine = db.configured_engine(settings)
     if db.is_current(engine):
         return engine
     if engine.dialect.name == "sqlite":

@@ -218,6 +218,10 @@ class Settings(BaseSettings):
     slack_webhook_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="hosts accepted for incoming-webhook URLs besides Slack's own, comma-separated "
                         "(http only for a loopback host, e.g. a local sink)")
+    outbound_private_networks: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="networks (comma-separated, like 10.1.2.0/24 or 127.0.0.1/32) that event and Slack "
+                        "webhooks may post to although they are private, loopback or link-local; default none: "
+                        "such addresses (and cloud metadata, 169.254.169.254) are refused")
     sender_threads: int = Field(4, ge=1, le=64)
     batch_size: int = Field(50, ge=1, le=5000, description="deliveries one sender claims at a time")
     plan_interval: float = Field(60, gt=0, description="seconds between two planning runs")
@@ -249,6 +253,8 @@ class Settings(BaseSettings):
     ready_relay_seconds: float = Field(
         300, gt=0, description="/readyz on a sender: the SMTP relay must have answered within this many seconds "
                                "(else a probe must succeed)")
+    view_link_days: int = Field(90, ge=1, le=3650,
+                                description="days an email's “view in browser” link works after it was sent")
     archive: ArchiveMode = Field(ArchiveMode.readers, description="web archive: readers | public | off")
     max_full_items: int = Field(12, ge=1, le=200, description="SITREPs shown in full in one email; "
                                                                 "the rest become linked headlines")
@@ -354,6 +360,22 @@ class Settings(BaseSettings):
     def _webhook_hosts(cls, value: Any) -> tuple[str, ...]:
         return _host_entries(value)
 
+    @field_validator("outbound_private_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        items = value.split(",") if isinstance(value, str) else list(value)
+        found = []
+        for item in (str(i).strip() for i in items):
+            if not item:
+                continue
+            try:
+                found.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP network (like 10.1.2.0/24 or 127.0.0.1/32)") from None
+        return tuple(found)
+
     @field_validator("ses_topic_arns", mode="before")
     @classmethod
     def _topic_arns(cls, value: Any) -> tuple[str, ...]:
@@ -407,7 +429,24 @@ class Settings(BaseSettings):
 
     def warnings(self) -> list[str]:
         """What works but should not be left so; shown at start and by `dispatch config`."""
-        return [w for w in (public_url_warning(str(self.public_url)),) if w]
+        return [w for w in (public_url_warning(str(self.public_url)), self._unreachable_webhook_hosts()) if w]
+
+    def _unreachable_webhook_hosts(self) -> str | None:
+        """A listed Slack webhook host that is a private address the outbound
+        rule refuses: every post to it would fail (dispatch.outbound)."""
+        networks = [ipaddress.ip_network(n) for n in self.outbound_private_networks]
+        refused = []
+        for host in self.slack_webhook_hosts:
+            try:
+                ip = ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                continue
+            if (not ip.is_global or ip.is_multicast) and not any(ip in n for n in networks if n.version == ip.version):
+                refused.append(host)
+        if not refused:
+            return None
+        return (f"DISPATCH_SLACK_WEBHOOK_HOSTS lists {', '.join(refused)}, a private or loopback address that "
+                "webhooks are never posted to unless DISPATCH_OUTBOUND_PRIVATE_NETWORKS lists its network")
 
     @model_validator(mode="after")
     def _ses_needs_its_topics(self) -> "Settings":

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.engine import Engine
 
 from dispatch import csv_import, db
+from dispatch.desk import audit
 from dispatch.errors import InputError
 from dispatch.models import ImportJob, utcnow
 
@@ -33,27 +34,33 @@ CHECK_STEP = 256 * 1024  # progress written while checking every this many bytes
 
 
 def start(engine: Engine, data: bytes, *, started_by: str, limit: int,
-          webhook_hosts: Collection[str] = ()) -> int:
+          webhook_hosts: Collection[str] = (), file_name: str | None = None) -> int:
     """Record a job for ``data`` (the whole upload, at most ``limit`` bytes)
-    and start importing it in a thread; returns the job's id."""
+    and start importing it in a thread; returns the job's id. The thread
+    acts as whoever started it (a new thread does not inherit the request's
+    audit actor by itself)."""
     with db.session_scope(engine) as session:
         job = ImportJob(started_by=started_by[:200], total=len(data))
         session.add(job)
         session.flush()
         job_id = job.id
     thread = threading.Thread(target=run, name=f"import-job-{job_id}", daemon=True,
-                              args=(engine, job_id, data), kwargs={"limit": limit, "webhook_hosts": webhook_hosts})
+                              args=(engine, job_id, data),
+                              kwargs={"limit": limit, "webhook_hosts": webhook_hosts, "file_name": file_name,
+                                      "actor": audit.current_actor()})
     thread.start()
     return job_id
 
 
-def run(engine: Engine, job_id: int, data: bytes, *, limit: int, webhook_hosts: Collection[str] = ()) -> None:
+def run(engine: Engine, job_id: int, data: bytes, *, limit: int, webhook_hosts: Collection[str] = (),
+        file_name: str | None = None, actor: audit.Actor | None = None) -> None:
     """Import ``data`` for job ``job_id``, writing progress and the report."""
     try:
-        report = csv_import.import_csv(
-            engine, _Progress(io.BytesIO(data), lambda read: _update(engine, job_id, done=read)),
-            limit=limit, webhook_hosts=webhook_hosts,
-            on_batch=lambda done, total: _update(engine, job_id, phase="adding", done=done, total=total))
+        with audit.acting_as(actor or audit.current_actor()):
+            report = csv_import.import_csv(
+                engine, _Progress(io.BytesIO(data), lambda read: _update(engine, job_id, done=read)),
+                limit=limit, webhook_hosts=webhook_hosts, file_name=file_name,
+                on_batch=lambda done, total: _update(engine, job_id, phase="adding", done=done, total=total))
     except InputError as exc:
         _update(engine, job_id, state="failed", error=str(exc))
     except Exception:  # the thread's last word: the page must not say "running" for ever

@@ -9,66 +9,20 @@ PostgreSQL would. ``info={"field": …}`` names a column as a person knows it
 
 import secrets
 from itertools import chain
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from enum import Enum
-from functools import lru_cache
 
 import sqlalchemy as sa
 import sqlalchemy.orm
-from sqlalchemy.types import TypeDecorator
 from sqlmodel import Column, Field, Relationship, SQLModel
 
 from dispatch import fields
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class UTCDateTime(TypeDecorator):
-    """Timezone-aware UTC datetimes on every backend.
-
-    SQLite keeps no offset, so values are stored as naive UTC and come back
-    tagged as UTC; PostgreSQL stores timestamptz.
-    """
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: dispatch stores only aware datetimes")
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
-
-    # The same few instants are written and read thousands of times (every
-    # row of a planning pass carries the same ``now``; readers in one time
-    # zone share their cursors), and each conversion costs microseconds of
-    # parsing or formatting: remember the latest ones, per column and dialect.
-    def bind_processor(self, dialect):
-        return _remembered(super().bind_processor(dialect))
-
-    def result_processor(self, dialect, coltype):
-        return _remembered(super().result_processor(dialect, coltype))
-
-
-REMEMBERED_INSTANTS = 256  # per column and dialect: a few kB each
-
-
-def _remembered(process):
-    """``process`` with its latest results remembered. Equal aware datetimes
-    are the same instant, and every conversion here depends on the instant
-    alone, so sharing a result between them is exact."""
-    return lru_cache(maxsize=REMEMBERED_INSTANTS)(process) if process is not None else None
+# Defined apart so that a command that only reads can use them without SQLModel
+# (dispatch.read_tables); they are the models' own, re-exported from here.
+from dispatch.coltypes import REMEMBERED_INSTANTS, UTCDateTime, utcnow  # noqa: F401
+from dispatch.enums import (  # noqa: F401
+    Cadence, DeliveryStatus, MailFormat, Role, SitrepStatus, SubscriberKind, SubscriberStatus,
+)
 
 
 def _utc(nullable: bool = True) -> Column:
@@ -78,44 +32,6 @@ def _utc(nullable: bool = True) -> Column:
 def _named(field: str, **column_kwargs) -> dict:
     """sa_column_kwargs naming the column in refusals."""
     return {"info": {"field": field}, **column_kwargs}
-
-
-class SitrepStatus(str, Enum):
-    draft = "draft"
-    approved = "approved"
-    withdrawn = "withdrawn"
-
-
-class SubscriberKind(str, Enum):
-    email = "email"
-    slack = "slack"
-
-
-class Cadence(str, Enum):
-    immediate = "immediate"
-    daily = "daily"
-    weekly = "weekly"
-
-
-class MailFormat(str, Enum):
-    html = "html"
-    text = "text"
-
-
-class SubscriberStatus(str, Enum):
-    pending = "pending"
-    active = "active"
-    unsubscribed = "unsubscribed"
-    bounced = "bounced"
-    disabled = "disabled"
-
-
-class DeliveryStatus(str, Enum):
-    pending = "pending"
-    sending = "sending"
-    sent = "sent"
-    failed = "failed"
-    skipped = "skipped"
 
 
 def _enum(enum_cls: type[Enum]) -> sa.Enum:
@@ -129,14 +45,6 @@ def _enum(enum_cls: type[Enum]) -> sa.Enum:
         name=f"{enum_cls.__name__.lower()}_check",
         values_callable=lambda e: [m.value for m in e],
     )
-
-
-class Role(str, Enum):
-    """What an admin user or API token may do (dispatch.desk.roles)."""
-    viewer = "viewer"
-    editor = "editor"
-    approver = "approver"
-    admin = "admin"
 
 
 class Region(SQLModel, table=True):
@@ -294,6 +202,21 @@ def _name_key_default(context) -> str:
     return name_key(context.get_current_parameters().get("name"))
 
 
+def name_word_keys(name: str | None) -> list[str]:
+    """What ``subscriber_name_word`` holds for a name: its key from each
+    later word to the end — "maria lund" and "lund" for "Anna Maria Lund".
+    A search text that starts one of them starts a later word of the name
+    (and goes on with the words after it, as "maria lu"); the first word is
+    name_key itself. At most 100 for a name of 200 characters."""
+    words = name_key(name).split(" ")
+    return [" ".join(words[i:]) for i in range(1, len(words))]
+
+
+def name_word_rows(subscriber_id: int, name: str | None) -> list[dict]:
+    """The subscriber_name_word rows of one subscriber, for a Core insert."""
+    return [{"subscriber_id": subscriber_id, "word_key": key} for key in name_word_keys(name)]
+
+
 class SubscriberRegion(SQLModel, table=True):
     __tablename__ = "subscriber_region"
     subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
@@ -304,6 +227,22 @@ class SubscriberAnalyst(SQLModel, table=True):
     __tablename__ = "subscriber_analyst"
     subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
     analyst_id: int = Field(foreign_key="analyst.id", primary_key=True)
+
+
+class SubscriberNameWord(SQLModel, table=True):
+    """A name search by a later word ("Lund", "lu" find "Anna Lund"): each
+    subscriber's ``name_word_keys``, so that such a search is a range of the
+    word_key index, as a search by the first word is one of name_key's.
+    Derived from subscriber.name_key and kept with it by every writer of
+    names: the flush (``_keep_name_words`` below) and the CSV import's Core
+    inserts (``name_word_rows``); a Core write elsewhere must do the same."""
+
+    __tablename__ = "subscriber_name_word"
+    __table_args__ = (sa.Index("ix_subscriber_name_word_word_key", "word_key", "subscriber_id"),)
+    # The subscriber first: rewriting one reader's words is a range of the key.
+    subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
+    # In code-point order on every backend, like name_key (a prefix is a range).
+    word_key: str = Field(primary_key=True, max_length=NAME_KEY_LENGTH, sa_type=NAME_KEY_TYPE)
 
 
 class Subscriber(SQLModel, table=True):
@@ -403,6 +342,27 @@ def _record_status_changes(session: sa.orm.Session, _flush_context) -> None:
                      "to_status": _value(obj.status), "reason": (obj.status_reason or None) and obj.status_reason[:500]})
     if rows:
         session.connection().execute(sa.insert(SubscriberChange.__table__), rows)
+
+
+@sa.event.listens_for(sa.orm.Session, "after_flush")
+def _keep_name_words(session: sa.orm.Session, _flush_context) -> None:
+    """subscriber_name_word follows each new or renamed subscriber's name_key
+    (set in _before_flush); a deleted one's rows go by ON DELETE CASCADE."""
+    table = SubscriberNameWord.__table__
+    renamed, rows = [], []
+    for obj in (*session.new, *session.dirty):
+        if not isinstance(obj, Subscriber) or obj in session.deleted:
+            continue
+        if obj not in session.new:
+            if not sa.inspect(obj).attrs.name_key.history.has_changes():
+                continue
+            renamed.append(obj.id)
+        rows += name_word_rows(obj.id, obj.name)
+    connection = session.connection() if renamed or rows else None
+    if renamed:
+        connection.execute(sa.delete(table).where(table.c.subscriber_id.in_(renamed)))
+    if rows:
+        connection.execute(sa.insert(table), rows)
 
 
 def _value(status) -> str | None:

@@ -74,7 +74,7 @@ def build_channels(settings: Settings, *, installation: str) -> dict:
         "slack": SlackAdapter(
             token=settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
             base_url=str(settings.slack_base_url), min_interval=settings.slack_min_interval,
-            webhook_hosts=settings.slack_webhook_hosts),
+            webhook_hosts=settings.slack_webhook_hosts, private_networks=settings.outbound_private_networks),
     }
 
 
@@ -143,7 +143,8 @@ class Runner:
             lease=timedelta(seconds=settings.lease_seconds))
         # Event webhooks: their own claim and thread, so a slow endpoint never holds up an email.
         # Events are planned at the wall clock's time, whatever clock this run acts at (--now).
-        self.events = event_sender.EventSender(engine, policy=RetryPolicy(max_attempts=settings.max_attempts))
+        self.events = event_sender.EventSender(engine, policy=RetryPolicy(max_attempts=settings.max_attempts),
+                                               private_networks=settings.outbound_private_networks)
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.pace = leases.SendPace()
         self.planning = threading.Event()  # set while a planning run is under way

@@ -10,14 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import or_
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
-from dispatch import catalogue, fields, paging, taxonomy
+from dispatch import catalogue, fields, paging, sitrep_rows, taxonomy
 from dispatch.desk import roles
 from dispatch.errors import DuplicateError, FieldError, NotFoundError, WorkflowError
-from dispatch.models import Commentary, Sitrep, SitrepChange, SitrepStatus, utcnow
+from dispatch.models import Commentary, Sitrep, SitrepChange, SitrepRevision, SitrepStatus, utcnow
 from dispatch.sitrep_text import ParsedSitrep, sitrep_fingerprint
 
 
@@ -105,16 +104,9 @@ def get(session: Session, sitrep_id: int, *, lock: bool = False) -> Sitrep:
 
 
 def _listed(status: SitrepStatus | None, search: str | None):
-    query = select(Sitrep).options(selectinload(Sitrep.regions))
-    if status is not None:
-        query = query.where(Sitrep.status == status)
-    if search:
-        # A contains-search over the text: SITREPs number in the thousands, not the
-        # hundred thousands, and a page stops reading once it is full.
-        pattern = fields.contains_pattern(search)
-        query = query.where(or_(col(Sitrep.title).ilike(pattern, escape=fields.LIKE_ESCAPE),
-                                col(Sitrep.source_text).ilike(pattern, escape=fields.LIKE_ESCAPE)))
-    return query
+    # The same filter as `dispatch sitrep list` reads with Core (dispatch.sitrep_rows).
+    return select(Sitrep).options(selectinload(Sitrep.regions)).where(
+        *sitrep_rows.listed_filter(Sitrep.__table__.c, status=status, search=search))
 
 
 def list_sitreps(
@@ -151,7 +143,11 @@ def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | 
         if refusal is not None:
             raise roles.NotPermitted(refusal)
     if sitrep.status == SitrepStatus.approved:
-        raise WorkflowError(f"SITREP {sitrep_id} is already approved (by {sitrep.approved_by})")
+        waiting = session.exec(select(SitrepRevision.number).where(
+            SitrepRevision.sitrep_id == sitrep.id, col(SitrepRevision.approved_at).is_(None))).first()
+        hint = (f"; its correction {waiting} waits for `dispatch sitrep approve-correction {sitrep_id}`"
+                if waiting is not None else "")
+        raise WorkflowError(f"SITREP {sitrep_id} is already approved (by {sitrep.approved_by}){hint}")
     if not sitrep.regions:
         raise WorkflowError(
             f"SITREP {sitrep_id} has no region; tag it first (dispatch sitrep tag {sitrep_id} --region …)"
@@ -175,11 +171,7 @@ def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | 
     return sitrep
 
 
-def embargoed_until(sitrep: Sitrep, *, now: datetime | None = None) -> datetime | None:
-    """When an approved SITREP is released, if that is still to come."""
-    if sitrep.status == SitrepStatus.approved and sitrep.approved_at and sitrep.approved_at > (now or utcnow()):
-        return sitrep.approved_at
-    return None
+embargoed_until = sitrep_rows.embargoed_until  # when an approved SITREP is released, if still to come
 
 
 def release_sitrep(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
@@ -195,7 +187,13 @@ def release_sitrep(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
 
 
 def cancel_release(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
-    """Call off an embargoed release: back to a draft, never sent."""
+    """Call off an embargoed release: back to a draft, never sent.
+
+    No event is emitted, on purpose: sitrep.approved waits for the release
+    (events.emit), so no receiver heard of this approval and there is
+    nothing to take back; and an event naming a SITREP still under embargo
+    (sitrep.withdrawn, say) would tell receivers what the embargo keeps
+    back. The cancellation is in the SITREP's history and the audit log."""
     sitrep = get(session, sitrep_id, lock=True)
     until = embargoed_until(sitrep)
     if until is None:
@@ -365,18 +363,7 @@ def region_slugs(sitrep: Sitrep) -> list[str]:
 
 
 def as_dict(sitrep: Sitrep, *, full: bool = False) -> dict:
-    data = {
-        "id": sitrep.id,
-        "title": sitrep.title,
-        "event_date": sitrep.event_date.isoformat(),
-        "status": sitrep.status.value,
-        "regions": region_slugs(sitrep),
-        "approved_at": sitrep.approved_at.isoformat() if sitrep.approved_at else None,
-        "approved_by": sitrep.approved_by,
-        "scheduled_for": until.isoformat() if (until := embargoed_until(sitrep)) else None,
-        "flash": bool(sitrep.flash),
-        "priority": sitrep.priority,
-    }
+    data = sitrep_rows.as_dict(sitrep, region_slugs(sitrep))
     if full:
         data["summary"] = list(sitrep.summary)
         data["commentary"] = [

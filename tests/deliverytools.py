@@ -18,6 +18,7 @@ from .conftest import FIXTURES
 APPROVED = datetime(2026, 11, 26, 15, tzinfo=timezone.utc)
 LATER = APPROVED + timedelta(hours=1)
 LOCAL_WEBHOOK_HOSTS = ("127.0.0.1",)  # the local Slack sink's webhooks
+LOOPBACK_NETWORKS = ("127.0.0.1/32",)  # and the opt-in to post to loopback at all (DISPATCH_OUTBOUND_PRIVATE_NETWORKS)
 
 
 class Clock:

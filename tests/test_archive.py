@@ -20,7 +20,7 @@ from sqlmodel import select
 
 from dispatch import admins, db, links, revisions, sitreps, subscribers
 from dispatch.config import Settings
-from dispatch.models import Delivery, Subscriber, SubscriberKind
+from dispatch.models import Subscriber, SubscriberKind
 from dispatch.scheduler import Runner
 from dispatch.sitrep_text import parse
 from dispatch.subscribers import Preferences
@@ -45,6 +45,9 @@ def smtp(tmp_path):
 
 
 def settings_for(database_url, smtp, **kw):
+    # The emails here are sent at a fixed MORNING and opened at today's date:
+    # their view links must not expire as the calendar moves on.
+    kw.setdefault("view_link_days", 3650)
     return Settings(database_url=database_url, smtp_host=smtp[0].host, smtp_port=smtp[0].port,
                     mail_from="Briefings <news@example.org>", secret_key=SecretStr("archive-test-secret"),
                     public_url=f"{SITE}/", sender_threads=1, brand="The Northern Desk", **kw)

@@ -76,7 +76,8 @@ def runner(database_url, engine, smtp_server, slack, clock):
     settings = Settings(database_url=database_url, smtp_host=smtp_server[0].host, smtp_port=smtp_server[0].port,
                         mail_from="Briefings <news@example.org>", slack_base_url=slack.base_url,
                         slack_bot_token=SecretStr(TOKEN), slack_min_interval=0, secret_key=SecretStr("k"),
-                        public_url="https://news.example.org/", slack_webhook_hosts=("127.0.0.1",))
+                        public_url="https://news.example.org/", slack_webhook_hosts=("127.0.0.1",),
+                        outbound_private_networks=("127.0.0.1/32",))  # the local Slack sink's webhooks
     r = Runner(settings, engine, clock=clock)
     yield r
     r.close()

@@ -17,7 +17,7 @@ from dispatch.models import Delivery, DeliveryStatus, SubscriberKind, Subscriber
 from dispatch.scheduler import Runner
 from dispatch.sink import SlackSink
 
-from .deliverytools import LATER, LOCAL_WEBHOOK_HOSTS, Clock, received, seed
+from .deliverytools import LATER, LOCAL_WEBHOOK_HOSTS, LOOPBACK_NETWORKS, Clock, received, seed
 from .servers import scripted_smtp
 
 TOKEN = "xoxb-installed"
@@ -43,7 +43,7 @@ def test_a_refused_bot_token_pauses_slack_keeps_channels_and_resumes(engine, dat
     clock = Clock(LATER)
     settings = Settings(database_url=database_url, smtp_host=sink.host, smtp_port=sink.port,
                         mail_from="news@example.org", secret_key=SecretStr("k"), slack_base_url=slack.base_url,
-                        slack_webhook_hosts=LOCAL_WEBHOOK_HOSTS,
+                        slack_webhook_hosts=LOCAL_WEBHOOK_HOSTS, outbound_private_networks=LOOPBACK_NETWORKS,
                         slack_bot_token=SecretStr(TOKEN), slack_min_interval=0, sender_threads=1)
     runner = Runner(settings, engine, clock=clock)
     monkeypatch.setenv("DISPATCH_DATABASE_URL", database_url)

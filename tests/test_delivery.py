@@ -59,7 +59,7 @@ def settings(database_url, smtp, slack):
                     mail_from="Briefings <news@example.org>", slack_base_url=slack.base_url,
                     slack_bot_token=SecretStr(TOKEN), slack_min_interval=0, secret_key=SecretStr("k"),
                     public_url="https://news.example.org/", sender_threads=2, batch_size=3, bounce_limit=2,
-                    slack_webhook_hosts=("127.0.0.1",))  # the local Slack sink's webhooks
+                    slack_webhook_hosts=("127.0.0.1",), outbound_private_networks=("127.0.0.1/32",))  # the local Slack sink's webhooks
 
 
 @pytest.fixture

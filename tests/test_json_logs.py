@@ -64,7 +64,7 @@ def test_dispatch_run_logs_json_lines_with_the_delivery_fields(tmp_path, mail_si
     sink = SlackSink(tmp_path / "slack").start()
     try:
         webhook = sink.webhook_url(f"T0123ABCD/B0456EFGH/{WEBHOOK_SECRET}")
-        env = _env(tmp_path, DISPATCH_SLACK_WEBHOOK_HOSTS="127.0.0.1", DISPATCH_SLACK_MIN_INTERVAL="0",
+        env = _env(tmp_path, DISPATCH_SLACK_WEBHOOK_HOSTS="127.0.0.1", DISPATCH_OUTBOUND_PRIVATE_NETWORKS="127.0.0.1/32", DISPATCH_SLACK_MIN_INTERVAL="0",
                    DISPATCH_SMTP_HOST=mail_sink.host, DISPATCH_SMTP_PORT=str(mail_sink.port),
                    DISPATCH_SLACK_BOT_TOKEN=BOT_TOKEN, DISPATCH_LOG_FORMAT="json")
 

@@ -197,7 +197,7 @@ def test_dispatch_run_logs_no_webhook_secret(tmp_path):
     sink = SlackSink(tmp_path / "slack").start()
     try:
         webhook = sink.webhook_url(f"T0123ABCD/B0456EFGH/{WEBHOOK_SECRET}")
-        env = _env(tmp_path, DISPATCH_SLACK_WEBHOOK_HOSTS="127.0.0.1", DISPATCH_SLACK_MIN_INTERVAL="0")
+        env = _env(tmp_path, DISPATCH_SLACK_WEBHOOK_HOSTS="127.0.0.1", DISPATCH_OUTBOUND_PRIVATE_NETWORKS="127.0.0.1/32", DISPATCH_SLACK_MIN_INTERVAL="0")
 
         def dispatch(*args):
             done = subprocess.run([sys.executable, "-m", "dispatch", *args], env=env, cwd=tmp_path,

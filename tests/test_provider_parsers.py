@@ -6,8 +6,6 @@ the settings, and any input at all answered with a verdict, never a crash."""
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import http.server
 import json
 import ssl
@@ -272,14 +270,16 @@ def tls_server(tmp_path):
 
 def test_the_https_fetcher_checks_tls_follows_no_redirect_and_bounds_the_size(tls_server):
     base, trusting, pem = tls_server
-    fetcher = sns_certs.HttpsFetcher(context=trusting)
+    fetcher = sns_certs.HttpsFetcher(context=trusting, allowed=("127.0.0.1/32",))  # the test server's loopback
     assert fetcher(f"{base}/cert.pem", max_bytes=sns_certs.MAX_CERT_BYTES) == pem
     with pytest.raises(sns_certs.FetchError, match="302"):
         fetcher(f"{base}/redirect.pem", max_bytes=sns_certs.MAX_CERT_BYTES)
     with pytest.raises(sns_certs.FetchError, match="larger"):
         fetcher(f"{base}/big.pem", max_bytes=sns_certs.MAX_CERT_BYTES)
     with pytest.raises(sns_certs.FetchError):  # the system's CAs do not know the one made here
-        sns_certs.HttpsFetcher()(f"{base}/cert.pem", max_bytes=sns_certs.MAX_CERT_BYTES)
+        sns_certs.HttpsFetcher(allowed=("127.0.0.1/32",))(f"{base}/cert.pem", max_bytes=sns_certs.MAX_CERT_BYTES)
+    with pytest.raises(sns_certs.FetchError, match="public address"):  # loopback, unless listed
+        sns_certs.HttpsFetcher(context=trusting)(f"{base}/cert.pem", max_bytes=sns_certs.MAX_CERT_BYTES)
 
 
 # --- settings --------------------------------------------------------------------------

@@ -99,7 +99,8 @@ def test_posts_do_not_unfurl_links_and_do_not_format_the_fallback(sink, address)
         address = sink.webhook_url("desk")
     r = Recipient(id=1, kind="slack", address="C0123ABCD")
     content = renderer().render(digest.build_digest(r, "k", [view(1, title=MARKUP)]))
-    SlackAdapter(token=TOKEN, base_url=sink.base_url, min_interval=0, webhook_hosts=("127.0.0.1",)).send(
+    SlackAdapter(token=TOKEN, base_url=sink.base_url, min_interval=0, webhook_hosts=("127.0.0.1",),
+                 private_networks=("127.0.0.1/32",)).send(
         address, content, delivery_id=1)
     (post,) = sink.posts
     assert post["unfurl_links"] in (False, "false", "0") and post["unfurl_media"] in (False, "false", "0")

@@ -18,7 +18,7 @@ from dispatch.scheduler import Runner
 from dispatch.sink import SlackSink
 
 from .conftest import _libpq_dsn
-from .deliverytools import LATER, LOCAL_WEBHOOK_HOSTS, Clock, outcomes, received, rows, seed
+from .deliverytools import LATER, LOCAL_WEBHOOK_HOSTS, LOOPBACK_NETWORKS, Clock, outcomes, received, rows, seed
 from .servers import scripted_smtp
 
 TOKEN = "xoxb-test"
@@ -37,7 +37,7 @@ def runner_for(database_url, engine, servers, clock, **overrides):
     sink, _, slack = servers
     settings = Settings(database_url=database_url, smtp_host=sink.host, smtp_port=sink.port,
                         mail_from="news@example.org", secret_key=SecretStr("k"), slack_base_url=slack.base_url,
-                        slack_webhook_hosts=LOCAL_WEBHOOK_HOSTS,
+                        slack_webhook_hosts=LOCAL_WEBHOOK_HOSTS, outbound_private_networks=LOOPBACK_NETWORKS,
                         slack_bot_token=SecretStr(TOKEN), slack_min_interval=0, sender_threads=1, **overrides)
     return Runner(settings, engine, clock=clock)
 

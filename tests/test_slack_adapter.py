@@ -30,6 +30,7 @@ def sink(tmp_path):
 
 def adapter(sink, **kw):
     kw.setdefault("webhook_hosts", ("127.0.0.1",))  # the sink's webhooks are on loopback
+    kw.setdefault("private_networks", ("127.0.0.1/32",))  # which dispatch posts to only when told
     return SlackAdapter(token=kw.pop("token", TOKEN), base_url=sink.base_url, min_interval=kw.pop("interval", 0), **kw)
 
 

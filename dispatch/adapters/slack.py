@@ -10,11 +10,13 @@ is posted twice.
 
 Webhooks do not go through slack-sdk's WebhookClient: it posts with
 urllib's default opener, which follows redirects (a POST turned into a GET
-to wherever the answer points) and reads any answer whole. Ours posts only
-to an allowed host (``slack_webhooks``), never follows a redirect (a 3xx is
-a permanent error naming the status), reads at most a few KB of an answer,
-and keeps only a short status from it ("HTTP 400 invalid_payload"): what a
-server answers is never stored as it came.
+to wherever the answer points), reads any answer whole and bounds only each
+socket read, not the whole post. Ours posts only to an allowed host
+(``slack_webhooks``) at a checked address, within one total deadline
+(``dispatch.outbound``), never follows a redirect (a 3xx is a permanent
+error naming the status), reads at most a few KB of an answer, and keeps
+only a short status from it ("HTTP 400 invalid_payload"): what a server
+answers is never stored as it came.
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Collection
 
 from slack_sdk import WebClient
@@ -36,7 +37,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from dispatch import metrics, slack_webhooks
+from dispatch import metrics, outbound, slack_webhooks
 from dispatch.desk import corrections
 from dispatch.errors import CredentialError, PermanentError, TransientError
 from dispatch.render_slack import SlackContent, SlackMessage
@@ -102,8 +103,9 @@ class Pacer:
 
 class SlackAdapter:
     def __init__(self, *, token: str | None, base_url: str, min_interval: float = 1.0, timeout: int = 30,
-                 webhook_hosts: Collection[str] = ()):
-        """``webhook_hosts``: hosts allowed for webhook URLs besides Slack's (settings.slack_webhook_hosts)."""
+                 webhook_hosts: Collection[str] = (), private_networks: Collection[str] = ()):
+        """``webhook_hosts``: hosts allowed for webhook URLs besides Slack's (settings.slack_webhook_hosts);
+        ``private_networks``: internal networks a webhook may reach (settings.outbound_private_networks)."""
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"slack_base_url {base_url!r} is not an http(s) URL")
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
@@ -112,7 +114,7 @@ class SlackAdapter:
                                  retry_handlers=_retry_handlers()) if token else None
         self._pacer = Pacer(min_interval)
         self.webhook_hosts = tuple(webhook_hosts)
-        self._webhook = _WebhookPoster(timeout=timeout)
+        self._webhook = _WebhookPoster(timeout=timeout, allowed=outbound.networks(private_networks))
 
     def close(self) -> None:
         pass  # slack-sdk opens a connection per request
@@ -197,11 +199,6 @@ def _receipt_channel(address: str) -> str:
     return "webhook" if slack_webhooks.is_webhook(address) else address
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None  # urllib then raises HTTPError with the 3xx status
-
-
 MAX_ANSWER_BYTES = 4096  # Slack's answers are a word ("ok", "invalid_payload"); nothing more is read
 _ERROR_CODE = re.compile(r"[a-z0-9_]{1,60}")
 
@@ -228,34 +225,33 @@ class _WebhookPoster:
     Retried in place as slack-sdk's handlers would: 429 with a short
     Retry-After once, 5xx and connection errors twice."""
 
-    def __init__(self, *, timeout: float):
-        self.timeout = timeout
-        # The default handlers (proxies from the environment, https with
-        # certificate checks) minus redirects.
-        self._opener = urllib.request.build_opener(_NoRedirects)
+    def __init__(self, *, timeout: float, allowed: tuple[outbound.Network, ...] = ()):
+        self.timeout = timeout  # for each try in all, from the lookup to the last byte of the answer
+        self.allowed = allowed
 
     def post(self, url: str, payload: dict) -> tuple[int, str, float | None]:
         data = json.dumps(payload).encode("utf-8")
         tries = {"rate": 1, "server": 2, "connection": 2}
         while True:
-            request = urllib.request.Request(url, data=data, method="POST",
-                                             headers={"Content-Type": "application/json;charset=utf-8"})
             try:
-                with self._opener.open(request, timeout=self.timeout) as response:
-                    return response.status, "", None  # the answer is not read: nothing of it is kept
-            except urllib.error.HTTPError as exc:
-                status, retry_after = exc.code, _retry_after(dict(exc.headers.items()) if exc.headers else None)
-                code = short_status(exc.read(MAX_ANSWER_BYTES) if exc.fp else b"")
-                exc.close()
+                answer = outbound.post(url, data, {"Content-Type": "application/json;charset=utf-8"},
+                                       timeout=self.timeout, allowed=self.allowed, max_answer=MAX_ANSWER_BYTES)
+            except outbound.AddressRefused as exc:  # names the host, never the URL's secret path
+                raise PermanentError(f"webhook not posted to: {exc}") from exc
             except (OSError, http.client.HTTPException) as exc:  # the text of these carries no URL
                 # The errors slack-sdk's ConnectionErrorRetryHandler retries; a
                 # timeout is not retried here (the post may have arrived).
-                if tries["connection"] and isinstance(exc, (urllib.error.URLError, ConnectionResetError,
-                                                            http.client.RemoteDisconnected)):
+                if tries["connection"] and isinstance(exc, (ConnectionRefusedError, ConnectionResetError,
+                                                            socket.gaierror, http.client.RemoteDisconnected)):
                     tries["connection"] -= 1
                     time.sleep(0.5)
                     continue
-                raise TransientError(f"cannot reach the webhook: {getattr(exc, 'reason', exc)}") from exc
+                reason = "no answer in time" if isinstance(exc, TimeoutError) else (getattr(exc, "strerror", None) or type(exc).__name__)
+                raise TransientError(f"cannot reach the webhook: {reason}") from exc
+            status = answer.status
+            if 200 <= status < 300:
+                return status, "", None  # nothing of a success answer is kept
+            retry_after, code = _retry_after(answer.headers), short_status(answer.body)
             if status == 429:
                 metrics.SLACK_RATE_LIMITED.inc()
             if status == 429 and tries["rate"] and (retry_after or 0) <= MAX_INLINE_WAIT:

@@ -141,12 +141,14 @@ def show_config(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
 @app.command()
 def regions(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """List the region catalogue (slugs are what --region takes)."""
+    import sqlalchemy as sa
     from rich.table import Table
 
-    from dispatch import taxonomy
+    from dispatch.read_tables import region
 
-    with app_context(ctx).session() as session:
-        rows = [{"slug": r.slug, "name": r.name} for r in taxonomy.all_regions(session)]
+    with app_context(ctx).reading() as connection:  # Core: no models to import (issue 14)
+        rows = [{"slug": slug, "name": name} for slug, name in
+                connection.execute(sa.select(region.c.slug, region.c.name).order_by(region.c.slug))]
     if as_json:
         print_json(rows)
         return
@@ -159,14 +161,14 @@ def regions(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -
 @app.command()
 def analysts(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """List the analysts known from imported SITREPs (what --analyst takes)."""
+    import sqlalchemy as sa
     from rich.table import Table
-    from sqlmodel import select
 
-    from dispatch.models import Analyst
+    from dispatch.read_tables import analyst
 
-    with app_context(ctx).session() as session:
-        rows = [{"id": a.id, "name": a.name, "title": a.title, "slug": a.slug}
-                for a in session.exec(select(Analyst).order_by(Analyst.name)).all()]
+    with app_context(ctx).reading() as connection:  # Core: no models to import (issue 14)
+        rows = [dict(row) for row in connection.execute(
+            sa.select(analyst.c.id, analyst.c.name, analyst.c.title, analyst.c.slug).order_by(analyst.c.name)).mappings()]
     if as_json:
         print_json(rows)
         return

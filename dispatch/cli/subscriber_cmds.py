@@ -241,9 +241,10 @@ def import_csv(ctx: typer.Context, csv_file: Path = typer.Argument(..., metavar=
         fail(f"{csv_file}: cannot read it: {exc.strerror or exc}", code=EXIT_BAD_INPUT)
     appctx = app_context(ctx)
     engine, hosts = appctx.engine, appctx.settings.slack_webhook_hosts
+    appctx.set_actor()  # the import's audit entry names who ran it
     with stream, _import_progress(stream) as (source, on_batch):
         report = csv_import.import_csv(engine, source, limit=csv_import.MAX_CLI_CSV_BYTES,
-                                       webhook_hosts=hosts, on_batch=on_batch)
+                                       webhook_hosts=hosts, on_batch=on_batch, file_name=csv_file.name)
     console.print(f"{len(report.added)} added, {len(report.already_there)} already there, "
                   f"{len(report.rejected)} rejected")
     for line, address in report.already_there:
@@ -281,7 +282,10 @@ def export_csv(
     target = Path(csv_file)
     partial = target.with_name(f".{target.name}.partial")
     try:
-        with partial.open("w", encoding="utf-8", newline="") as out:
+        # 0600: the list holds readers' addresses and Slack webhook URLs, each its own credential.
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a partial file left from before keeps no wider mode
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             for text in csv_export.text_chunks(counted()):
                 out.write(text)
         partial.replace(target)  # a failed export leaves no half-written file

@@ -26,8 +26,11 @@ def add(
     """Add a webhook; its signing secret is shown once, here."""
     from dispatch.events import endpoints
 
-    with app_context(ctx).session() as session:
-        data = endpoints.as_dict(endpoints.add(session, url, events=split_values(event)), with_secret=True)
+    appctx = app_context(ctx)
+    with appctx.session() as session:
+        hook = endpoints.add(session, url, events=split_values(event),
+                             private_networks=appctx.settings.outbound_private_networks)
+        data = endpoints.as_dict(hook, with_secret=True)
     if as_json:
         print_json(data)
         return

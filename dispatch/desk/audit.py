@@ -171,6 +171,15 @@ def _record(session: sa.orm.Session, _flush_context) -> None:
              "target": _target(obj)[:100], "changes": changes} for obj, verb, changes in rows])
 
 
+def record_bulk(session: sa.orm.Session, *, action: str, target: str, changes: dict) -> None:
+    """One entry for a bulk change the flush hook never sees (a CSV
+    import's Core inserts): by whoever is acting, like any other entry."""
+    actor = current_actor()
+    session.connection().execute(sa.insert(AuditEntry.__table__), [
+        {"at": utcnow(), "actor_kind": actor.kind, "actor": actor.name[:200], "action": action[:64],
+         "target": target[:100], "changes": {k: _plain(v) for k, v in changes.items()}}])
+
+
 # --- reading it ------------------------------------------------------------------
 
 def _query(*, since: datetime | None, actor: str | None, target: str | None):

@@ -66,7 +66,7 @@ def parse_role(value: str, *, field: str = "role") -> Role:
         raise FieldError(field, "one of " + ", ".join(r.value for r in Role)) from None
 
 
-EDITS = ("imported", "edited", "edited after approval", "tagged")  # SitrepChange actions that author content
+EDITS = ("imported", "edited", "tagged")  # SitrepChange actions that author content
 API_ACTOR = "api:"  # how the API names a token's actor (dispatch.web.api._actor)
 
 

@@ -1,4 +1,8 @@
-"""The event types an event webhook can ask for."""
+"""The event types an event webhook can ask for.
+
+A SITREP under embargo emits nothing until its release (sitrep.approved
+then); cancelling such a release emits nothing either (sitreps.cancel_release).
+"""
 
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ statuses in bulk calls ``emit`` itself.
 
 from __future__ import annotations
 
-import uuid
+import secrets
+import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
@@ -36,7 +37,10 @@ PENDING_KEY = "dispatch_events"  # session.info: events seen in a flush, written
 
 
 def new_id() -> str:
-    return "evt_" + uuid.uuid4().hex
+    """``evt_`` and 32 hex digits: the time in milliseconds first, then 80
+    random bits (as a UUIDv7 orders them), so a bulk of new events lands at
+    the end of the id indexes instead of all over them."""
+    return f"evt_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 def emit(session: Session, type: str, data: dict, *, now: datetime | None = None) -> str | None:
@@ -68,6 +72,31 @@ def emit_many(session: Session, events: Iterable[tuple[str, dict]], *, now: date
             ledger.plan_event(session, hook_id, event_id=event_id, now=now)
         written.append(event_id)
     return written
+
+
+def emit_bulk(session: Session, type: str, datas: Iterable[dict], *, now: datetime | None = None) -> int:
+    """One event of ``type`` per ``datas`` item, for a bulk change the ORM
+    never sees (a CSV import's Core inserts): written and planned with one
+    statement each, nothing at all when no webhook wants ``type``. Returns
+    how many events were written."""
+    if type not in TYPES:
+        raise ValueError(f"unknown event type {type!r}")
+    with session.no_autoflush:
+        wanted = [hook_id for hook_id, types in session.execute(select(EventWebhook.id, EventWebhook.events)).all()
+                  if type in (types or ())]
+    if not wanted:
+        return 0
+    now = now or utcnow()
+    rows = []
+    for data in datas:
+        event_id = new_id()
+        rows.append({"id": event_id, "type": type, "created_at": now,
+                     "payload": {"id": event_id, "type": type, "timestamp": now.isoformat(), "data": data}})
+    if not rows:
+        return 0
+    session.execute(sa.insert(Event.__table__), rows)
+    ledger.plan_events(session, [(hook_id, row["id"]) for row in rows for hook_id in wanted], now=now)
+    return len(rows)
 
 
 def deliveries_finished(session: Session, finishes: Iterable[ledger.Finish]) -> list[str]:

@@ -98,16 +98,28 @@ class Inbox:
     # --- the message ---------------------------------------------------------
 
     def deliver(self, data: bytes, *, recipient: str, source: str, null_sender: bool = False) -> Reply:
+        return self.deliver_all(data, recipients=[recipient], source=source, null_sender=null_sender)[0]
+
+    def deliver_all(self, data: bytes, *, recipients: list[str], source: str,
+                    null_sender: bool = False) -> list[Reply]:
+        """One reply per recipient, in their order (LMTP answers each). The
+        message is parsed once, with its bounds, before any recipient's work."""
+        try:
+            message = mailparts.parse(data)
+        except mailparts.MailError as exc:
+            too_large = isinstance(exc, mailparts.MailTooLarge)
+            for recipient in recipients:
+                self._log(source, recipient, "refused", "too large" if too_large else "unreadable (too many parts)")
+            return [TOO_LARGE if too_large else UNREADABLE for _ in recipients]
+        key = _event_key(message, data)
+        return [self._deliver(message, key, recipient=r, source=source, null_sender=null_sender)
+                for r in recipients]
+
+    def _deliver(self, message, key: str, *, recipient: str, source: str, null_sender: bool) -> Reply:
         refused = self.check_recipient(recipient)
         if refused is not None:
             return refused
-        try:
-            message = mailparts.parse(data)
-        except mailparts.MailError:
-            self._log(source, recipient, "refused", "too large")
-            return TOO_LARGE
         role, token = self._role(recipient)
-        key = _event_key(message, data)
         try:
             report, note = self._report(message, role=role, token=token, source=source, key=key,
                                         null_sender=null_sender)

@@ -1,6 +1,7 @@
 """Reading hostile mail with bounds: a size cap before parsing, a cap on the
-parts walked, and every text that a pattern sees cut to ``MAX_SCAN`` first
-(each pattern here and in dsn/arf runs in linear time)."""
+parts (and so on the nesting) while parsing, and every text that a pattern
+sees cut to ``MAX_SCAN`` first (each pattern here and in dsn/arf runs in
+linear time). A message is parsed once, however many recipients it has."""
 
 from __future__ import annotations
 
@@ -24,17 +25,39 @@ MESSAGE_ID_LINE = re.compile(r"(?im)^message-id:[ \t]*(<[^<>\s]{1,250}>)")
 
 
 class MailError(InputError):
-    """A message we cannot read at all (too large, not a message)."""
+    """A message we cannot read at all (too many parts, nested too deeply, not a message)."""
+
+
+class MailTooLarge(MailError):
+    """A message over MAX_MESSAGE_BYTES."""
+
+
+class _TooManyParts(Exception):
+    pass
 
 
 def parse(data: bytes) -> email.message.Message:
+    """The message, parsed with bounds: its size is checked before anything,
+    and the parser stops at the part after MAX_PARTS (each nesting level is
+    a part, so this bounds the depth too) instead of building them all."""
     if len(data) > MAX_MESSAGE_BYTES:
-        raise MailError(f"the message is larger than {MAX_MESSAGE_BYTES} bytes")
+        raise MailTooLarge(f"the message is larger than {MAX_MESSAGE_BYTES} bytes")
+    made = 0
+
+    def counted(policy=email.policy.compat32) -> email.message.Message:
+        nonlocal made
+        made += 1
+        if made > MAX_PARTS + 1:  # the parser makes one first, to see what the factory takes
+            raise _TooManyParts
+        return email.message.Message(policy)
+
     # compat32: every header comes back as text, whatever it holds; the
     # modern policy parses structured headers lazily and can raise later.
     try:
-        return email.message_from_bytes(data, policy=email.policy.compat32)
-    except RecursionError as exc:  # a multipart nested a thousand deep: the stdlib parser recurses
+        return email.parser.BytesParser(counted, policy=email.policy.compat32).parsebytes(data)
+    except _TooManyParts:
+        raise MailError(f"the message has more than {MAX_PARTS} parts or is nested too deeply to read") from None
+    except RecursionError as exc:  # a belt to the braces above: the stdlib parser recurses once per level
         raise MailError("the message is nested too deeply to read") from exc
 
 

@@ -3,8 +3,9 @@ or LMTP (aiosmtpd), or one message on standard input (an MTA's pipe transport).
 
 Recipients are checked at RCPT (a bad VERP token is a 550 there); a
 message is bounded by aiosmtpd's ``data_size_limit`` while it streams, and
-handled in a thread, since recording is database work. LMTP answers once
-per recipient after DATA, as RFC 2033 requires.
+handled in a thread, since recording is database work; it is parsed once
+however many recipients it has. LMTP answers once per recipient after
+DATA, as RFC 2033 requires.
 """
 
 from __future__ import annotations
@@ -54,10 +55,9 @@ class InboundHandler:
     async def handle_DATA(self, server, session, envelope):
         data = envelope.original_content or b""
         null_sender = envelope.mail_from in ("", "<>", None)
-        replies: list[Reply] = []
-        for rcpt in envelope.rcpt_tos:
-            replies.append(await asyncio.to_thread(self.inbox.deliver, data, recipient=rcpt, source=self.source,
-                                                   null_sender=null_sender))
+        # Parsed once for every recipient; each still gets its own answer.
+        replies: list[Reply] = await asyncio.to_thread(self.inbox.deliver_all, data, recipients=list(envelope.rcpt_tos),
+                                                       source=self.source, null_sender=null_sender)
         if self.source == "lmtp":
             # One reply per accepted recipient (RFC 2033 §4.2), each its own line.
             return "\r\n".join(str(r) for r in replies)

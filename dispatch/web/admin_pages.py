@@ -333,7 +333,9 @@ def subscriber_import_form(request: Request):
 
 @router.post("/subscribers/import", dependencies=[requires(P.subscribers), Depends(require_csrf)])
 def subscriber_import(request: Request, file: UploadFile | None = File(None), text: str = Form("")):
+    file_name = "(pasted text)"
     if file is not None and file.filename:
+        file_name = file.filename
         if file.size is not None and file.size > uploads.CSV_MAX_BYTES:
             raise HTTPException(413, f"The CSV file is larger than {uploads.CSV_MAX_BYTES // 1024} KB.")
         # One byte past the limit is enough to refuse it (csv_import says so, naming the limit).
@@ -344,10 +346,11 @@ def subscriber_import(request: Request, file: UploadFile | None = File(None), te
     if len(data) > import_jobs.INLINE_MAX_BYTES:
         # Longer than a request should take: a job in the background, and its page.
         job_id = import_jobs.start(engine, data, started_by=request.state.admin.username,
-                                   limit=uploads.CSV_MAX_BYTES, webhook_hosts=hosts)
+                                   limit=uploads.CSV_MAX_BYTES, webhook_hosts=hosts, file_name=file_name)
         return RedirectResponse(f"/admin/subscribers/import/{job_id}", status_code=303)
     try:
-        report = csv_import.import_csv(engine, io.BytesIO(data), limit=uploads.CSV_MAX_BYTES, webhook_hosts=hosts)
+        report = csv_import.import_csv(engine, io.BytesIO(data), limit=uploads.CSV_MAX_BYTES, webhook_hosts=hosts,
+                                       file_name=file_name)
     except InputError as exc:
         return page(request, "admin/subscriber_import.html", status_code=400, report=None, error=str(exc))
     return page(request, "admin/subscriber_import.html", report=import_jobs.as_report(report), error=None)

@@ -135,6 +135,7 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
     app.state.signup_throttle = Throttle(limit=10, window=3600)
     app.state.notice_worker = None  # started with the server (lifespan)
     app.state.ready_mailer = ready_mailer
+    app.state.readiness = health.Readiness()  # /readyz's checks, shared between its requests
     app.state.installation = bootstrap.installation_id(engine)
     app.state.mailer = mailer or smtp_adapter(settings, installation=app.state.installation)
     app.state.composer = Composer(settings, engine)  # renderers for the previews, built once

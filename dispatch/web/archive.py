@@ -13,12 +13,17 @@ Who may see what depends on ``DISPATCH_ARCHIVE``:
 - ``public``: open to everyone.
 - ``off``: no archive (``/view`` still shows a reader their own email).
 
+A ``/view`` link works for DISPATCH_VIEW_LINK_DAYS (90) after its email was
+sent, and only while its reader is an active subscriber, as a reader's feed
+and cookie do: an unsubscribed or removed reader's old links open nothing.
+
 Admins signed in to the admin pages always see everything.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime, timedelta, timezone
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -155,8 +160,14 @@ def view_delivery(token: str, request: Request, session: Session = Depends(db_se
     delivery = session.get(Delivery, claims.delivery_id)
     subscriber = session.get(Subscriber, claims.subscriber_id)
     if (delivery is None or subscriber is None or delivery.subscriber_id != subscriber.id
-            or not claims.is_for(subscriber.address) or not delivery.sitrep_ids):
+            or not claims.is_for(subscriber.address) or not delivery.sitrep_ids
+            or subscriber.status != SubscriberStatus.active):
         raise HTTPException(404, "This email is no longer available.")
+    if view_expired(delivery.sent_at or delivery.created_at, now=datetime.now(timezone.utc),
+                    days=state.settings.view_link_days):
+        raise HTTPException(410, f"This link has expired: an email's web version opens for "
+                                 f"{state.settings.view_link_days} days after it was sent. "
+                                 "Use the link in a more recent email.")
     recipient = views.load_recipient(session, subscriber.id)
     sitreps = views.approved_sitreps(session, ids=delivery.sitrep_ids)
     if not sitreps:
@@ -164,9 +175,16 @@ def view_delivery(token: str, request: Request, session: Session = Depends(db_se
     built = digest.build_digest(dataclasses.replace(recipient, format="html"), delivery.window_key, sitreps)
     content = state.composer.email(built, delivery_id=delivery.id)
     response = HTMLResponse(content.html)
-    if _mode(request) == "readers" and subscriber.status == SubscriberStatus.active:
+    if _mode(request) == "readers":
         set_reader_cookie(request, response, subscriber)
     return response
+
+
+def view_expired(sent: datetime, *, now: datetime, days: int) -> bool:
+    """Whether a view link of an email sent at ``sent`` has run out (pure)."""
+    if sent.tzinfo is None:  # SQLite hands back naive UTC
+        sent = sent.replace(tzinfo=timezone.utc)
+    return now - sent > timedelta(days=days)
 
 
 def set_reader_cookie(request: Request, response: Response, subscriber: Subscriber) -> None:

@@ -21,7 +21,10 @@ from dispatch import metrics
 FORWARDED_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 
 
-def _allowed(request: Request) -> bool:
+def trusted_client(request: Request) -> bool:
+    """The metrics token as a bearer token, or (without a token set) a
+    loopback peer with no forwarded header: who may read /metrics and the
+    details of /readyz."""
     token = request.app.state.settings.metrics_token
     if token is not None:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -41,7 +44,7 @@ router = APIRouter(include_in_schema=False)
 @router.get("/metrics")
 def scrape(request: Request) -> Response:
     """A sync route: the queue is read from the database in the thread pool."""
-    if not _allowed(request):
+    if not trusted_client(request):
         raise HTTPException(403, "metrics need DISPATCH_METRICS_TOKEN as a bearer token, or a loopback client")
     state = request.app.state
     registry = getattr(state, "metrics_registry", None)

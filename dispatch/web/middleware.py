@@ -44,7 +44,9 @@ class BodyLimit:
         limit = await self.limit_for(scope)
         length = _header(scope, b"content-length")
         if length is not None:
-            if not length.isdigit():
+            # ASCII digits only ("²".isdigit() is true and int() refuses it), and no
+            # longer than any real length: int() of 5,000 digits raises as well.
+            if not (length.isascii() and length.isdigit() and len(length) <= 18):
                 await _refuse(send, path, 400, "The Content-Length header is not a number.")
                 return
             if int(length) > limit:

@@ -20,6 +20,7 @@ def create_ops_app(settings: Settings, engine: Engine, *, mailer=None, health: b
     app.state.settings = settings
     app.state.engine = engine
     app.state.ready_mailer = mailer
+    app.state.readiness = health_routes.Readiness()
     if health:
         app.include_router(health_routes.router)
     if metrics:

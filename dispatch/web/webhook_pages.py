@@ -36,7 +36,9 @@ def webhook_add(request: Request, form: FormData = Depends(submitted_form)):
     url = str(form.get("url", ""))[:endpoints.MAX_URL + 1]
     try:
         with db.session_scope(request.app.state.engine) as session:
-            created = endpoints.as_dict(endpoints.add(session, url, events=form.getlist("events")), with_secret=True)
+            hook = endpoints.add(session, url, events=form.getlist("events"),
+                                 private_networks=request.app.state.settings.outbound_private_networks)
+            created = endpoints.as_dict(hook, with_secret=True)
     except InputError as exc:
         with db.session_scope(request.app.state.engine) as session:
             return _page(request, session, error=str(exc), url=url, status_code=400)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
@@ -31,8 +31,10 @@ def list_webhooks(session: Session = Depends(db_session)) -> list[dict]:
 
 @router.post("/webhooks", dependencies=[requires(P.manage)], summary="Add an event webhook; the answer carries its signing secret, once",
              status_code=201)
-def add_webhook(body: WebhookIn, session: Session = Depends(db_session)) -> dict:
-    return endpoints.as_dict(endpoints.add(session, body.url, events=body.events), with_secret=True)
+def add_webhook(body: WebhookIn, request: Request, session: Session = Depends(db_session)) -> dict:
+    hook = endpoints.add(session, body.url, events=body.events,
+                         private_networks=request.app.state.settings.outbound_private_networks)
+    return endpoints.as_dict(hook, with_secret=True)
 
 
 @router.delete("/webhooks/{webhook_id}", dependencies=[requires(P.manage)], summary="Remove an event webhook and its undelivered events",

@@ -12,16 +12,16 @@ hold for the SubscribeURL that confirms a subscription.
 from __future__ import annotations
 
 import http.client
-import socket
 import ssl
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 from cryptography import x509
+
+from dispatch import outbound
 
 MAX_CERT_BYTES = 64 * 1024  # an SNS signing certificate is about 2 KB
 MAX_CONFIRM_BYTES = 64 * 1024  # the XML answer to a SubscribeURL
@@ -64,38 +64,30 @@ def certificate_url_problem(url: str, *, region: str | None) -> str | None:
 
 class HttpsFetcher:
     """GET over TLS with the system's trust store; no redirects, bounded
-    size and time. The default fetcher; tests pass their own."""
+    size, and one deadline for the whole fetch (``dispatch.outbound``: a
+    server dripping its headers or body a byte at a time is cut off when
+    it runs out, and the connection goes to a checked public address). The
+    default fetcher; tests pass their own, or ``allowed`` loopback."""
 
-    def __init__(self, *, context: ssl.SSLContext | None = None):
+    def __init__(self, *, context: ssl.SSLContext | None = None, allowed=()):
         self.context = context or ssl.create_default_context()
+        self.allowed = outbound.networks(allowed)
 
     def __call__(self, url: str, *, max_bytes: int, timeout: float = FETCH_SECONDS) -> bytes:
-        parts = urlsplit(url)
-        deadline = time.monotonic() + timeout
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        connection = http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=timeout,
-                                                 context=self.context)
         try:
-            connection.request("GET", path, headers={"User-Agent": "dispatch"})
-            response = connection.getresponse()
-            if response.status != 200:
-                raise FetchError(f"answered HTTP {response.status}")
-            body = b""
-            while len(body) <= max_bytes:
-                if time.monotonic() > deadline:
-                    raise FetchError(f"took longer than {timeout:g} s")
-                # read1: at most one read from the socket, so a trickling server meets the deadline.
-                chunk = response.read1(min(16384, max_bytes + 1 - len(body)))
-                if not chunk:
-                    return body
-                body += chunk
-            raise FetchError(f"is larger than {max_bytes} bytes")
-        except (OSError, socket.timeout, http.client.HTTPException, ssl.SSLError) as exc:
+            answer = outbound.request("GET", url, None, {"User-Agent": "dispatch"}, timeout=timeout,
+                                      allowed=self.allowed, max_answer=max_bytes + 1, context=self.context)
+        except outbound.AddressRefused:
+            raise FetchError("could not be fetched (its host is not a public address)") from None
+        except TimeoutError:
+            raise FetchError(f"took longer than {timeout:g} s") from None
+        except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
             raise FetchError(f"could not be fetched ({type(exc).__name__})") from None
-        finally:
-            connection.close()
+        if answer.status != 200:
+            raise FetchError(f"answered HTTP {answer.status}")
+        if len(answer.body) > max_bytes:
+            raise FetchError(f"is larger than {max_bytes} bytes")
+        return answer.body
 
 
 class Certificates:
