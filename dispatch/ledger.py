@@ -292,11 +292,18 @@ class Finish:
     next_attempt_at: datetime
     sent_at: datetime | None = None
     attempts: int | None = None  # None: keep the claim's count
+    left_out: tuple[int, ...] = ()  # SITREPs planned into it that the sent message did not carry (withdrawn)
 
 
-def sent(claimed: Claimed, *, receipt: str, now: datetime) -> Finish:
+def sent(claimed: Claimed, *, receipt: str, now: datetime, carried: Iterable[int] | None = None) -> Finish:
+    """``carried``: the SITREPs the message showed, when known. Those planned
+    into the delivery but left out (withdrawn before it was sent) lose their
+    link to it, so a later correction or retraction of them is not sent to a
+    reader who never had them (``revisions.received`` reads the links)."""
+    kept = None if carried is None else set(carried)
+    left_out = () if kept is None else tuple(i for i in claimed.sitrep_ids if i not in kept)
     return Finish(claimed, now, DeliveryStatus.sent, "sent", receipt, receipt=receipt, last_error=None,
-                  next_attempt_at=now, sent_at=now)
+                  next_attempt_at=now, sent_at=now, left_out=left_out)
 
 
 def retry(claimed: Claimed, *, error: str, now: datetime, policy: RetryPolicy, retry_after: float | None = None,
@@ -365,6 +372,9 @@ _SENT_LATE = (
 
 
 _ATTEMPT = sa.insert(DeliveryAttempt.__table__)
+_links = DeliverySitrep.__table__
+_UNLINK = sa.delete(_links).where(_links.c.delivery_id == sa.bindparam("b_delivery"),
+                                  _links.c.sitrep_id == sa.bindparam("b_sitrep"))
 
 
 def record(session: Session, finishes: Sequence[Finish]) -> int:
@@ -389,6 +399,10 @@ def record(session: Session, finishes: Sequence[Finish]) -> int:
         stale = (" (a claim in this run had expired and was taken over"
                  + (f"; {late} accepted message(s) recorded as sent all the same)" if late else ")"))
         owned += late
+    unlinked = [{"b_delivery": f.claimed.id, "b_sitrep": i} for f in finishes
+                if f.status == DeliveryStatus.sent for i in f.left_out]
+    if unlinked:  # rare: a SITREP withdrawn between planning and sending
+        connection.execute(_UNLINK, unlinked)
     connection.execute(_ATTEMPT, [
         {"delivery_id": f.claimed.id, "at": f.at, "outcome": f.outcome, "detail": fit(f.detail + stale, MAX_TEXT)}
         for f in finishes

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from dispatch import db, ledger
-from dispatch.events import emit as events
+from dispatch.events import emit as emitted
 
 log = logging.getLogger("dispatch.delivery")
 DB_WRITE_TRIES = 6  # a cut connection: 0.25 + 0.5 + … + 4 s, about 8 s in all
@@ -44,9 +44,12 @@ Finishing = tuple[ledger.Finish, Callable | None]
 
 
 class Recorder:
-    def __init__(self, engine: Engine, *, clock: Callable[[], datetime]):
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime], events: bool = True):
+        """``events``: emit delivery.sent / delivery.failed (digests); notices of
+        corrections and retractions have events of their own."""
         self.engine = engine
         self.clock = clock
+        self.events = events
 
     def write(self, action, *, tries: int = DB_WRITE_TRIES, other_tries: int = OTHER_WRITE_TRIES):
         """Run ``action(session)`` in a transaction, trying again after a
@@ -74,7 +77,7 @@ class Recorder:
         """Write outcomes; returns each one's state: its status, or held /
         unrecorded when it could not be written."""
         try:
-            self.write(lambda session: _write_all(session, finishes))
+            self.write(lambda session: _write_all(session, finishes, events=self.events))
             return [f.status.value for f, _ in finishes]
         except Exception as exc:  # noqa: BLE001 — whatever it is, the messages are out: keep them single
             log.error("could not record %s outcomes in one go (%s: %s); writing them one by one",
@@ -86,7 +89,8 @@ class Recorder:
         attempts = [[(finish, effect)], [(finish, None)]] if effect else [[(finish, None)]]
         for run in attempts:
             try:
-                self.write(lambda session: _write_all(session, run), tries=2, other_tries=2)  # noqa: B023
+                self.write(lambda session: _write_all(session, run, events=self.events),  # noqa: B023
+                           tries=2, other_tries=2)
                 if run[0][1] is None and effect is not None:
                     log.error("delivery=%s: recorded as %s, but its effect on the subscriber could not be "
                               "written", c.id, finish.status.value)
@@ -115,10 +119,10 @@ class Recorder:
         return UNRECORDED
 
 
-def _write_all(session, finishes: Sequence[Finishing]) -> None:
+def _write_all(session, finishes: Sequence[Finishing], *, events: bool = True) -> None:
     ledger.record(session, [f for f, _ in finishes])
-    # delivery.sent / delivery.failed, in the same transaction as the outcome they report
-    events.deliveries_finished(session, [f for f, _ in finishes])
+    if events:  # delivery.sent / delivery.failed, in the same transaction as the outcome they report
+        emitted.deliveries_finished(session, [f for f, _ in finishes])
     for _, effect in finishes:
         if effect:
             effect(session)

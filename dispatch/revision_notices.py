@@ -9,6 +9,13 @@ bot token: each post that carried the SITREP is updated in place
 To a webhook, or where no post can be found or updated: a new post.
 The update is the same whenever it is repeated, and the reply comes last,
 so a retry after a failure posts no reply twice.
+
+As for digests (dispatch/sender.py): a claim is no larger than fits in
+half a lease, a ``LeaseKeeper`` renews it while the batch is worked
+through (a slow relay must not hand the rest to another ``dispatch run``,
+which would send them too), a claim found taken over is not sent from
+here, and outcomes are written by ``recording.Recorder``, which retries
+and, failing that, holds a row rather than let it be sent again.
 """
 
 from __future__ import annotations
@@ -17,13 +24,15 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
-from dispatch import db, ledger, metrics, revisions, views
+from dispatch import db, leases, ledger, metrics, recording, revisions, views
 from dispatch.compose import Composer
 from dispatch.desk import corrections
 from dispatch.errors import NotFoundError, PermanentError, TransientError
@@ -35,38 +44,66 @@ from dispatch.retry import RetryPolicy
 
 log = logging.getLogger("dispatch.revisions")
 BATCH = 20
+WAIT_FOR_SEND = timedelta(minutes=1)  # a notice whose reader's digest is being sent looks again after this
+_WAIT = object()
 
 
 class RevisionNoticeSender:
     def __init__(self, engine: Engine, *, composer: Composer, channels: dict, policy: RetryPolicy,
-                 clock: Callable[[], datetime] = utcnow, brand: str = "", postal_address: str | None = None):
+                 clock: Callable[[], datetime] = utcnow, brand: str = "", postal_address: str | None = None,
+                 lease: timedelta = ledger.DEFAULT_LEASE):
         self.engine = engine
         self.composer = composer
         self.channels = channels
         self.policy = policy
         self.clock = clock
+        self.lease = lease
+        self.pace = leases.SendPace()
+        self.recorder = recording.Recorder(engine, clock=clock, events=False)
         self.renderer = RevisionRenderer(environment=composer.email_renderer.env, brand=brand,
                                          postal_address=postal_address, slack=composer.slack_renderer)
 
-    def drain(self, *, stop: threading.Event | None = None) -> int:
-        """Send every due notice; returns how many were handled."""
+    def drain(self, *, stop: threading.Event | None = None, keeper=None) -> int:
+        """Send every due notice; returns how many were handled. ``keeper``
+        (a ``leases.LeaseKeeper``) renews the claims meanwhile; without one,
+        one is run here."""
+        if keeper is None:
+            with leases.LeaseKeeper(self.engine, lease=self.lease, clock=self.clock) as keeper:
+                return self.drain(stop=stop, keeper=keeper)
         handled = 0
         while not (stop and stop.is_set()):
+            limit = leases.claim_size(batch_size=BATCH, lease_seconds=self.lease.total_seconds(),
+                                      seconds_each=self.pace.seconds_each)
             with db.session_scope(self.engine) as session:
-                claimed = ledger.claim(session, now=self.clock(), limit=BATCH, revisions=True)
+                claimed = ledger.claim(session, now=self.clock(), limit=limit, lease=self.lease, revisions=True)
             if not claimed:
                 return handled
-            for c in claimed:
-                finish = self._send(c)
-                with db.session_scope(self.engine) as session:
-                    ledger.record(session, [finish])
-                metrics.SENDS.labels(kind="revision", channel="any", outcome=finish.status.value).inc()
-                log.info("delivery=%s subscriber=%s window=%s outcome=%s %s", c.id, c.subscriber_id,
-                         c.window_key, finish.status.value, finish.detail,
-                         extra={"fields": {"delivery": c.id, "subscriber": c.subscriber_id, "window": c.window_key,
-                                           "attempt": c.attempts, "outcome": finish.status.value,
-                                           "detail": finish.detail}})
-                handled += 1
+            keeper.hold(claimed)
+            started = time.monotonic()
+            try:
+                for index, c in enumerate(claimed):
+                    if stop and stop.is_set():  # shutting down: the rest goes back at once, attempt uncounted
+                        rest = [r for r in claimed[index:] if not keeper.lost(r.id)]
+                        self.recorder.write(lambda session: ledger.release(session, rest,  # noqa: B023
+                                                                           now=self.clock()))
+                        break
+                    if keeper.lost(c.id):  # its lease ran out and another sender has it now
+                        log.warning("delivery=%s: its claim was taken over by another sender; not sent from here",
+                                    c.id)
+                        continue
+                    finish = self._send(c)
+                    (state,) = self.recorder.record([(finish, None)])
+                    keeper.drop([c.id])
+                    metrics.SENDS.labels(kind="revision", channel="any", outcome=finish.status.value).inc()
+                    log.info("delivery=%s subscriber=%s window=%s outcome=%s %s", c.id, c.subscriber_id,
+                             c.window_key, state, finish.detail,
+                             extra={"fields": {"delivery": c.id, "subscriber": c.subscriber_id,
+                                               "window": c.window_key, "attempt": c.attempts, "outcome": state,
+                                               "detail": finish.detail}})
+                    handled += 1
+            finally:
+                keeper.drop(c.id for c in claimed)
+            self.pace.observe(time.monotonic() - started, len(claimed))
         return handled
 
     def _load(self, c: ledger.Claimed):
@@ -90,6 +127,11 @@ class RevisionNoticeSender:
             sitrep = session.get(Sitrep, sitrep_id)
             if sitrep is None:
                 return "the SITREP was removed"
+            reached = self._reached(session, c.subscriber_id, sitrep_id)
+            if reached is None:
+                return _WAIT
+            if not reached:
+                return "the reader never received the SITREP"
             if kind == "correction" and sitrep.status != SitrepStatus.approved:
                 return f"the SITREP is {sitrep.status.value} now"  # a retraction's own notice tells them
             content = revision.after if kind == "correction" else revision.before
@@ -111,11 +153,26 @@ class RevisionNoticeSender:
         return recipient, notice, posts, current
 
     @staticmethod
+    def _reached(session, subscriber_id: int, sitrep_id: int) -> bool | None:
+        """Did a delivery carrying the SITREP reach this reader: True (sent, or
+        held: its message went out), False (none did), None (one is still
+        being sent, and was counted when the notice was planned: wait for it)."""
+        rows = session.execute(reaching(subscriber_id, sitrep_id)).all()
+        waiting = False
+        for status, lease_until, key in rows:
+            if corrections.is_notice_key(key) or key.startswith(ledger.NOTICE_PREFIX):
+                continue
+            if status == DeliveryStatus.sent or (lease_until is not None and
+                                                 _aware(lease_until) >= ledger.HELD_UNTIL):
+                return True
+            waiting = True
+        return None if waiting else False
+
+    @staticmethod
     def _receipts(session, subscriber_id: int, sitrep_id: int):
         rows = session.execute(
             select(Delivery.receipt, Delivery.sitrep_ids, Delivery.window_key)
-            .join(DeliverySitrep, DeliverySitrep.delivery_id == Delivery.id)
-            .where(DeliverySitrep.sitrep_id == sitrep_id, Delivery.subscriber_id == subscriber_id,
+            .where(Delivery.subscriber_id == subscriber_id, _carries(sitrep_id),
                    Delivery.status == DeliveryStatus.sent).order_by(Delivery.id)).all()
         return [(receipt, ids) for receipt, ids, key in rows if not corrections.is_notice_key(key)]
 
@@ -123,6 +180,9 @@ class RevisionNoticeSender:
         now = self.clock
         try:
             loaded = self._load(c)
+            if loaded is _WAIT:  # not an attempt: the reader's digest is still out
+                return ledger.paused(c, reason="a delivery carrying the SITREP to this reader is still being sent",
+                                     until=now() + WAIT_FOR_SEND, now=now())
             if isinstance(loaded, str):
                 return ledger.skipped(c, reason=loaded, now=now())
             recipient, notice, posts, current = loaded
@@ -171,6 +231,25 @@ class RevisionNoticeSender:
         posted = slack.post(recipient.address, note)
         channel = "webhook" if posted == "webhook:ok" else recipient.address
         return json.dumps({"channel": channel, "updated": updated, "ts": [posted]})
+
+
+def reaching(subscriber_id: int, sitrep_id: int):
+    """The reader's deliveries carrying the SITREP that were sent or are being sent."""
+    return select(Delivery.status, Delivery.lease_until, Delivery.window_key).where(
+        Delivery.subscriber_id == subscriber_id, _carries(sitrep_id),
+        col(Delivery.status).in_([DeliveryStatus.sent, DeliveryStatus.sending]))
+
+
+def _carries(sitrep_id: int):
+    """The delivery carries the SITREP: probed per delivery of one reader (the
+    link table's key), never by walking every link of the SITREP, which is a
+    row per reader: a join let SQLite do that for each notice, quadratic in readers."""
+    links = DeliverySitrep.__table__
+    return sa.exists().where(links.c.sitrep_id == sitrep_id, links.c.delivery_id == Delivery.id)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)  # SQLite hands back naive UTC
 
 
 def _date(value, fallback: date) -> date:

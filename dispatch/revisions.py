@@ -93,7 +93,7 @@ def correct(session: Session, sitrep_id: int, parsed: ParsedSitrep, *, by: str, 
     ``regions`` (slugs or names) re-tag it; None keeps its regions. A second
     correction before the approval replaces the pending one."""
     note = _note(note, field="note")
-    sitrep = sitreps.get(session, sitrep_id)
+    sitrep = sitreps.get(session, sitrep_id, lock=True)  # one change of its status at a time
     _released(sitrep, doing="a correction")
     slugs = None
     if regions is not None:
@@ -121,8 +121,24 @@ def correct(session: Session, sitrep_id: int, parsed: ParsedSitrep, *, by: str, 
     return revision
 
 
-def two_person_refusal(revision: SitrepRevision, *, approver: str) -> str | None:
-    if approver.strip().casefold() != revision.made_by.strip().casefold():
+# SitrepChange actions that author a pending correction, and those that end one (approved, dropped).
+CORRECTION_AUTHORING = ("correction made", "correction replaced")
+CORRECTION_ENDED = ("corrected", "correction dropped")
+
+
+def correction_authors(session: Session, sitrep_id: int) -> list[str]:
+    """Everyone who made or replaced the pending correction: a colleague's
+    one-character replacement does not make the first author's text someone
+    else's (as for SITREPs, ``roles.two_person_refusal``)."""
+    history = session.exec(select(SitrepChange.actor, SitrepChange.action)
+                           .where(SitrepChange.sitrep_id == sitrep_id).order_by(col(SitrepChange.id))).all()
+    last_end = max((i for i, (_, action) in enumerate(history) if action in CORRECTION_ENDED), default=-1)
+    return [actor for actor, action in history[last_end + 1:] if action in CORRECTION_AUTHORING]
+
+
+def two_person_refusal(revision: SitrepRevision, *, approver: str, authors: list[str] = ()) -> str | None:
+    who = roles.person(approver)
+    if who not in {roles.person(a) for a in (revision.made_by, *authors)}:
         return None
     return (f"two-person rule: {approver} made this correction, so someone else must approve it "
             "(DISPATCH_TWO_PERSON_RULE)")
@@ -132,12 +148,13 @@ def approve_correction(session: Session, sitrep_id: int, *, by: str, two_person:
                        now: datetime | None = None) -> Approved:
     """The pending correction becomes the SITREP's content, and every
     earlier reader is planned a notice of it."""
-    sitrep = sitreps.get(session, sitrep_id)
+    sitrep = sitreps.get(session, sitrep_id, lock=True)  # one change of its status at a time
     revision = pending(session, sitrep_id)
     if revision is None:
         raise WorkflowError(f"SITREP {sitrep_id} has no correction awaiting approval "
                             f"(make one with dispatch sitrep correct {sitrep_id} --from-file F --note …)")
-    if two_person and (refusal := two_person_refusal(revision, approver=by)):
+    if two_person and (refusal := two_person_refusal(revision, approver=by,
+                                                     authors=correction_authors(session, sitrep_id))):
         raise roles.NotPermitted(refusal)
     _released(sitrep, doing="approving a correction")
     now = now or utcnow()
@@ -161,7 +178,7 @@ def retract(session: Session, sitrep_id: int, *, by: str, reason: str, now: date
     withdrawal, it takes effect at once (no second person): a retraction
     stops the spread of something wrong, and waiting would not."""
     reason = _note(reason, field="reason")
-    sitrep = sitreps.get(session, sitrep_id)
+    sitrep = sitreps.get(session, sitrep_id, lock=True)  # one change of its status at a time
     done = [r for r in revisions(session, sitrep_id) if r.kind == RevisionKind.retraction]
     if done:
         raise WorkflowError(f"SITREP {sitrep_id} was retracted already (by {done[-1].approved_by})")
@@ -190,14 +207,20 @@ def retract(session: Session, sitrep_id: int, *, by: str, reason: str, now: date
     return Approved(revision=revision, notices=notices)
 
 
+# A delivery being sent has been rendered as the SITREP stood (a batch reads
+# it at its start): its reader may be reading the original, so is counted;
+# the notice sender waits for that send's outcome, and skips a reader it did not reach.
+RECEIVING = (DeliveryStatus.sent, DeliveryStatus.sending)
+
+
 def received(session: Session, sitrep_id: int) -> list[corrections.Received]:
-    """Every sent delivery that carried the SITREP, with its reader's status
-    now (read through ``delivery_sitrep``, the SITREP's range of its key)."""
+    """Every sent (or being sent) delivery that carried the SITREP, with its
+    reader's status now (read through ``delivery_sitrep``, the SITREP's range of its key)."""
     rows = session.execute(
         select(Delivery.id, Delivery.subscriber_id, Delivery.window_key, Subscriber.status)
         .join(DeliverySitrep, DeliverySitrep.delivery_id == Delivery.id)
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(DeliverySitrep.sitrep_id == sitrep_id, Delivery.status == DeliveryStatus.sent)).all()
+        .where(DeliverySitrep.sitrep_id == sitrep_id, col(Delivery.status).in_(RECEIVING))).all()
     return [corrections.Received(delivery_id=d, subscriber_id=s, window_key=k,
                                  reader_active=status == SubscriberStatus.active) for d, s, k, status in rows]
 

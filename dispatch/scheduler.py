@@ -147,7 +147,8 @@ class Runner:
         # Corrections and retractions to earlier readers: their own claim, after the digests of a pass.
         self.revisions = revision_notices.RevisionNoticeSender(
             engine, composer=composer, channels=self.channels, policy=RetryPolicy(max_attempts=settings.max_attempts),
-            clock=clock, brand=settings.brand, postal_address=settings.postal_address)
+            clock=clock, brand=settings.brand, postal_address=settings.postal_address,
+            lease=timedelta(seconds=settings.lease_seconds))
         # Event webhooks: their own claim and thread, so a slow endpoint never holds up an email.
         # Events are planned at the wall clock's time, whatever clock this run acts at (--now).
         self.events = event_sender.EventSender(engine, policy=RetryPolicy(max_attempts=settings.max_attempts),

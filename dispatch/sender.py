@@ -163,7 +163,10 @@ class Sender:
             return _Result(c, person, error, lambda: (
                 ledger.retry(c, error=error, now=now(), policy=self.policy), None))
         self.pauses.worked(scope)
-        return _Result(c, person, receipt, lambda: (ledger.sent(c, receipt=receipt, now=now()), None))
+        # What went out (SITREPs withdrawn since planning left out); after a partial
+        # send (progress) earlier messages may have shown more, so nothing is narrowed.
+        carried = None if c.receipt else built.sitrep_ids
+        return _Result(c, person, receipt, lambda: (ledger.sent(c, receipt=receipt, now=now(), carried=carried), None))
 
     def _blame(self, recipient: digest.Recipient, exc: PermanentError):
         """What a permanent refusal of the address does to the subscriber."""

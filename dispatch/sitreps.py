@@ -89,9 +89,15 @@ def _replace_commentary(session: Session, sitrep: Sitrep, parsed: ParsedSitrep) 
     session.flush()
 
 
-def get(session: Session, sitrep_id: int) -> Sitrep:
+def get(session: Session, sitrep_id: int, *, lock: bool = False) -> Sitrep:
+    """``lock``: hold the row until the transaction ends (PostgreSQL's FOR
+    UPDATE; SQLite's writers are serialised already), for a change that
+    decides from its status: two approvals at once must not both approve
+    (each approval is fanned out anew, a FLASH to every reader)."""
     # An id no column can hold is no SITREP (not a database error).
-    sitrep = session.get(Sitrep, sitrep_id, options=[selectinload(Sitrep.regions)]) if fields.is_id(sitrep_id) else None
+    locking = {"with_for_update": True, "populate_existing": True} if lock else {}
+    sitrep = session.get(Sitrep, sitrep_id, options=[selectinload(Sitrep.regions)], **locking) \
+        if fields.is_id(sitrep_id) else None
     if sitrep is None:
         raise NotFoundError(f"no SITREP with id {sitrep_id}")
     return sitrep
@@ -128,7 +134,7 @@ def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | 
     """``two_person``: refuse (roles.NotPermitted) an approver who imported it or edited it since its last approval.
     ``flash``: send it at once to every matching reader, whatever their cadence
     (dispatch.planner.plan_flash); with ``release_at``, at the release."""
-    sitrep = get(session, sitrep_id)
+    sitrep = get(session, sitrep_id, lock=True)
     if two_person:
         # Read, not sitrep.changes: that collection may have been loaded before this session's own changes.
         history = session.exec(select(SitrepChange.actor, SitrepChange.action)
@@ -170,7 +176,7 @@ embargoed_until = sitrep_rows.embargoed_until  # when an approved SITREP is rele
 
 def release_sitrep(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
     """Lift an embargo early: released now."""
-    sitrep = get(session, sitrep_id)
+    sitrep = get(session, sitrep_id, lock=True)
     until = embargoed_until(sitrep)
     if until is None:
         raise WorkflowError(f"SITREP {sitrep_id} is not under embargo")
@@ -188,7 +194,7 @@ def cancel_release(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
     nothing to take back; and an event naming a SITREP still under embargo
     (sitrep.withdrawn, say) would tell receivers what the embargo keeps
     back. The cancellation is in the SITREP's history and the audit log."""
-    sitrep = get(session, sitrep_id)
+    sitrep = get(session, sitrep_id, lock=True)
     until = embargoed_until(sitrep)
     if until is None:
         raise WorkflowError(f"SITREP {sitrep_id} is not under embargo (withdraw it instead)")
@@ -204,7 +210,7 @@ def cancel_release(session: Session, sitrep_id: int, *, by: str) -> Sitrep:
 def withdraw_sitrep(session: Session, sitrep_id: int, *, by: str, reason: str = "",
                     action: str = "withdrawn") -> Sitrep:
     """``action``: "retracted" for a retraction (dispatch.revisions), which is a withdrawal readers hear of."""
-    sitrep = get(session, sitrep_id)
+    sitrep = get(session, sitrep_id, lock=True)
     if sitrep.status == SitrepStatus.withdrawn:
         raise WorkflowError(f"SITREP {sitrep_id} is already withdrawn")
     sitrep.status = SitrepStatus.withdrawn

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 # unique (subscriber, window) key makes planning them twice add nothing.
 PREFIXES = {"correction": "correction:", "retraction": "retraction:"}
 MAX_DIFF_LINES = 60  # a notice shows at most this many changed lines; the web version has the rest
+# Bullets or quotes a side up to which the diff is difflib's (quadratic on repeated
+# lines); a SITREP may hold thousands (8,000 fit in 64 KB): beyond it, by membership.
+MATCHED_LINES = 300
 
 
 def window_key(kind: str, sitrep_id: int, number: int) -> str:
@@ -77,9 +81,11 @@ def diff(before: dict, after: dict) -> list[Change]:
     return changes
 
 
-def _lines(part: str, old: list[str], new: list[str]) -> list[Change]:
-    # Lists of a few dozen lines at most (a SITREP's bullets or quotes): the
-    # matcher's quadratic worst case stays small; autojunk off, as every line matters.
+def _lines(part: str, old: list[str], new: list[str], *, matched: int = MATCHED_LINES) -> list[Change]:
+    if len(old) > matched or len(new) > matched:
+        return _by_membership(part, old, new)
+    # At most ``matched`` lines a side: the matcher's quadratic worst case (repeated
+    # lines) stays small; autojunk off, as every line matters.
     matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
     changes: list[Change] = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -93,6 +99,23 @@ def _lines(part: str, old: list[str], new: list[str]) -> list[Change]:
             if index < len(added):
                 changes.append(Change(part, "+", added[index]))
     return changes
+
+
+def _by_membership(part: str, old: list[str], new: list[str]) -> list[Change]:
+    """The lines only one side has (counted: a line twice on one side and
+    once on the other is one change), in their order: one pass each, for
+    lists too long for the matcher. Less readable than a diff, and bounded."""
+    def only_in(side: list[str], other: list[str]) -> list[str]:
+        left = Counter(other)
+        kept = []
+        for line in side:
+            if left[line] > 0:
+                left[line] -= 1
+            else:
+                kept.append(line)
+        return kept
+    return [Change(part, "-", line) for line in only_in(old, new)] + \
+        [Change(part, "+", line) for line in only_in(new, old)]
 
 
 def shown(changes: list[Change], *, limit: int = MAX_DIFF_LINES) -> tuple[list[Change], int]:

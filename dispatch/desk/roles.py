@@ -9,6 +9,7 @@ is deliberately not a superset of editor: the desk's two people.
 
 from __future__ import annotations
 
+import unicodedata
 from enum import Enum
 
 from dispatch.errors import FieldError, InputError
@@ -66,6 +67,17 @@ def parse_role(value: str, *, field: str = "role") -> Role:
 
 
 EDITS = ("imported", "edited", "tagged")  # SitrepChange actions that author content
+API_ACTOR = "api:"  # how the API names a token's actor (dispatch.web.api._actor)
+
+
+def person(actor: str) -> str:
+    """Who an actor name stands for, to the two-person rule: one person
+    whatever the face (a token named after its user, ``api:ana``, is ana),
+    the case, the spacing or a compatibility look-alike (fullwidth letters)."""
+    name = " ".join(unicodedata.normalize("NFKC", actor).split()).casefold()
+    if name.startswith(API_ACTOR):
+        name = name[len(API_ACTOR):].strip()
+    return name
 
 
 def two_person_refusal(changes: list[tuple[str, str]], *, approver: str) -> str | None:
@@ -80,10 +92,10 @@ def two_person_refusal(changes: list[tuple[str, str]], *, approver: str) -> str 
     last_approval = max((i for i, (_, action) in enumerate(changes) if action == "approved"), default=-1)
     importer = next((actor for actor, action in changes if action == "imported"), None)
     editors = [actor for actor, action in changes[last_approval + 1:] if action in EDITS and action != "imported"]
-    who = approver.strip().casefold()
-    if importer is not None and who == importer.strip().casefold():
+    who = person(approver)
+    if importer is not None and who == person(importer):
         role = "imported"
-    elif who in {a.strip().casefold() for a in editors}:
+    elif who in {person(a) for a in editors}:
         role = "edited"
     else:
         return None

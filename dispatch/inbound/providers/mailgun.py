@@ -20,12 +20,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from dispatch.inbound.outcomes import Kind
 from dispatch.inbound.providers.reading import (MAX_DIAGNOSTIC, ProviderEvent, Refused, Verified,
                                                 address, bounce_kind, fresh, key, load_json, mailbox_missing,
-                                                message_id, status_in, text)
+                                                message_id, status_in, text, unix_time)
 
 SOURCE = "mailgun"
 # Mailgun retries a webhook for 8 hours; whether a retry is signed anew it does not say.
@@ -46,7 +46,7 @@ def read(body: bytes, headers: Mapping[str, str], *, signing_key: str, now: date
     expected = hmac.new(signing_key.encode("utf-8"), (stamp + token).encode("ascii"), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, given.lower()):
         raise Refused(403, "the Mailgun signature does not verify")
-    signed_at = datetime.fromtimestamp(int(stamp), timezone.utc)
+    signed_at = unix_time(stamp, what="the Mailgun signature's timestamp")
     fresh(signed_at, now=now, max_age=MAX_AGE, what="the Mailgun signature's timestamp")
     event_data = data.get("event-data")
     event = _event(event_data) if isinstance(event_data, dict) else None

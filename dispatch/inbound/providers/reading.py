@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from dispatch import fields
@@ -134,6 +134,15 @@ def bounce_kind(*, permanent: bool | None, status: str | None) -> Kind:
 def mailbox_missing(status: str | None) -> bool:
     """5.1.x: the destination address itself is bad (RFC 3463 "addressing status")."""
     return bool(status) and status.startswith("5.1.")
+
+
+def unix_time(stamp: str, *, what: str) -> datetime:
+    """A signed Unix timestamp (digits, checked by the caller) as a time;
+    one past any calendar (a 12-digit one is the year 33658) is refused."""
+    try:
+        return datetime.fromtimestamp(int(stamp), timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise Refused(403, f"{what} is not a time") from None
 
 
 def fresh(at: datetime, *, now: datetime, max_age: timedelta, what: str) -> None:

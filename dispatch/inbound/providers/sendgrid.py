@@ -20,7 +20,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from dispatch.inbound.outcomes import Kind
 from dispatch.inbound.providers.reading import (MAX_DIAGNOSTIC, MAX_EVENTS, ProviderEvent, Refused,
                                                 Verified, address, bounce_kind, fresh, key, load_json,
-                                                mailbox_missing, message_id, status_in, text)
+                                                mailbox_missing, message_id, status_in, text, unix_time)
 
 SOURCE = "sendgrid"
 # SendGrid retries a batch for up to a day; a retry may carry its first signature.
@@ -63,7 +63,7 @@ def read(body: bytes, headers: Mapping[str, str], *, public_key: ec.EllipticCurv
         public_key.verify(raw, stamp.encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
     except (binascii.Error, ValueError, InvalidSignature):
         raise Refused(403, "the SendGrid signature does not verify") from None
-    signed_at = datetime.fromtimestamp(int(stamp), timezone.utc)
+    signed_at = unix_time(stamp, what="the SendGrid signature's timestamp")
     fresh(signed_at, now=now, max_age=MAX_AGE, what="the SendGrid signature's timestamp")
     batch = load_json(body, what="the SendGrid batch")
     if not isinstance(batch, list):
