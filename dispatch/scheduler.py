@@ -140,7 +140,8 @@ class Runner:
             engine, environment=composer.email_renderer.env, brand=settings.brand, public_url=composer.public_url,
             secret=composer.secret, mailer=self.channels["email"],
             policy=RetryPolicy(max_attempts=settings.max_attempts), clock=clock,
-            postal_address=settings.postal_address, bounce_address=settings.bounce_address)
+            postal_address=settings.postal_address, bounce_address=settings.bounce_address,
+            lease=timedelta(seconds=settings.lease_seconds))
         self.sender = Sender(engine, composer=composer, channels=self.channels,
                              policy=RetryPolicy(max_attempts=settings.max_attempts),
                              bounce_limit=settings.bounce_limit, clock=clock, stop=self.stop)

@@ -109,7 +109,8 @@ def create_app(settings: Settings, engine: Engine | None = None, *, mailer=None,
         worker = app.state.notice_worker = notices.NoticeWorker(notices.NoticeSender(
             engine, environment=app.state.templates.env, brand=app.state.brand, public_url=str(settings.public_url),
             secret=secret, mailer=app.state.mailer, policy=RetryPolicy(max_attempts=settings.max_attempts),
-            postal_address=settings.postal_address, bounce_address=settings.bounce_address)).start()
+            postal_address=settings.postal_address, bounce_address=settings.bounce_address,
+            lease=timedelta(seconds=settings.lease_seconds))).start()
         try:
             yield
         finally:
