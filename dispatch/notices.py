@@ -7,12 +7,7 @@ claims, sends, retries with backoff and records them, in a thread of the
 web process (and of ``dispatch run --web``). A slow or dead relay therefore
 never holds a request, and every notice leaves a row in the delivery log.
 
-As for digests (dispatch/sender.py): a claim is no larger than fits in half
-a lease, a ``LeaseKeeper`` renews it while the batch is worked through (a
-slow relay must not hand the rest to another process, which would send them
-too), a claim found taken over is not sent from here, and outcomes are
-written by ``recording.Recorder``, which retries and, failing that, holds a
-row rather than let it be sent again.
+Claims are leased, renewed and recorded as digests are (dispatch.claim_loop).
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,7 +22,7 @@ from datetime import datetime, timedelta
 from jinja2 import Environment
 from sqlalchemy.engine import Engine
 
-from dispatch import db, leases, ledger, links, metrics, recording
+from dispatch import claim_loop, db, leases, ledger, links, metrics
 from dispatch.adapters.smtp import SmtpAdapter
 from dispatch.errors import PermanentError, TransientError
 from dispatch.models import Subscriber, SubscriberStatus, utcnow
@@ -102,50 +96,23 @@ class NoticeSender:
         self.clock = clock
         self.bounce_address = bounce_address  # VERP, as for digests
         self.lease = lease
-        self.pace = leases.SendPace()
-        self.recorder = recording.Recorder(engine, clock=clock, events=False)
+        self.loop = claim_loop.ClaimLoop(
+            engine, claim=lambda session, now, limit, lease: ledger.claim(session, now=now, limit=limit, lease=lease,
+                                                                          notices=True),
+            send=self._send, report=self._report, lease=lease, clock=clock, batch=BATCH)
 
     def drain(self, *, stop: threading.Event | None = None, keeper: leases.LeaseKeeper | None = None) -> int:
-        """Send every due notice; returns how many were handled. ``keeper``
-        renews the claims meanwhile; without one, one is run here."""
-        if keeper is None:
-            with leases.LeaseKeeper(self.engine, lease=self.lease, clock=self.clock) as keeper:
-                return self.drain(stop=stop, keeper=keeper)
-        handled = 0
-        while not (stop and stop.is_set()):
-            limit = leases.claim_size(batch_size=BATCH, lease_seconds=self.lease.total_seconds(),
-                                      seconds_each=self.pace.seconds_each)
-            with db.session_scope(self.engine) as session:
-                claimed = ledger.claim(session, now=self.clock(), limit=limit, lease=self.lease, notices=True)
-            if not claimed:
-                return handled
-            keeper.hold(claimed)
-            started = time.monotonic()
-            try:
-                for index, c in enumerate(claimed):
-                    if stop and stop.is_set():  # shutting down: the rest goes back at once, attempt uncounted
-                        rest = [r for r in claimed[index:] if not keeper.lost(r.id)]
-                        self.recorder.write(lambda session: ledger.release(session, rest,  # noqa: B023
-                                                                           now=self.clock()))
-                        break
-                    if keeper.lost(c.id):  # its lease ran out and another sender has it now
-                        log.warning("delivery=%s: its claim was taken over by another sender; not sent from here",
-                                    c.id)
-                        continue
-                    finish = self._send(c)
-                    (state,) = self.recorder.record([(finish, None)])
-                    keeper.drop([c.id])
-                    metrics.SENDS.labels(kind="notice", channel="email", outcome=finish.status.value).inc()
-                    log.info("delivery=%s subscriber=%s notice=%s outcome=%s %s", c.id, c.subscriber_id,
-                             ledger.notice_kind(c.window_key), state, finish.detail,
-                             extra={"fields": {"delivery": c.id, "subscriber": c.subscriber_id, "channel": "email",
-                                               "notice": ledger.notice_kind(c.window_key), "window": c.window_key,
-                                               "attempt": c.attempts, "outcome": state, "detail": finish.detail}})
-                    handled += 1
-            finally:
-                keeper.drop(c.id for c in claimed)
-            self.pace.observe(time.monotonic() - started, len(claimed))
-        return handled
+        """Send every due notice; returns how many were handled (dispatch.claim_loop)."""
+        return self.loop.drain(stop=stop, keeper=keeper)
+
+    @staticmethod
+    def _report(c: ledger.Claimed, finish: ledger.Finish, state: str) -> None:
+        metrics.SENDS.labels(kind="notice", channel="email", outcome=finish.status.value).inc()
+        log.info("delivery=%s subscriber=%s notice=%s outcome=%s %s", c.id, c.subscriber_id,
+                 ledger.notice_kind(c.window_key), state, finish.detail,
+                 extra={"fields": {"delivery": c.id, "subscriber": c.subscriber_id, "channel": "email",
+                                   "notice": ledger.notice_kind(c.window_key), "window": c.window_key,
+                                   "attempt": c.attempts, "outcome": state, "detail": finish.detail}})
 
     def _send(self, c: ledger.Claimed) -> ledger.Finish:
         kind = ledger.notice_kind(c.window_key)

@@ -10,12 +10,9 @@ To a webhook, or where no post can be found or updated: a new post.
 The update is the same whenever it is repeated, and the reply comes last,
 so a retry after a failure posts no reply twice.
 
-As for digests (dispatch/sender.py): a claim is no larger than fits in
-half a lease, a ``LeaseKeeper`` renews it while the batch is worked
-through (a slow relay must not hand the rest to another ``dispatch run``,
-which would send them too), a claim found taken over is not sent from
-here, and outcomes are written by ``recording.Recorder``, which retries
-and, failing that, holds a row rather than let it be sent again.
+Claims are leased, renewed and recorded as digests are (dispatch.claim_loop):
+a slow relay must not hand the rest to another ``dispatch run``, which
+would send them too.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ import dataclasses
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 
@@ -32,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from dispatch import db, leases, ledger, metrics, recording, revisions, views
+from dispatch import claim_loop, db, leases, ledger, metrics, revisions, views
 from dispatch.compose import Composer
 from dispatch.desk import corrections
 from dispatch.errors import NotFoundError, PermanentError, TransientError
@@ -58,53 +54,25 @@ class RevisionNoticeSender:
         self.policy = policy
         self.clock = clock
         self.lease = lease
-        self.pace = leases.SendPace()
-        self.recorder = recording.Recorder(engine, clock=clock, events=False)
         self.renderer = RevisionRenderer(environment=composer.email_renderer.env, brand=brand,
                                          postal_address=postal_address, slack=composer.slack_renderer)
+        self.loop = claim_loop.ClaimLoop(
+            engine, claim=lambda session, now, limit, lease: ledger.claim(session, now=now, limit=limit, lease=lease,
+                                                                          revisions=True),
+            send=self._send, report=self._report, lease=lease, clock=clock, batch=BATCH)
 
-    def drain(self, *, stop: threading.Event | None = None, keeper=None) -> int:
-        """Send every due notice; returns how many were handled. ``keeper``
-        (a ``leases.LeaseKeeper``) renews the claims meanwhile; without one,
-        one is run here."""
-        if keeper is None:
-            with leases.LeaseKeeper(self.engine, lease=self.lease, clock=self.clock) as keeper:
-                return self.drain(stop=stop, keeper=keeper)
-        handled = 0
-        while not (stop and stop.is_set()):
-            limit = leases.claim_size(batch_size=BATCH, lease_seconds=self.lease.total_seconds(),
-                                      seconds_each=self.pace.seconds_each)
-            with db.session_scope(self.engine) as session:
-                claimed = ledger.claim(session, now=self.clock(), limit=limit, lease=self.lease, revisions=True)
-            if not claimed:
-                return handled
-            keeper.hold(claimed)
-            started = time.monotonic()
-            try:
-                for index, c in enumerate(claimed):
-                    if stop and stop.is_set():  # shutting down: the rest goes back at once, attempt uncounted
-                        rest = [r for r in claimed[index:] if not keeper.lost(r.id)]
-                        self.recorder.write(lambda session: ledger.release(session, rest,  # noqa: B023
-                                                                           now=self.clock()))
-                        break
-                    if keeper.lost(c.id):  # its lease ran out and another sender has it now
-                        log.warning("delivery=%s: its claim was taken over by another sender; not sent from here",
-                                    c.id)
-                        continue
-                    finish = self._send(c)
-                    (state,) = self.recorder.record([(finish, None)])
-                    keeper.drop([c.id])
-                    metrics.SENDS.labels(kind="revision", channel="any", outcome=finish.status.value).inc()
-                    log.info("delivery=%s subscriber=%s window=%s outcome=%s %s", c.id, c.subscriber_id,
-                             c.window_key, state, finish.detail,
-                             extra={"fields": {"delivery": c.id, "subscriber": c.subscriber_id,
-                                               "window": c.window_key, "attempt": c.attempts, "outcome": state,
-                                               "detail": finish.detail}})
-                    handled += 1
-            finally:
-                keeper.drop(c.id for c in claimed)
-            self.pace.observe(time.monotonic() - started, len(claimed))
-        return handled
+    def drain(self, *, stop: threading.Event | None = None, keeper: leases.LeaseKeeper | None = None) -> int:
+        """Send every due notice; returns how many were handled (dispatch.claim_loop)."""
+        return self.loop.drain(stop=stop, keeper=keeper)
+
+    @staticmethod
+    def _report(c: ledger.Claimed, finish: ledger.Finish, state: str) -> None:
+        metrics.SENDS.labels(kind="revision", channel="any", outcome=finish.status.value).inc()
+        log.info("delivery=%s subscriber=%s window=%s outcome=%s %s", c.id, c.subscriber_id,
+                 c.window_key, state, finish.detail,
+                 extra={"fields": {"delivery": c.id, "subscriber": c.subscriber_id,
+                                   "window": c.window_key, "attempt": c.attempts, "outcome": state,
+                                   "detail": finish.detail}})
 
     def _load(self, c: ledger.Claimed):
         """The reader, what the notice says, the posts that carried the SITREP
