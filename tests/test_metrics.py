@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 import urllib.request
 
@@ -118,13 +119,20 @@ def test_run_serves_metrics_to_loopback_and_not_through_a_proxy(tmp_path, mail_s
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(f"http://127.0.0.1:{port}/healthz", child)  # one server for both
-        status, text = _get(f"http://127.0.0.1:{port}/metrics")
+        # The server answers from start-up on; the first planning run may still be going.
+        deadline = time.monotonic() + 30
+        while True:
+            status, text = _get(f"http://127.0.0.1:{port}/metrics")
+            found = samples(text) if status == 200 else {}
+            if status != 200 or value(found, "dispatch_planner_last_run_timestamp_seconds") > 0 \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         proxied, _ = _get(f"http://127.0.0.1:{port}/metrics", {"X-Forwarded-For": "203.0.113.9"})
     finally:
         child.send_signal(signal.SIGTERM)
         child.wait(timeout=30)
     assert status == 200 and proxied == 403
-    found = samples(text)
     assert value(found, "dispatch_workers_live", role="all") == 1 and value(found, "dispatch_planner_live") == 1
     assert value(found, "dispatch_planner_last_run_timestamp_seconds") > 0
 
