@@ -95,8 +95,8 @@ class _Deadline:
         return remaining
 
 
-class _DeadlineSocket(socket.socket):
-    """A socket whose every operation gets what is left of the deadline."""
+class _DeadlineMixin:
+    """Every socket operation gets what is left of the deadline."""
 
     deadline: _Deadline
 
@@ -108,27 +108,7 @@ class _DeadlineSocket(socket.socket):
         self.settimeout(self.deadline.left())
         return super().recv(*args, **kwargs)
 
-    def sendall(self, *args, **kwargs):
-        self.settimeout(self.deadline.left())
-        return super().sendall(*args, **kwargs)
-
-    def send(self, *args, **kwargs):
-        self.settimeout(self.deadline.left())
-        return super().send(*args, **kwargs)
-
-
-class _DeadlineSSLSocket(ssl.SSLSocket):
-    deadline: _Deadline
-
-    def recv_into(self, *args, **kwargs):
-        self.settimeout(self.deadline.left())
-        return super().recv_into(*args, **kwargs)
-
-    def recv(self, *args, **kwargs):
-        self.settimeout(self.deadline.left())
-        return super().recv(*args, **kwargs)
-
-    def read(self, *args, **kwargs):
+    def read(self, *args, **kwargs):  # TLS sockets only: what their recv and recv_into call
         self.settimeout(self.deadline.left())
         return super().read(*args, **kwargs)
 
@@ -139,6 +119,14 @@ class _DeadlineSSLSocket(ssl.SSLSocket):
     def send(self, *args, **kwargs):
         self.settimeout(self.deadline.left())
         return super().send(*args, **kwargs)
+
+
+class _DeadlineSocket(_DeadlineMixin, socket.socket):
+    pass
+
+
+class _DeadlineSSLSocket(_DeadlineMixin, ssl.SSLSocket):
+    pass
 
 
 def _literal(host: str) -> Address | None:
