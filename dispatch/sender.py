@@ -82,7 +82,7 @@ class Sender:
         self.pauses.refresh()
         digests = _BatchDigests(current)
         outcomes: list[Outcome] = []
-        unrecorded: list[_Result] = []
+        unrecorded: list[_Result | _Awaited] = []
         # Readers of the same SITREPs next to each other: their shared body is rendered once.
         claimed = sorted(claimed, key=lambda c: (c.sitrep_ids, c.id))
         for index, c in enumerate(claimed):
@@ -103,11 +103,12 @@ class Sender:
                 unrecorded = []
         return outcomes + self._record(unrecorded, keeper)
 
-    def _record(self, results: list[_Result], keeper) -> list[Outcome]:
+    def _record(self, results: list[_Result | _Awaited], keeper) -> list[Outcome]:
         """Write a run of outcomes in one transaction: every message in it
         has already been accepted or refused by its server."""
         if not results:
             return []
+        results = [r.settled() for r in results]  # every answer read before anything is written
         finishes = [r.action() for r in results]
         states = self.recorder.record(finishes)
         keeper.drop(r.claimed.id for r in results)
@@ -127,7 +128,7 @@ class Sender:
                                    "attempt": c.attempts, "outcome": status, said: detail}})
         return outcome
 
-    def _deliver(self, c: ledger.Claimed, person, digests: _BatchDigests) -> _Result:
+    def _deliver(self, c: ledger.Claimed, person, digests: _BatchDigests) -> _Result | _Awaited:
         now = self.clock
         skip = _why_skip(person, c, digests.current)
         if skip:
@@ -139,11 +140,28 @@ class Sender:
             return _Result(c, person, pause.reason, lambda: (ledger.paused(
                 c, reason=f"paused: {pause.reason}", until=pause.until, now=now()), None))
         built, body_key = digests.build(recipient, c)
+        channel = self.channels[recipient.kind]
+        send_later = getattr(channel, "send_later", None)
         try:
             content = self._render(built, body_key, delivery_id=c.id)
             with metrics.send_timer(recipient.kind):
-                receipt = self.channels[recipient.kind].send(recipient.address, content, delivery_id=c.id,
-                                                             progress=c.receipt)
+                if send_later is None:
+                    receipt = channel.send(recipient.address, content, delivery_id=c.id, progress=c.receipt)
+                    return self._settle(c, person, built, scope, lambda: receipt)
+                waiting = send_later(recipient.address, content, delivery_id=c.id, progress=c.receipt)
+        except Exception as exc:  # refused before the data went out: settled now
+            return self._settle(c, person, built, scope, _raising(exc))
+        # Its server's answer is read with a later message's replies, or at the
+        # latest when the run it belongs to is recorded.
+        return _Awaited(c, person, lambda: self._settle(c, person, built, scope, waiting.result))
+
+    def _settle(self, c: ledger.Claimed, person, built: digest.Digest, scope, outcome: Callable[[], str]) -> _Result:
+        """The result of one send: ``outcome`` returns its receipt or raises
+        what the channel answered."""
+        now = self.clock
+        recipient = person[1]
+        try:
+            receipt = outcome()
         # The record is written later: bind the error now (``exc`` ends with its block).
         except CredentialError as exc:
             pause = self.pauses.refused(scope or recipient.kind, reason=str(exc), now=now())
@@ -158,7 +176,7 @@ class Sender:
             return _Result(c, person, str(exc), lambda e=exc: (
                 ledger.failed(c, error=str(e), now=now(), progress=e.progress), self._blame(recipient, e)))
         except Exception as exc:  # a bug must not lose the delivery: log it, retry later
-            log.exception("delivery=%s: unexpected error", c.id)
+            log.error("delivery=%s: unexpected error", c.id, exc_info=exc)
             error = f"internal error: {type(exc).__name__}: {exc}"
             return _Result(c, person, error, lambda: (
                 ledger.retry(c, error=error, now=now(), policy=self.policy), None))
@@ -244,6 +262,27 @@ class _Result:
     person: tuple | None
     detail: str
     action: Callable  # () -> (ledger.Finish, subscriber effect or None)
+
+    def settled(self) -> _Result:
+        return self
+
+
+@dataclass(frozen=True)
+class _Awaited:
+    """A send whose server has not answered yet (a pipelined message's data)."""
+
+    claimed: ledger.Claimed
+    person: tuple | None
+    settle: Callable[[], _Result]  # reads the answer if nobody has yet
+
+    def settled(self) -> _Result:
+        return self.settle()
+
+
+def _raising(exc: Exception) -> Callable[[], str]:
+    def outcome() -> str:
+        raise exc
+    return outcome
 
 
 def _why_skip(person, c: ledger.Claimed, current) -> str | None:

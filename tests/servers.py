@@ -16,17 +16,25 @@ from dispatch.sink import MailFolderHandler, SmtpSink
 class ScriptedHandler(MailFolderHandler):
     """Accepts mail like the sink, unless told otherwise:
     - ``refuse[address] = "550 5.1.1 no such user"``: refuse that recipient;
+    - ``refuse_data[address] = "554 5.7.1 refused"``: answer a message to that
+      recipient so at the end of its DATA;
     - ``data_replies``: answers to give at the end of DATA instead of 250
       (e.g. "451 4.3.0 try later"); the special value DROP closes the
       connection after the message was received, before answering;
-    - ``delay``: seconds to wait before accepting each message.
+    - ``delay``: seconds to wait before accepting each message;
+    - ``pipelining``: offer PIPELINING (RFC 2920) in the EHLO answer, as
+      Postfix, Exim and the large providers do (on by default: what the
+      sender meets in practice). aiosmtpd reads commands a line at a time,
+      so commands that arrive together are answered in order.
     """
 
     DROP = "drop"
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *, pipelining: bool = True):
         super().__init__(folder)
+        self.pipelining = pipelining
         self.refuse: dict[str, str] = {}
+        self.refuse_data: dict[str, str] = {}
         self.data_replies: deque[str] = deque()
         self.delay = 0.0
         self.connections = 0
@@ -34,6 +42,8 @@ class ScriptedHandler(MailFolderHandler):
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         self.connections += 1
         session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
         return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -45,6 +55,9 @@ class ScriptedHandler(MailFolderHandler):
     async def handle_DATA(self, server, session, envelope):
         if self.delay:
             await asyncio.sleep(self.delay)
+        for address in envelope.rcpt_tos:
+            if address in self.refuse_data:
+                return self.refuse_data[address]
         if self.data_replies:
             reply = self.data_replies.popleft()
             if reply == self.DROP:
@@ -54,8 +67,8 @@ class ScriptedHandler(MailFolderHandler):
         return await super().handle_DATA(server, session, envelope)
 
 
-def scripted_smtp(folder: Path, **kwargs) -> tuple[SmtpSink, ScriptedHandler]:
-    handler = ScriptedHandler(folder)
+def scripted_smtp(folder: Path, *, pipelining: bool = True, **kwargs) -> tuple[SmtpSink, ScriptedHandler]:
+    handler = ScriptedHandler(folder, pipelining=pipelining)
     return SmtpSink(folder, handler=handler, **kwargs).start(), handler
 
 

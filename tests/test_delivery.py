@@ -207,6 +207,30 @@ def test_refused_recipients_bounce_and_greylisting_is_retried(engine, runner, sm
         assert gone.status == SubscriberStatus.bounced and "550" in gone.status_reason
 
 
+def test_each_pipelined_answer_is_recorded_against_its_own_delivery(engine, runner, smtp):
+    """With PIPELINING a message's data answer arrives with the next message's
+    replies (or when its run is recorded): a refusal mid-batch lands on the
+    delivery it was for, across record runs and sender threads."""
+    _, handler = smtp
+    assert handler.pipelining
+    readers = [f"r{n}@example.org" for n in range(47)]
+    refused = {"r3@example.org": "554 5.7.1 refused by policy", "r20@example.org": "451 4.3.0 try later",
+               "r21@example.org": "554 5.6.0 content refused", "r46@example.org": "451 4.7.1 greylisted"}
+    handler.refuse_data.update(refused)
+    setup_readers(engine, [email_reader(a) for a in readers])
+    runner.run_once()
+    rows = deliveries(engine)
+    for address in readers:
+        row = rows[address]
+        if address in refused:
+            expected = "failed" if refused[address].startswith("5") else "pending"
+            assert (row.status.value, refused[address].split()[0] in row.last_error) == (expected, True), address
+        else:
+            assert row.status.value == "sent", (address, row.last_error)
+    received = {m["To"]: m["Message-ID"] for m in messages(handler)}
+    assert received == {a: rows[a].receipt for a in readers if a not in refused}
+
+
 def test_slack_rate_limit_server_error_and_missing_channel(engine, runner, slack, clock):
     setup_readers(engine, [(SubscriberKind.slack, "C0BUSY01", Preferences()),
                            (SubscriberKind.slack, "C0GONE01", Preferences())])

@@ -48,7 +48,7 @@ def test_pipelined_messages_arrive_intact(smtp_sink):
     port, dumps = smtp_sink
     adapter = SmtpAdapter(host="127.0.0.1", port=port, mail_from="news@example.org", timeout=5)
     conn = adapter._acquire()
-    assert conn.has_extn("pipelining")
+    assert conn.smtp.has_extn("pipelining")
     adapter._release(conn)
     for n in range(1, 6):
         adapter.send(f"r{n}@example.org", DOTTY, delivery_id=n)

@@ -17,9 +17,16 @@ CONTENT = EmailContent(subject="Ports reopen", text="Ships are moving.\n", html=
                        preferences_url="https://x.example/preferences/t", unsubscribe_url="https://x.example/unsubscribe/t")
 
 
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-command-at-a-time"])
+def server(tmp_path, request):
+    sink, handler = scripted_smtp(tmp_path / "mail", pipelining=request.param)
+    yield sink, handler
+    sink.stop()
+
+
 @pytest.fixture
-def server(tmp_path):
-    sink, handler = scripted_smtp(tmp_path / "mail")
+def pipelining_server(tmp_path):
+    sink, handler = scripted_smtp(tmp_path / "mail", pipelining=True)
     yield sink, handler
     sink.stop()
 
@@ -127,6 +134,118 @@ def test_answers_at_end_of_data(server, reply, error):
     # Whatever happened, the next message goes through (reconnecting if needed).
     adapter.send("r@example.org", CONTENT, delivery_id=2)
     assert [m["Message-ID"] for m in received(handler)] == ["<delivery-2@example.org>"]
+
+
+# --- across messages (PIPELINING): a message's data answer is read with the next one's replies
+
+def test_a_pipelined_answer_is_read_with_the_next_message(pipelining_server):
+    sink, handler = pipelining_server
+    adapter = adapter_for(sink)
+    first = adapter.send_later("a@example.org", CONTENT, delivery_id=1)
+    assert not first.settled  # nothing of the answer has been read yet
+    second = adapter.send_later("b@example.org", CONTENT, delivery_id=2)
+    assert first.settled and not second.settled  # read before the second message's replies
+    assert first.result() == "<delivery-1@example.org>"
+    assert second.result() == "<delivery-2@example.org>"  # read now, on its own
+    adapter.close()
+    assert [m["Message-ID"] for m in received(handler)] == ["<delivery-1@example.org>", "<delivery-2@example.org>"]
+    assert handler.connections == 1
+
+
+@pytest.mark.parametrize("reply, error", [
+    ("451 4.3.0 try again later", TransientError),
+    ("554 5.7.1 message refused", PermanentError),
+])
+def test_a_refused_data_is_that_messages_outcome_not_the_next_ones(pipelining_server, reply, error):
+    sink, handler = pipelining_server
+    handler.data_replies.append(reply)
+    adapter = adapter_for(sink)
+    refused = adapter.send_later("a@example.org", CONTENT, delivery_id=1)
+    accepted = adapter.send_later("b@example.org", CONTENT, delivery_id=2)
+    with pytest.raises(error, match=reply.split()[0]):
+        refused.result()
+    with pytest.raises(error):  # the answer is kept: asking again says the same
+        refused.result()
+    assert accepted.result() == "<delivery-2@example.org>"
+    adapter.close()
+    assert [m["Message-ID"] for m in received(handler)] == ["<delivery-2@example.org>"]
+    assert handler.connections == 1  # the transaction ended with the dot: the connection carries on
+
+
+@pytest.mark.parametrize("reply", [ScriptedHandler.DROP, "421 4.3.2 shutting down"])
+def test_a_connection_lost_after_a_pipelined_message(pipelining_server, reply):
+    sink, handler = pipelining_server
+    handler.data_replies.append(reply)
+    adapter = adapter_for(sink)
+    lost = adapter.send_later("a@example.org", CONTENT, delivery_id=1)
+    # The next message's commands went out on a connection the server closed:
+    # it was not sent, and says so; the one before may or may not have arrived.
+    with pytest.raises(TransientError):
+        adapter.send_later("b@example.org", CONTENT, delivery_id=2).result()
+    with pytest.raises(TransientError):
+        lost.result()
+    assert adapter.send("c@example.org", CONTENT, delivery_id=3) == "<delivery-3@example.org>"  # a new connection
+    adapter.close()
+    assert [m["Message-ID"] for m in received(handler)] == ["<delivery-3@example.org>"]
+    assert handler.connections == 2
+
+
+def test_a_refused_recipient_after_a_pipelined_message(pipelining_server):
+    sink, handler = pipelining_server
+    handler.refuse["gone@example.org"] = "550 5.1.1 no such user"
+    adapter = adapter_for(sink)
+    before = adapter.send_later("a@example.org", CONTENT, delivery_id=1)
+    with pytest.raises(PermanentError) as caught:
+        adapter.send_later("gone@example.org", CONTENT, delivery_id=2)
+    assert caught.value.blames_recipient
+    assert before.settled and before.result() == "<delivery-1@example.org>"
+    assert adapter.send("c@example.org", CONTENT, delivery_id=3) == "<delivery-3@example.org>"
+    adapter.close()
+    assert [m["Message-ID"] for m in received(handler)] == ["<delivery-1@example.org>", "<delivery-3@example.org>"]
+    assert handler.connections == 1
+
+
+def test_closing_and_idle_checks_read_what_a_connection_owes_first(pipelining_server, monkeypatch):
+    from dispatch.adapters import smtp
+
+    sink, handler = pipelining_server
+    adapter = adapter_for(sink)
+    owed = adapter.send_later("a@example.org", CONTENT, delivery_id=1)
+    monkeypatch.setattr(smtp, "IDLE_CHECK_SECONDS", 0)  # the next use checks the connection with NOOP
+    again = adapter.send_later("b@example.org", CONTENT, delivery_id=2)
+    assert owed.result() == "<delivery-1@example.org>"
+    adapter.close()  # settles the second message's answer before QUIT
+    assert again.settled and again.result() == "<delivery-2@example.org>"
+    assert len(received(handler)) == 2 and handler.connections == 1
+
+
+def test_receipts_settle_from_another_thread_while_messages_go_out(pipelining_server):
+    """Recording reads an answer while other threads send on the pool: every
+    receipt gets its own message's answer, whichever thread read it."""
+    import threading
+
+    sink, handler = pipelining_server
+    for n in range(0, 60, 7):
+        handler.refuse[f"r{n}@example.org"] = "550 5.1.1 no such user"
+    adapter = adapter_for(sink, pool_size=2)
+    receipts, errors = {}, {}
+
+    def send(numbers):
+        for n in numbers:
+            try:
+                receipts[n] = adapter.send_later(f"r{n}@example.org", CONTENT, delivery_id=n)
+            except PermanentError as exc:
+                errors[n] = exc
+
+    threads = [threading.Thread(target=send, args=(range(k, 60, 3),)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(errors) == list(range(0, 60, 7))
+    assert {n: r.result() for n, r in receipts.items()} == {n: f"<delivery-{n}@example.org>" for n in receipts}
+    adapter.close()
+    assert sorted(m["Message-ID"] for m in received(handler)) == sorted(r.msg_id for r in receipts.values())
 
 
 def test_rate_limit_spaces_messages(server):

@@ -154,34 +154,50 @@ class SmtpAdapter:
         except (OSError, smtplib.SMTPException) as exc:
             raise TransientError(f"cannot connect to SMTP server {self.host}:{self.port}: {_describe(exc)}") from exc
 
-    def _acquire(self) -> smtplib.SMTP:
+    def _acquire(self) -> _Connection:
+        """A connection of the pool's, or a new one; held (its lock taken) by the caller."""
         while True:
             try:
                 conn, idle_since = self._idle.get_nowait()
             except queue.Empty:
-                return self._connect()
-            if time.monotonic() - idle_since < IDLE_CHECK_SECONDS:
+                conn = _Connection(self._connect())
+                conn.lock.acquire()
                 return conn
-            try:
-                if conn.noop()[0] == 250:
-                    return conn
-            except (OSError, smtplib.SMTPException):
-                pass
-            _quietly_close(conn)
+            conn.lock.acquire()
+            if not conn.dead and time.monotonic() - idle_since < IDLE_CHECK_SECONDS:
+                return conn
+            if not conn.dead:  # idle a while: settle what it owes, then ask it if it is still there
+                self._settle_owed(conn)
+                try:
+                    if not conn.dead and conn.smtp.noop()[0] == 250:
+                        return conn
+                except (OSError, smtplib.SMTPException):
+                    pass
+                self._discard(conn)
+            conn.lock.release()
 
-    def _release(self, conn: smtplib.SMTP) -> None:
-        self._idle.put((conn, time.monotonic()))
+    def _release(self, conn: _Connection) -> None:
+        """Back to the pool (unless it died) and let go of it."""
+        if not conn.dead:
+            self._idle.put((conn, time.monotonic()))
+        conn.lock.release()
 
     def close(self) -> None:
+        """Settle every reply still owed, then QUIT each idle connection."""
         while True:
             try:
                 conn, _ = self._idle.get_nowait()
             except queue.Empty:
                 return
-            try:
-                conn.quit()
-            except (OSError, smtplib.SMTPException):
-                _quietly_close(conn)
+            with conn.lock:
+                self._settle_owed(conn)
+                if conn.dead:
+                    continue
+                try:
+                    conn.smtp.quit()
+                except (OSError, smtplib.SMTPException):
+                    _quietly_close(conn.smtp)
+                conn.dead = True
 
     # --- sending --------------------------------------------------------------
 
@@ -196,8 +212,20 @@ class SmtpAdapter:
 
     def send(self, address: str, content: EmailContent, *, delivery_id: int = 0, progress: str | None = None,
              message_id: str | None = None) -> str:
-        """Send one message; ``message_id`` replaces the per-delivery one
-        (for messages that are not digests, such as a confirmation)."""
+        """Send one message and wait for the server's answer; ``message_id``
+        replaces the per-delivery one (for messages that are not digests,
+        such as a confirmation)."""
+        return self.send_later(address, content, delivery_id=delivery_id, progress=progress,
+                               message_id=message_id).result()
+
+    def send_later(self, address: str, content: EmailContent, *, delivery_id: int = 0,
+                   progress: str | None = None, message_id: str | None = None) -> Receipt:
+        """Send one message without waiting for the answer to its data where
+        the server offers PIPELINING: that answer is read with the next
+        message's replies on the same connection (RFC 2920), so a message
+        costs one round trip instead of two. ``Receipt.result()`` gives the
+        outcome, reading the answer itself if no later message has.
+        Refusals of the sender or the recipient raise here, as ``send`` does."""
         self._rate.wait()
         envelope_from = _envelope_from(content)
         # Built before a connection is taken, as the last connection said
@@ -211,92 +239,193 @@ class SmtpAdapter:
                 self._in_use += 1
             try:
                 conn = self._acquire()
-                if conn.has_extn("8bitmime") != eight_bit:
-                    eight_bit = self._eight_bit = conn.has_extn("8bitmime")
-                    msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
-                                              message_id=message_id)
-                self._transact(conn, address, data, eight_bit=eight_bit, envelope_from=envelope_from)
+                try:
+                    if conn.smtp.has_extn("8bitmime") != eight_bit:
+                        eight_bit = self._eight_bit = conn.smtp.has_extn("8bitmime")
+                        msg_id, data = self.build(address, content, delivery_id=delivery_id,
+                                                  eight_bit=eight_bit, message_id=message_id)
+                    return self._transact(conn, address, msg_id, data, eight_bit=eight_bit,
+                                          envelope_from=envelope_from)
+                finally:
+                    self._release(conn)
             finally:
                 with self._in_use_lock:
                     self._in_use -= 1
-        return msg_id
 
-    def _transact(self, conn: smtplib.SMTP, address: str, data: bytes, *, eight_bit: bool,
-                  envelope_from: str | None = None) -> None:
-        """One message on a held connection; the connection goes back to the
-        pool, or is closed when it cannot be trusted any more."""
+    def _transact(self, conn: _Connection, address: str, msg_id: str, data: bytes, *, eight_bit: bool,
+                  envelope_from: str | None = None) -> Receipt:
+        """One message on a held connection. A connection that cannot be
+        trusted any more is closed (and marked dead)."""
+        smtp = conn.smtp
+        receipt = Receipt(self, conn, msg_id)
         try:
-            _send_one(conn, envelope_from or self.envelope_from, address, data, eight_bit=eight_bit)
+            _open_transaction(smtp, envelope_from or self.envelope_from, address, eight_bit=eight_bit,
+                              before_replies=lambda: self._settle_owed(conn))
+            _write_data(smtp, data)
+            if smtp.has_extn("pipelining"):
+                conn.owed = receipt  # its answer comes with the next message's replies, or on result()
+                return receipt
+            code, text = smtp.getreply()
         except smtplib.SMTPRecipientsRefused as exc:
             self._answered()
             code, text = exc.recipients.get(address, (0, b""))
-            self._reset_and_release(conn)
+            self._reset(conn)
             message = f"{address} refused: {code} {_text(text)}"
             if 500 <= code < 600:
                 raise PermanentError(message, blames_recipient=True) from exc
             raise TransientError(message) from exc
-        except smtplib.SMTPResponseException as exc:  # sender refused, data refused, 421 …
+        except smtplib.SMTPResponseException as exc:  # sender refused, DATA refused, 421 …
             self._answered()
             if exc.smtp_code == 421:
-                _quietly_close(conn)  # the server is closing this connection
+                self._discard(conn)  # the server is closing this connection
             else:
-                self._reset_and_release(conn)
-            message = f"server answered {exc.smtp_code} {_text(exc.smtp_error)}"
-            if 500 <= exc.smtp_code < 600 and not isinstance(exc, smtplib.SMTPSenderRefused):
-                raise PermanentError(message) from exc
-            raise TransientError(message) from exc  # 4xx, or our own sender refused: fix and retry
+                self._reset(conn)
+            if isinstance(exc, smtplib.SMTPSenderRefused):  # our own sender: fix and retry
+                raise TransientError(f"server answered {exc.smtp_code} {_text(exc.smtp_error)}") from exc
+            raise self._refusal(exc.smtp_code, exc.smtp_error) from exc
         except (OSError, smtplib.SMTPException) as exc:
-            _quietly_close(conn)
-            raise TransientError(f"connection to {self.host}:{self.port} lost: {_describe(exc)}") from exc
+            self._discard(conn)
+            raise self._lost(exc) from exc
         self._answered()
-        self._release(conn)
+        receipt.settle(self._data_outcome(conn, code, text))
+        return receipt
 
-    def _reset_and_release(self, conn: smtplib.SMTP) -> None:
-        try:
-            conn.rset()
-        except (OSError, smtplib.SMTPException):
-            _quietly_close(conn)
+    def _settle_owed(self, conn: _Connection) -> None:
+        """Read the answer to the data of the message this held connection
+        last sent, if it is still owed, and settle that message's receipt."""
+        owed, conn.owed = conn.owed, None
+        if owed is None:
             return
-        self._release(conn)
+        try:
+            code, text = conn.smtp.getreply()
+        except (OSError, smtplib.SMTPException) as exc:
+            self._discard(conn)
+            owed.settle(self._lost(exc))
+            return
+        self._answered()
+        owed.settle(self._data_outcome(conn, code, text))
+
+    def _data_outcome(self, conn: _Connection, code: int, text: bytes) -> Exception | None:
+        """What the answer to a message's data means: None when accepted. The
+        transaction is over either way (no RSET needed)."""
+        if code == 250:
+            return None
+        if code == 421:
+            self._discard(conn)
+        return self._refusal(code, text)
+
+    def _refusal(self, code: int, text) -> Exception:
+        message = f"server answered {code} {_text(text)}"
+        return PermanentError(message) if 500 <= code < 600 else TransientError(message)
+
+    def _lost(self, exc: BaseException) -> TransientError:
+        # The message may or may not have arrived: the deterministic Message-ID tells a resend apart.
+        return TransientError(f"connection to {self.host}:{self.port} lost: {_describe(exc)}")
+
+    def _reset(self, conn: _Connection) -> None:
+        try:
+            conn.smtp.rset()
+        except (OSError, smtplib.SMTPException):
+            self._discard(conn)
+
+    def _discard(self, conn: _Connection) -> None:
+        conn.dead = True
+        _quietly_close(conn.smtp)
 
 
-def _send_one(conn: smtplib.SMTP, sender: str, recipient: str, data: bytes, *, eight_bit: bool) -> None:
-    """MAIL, RCPT, DATA and the message, raising smtplib's own exceptions.
+class _Connection:
+    """A pooled SMTP connection, the lock its holder takes, and the receipt
+    whose data answer it still owes (with PIPELINING, that answer is read
+    just before the next message's replies)."""
 
-    Unlike ``sendmail`` this pipelines the three commands in one write where
-    the server offers PIPELINING (RFC 2920), dot-stuffs with one bytes.replace
-    instead of a regex, and sends the message and its final dot together
-    (two writes would meet Nagle and delayed ACK). ``data`` has CRLF line ends.
-    """
+    __slots__ = ("smtp", "lock", "owed", "dead")
+
+    def __init__(self, smtp: smtplib.SMTP):
+        self.smtp = smtp
+        self.lock = threading.Lock()
+        self.owed: Receipt | None = None
+        self.dead = False
+
+
+class Receipt:
+    """The outcome of one message whose data went out: its Message-ID once
+    the server accepted it, or the error the answer (or a lost connection)
+    means. Settled by whoever reads the answer, under the connection's lock."""
+
+    __slots__ = ("_adapter", "_conn", "msg_id", "_settled", "_error")
+
+    def __init__(self, adapter: SmtpAdapter, conn: _Connection, msg_id: str):
+        self._adapter, self._conn, self.msg_id = adapter, conn, msg_id
+        self._settled = False
+        self._error: Exception | None = None
+
+    def settle(self, error: Exception | None) -> None:
+        self._settled, self._error = True, error
+
+    @property
+    def settled(self) -> bool:
+        """Whether the server's answer has been read."""
+        return self._settled
+
+    def result(self) -> str:
+        """The Message-ID, or the TransientError / PermanentError the answer meant."""
+        if not self._settled:
+            with self._conn.lock:
+                if not self._settled:
+                    self._adapter._settle_owed(self._conn)
+        if self._error is not None:
+            raise self._error
+        return self.msg_id
+
+
+def _open_transaction(conn: smtplib.SMTP, sender: str, recipient: str, *, eight_bit: bool,
+                      before_replies) -> None:
+    """MAIL, RCPT and DATA, up to the server's 354, raising smtplib's own
+    exceptions. Where the server offers PIPELINING (RFC 2920) the three go
+    in one write; ``before_replies`` then reads whatever the connection still
+    owed from the previous message (its data's answer comes first)."""
     conn.ehlo_or_helo_if_needed()
     body = b" BODY=8BITMIME" if eight_bit else b""
-    commands = b"MAIL FROM:<%s>%s\r\nRCPT TO:<%s>\r\n" % (sender.encode(), body, recipient.encode())
+    mail = b"MAIL FROM:<%s>%s\r\n" % (sender.encode(), body)
+    rcpt = b"RCPT TO:<%s>\r\n" % recipient.encode()
     if conn.has_extn("pipelining"):
-        conn.send(commands + b"DATA\r\n")
+        conn.send(mail + rcpt + b"DATA\r\n")
+        before_replies()
+        _still_open(conn)
         replies = [conn.getreply() for _ in range(3)]
     else:
+        before_replies()
+        _still_open(conn)
         replies = []
-        for command in (commands.split(b"\r\n")[0], commands.split(b"\r\n")[1], b"DATA"):
-            conn.send(command + b"\r\n")
+        for command in (mail, rcpt, b"DATA\r\n"):
+            conn.send(command)
             replies.append(conn.getreply())
             if replies[-1][0] >= 400:
                 break
-    mail, rcpt, data_reply = (replies + [(0, b"")] * 3)[:3]
-    if (mail[0] != 250 or rcpt[0] not in (250, 251)) and data_reply[0] == 354:
+    mail_reply, rcpt_reply, data_reply = (replies + [(0, b"")] * 3)[:3]
+    if (mail_reply[0] != 250 or rcpt_reply[0] not in (250, 251)) and data_reply[0] == 354:
         conn.close()  # a server that opens DATA without a recipient cannot be trusted with more
-    if mail[0] != 250:
-        raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
-    if rcpt[0] not in (250, 251):
-        raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
+    if mail_reply[0] != 250:
+        raise smtplib.SMTPSenderRefused(mail_reply[0], mail_reply[1], sender)
+    if rcpt_reply[0] not in (250, 251):
+        raise smtplib.SMTPRecipientsRefused({recipient: rcpt_reply})
     if data_reply[0] != 354:
         raise smtplib.SMTPDataError(data_reply[0], data_reply[1])
+
+
+def _still_open(conn: smtplib.SMTP) -> None:
+    if conn.sock is None:  # closed while the previous message's answer was read
+        raise smtplib.SMTPServerDisconnected("the server closed the connection after the previous message")
+
+
+def _write_data(conn: smtplib.SMTP, data: bytes) -> None:
+    """The message, dot-stuffed with one bytes.replace instead of smtplib's
+    regex, and its final dot in the same write (two writes would meet Nagle
+    and delayed ACK). ``data`` has CRLF line ends."""
     if data.startswith(b"."):
         data = b"." + data
     data = data.replace(b"\r\n.", b"\r\n..")
     conn.send(data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"))
-    code, reply = conn.getreply()
-    if code != 250:
-        raise smtplib.SMTPDataError(code, reply)
 
 
 def _envelope_from(content) -> str | None:
