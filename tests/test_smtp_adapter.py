@@ -244,6 +244,7 @@ def test_receipts_settle_from_another_thread_while_messages_go_out(pipelining_se
         t.join()
     assert sorted(errors) == list(range(0, 60, 7))
     assert {n: r.result() for n, r in receipts.items()} == {n: f"<delivery-{n}@example.org>" for n in receipts}
+    assert handler.connections <= 2 and adapter.connections_in_use == 0  # three threads, a pool of two
     adapter.close()
     assert sorted(m["Message-ID"] for m in received(handler)) == sorted(r.msg_id for r in receipts.values())
 

@@ -99,19 +99,25 @@ class SmtpAdapter:
         self.list_id = list_id or f"<briefings.{self.domain}>"
         self.unsubscribe_mailto = unsubscribe_mailto or address
         self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        self._idle: queue.LifoQueue[tuple[smtplib.SMTP, float]] = queue.LifoQueue()
-        self._slots = threading.BoundedSemaphore(pool_size)
+        # The pool: permits to hold a connection (as many as pool_size) in a
+        # queue.SimpleQueue, and the idle connections on a stack, the last one
+        # used on top. SimpleQueue is C code and list.append/pop are atomic:
+        # taking and giving back costs no Python-level lock or condition, as
+        # the semaphore and LifoQueue this replaced did for every message.
+        self.pool_size = pool_size
+        self._permits: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        for _ in range(pool_size):
+            self._permits.put(True)
+        self._idle: list[tuple[_Connection, float]] = []
         self._rate = RateLimiter(rate_limit)
         # For readiness and metrics: when the relay last answered anything
         # (time.monotonic()), and how many connections a send holds now.
         self.last_answer: float | None = None
         self._eight_bit = False  # what the last connection said of 8BITMIME
-        self._in_use = 0
-        self._in_use_lock = threading.Lock()
 
     @property
     def connections_in_use(self) -> int:
-        return self._in_use
+        return max(0, self.pool_size - self._permits.qsize())
 
     def _answered(self) -> None:
         self.last_answer = time.monotonic()
@@ -155,39 +161,55 @@ class SmtpAdapter:
             raise TransientError(f"cannot connect to SMTP server {self.host}:{self.port}: {_describe(exc)}") from exc
 
     def _acquire(self) -> _Connection:
-        """A connection of the pool's, or a new one; held (its lock taken) by the caller."""
-        while True:
-            try:
-                conn, idle_since = self._idle.get_nowait()
-            except queue.Empty:
-                conn = _Connection(self._connect())
-                conn.lock.acquire()
-                return conn
-            conn.lock.acquire()
-            if not conn.dead and time.monotonic() - idle_since < IDLE_CHECK_SECONDS:
-                return conn
-            if not conn.dead:  # idle a while: settle what it owes, then ask it if it is still there
-                self._settle_owed(conn)
+        """Wait for a permit; the last idle connection that is still fit, or
+        a new one, held (its lock taken) by the caller, who must ``_release`` it."""
+        self._permits.get()
+        try:
+            while self._idle:
                 try:
-                    if not conn.dead and conn.smtp.noop()[0] == 250:
-                        return conn
-                except (OSError, smtplib.SMTPException):
-                    pass
-                self._discard(conn)
-            conn.lock.release()
+                    conn, idle_since = self._idle.pop()
+                except IndexError:  # another thread took the last one
+                    break
+                conn.lock.acquire()
+                if self._usable(conn, idle_since):
+                    return conn
+                conn.lock.release()
+            conn = _Connection(self._connect())
+        except BaseException:
+            self._permits.put(True)
+            raise
+        conn.lock.acquire()
+        return conn
+
+    def _usable(self, conn: _Connection, idle_since: float) -> bool:
+        """A held connection from the pool: still fit to send on? One idle a
+        while settles what it owes and is asked with NOOP first."""
+        if conn.dead:
+            return False
+        if time.monotonic() - idle_since < IDLE_CHECK_SECONDS:
+            return True
+        self._settle_owed(conn)
+        try:
+            if not conn.dead and conn.smtp.noop()[0] == 250:
+                return True
+        except (OSError, smtplib.SMTPException):
+            pass
+        self._discard(conn)
+        return False
 
     def _release(self, conn: _Connection) -> None:
-        """Back to the pool (unless it died) and let go of it."""
-        if not conn.dead:
-            self._idle.put((conn, time.monotonic()))
+        """Let go of a held connection: back on the idle stack unless it died."""
         conn.lock.release()
+        if not conn.dead:
+            self._idle.append((conn, time.monotonic()))
+        self._permits.put(True)
 
     def close(self) -> None:
         """Settle every reply still owed, then QUIT each idle connection."""
         while True:
             try:
-                conn, _ = self._idle.get_nowait()
-            except queue.Empty:
+                conn, _ = self._idle.pop()
+            except IndexError:
                 return
             with conn.lock:
                 self._settle_owed(conn)
@@ -234,23 +256,15 @@ class SmtpAdapter:
         eight_bit = self._eight_bit
         msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
                                   message_id=message_id)
-        with self._slots:
-            with self._in_use_lock:
-                self._in_use += 1
-            try:
-                conn = self._acquire()
-                try:
-                    if conn.smtp.has_extn("8bitmime") != eight_bit:
-                        eight_bit = self._eight_bit = conn.smtp.has_extn("8bitmime")
-                        msg_id, data = self.build(address, content, delivery_id=delivery_id,
-                                                  eight_bit=eight_bit, message_id=message_id)
-                    return self._transact(conn, address, msg_id, data, eight_bit=eight_bit,
-                                          envelope_from=envelope_from)
-                finally:
-                    self._release(conn)
-            finally:
-                with self._in_use_lock:
-                    self._in_use -= 1
+        conn = self._acquire()
+        try:
+            if conn.smtp.has_extn("8bitmime") != eight_bit:
+                eight_bit = self._eight_bit = conn.smtp.has_extn("8bitmime")
+                msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
+                                          message_id=message_id)
+            return self._transact(conn, address, msg_id, data, eight_bit=eight_bit, envelope_from=envelope_from)
+        finally:
+            self._release(conn)
 
     def _transact(self, conn: _Connection, address: str, msg_id: str, data: bytes, *, eight_bit: bool,
                   envelope_from: str | None = None) -> Receipt:
