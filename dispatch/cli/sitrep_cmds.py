@@ -14,7 +14,7 @@ from dispatch.cli.common import (
     EXIT_BAD_INPUT, app_context, console, err_console, fail, print_json, split_values,
 )
 from dispatch.enums import SitrepStatus
-from dispatch.errors import InputError
+from dispatch.errors import ConflictError, InputError
 
 # dispatch.sitreps (the models, SQLModel) is imported by the commands that
 # change a SITREP or show one whole: `sitrep list` reads with Core alone
@@ -81,7 +81,7 @@ def import_(
                 else:
                     console.print(f"{path}: already there as #{s.id} {escape(s.title)} — skipped",
                                   highlight=False)
-        except InputError as exc:
+        except (InputError, ConflictError) as exc:  # e.g. --approve of a retracted one: refused, the rest go on
             bad += 1
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     if bad:

@@ -201,6 +201,7 @@ def sitrep_detail(sitrep_id: Id, request: Request, session: Session = Depends(db
     return page(request, "admin/sitrep.html", sitrep=data, all_regions=taxonomy.all_regions(session),
                 deliveries=ledger.log(session, sitrep_id=sitrep_id, limit=20),
                 released=sitrep.status == SitrepStatus.approved and sitreps.embargoed_until(sitrep) is None,
+                retracted=sitreps.retraction(session, sitrep_id) is not None,
                 revisions=[{**revisions.as_dict(r, current=sitrep), "content": r.content}
                            for r in revisions.revisions(session, sitrep_id)],
                 source_text=sitrep.source_text)
