@@ -46,8 +46,10 @@ def import_parsed(
     approve: bool = False,
     regions: list[str] | None = None,
     two_person: bool = False,
+    flash: bool = False,
 ) -> ImportResult:
-    """Store a parsed SITREP as a draft (or approve it at once).
+    """Store a parsed SITREP as a draft (or approve it at once; ``flash``:
+    as a FLASH, see ``approve_sitrep``).
 
     Regions default to the ones the text is about (an editable suggestion).
     Importing the same SITREP again returns the stored one, created=False.
@@ -75,7 +77,7 @@ def import_parsed(
     _record(session, sitrep, actor=actor, action="imported",
             detail="regions: " + (", ".join(r.slug for r in sitrep.regions) or "none"))
     if approve:
-        approve_sitrep(session, sitrep.id, by=actor, two_person=two_person)
+        approve_sitrep(session, sitrep.id, by=actor, two_person=two_person, flash=flash)
     return ImportResult(sitrep=sitrep, created=True)
 
 
