@@ -120,6 +120,9 @@ def test_the_approve_form_and_the_api_answer_409(database_url, engine, mail_sink
             assert refused.status_code == 409 and REFUSED in refused.json()["detail"], refused.text
         again = web.client.post("/api/sitreps", json={"text": TEXT, "approve": True}, headers=bearer)
         assert again.status_code == 409 and INSTEAD in again.json()["detail"], again.text
+        corrected = web.client.post(f"/api/sitreps/{sitrep_id}/corrections",
+                                    json={"text": OTHER, "note": "A new title."}, headers=bearer)
+        assert corrected.status_code == 409 and REFUSED in corrected.json()["detail"], corrected.text
         web.sign_in("eli", PASSWORD)
         page = web.client.get(f"/admin/sitreps/{sitrep_id}").text
         assert "Retracted: it is not approved" in page
@@ -128,7 +131,8 @@ def test_the_approve_form_and_the_api_answer_409(database_url, engine, mail_sink
         page_of = f"/admin/sitreps/{sitrep_id}"
         for path, data in ((f"/admin/sitreps/{sitrep_id}/approve", {"flash": "true"}),
                            (f"/admin/sitreps/{sitrep_id}/edit", {"title": "Other", "event_date": "2025-03-03",
-                                                                  "bullets": "One", "region": "global"})):
+                                                                  "bullets": "One", "region": "global"}),
+                           (f"/admin/sitreps/{sitrep_id}/correct", {"text": OTHER, "note": "A new title."})):
             # The page offers no such form now; a stale tab may still post one (its CSRF token is the page's).
             refused = web.form(path, data, page=page_of)
             assert refused.status_code == 409 and REFUSED in refused.text, refused.text
