@@ -163,5 +163,6 @@ def test_a_message_over_the_size_limit_is_refused_and_the_connection_goes_on(eng
 def test_the_command_names_its_connection_limit(run):
     shown = run("inbound", "--help")
     assert shown.exit_code == 0 and "--max-connections" in shown.output
+    assert f"default: {receiver.Limits().connections};" in " ".join(shown.output.split())  # one default
     refused = run("inbound", "--max-connections", "0")
     assert refused.exit_code == 2

@@ -18,7 +18,7 @@ def inbound(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(2525, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
     lmtp: bool = typer.Option(False, "--lmtp", help="Speak LMTP (a Postfix lmtp transport) instead of SMTP."),
-    max_connections: int = typer.Option(100, "--max-connections", min=1, max=10_000,
+    max_connections: int = typer.Option(50, "--max-connections", min=1, max=10_000,
                                         help="Connections at once; one more is told 421 (try again later)."),
     stdin: bool = typer.Option(False, "--stdin", help="Read one message from standard input (a pipe transport)."),
     recipient: str = typer.Option(None, "--recipient", metavar="ADDRESS",

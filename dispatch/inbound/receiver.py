@@ -83,7 +83,10 @@ COMMAND_BUDGET = {"MAIL": MESSAGES_PER_CONNECTION, "DATA": MESSAGES_PER_CONNECTI
 
 @dataclass(frozen=True)
 class Limits:
-    connections: int = 100  # at once; one more is greeted with 421 and closed
+    # At once; one more is greeted with 421 and closed. Each may hold a
+    # message of up to 4 MB while it arrives; Postfix sends to one
+    # destination over at most 20 by default.
+    connections: int = 50
     # Between two commands (RFC 5321 §4.5.3.2.7: 5 minutes); aiosmtpd also
     # wants a message's whole data within it, so a trickled message ends too.
     # Lines it refuses (empty, too long, bad bytes) do not restart it.
