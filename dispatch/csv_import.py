@@ -143,9 +143,12 @@ class _Checker:
     whether it is there already, then the preferences — with the catalogue
     looked up once per distinct list instead of once per row."""
 
-    def __init__(self, session: Session, *, webhook_hosts: Collection[str] = ()):
+    def __init__(self, session: Session, *, webhook_hosts: Collection[str] = (),
+                 private_networks: Collection[str] = ()):
         self.session = session
         self.webhook_hosts = webhook_hosts
+        self.private_networks = private_networks
+        self._hosts: dict[str, str | None] = {}  # each webhook host's addresses checked once
         self._regions: dict[tuple[str, ...], list] = {}
         self._analysts: dict[tuple[str, ...], list] = {}
         self._checked: dict[tuple, tuple] = {}
@@ -168,7 +171,8 @@ class _Checker:
         given = cells.get("email", "")
         if kind == SubscriberKind.email:
             return kind, email_check.check(given, domains=self._domains)
-        return kind, subscribers.check_address(kind, given, webhook_hosts=self.webhook_hosts)
+        return kind, subscribers.check_address(kind, given, webhook_hosts=self.webhook_hosts,
+                                               private_networks=self.private_networks, checked_hosts=self._hosts)
 
     def _shared(self, cells: dict[str, str]) -> tuple[dict, tuple[str, ...], tuple[int, ...]]:
         """The checked values of the columns that most rows share (schedule,
@@ -259,7 +263,8 @@ def _chunks(records: Iterator, size: int) -> Iterator[list]:
 
 
 def check_rows(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_BYTES,
-               webhook_hosts: Collection[str] = ()) -> tuple[list[_Row], CsvReport]:
+               webhook_hosts: Collection[str] = (), private_networks: Collection[str] = ()
+               ) -> tuple[list[_Row], CsvReport]:
     """Pass 1: every row read and checked, nothing written and no write lock held."""
     report = CsvReport()
     good: list[_Row] = []
@@ -272,7 +277,7 @@ def check_rows(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_B
             raise InputError("the CSV needs a header row with an 'email' column; it has: "
                              f"{', '.join(header) or 'none'}")
         report.ignored_columns = [h for h in header if h and h not in subscribers.CSV_COLUMNS]
-        checker = _Checker(session, webhook_hosts=webhook_hosts)
+        checker = _Checker(session, webhook_hosts=webhook_hosts, private_networks=private_networks)
         for chunk in _chunks(records, BATCH_ROWS):
             addressed = []  # (line, cells, kind, address) of the rows whose address is good
             for line, cells in chunk:
@@ -303,13 +308,16 @@ def check_rows(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_B
 
 def import_csv(engine: Engine, source: BinaryIO | str, *, limit: int = MAX_CSV_BYTES,
                batch_rows: int = BATCH_ROWS, on_batch: Callable[[int, int], None] | None = None,
-               webhook_hosts: Collection[str] = (), file_name: str | None = None) -> CsvReport:
+               webhook_hosts: Collection[str] = (), private_networks: Collection[str] = (),
+               file_name: str | None = None) -> CsvReport:
     """Add every good row of a CSV (a binary stream or text); report the
     others with their line numbers and reasons. ``on_batch(done, total)``
     is called after each committed batch. ``webhook_hosts``: the Slack
-    webhook hosts accepted besides Slack's own (settings.slack_webhook_hosts).
+    webhook hosts accepted besides Slack's own (settings.slack_webhook_hosts);
+    ``private_networks``: those a webhook may be on (settings.outbound_private_networks).
     ``file_name``: what the audit entry calls the file."""
-    rows, report = check_rows(engine, source, limit=limit, webhook_hosts=webhook_hosts)
+    rows, report = check_rows(engine, source, limit=limit, webhook_hosts=webhook_hosts,
+                              private_networks=private_networks)
     stopped: str | None = "stopped part way"
     analysed_at = 0
     try:

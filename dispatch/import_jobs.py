@@ -34,7 +34,8 @@ CHECK_STEP = 256 * 1024  # progress written while checking every this many bytes
 
 
 def start(engine: Engine, data: bytes, *, started_by: str, limit: int,
-          webhook_hosts: Collection[str] = (), file_name: str | None = None) -> int:
+          webhook_hosts: Collection[str] = (), private_networks: Collection[str] = (),
+          file_name: str | None = None) -> int:
     """Record a job for ``data`` (the whole upload, at most ``limit`` bytes)
     and start importing it in a thread; returns the job's id. The thread
     acts as whoever started it (a new thread does not inherit the request's
@@ -46,20 +47,22 @@ def start(engine: Engine, data: bytes, *, started_by: str, limit: int,
         job_id = job.id
     thread = threading.Thread(target=run, name=f"import-job-{job_id}", daemon=True,
                               args=(engine, job_id, data),
-                              kwargs={"limit": limit, "webhook_hosts": webhook_hosts, "file_name": file_name,
+                              kwargs={"limit": limit, "webhook_hosts": webhook_hosts,
+                                      "private_networks": private_networks, "file_name": file_name,
                                       "actor": audit.current_actor()})
     thread.start()
     return job_id
 
 
 def run(engine: Engine, job_id: int, data: bytes, *, limit: int, webhook_hosts: Collection[str] = (),
-        file_name: str | None = None, actor: audit.Actor | None = None) -> None:
+        private_networks: Collection[str] = (), file_name: str | None = None,
+        actor: audit.Actor | None = None) -> None:
     """Import ``data`` for job ``job_id``, writing progress and the report."""
     try:
         with audit.acting_as(actor or audit.current_actor()):
             report = csv_import.import_csv(
                 engine, _Progress(io.BytesIO(data), lambda read: _update(engine, job_id, done=read)),
-                limit=limit, webhook_hosts=webhook_hosts, file_name=file_name,
+                limit=limit, webhook_hosts=webhook_hosts, private_networks=private_networks, file_name=file_name,
                 on_batch=lambda done, total: _update(engine, job_id, phase="adding", done=done, total=total))
     except InputError as exc:
         _update(engine, job_id, state="failed", error=str(exc))

@@ -94,6 +94,7 @@ def correct(session: Session, sitrep_id: int, parsed: ParsedSitrep, *, by: str, 
     correction before the approval replaces the pending one."""
     note = _note(note, field="note")
     sitrep = sitreps.get(session, sitrep_id, lock=True)  # one change of its status at a time
+    sitreps.refuse_if_retracted(session, sitrep, doing="corrected")
     _released(sitrep, doing="a correction")
     slugs = None
     if regions is not None:
@@ -179,9 +180,9 @@ def retract(session: Session, sitrep_id: int, *, by: str, reason: str, now: date
     stops the spread of something wrong, and waiting would not."""
     reason = _note(reason, field="reason")
     sitrep = sitreps.get(session, sitrep_id, lock=True)  # one change of its status at a time
-    done = [r for r in revisions(session, sitrep_id) if r.kind == RevisionKind.retraction]
-    if done:
-        raise WorkflowError(f"SITREP {sitrep_id} was retracted already (by {done[-1].approved_by})")
+    done = sitreps.retraction(session, sitrep_id)
+    if done is not None:
+        raise WorkflowError(f"SITREP {sitrep_id} was retracted already (by {done.approved_by})")
     if sitrep.status != SitrepStatus.withdrawn:  # one withdrawn before may still be retracted: readers had it
         _released(sitrep, doing="a retraction")
     now = now or utcnow()

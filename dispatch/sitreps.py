@@ -1,7 +1,8 @@
 """SITREPs as stored: import, approval workflow, edits, region tags.
 
 The workflow is draft → approved → withdrawn (a withdrawn SITREP may be
-approved again). Only approved SITREPs are ever delivered. Every change is
+approved again, unless it was retracted: see ``refuse_if_retracted``).
+Only approved SITREPs are ever delivered. Every change is
 recorded as a SitrepChange row: who, when, what.
 """
 
@@ -16,7 +17,7 @@ from sqlmodel import Session, col, select
 from dispatch import catalogue, fields, paging, sitrep_rows, taxonomy
 from dispatch.desk import roles
 from dispatch.errors import DuplicateError, FieldError, NotFoundError, WorkflowError
-from dispatch.models import Commentary, Sitrep, SitrepChange, SitrepRevision, SitrepStatus, utcnow
+from dispatch.models import Commentary, RevisionKind, Sitrep, SitrepChange, SitrepRevision, SitrepStatus, utcnow
 from dispatch.sitrep_text import ParsedSitrep, sitrep_fingerprint
 
 
@@ -45,14 +46,18 @@ def import_parsed(
     approve: bool = False,
     regions: list[str] | None = None,
     two_person: bool = False,
+    flash: bool = False,
 ) -> ImportResult:
-    """Store a parsed SITREP as a draft (or approve it at once).
+    """Store a parsed SITREP as a draft (or approve it at once; ``flash``:
+    as a FLASH, see ``approve_sitrep``).
 
     Regions default to the ones the text is about (an editable suggestion).
     Importing the same SITREP again returns the stored one, created=False.
     """
     existing = find_duplicate(session, parsed)
     if existing is not None:
+        if approve:  # the same text again, to be sent: not if readers were told it was false
+            refuse_if_retracted(session, existing, doing="approved again")
         return ImportResult(sitrep=existing, created=False)
     region_values = regions if regions is not None else catalogue.likely_regions(parsed.source_text)
     if not region_values:
@@ -72,7 +77,7 @@ def import_parsed(
     _record(session, sitrep, actor=actor, action="imported",
             detail="regions: " + (", ".join(r.slug for r in sitrep.regions) or "none"))
     if approve:
-        approve_sitrep(session, sitrep.id, by=actor, two_person=two_person)
+        approve_sitrep(session, sitrep.id, by=actor, two_person=two_person, flash=flash)
     return ImportResult(sitrep=sitrep, created=True)
 
 
@@ -135,6 +140,7 @@ def approve_sitrep(session: Session, sitrep_id: int, *, by: str, at: datetime | 
     ``flash``: send it at once to every matching reader, whatever their cadence
     (dispatch.planner.plan_flash); with ``release_at``, at the release."""
     sitrep = get(session, sitrep_id, lock=True)
+    refuse_if_retracted(session, sitrep, doing="approved again")
     if two_person:
         # Read, not sitrep.changes: that collection may have been loaded before this session's own changes.
         history = session.exec(select(SitrepChange.actor, SitrepChange.action)
@@ -220,6 +226,27 @@ def withdraw_sitrep(session: Session, sitrep_id: int, *, by: str, reason: str = 
     return sitrep
 
 
+def retraction(session: Session, sitrep_id: int) -> SitrepRevision | None:
+    """The SITREP's retraction (dispatch.revisions.retract), if it had one."""
+    return session.exec(select(SitrepRevision).where(SitrepRevision.sitrep_id == sitrep_id,
+                                                     SitrepRevision.kind == RevisionKind.retraction)).first()
+
+
+def refuse_if_retracted(session: Session, sitrep: Sitrep, *, doing: str) -> None:
+    """A retraction is final. Its readers were told the SITREP is withdrawn
+    because it was wrong: approving it again would send them what they were
+    told to disregard, and an edit would change the text the retraction
+    notices (still being sent) and the archive's history quote. What should
+    go out instead is a new SITREP, with its own approval."""
+    done = retraction(session, sitrep.id)
+    if done is None:
+        return
+    raise WorkflowError(
+        f"SITREP {sitrep.id} was retracted ({done.approved_at:%Y-%m-%d %H:%M} UTC, by {done.approved_by}), "
+        f"so it is not {doing}: its readers were told it is withdrawn for good. Import what should go out "
+        "as a new SITREP (dispatch sitrep import FILE, with a title or date of its own)")
+
+
 def refuse_if_released(sitrep: Sitrep) -> datetime | None:
     """Editing and tagging stop at the release: what readers may already
     have read changes only by a correction, which a second person approves
@@ -247,6 +274,7 @@ def _back_to_draft(session: Session, sitrep: Sitrep, *, by: str, until: datetime
 
 def tag_sitrep(session: Session, sitrep_id: int, regions: list[str], *, by: str) -> Sitrep:
     sitrep = get(session, sitrep_id)
+    refuse_if_retracted(session, sitrep, doing="tagged")
     embargo = refuse_if_released(sitrep)
     resolved = taxonomy.resolve_regions(session, regions)
     if not resolved:
@@ -282,6 +310,7 @@ def edit_sitrep(
     under embargo goes back to draft, to be approved again.
     """
     sitrep = get(session, sitrep_id)
+    refuse_if_retracted(session, sitrep, doing="edited")
     embargo = refuse_if_released(sitrep)
     changed = _edit(session, sitrep, title=title, event_date=event_date, priority=priority, summary=summary,
                     quotes=quotes, content=content)

@@ -9,6 +9,13 @@ host on loopback (the local Slack sink in development and tests). The rule
 is checked when an address is stored (subscribers.check_slack_address) and
 again before each post (the Slack adapter), so a stored URL from before a
 settings change is refused too.
+
+Its host's addresses are checked as an event webhook's are
+(``dispatch.outbound``): when it is stored (``address_problem``: a literal
+address, or what the name resolves to then; a name that does not resolve
+yet is let through) and again, authoritatively, before each post. A
+private, loopback, link-local (cloud metadata) or otherwise non-public
+address needs its network in DISPATCH_OUTBOUND_PRIVATE_NETWORKS.
 """
 
 from __future__ import annotations
@@ -60,3 +67,21 @@ def webhook_problem(url: str, *, extra_hosts: Collection[str] = ()) -> str | Non
     if parts.scheme.lower() == "http" and not (host in listed and is_loopback(host)):
         return f"must be https (plain http only for a loopback host listed in {SETTING})"
     return None
+
+
+def address_problem(url: str, *, private_networks: Collection[str] = (),
+                    checked: dict[str, str | None] | None = None) -> str | None:
+    """For a webhook URL being stored, once ``webhook_problem`` passed it:
+    why its host's addresses are refused (the event webhooks' message), or
+    None. ``private_networks``: settings.outbound_private_networks.
+    ``checked``: what each host came to, kept by the caller (a CSV import):
+    its rows share a few hosts, and each is looked up once."""
+    from dispatch import outbound  # http.client and ssl: only when a webhook URL is stored
+
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    if checked is not None and host in checked:
+        return checked[host]
+    problem = outbound.url_address_problem(url, allowed=outbound.networks(private_networks))
+    if checked is not None:
+        checked[host] = problem  # hosts are Slack's or listed ones (webhook_problem): a short list
+    return problem

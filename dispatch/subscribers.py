@@ -78,14 +78,21 @@ def check_email(address: str) -> str:
         raise FieldError("email", f"{address!r} is not a valid address: {exc}") from exc
 
 
-def check_slack_address(address: str, *, webhook_hosts: Collection[str] = ()) -> str:
+def check_slack_address(address: str, *, webhook_hosts: Collection[str] = (),
+                        private_networks: Collection[str] = (),
+                        checked_hosts: dict[str, str | None] | None = None) -> str:
     """A channel ID (posted with the bot token) or an incoming-webhook URL on
-    Slack's hosts or on one of ``webhook_hosts`` (settings.slack_webhook_hosts)."""
+    Slack's hosts or on one of ``webhook_hosts`` (settings.slack_webhook_hosts),
+    at a public address unless its network is one of ``private_networks``
+    (settings.outbound_private_networks; ``checked_hosts``: see
+    slack_webhooks.address_problem)."""
     address = bounded(address.strip(), field="channel", limit=MAX_ADDRESS_CHARS)
     if SLACK_CHANNEL_ID.fullmatch(address):
         return address
     if slack_webhooks.is_webhook(address):
-        problem = slack_webhooks.webhook_problem(address, extra_hosts=webhook_hosts)
+        # The host first: only Slack's and listed ones are ever looked up.
+        problem = slack_webhooks.webhook_problem(address, extra_hosts=webhook_hosts) or \
+            slack_webhooks.address_problem(address, private_networks=private_networks, checked=checked_hosts)
         if problem is None:
             return address
         raise FieldError("channel", f"{address!r} is not a Slack channel ID, nor an accepted webhook URL: {problem}")
@@ -186,10 +193,12 @@ def _apply(session: Session, subscriber: Subscriber, prefs: Preferences) -> None
 
 # --- stored subscribers ------------------------------------------------------
 
-def check_address(kind: SubscriberKind, address: str, *, webhook_hosts: Collection[str] = ()) -> str:
+def check_address(kind: SubscriberKind, address: str, *, webhook_hosts: Collection[str] = (),
+                  private_networks: Collection[str] = (), checked_hosts: dict | None = None) -> str:
     if kind == SubscriberKind.email:
         return check_email(address)
-    return check_slack_address(address, webhook_hosts=webhook_hosts)
+    return check_slack_address(address, webhook_hosts=webhook_hosts, private_networks=private_networks,
+                               checked_hosts=checked_hosts)
 
 
 # Linear: the local part's class has no "@" and the labels' class no ".", so
@@ -223,9 +232,11 @@ def add_subscriber(
     prefs: Preferences | None = None,
     status: SubscriberStatus = SubscriberStatus.active,
     webhook_hosts: Collection[str] = (),
+    private_networks: Collection[str] = (),
 ) -> Subscriber:
-    """``webhook_hosts``: settings.slack_webhook_hosts, for a Slack webhook URL."""
-    address = check_address(kind, address, webhook_hosts=webhook_hosts)
+    """``webhook_hosts``, ``private_networks``: settings.slack_webhook_hosts and
+    settings.outbound_private_networks, for a Slack webhook URL."""
+    address = check_address(kind, address, webhook_hosts=webhook_hosts, private_networks=private_networks)
     existing = find_by_address(session, address, kind=kind)
     if existing is not None:
         raise DuplicateError(f"{address} is already subscribed (id {existing.id}, as {existing.address})",

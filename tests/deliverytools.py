@@ -37,7 +37,7 @@ def seed(engine, readers, *, approved_at: datetime | None = APPROVED) -> int:
         for reader in readers:
             kind, address = (SubscriberKind.email, reader) if isinstance(reader, str) else reader
             s = subscribers.add_subscriber(session, address, kind=kind, prefs=Preferences(cadence="immediate"),
-                                           webhook_hosts=LOCAL_WEBHOOK_HOSTS)
+                                           webhook_hosts=LOCAL_WEBHOOK_HOSTS, private_networks=LOOPBACK_NETWORKS)
             s.created_at = (approved_at or datetime.now(timezone.utc)) - timedelta(days=3)
         sitreps.approve_sitrep(session, sitrep.id, by="chief", at=approved_at)
         return sitrep.id

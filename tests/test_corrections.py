@@ -99,7 +99,8 @@ def desk(engine, slack):
             (SubscriberKind.email, "daily@example.org", Preferences(cadence="daily", send_at="07:00",
                                                                    timezone="UTC")),
         ]:
-            s = subscribers.add_subscriber(session, address, kind=kind, prefs=prefs, webhook_hosts=("127.0.0.1",))
+            s = subscribers.add_subscriber(session, address, kind=kind, prefs=prefs, webhook_hosts=("127.0.0.1",),
+                                           private_networks=("127.0.0.1/32",))
             s.created_at = APPROVED - timedelta(days=3)
         # Told of corrections; its posts go nowhere (a closed loopback port), only the events matter here.
         session.add(EventWebhook(url="http://127.0.0.1:9/in", secret=signing.new_secret(),

@@ -79,7 +79,8 @@ def setup_readers(engine, readers):
     with db.session_scope(engine) as session:
         result = sitreps.import_parsed(session, parse((FIXTURES / "standard.txt").read_text()), actor="ed")
         for kind, address, prefs in readers:
-            s = subscribers.add_subscriber(session, address, kind=kind, prefs=prefs, webhook_hosts=("127.0.0.1",))
+            s = subscribers.add_subscriber(session, address, kind=kind, prefs=prefs, webhook_hosts=("127.0.0.1",),
+                                           private_networks=("127.0.0.1/32",))
             s.created_at = APPROVED - timedelta(days=3)
         sitreps.approve_sitrep(session, result.sitrep.id, by="chief", at=APPROVED)
         return result.sitrep.id

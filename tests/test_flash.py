@@ -499,3 +499,26 @@ def test_the_preview_of_an_immediate_reader_shows_a_flash_as_a_flash(engine):
     with db.session_scope(engine) as session:
         queued = compose.preview(session, now.id, now=APPROVED + timedelta(seconds=3), status=SubscriberStatus.active)
     assert [d.window_key[:6] for d in queued.digests] == ["flash:"]  # planned, not yet sent
+
+
+def test_cli_import_approve_flash_is_approve_flash(cli_sink, cli, engine, tmp_path, monkeypatch):
+    other = tmp_path / "other.txt"
+    other.write_text(other_sitrep_text(), "utf-8")
+    alone = cli("--as", "chief", "sitrep", "import", other, "--flash")
+    assert alone.exit_code == 2 and "give --approve too" in alone.output, alone.output
+    mine = cli("--as", "chief", "sitrep", "import", other, "--approve", "--flash")
+    assert mine.exit_code == 2 and "two-person rule" in mine.output  # as for any approval of one's own import
+    assert [s["id"] for s in json.loads(cli("sitrep", "list", "--json").stdout)] == [1]  # neither imported it
+    monkeypatch.setenv("DISPATCH_TWO_PERSON_RULE", "false")
+    done = cli("--as", "chief", "sitrep", "import", other, "--approve", "--flash")
+    assert done.exit_code == 0 and "FLASH · approved" in done.output, done.output
+    new_id = int(done.output.split("imported #")[1].split()[0])  # PostgreSQL's sequence counts the refused one
+    shown = json.loads(cli("sitrep", "show", str(new_id), "--json").stdout)
+    assert (shown["status"], shown["flash"]) == ("approved", True)
+    assert cli("run", "--once").exit_code == 0
+    got = _cli_mails(cli_sink)
+    assert sorted(m["To"] for m in got) == ["daily@example.org", "now@example.org", "weekly@example.org"]
+    assert {m["Subject"] for m in got} == {"FLASH: Port Talks Resume in Odesa"}
+    approval = [e for e in _audit(engine, f"sitrep:{new_id}") if e["action"] == "sitrep.approved"]
+    assert [(e["actor"], e["changes"]["flash"]) for e in approval] == [("chief", [False, True])]
+    assert "--approve: approve each as a FLASH" in " ".join(cli("sitrep", "import", "--help").output.split())

@@ -81,12 +81,13 @@ def test_webhook_urls_only_on_slack_or_listed_hosts(value, hosts, problem):
 
 
 @pytest.mark.parametrize("value, hosts", [
-    ("http://127.0.0.1:9999/webhook/abc", ("127.0.0.1",)),  # the local sink, once listed
+    ("http://127.0.0.1:9999/webhook/abc", ("127.0.0.1",)),  # the local sink, once listed (and loopback allowed)
     ("http://localhost:8026/webhook/abc", ("localhost",)),
     ("https://hooks.example.org/x", ("hooks.example.org",)),
 ])
 def test_listed_webhook_hosts_are_accepted(value, hosts):
-    assert subscribers.check_slack_address(value, webhook_hosts=hosts) == value
+    assert subscribers.check_slack_address(value, webhook_hosts=hosts,
+                                           private_networks=("127.0.0.0/8", "::1/128")) == value
 
 
 @pytest.mark.parametrize("value", ["#general", "general", "http://hooks.example.com/x", "ftp://x"])

@@ -11,6 +11,11 @@ def test_the_cli_refuses_a_webhook_off_slack_unless_its_host_is_listed(run, monk
     assert "127.0.0.1 is not a Slack webhook host" in " ".join(refused.stderr.split())
     assert "DISPATCH_SLACK_WEBHOOK_HOSTS" in refused.stderr
     monkeypatch.setenv("DISPATCH_SLACK_WEBHOOK_HOSTS", "127.0.0.1")
+    # A listed loopback host is still a loopback address: posting to it is opted into on its own.
+    loopback = run("slack", "add", "http://127.0.0.1:8026/webhook/desk")
+    assert loopback.exit_code == 2 and "127.0.0.1 is a loopback address" in " ".join(loopback.stderr.split())
+    assert "DISPATCH_OUTBOUND_PRIVATE_NETWORKS" in loopback.stderr
+    monkeypatch.setenv("DISPATCH_OUTBOUND_PRIVATE_NETWORKS", "127.0.0.1/32")
     assert run("slack", "add", "http://127.0.0.1:8026/webhook/desk").exit_code == 0
 
 

@@ -18,6 +18,8 @@ def inbound(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(2525, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
     lmtp: bool = typer.Option(False, "--lmtp", help="Speak LMTP (a Postfix lmtp transport) instead of SMTP."),
+    max_connections: int = typer.Option(50, "--max-connections", min=1, max=10_000,
+                                        help="Connections at once; one more is told 421 (try again later)."),
     stdin: bool = typer.Option(False, "--stdin", help="Read one message from standard input (a pipe transport)."),
     recipient: str = typer.Option(None, "--recipient", metavar="ADDRESS",
                                   help="With --stdin: the address the message came to (Postfix: ${original_recipient})."),
@@ -37,7 +39,8 @@ def inbound(
         reply = receiver.read_stdin(sys.stdin.buffer, inbox, recipient=recipient, null_sender=not sender)
         err_console.print(str(reply), highlight=False)
         raise typer.Exit(0 if reply.code < 400 else EX_TEMPFAIL if reply.code < 500 else 2)
-    server = receiver.InboundServer(inbox, host=host, port=port, lmtp=lmtp).start()
+    server = receiver.InboundServer(inbox, host=host, port=port, lmtp=lmtp,
+                                    limits=receiver.Limits(connections=max_connections)).start()
     console.print(f"dispatch inbound ({'LMTP' if lmtp else 'SMTP'}) on {server.host}:{server.port}; Ctrl-C stops",
                   highlight=False)
     try:

@@ -14,7 +14,7 @@ from dispatch.cli.common import (
     EXIT_BAD_INPUT, app_context, console, err_console, fail, print_json, split_values,
 )
 from dispatch.enums import SitrepStatus
-from dispatch.errors import InputError
+from dispatch.errors import ConflictError, InputError
 
 # dispatch.sitreps (the models, SQLModel) is imported by the commands that
 # change a SITREP or show one whole: `sitrep list` reads with Core alone
@@ -49,11 +49,14 @@ def import_(
     ctx: typer.Context,
     files: list[Path] = typer.Argument(..., help="SITREP text files.", show_default=False),
     approve: bool = typer.Option(False, "--approve", help="Approve each imported SITREP at once."),
+    flash: bool = typer.Option(False, "--flash",
+                               help="With --approve: approve each as a FLASH, sent at once to every matching "
+                                    "reader whatever their cadence (as `sitrep approve --flash`)."),
     region: list[str] = typer.Option(None, "--region", "-r",
                                      help="Tag with these regions instead of the suggested ones."),
     by: str = BY_OPTION,
 ) -> None:
-    """Import SITREP text files as drafts (or approved, with --approve).
+    """Import SITREP text files as drafts (or approved, with --approve; as a FLASH, with --approve --flash).
 
     Regions are suggested from the places each text names; change them with
     `dispatch sitrep tag`. Good files are imported even when others are bad;
@@ -61,6 +64,9 @@ def import_(
     """
     from dispatch import sitreps
 
+    if flash and not approve:
+        fail("--flash approves as a FLASH: give --approve too (or approve it later: sitrep approve ID --flash)",
+             code=EXIT_BAD_INPUT)
     appctx = app_context(ctx)
     actor = appctx.act_as(by)
     bad = 0
@@ -70,18 +76,19 @@ def import_(
             with appctx.session() as session:
                 result = sitreps.import_parsed(
                     session, parsed, actor=actor, approve=approve, regions=split_values(region),
-                    two_person=appctx.settings.two_person_rule)
+                    two_person=appctx.settings.two_person_rule, flash=flash)
                 s = result.sitrep
                 if result.created:
                     console.print(
                         f"imported [bold]#{s.id}[/] {escape(s.title)} ({s.event_date}) "
-                        f"[{s.status.value}] regions: {', '.join(sitreps.region_slugs(s))}",
+                        f"[{'FLASH · ' if s.flash else ''}{s.status.value}] regions: "
+                        f"{', '.join(sitreps.region_slugs(s))}",
                         highlight=False,
                     )
                 else:
                     console.print(f"{path}: already there as #{s.id} {escape(s.title)} — skipped",
                                   highlight=False)
-        except InputError as exc:
+        except (InputError, ConflictError) as exc:  # e.g. --approve of a retracted one: refused, the rest go on
             bad += 1
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     if bad:

@@ -67,7 +67,8 @@ def _add(ctx, kind, address, prefs) -> None:
     appctx = app_context(ctx)
     with appctx.session() as session:
         data = subscribers.as_dict(subscribers.add_subscriber(
-            session, address, kind=kind, prefs=prefs, webhook_hosts=appctx.settings.slack_webhook_hosts))
+            session, address, kind=kind, prefs=prefs, webhook_hosts=appctx.settings.slack_webhook_hosts,
+            private_networks=appctx.settings.outbound_private_networks))
     console.print(f"added #{data['id']} {escape(data['address'])}: {escape(_describe(data))}", highlight=False)
 
 
@@ -240,11 +241,13 @@ def import_csv(ctx: typer.Context, csv_file: Path = typer.Argument(..., metavar=
     except OSError as exc:
         fail(f"{csv_file}: cannot read it: {exc.strerror or exc}", code=EXIT_BAD_INPUT)
     appctx = app_context(ctx)
-    engine, hosts = appctx.engine, appctx.settings.slack_webhook_hosts
+    engine, settings = appctx.engine, appctx.settings
     appctx.set_actor()  # the import's audit entry names who ran it
     with stream, _import_progress(stream) as (source, on_batch):
         report = csv_import.import_csv(engine, source, limit=csv_import.MAX_CLI_CSV_BYTES,
-                                       webhook_hosts=hosts, on_batch=on_batch, file_name=csv_file.name)
+                                       webhook_hosts=settings.slack_webhook_hosts,
+                                       private_networks=settings.outbound_private_networks, on_batch=on_batch,
+                                       file_name=csv_file.name)
     console.print(f"{len(report.added)} added, {len(report.already_there)} already there, "
                   f"{len(report.rejected)} rejected")
     for line, address in report.already_there:

@@ -6,12 +6,19 @@ message is bounded by aiosmtpd's ``data_size_limit`` while it streams, and
 handled in a thread, since recording is database work; it is parsed once
 however many recipients it has. LMTP answers once per recipient after
 DATA, as RFC 2033 requires.
+
+Every connection is bounded (``Limits``), so nobody holds one, or all of
+them, with NOOPs, RSETs or silence: a budget of each command, an idle
+timeout, a lifetime, and a number of connections at once. Whatever is cut
+off is told 421, which a sending MTA answers by trying again later: a
+bounce cut off is delayed, not lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
@@ -65,23 +72,102 @@ class InboundHandler:
         return str(accepted[0] if accepted else replies[0])
 
 
+# How often each command may come in one connection (aiosmtpd's
+# command_call_limit; one more is a 421 and the end of it). A sending MTA
+# may pass many messages over one connection (Postfix caches them for up to
+# 300 s), each MAIL, RCPT… DATA, RSET; nothing else has a reason to repeat.
+MESSAGES_PER_CONNECTION = 100
+COMMAND_BUDGET = {"MAIL": MESSAGES_PER_CONNECTION, "DATA": MESSAGES_PER_CONNECTION,
+                  "RSET": MESSAGES_PER_CONNECTION, "RCPT": MESSAGES_PER_CONNECTION * MAX_RECIPIENTS, "*": 10}
+
+
+@dataclass(frozen=True)
+class Limits:
+    # At once; one more is greeted with 421 and closed. Each may hold a
+    # message of up to 4 MB while it arrives; Postfix sends to one
+    # destination over at most 20 by default.
+    connections: int = 50
+    # Between two commands (RFC 5321 §4.5.3.2.7: 5 minutes); aiosmtpd also
+    # wants a message's whole data within it, so a trickled message ends too.
+    # Lines it refuses (empty, too long, bad bytes) do not restart it.
+    idle_seconds: float = 300
+    lifetime_seconds: float = 600  # a connection in all, however busy (Postfix reuses one for 300 s)
+    commands: dict = field(default_factory=lambda: dict(COMMAND_BUDGET))
+
+
+class _Gate:
+    """The connections open now; used on the server's event loop only, so a plain count."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.open = 0
+
+
+class _Bounded:
+    """An SMTP or LMTP server protocol that counts itself against the gate
+    and closes itself when its lifetime is over (aiosmtpd has neither)."""
+
+    def __init__(self, handler, *, gate: _Gate, lifetime: float, **kwargs):
+        super().__init__(handler, **kwargs)
+        self._gate, self._lifetime = gate, lifetime
+        self._admitted = False
+        self._lifetime_over = None
+
+    def connection_made(self, transport) -> None:
+        if self._admitted:  # STARTTLS makes it again for the same connection
+            return super().connection_made(transport)
+        if self._gate.open >= self._gate.limit:
+            log.warning("inbound: %s connections open already; one more refused", self._gate.open)
+            transport.write(b"421 4.3.2 too many connections, try again later\r\n")
+            transport.close()
+            return  # never started, so connection_lost has nothing of aiosmtpd's to end
+        self._admitted = True
+        self._gate.open += 1
+        super().connection_made(transport)
+        self._lifetime_over = self.loop.call_later(self._lifetime, self._end_of_life, transport)
+
+    def _end_of_life(self, transport) -> None:
+        log.info("inbound: a connection reached its time limit (%s s)", self._lifetime)
+        transport.write(b"421 4.4.2 connection time limit reached, try again later\r\n")
+        transport.close()
+
+    def connection_lost(self, error) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self._gate.open -= 1
+        self._lifetime_over.cancel()
+        super().connection_lost(error)
+
+
+class _BoundedSMTP(_Bounded, SMTP):
+    pass
+
+
+class _BoundedLMTP(_Bounded, LMTP):
+    pass
+
+
 class _Controller(Controller):
     def __init__(self, handler, *, lmtp: bool, **kwargs):
         self.lmtp = lmtp
         super().__init__(handler, **kwargs)
 
     def factory(self):
-        cls = LMTP if self.lmtp else SMTP
+        cls = _BoundedLMTP if self.lmtp else _BoundedSMTP
         return cls(self.handler, **self.SMTP_kwargs)
 
 
 class InboundServer:
-    def __init__(self, inbox: Inbox, *, host: str = "127.0.0.1", port: int = 2525, lmtp: bool = False):
+    def __init__(self, inbox: Inbox, *, host: str = "127.0.0.1", port: int = 2525, lmtp: bool = False,
+                 limits: Limits = Limits()):
         self.handler = InboundHandler(inbox, source="lmtp" if lmtp else "smtp")
         # An explicit host: hostname=None would bind ::1 only (aiosmtpd).
         self.controller = _Controller(self.handler, lmtp=lmtp, hostname=host, port=port or _free_port(host),
                                       data_size_limit=mailparts.MAX_MESSAGE_BYTES, auth_require_tls=False,
-                                      server_hostname="dispatch-inbound", ident="dispatch inbound")
+                                      server_hostname="dispatch-inbound", ident="dispatch inbound",
+                                      timeout=limits.idle_seconds, command_call_limit=dict(limits.commands),
+                                      gate=_Gate(limits.connections), lifetime=limits.lifetime_seconds)
 
     @property
     def host(self) -> str:
@@ -90,6 +176,10 @@ class InboundServer:
     @property
     def port(self) -> int:
         return self.controller.port
+
+    @property
+    def open_connections(self) -> int:
+        return self.controller.SMTP_kwargs["gate"].open
 
     def start(self) -> InboundServer:
         self.controller.start()

@@ -201,6 +201,7 @@ def sitrep_detail(sitrep_id: Id, request: Request, session: Session = Depends(db
     return page(request, "admin/sitrep.html", sitrep=data, all_regions=taxonomy.all_regions(session),
                 deliveries=ledger.log(session, sitrep_id=sitrep_id, limit=20),
                 released=sitrep.status == SitrepStatus.approved and sitreps.embargoed_until(sitrep) is None,
+                retracted=sitreps.retraction(session, sitrep_id) is not None,
                 revisions=[{**revisions.as_dict(r, current=sitrep), "content": r.content}
                            for r in revisions.revisions(session, sitrep_id)],
                 source_text=sitrep.source_text)
@@ -307,7 +308,8 @@ def subscriber_add(request: Request, form: FormData = Depends(submitted_form)):
     try:
         with db.session_scope(request.app.state.engine) as session:
             added = subscribers.add_subscriber(session, address, kind=kind, prefs=forms.preferences_from(form),
-                                               webhook_hosts=request.app.state.settings.slack_webhook_hosts)
+                                               webhook_hosts=request.app.state.settings.slack_webhook_hosts,
+                                               private_networks=request.app.state.settings.outbound_private_networks)
             added_id = added.id
     except InputError as exc:
         with db.session_scope(request.app.state.engine) as session:
@@ -342,14 +344,15 @@ def subscriber_import(request: Request, file: UploadFile | None = File(None), te
         data = file.file.read(uploads.CSV_MAX_BYTES + 1)
     else:
         data = uploads.read_text(None, text, limit=uploads.CSV_MAX_BYTES, what="CSV").encode("utf-8")
-    engine, hosts = request.app.state.engine, request.app.state.settings.slack_webhook_hosts
+    engine, settings = request.app.state.engine, request.app.state.settings
+    hosts = {"webhook_hosts": settings.slack_webhook_hosts, "private_networks": settings.outbound_private_networks}
     if len(data) > import_jobs.INLINE_MAX_BYTES:
         # Longer than a request should take: a job in the background, and its page.
         job_id = import_jobs.start(engine, data, started_by=request.state.admin.username,
-                                   limit=uploads.CSV_MAX_BYTES, webhook_hosts=hosts, file_name=file_name)
+                                   limit=uploads.CSV_MAX_BYTES, **hosts, file_name=file_name)
         return RedirectResponse(f"/admin/subscribers/import/{job_id}", status_code=303)
     try:
-        report = csv_import.import_csv(engine, io.BytesIO(data), limit=uploads.CSV_MAX_BYTES, webhook_hosts=hosts,
+        report = csv_import.import_csv(engine, io.BytesIO(data), limit=uploads.CSV_MAX_BYTES, **hosts,
                                        file_name=file_name)
     except InputError as exc:
         return page(request, "admin/subscriber_import.html", status_code=400, report=None, error=str(exc))

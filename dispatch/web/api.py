@@ -156,7 +156,8 @@ def list_subscribers(request: Request, status: SubscriberStatus | None = None,
 def add_subscriber(body: SubscriberIn, request: Request, session: Session = Depends(db_session)) -> dict:
     added = subscribers.add_subscriber(session, body.address, kind=SubscriberKind(body.kind),
                                        prefs=body.as_preferences(), status=SubscriberStatus(body.status),
-                                       webhook_hosts=request.app.state.settings.slack_webhook_hosts)
+                                       webhook_hosts=request.app.state.settings.slack_webhook_hosts,
+                                       private_networks=request.app.state.settings.outbound_private_networks)
     return subscribers.as_dict(added)
 
 
