@@ -4,7 +4,11 @@ whose answers a test can script, and the Slack sink."""
 from __future__ import annotations
 
 import asyncio
+import email
+import socket
 import ssl
+import struct
+import threading
 from collections import deque
 from pathlib import Path
 
@@ -80,3 +84,90 @@ def tls_files(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     return context, ca_file
+
+
+class RawRelay:
+    """A line-at-a-time SMTP relay on a plain socket, offering PIPELINING,
+    for answers aiosmtpd will not give: a test scripts the raw bytes written
+    for a command (``replies["MAIL" | "RCPT" | "DATA" | "END" | "RSET"]``,
+    "END" being the answer to a message's final dot), so a reply can come
+    with extra lines, out of order, or not at all (b""). ``RESET`` as an END
+    answer writes 250 and resets the connection (SO_LINGER 0), setting
+    ``reset``. Every message it took is kept with its envelope recipients."""
+
+    RESET = b"reset"
+    DEFAULT = {"MAIL": b"250 2.1.0 ok\r\n", "RCPT": b"250 2.1.5 ok\r\n", "DATA": b"354 go ahead\r\n",
+               "END": b"250 2.0.0 queued\r\n", "RSET": b"250 2.0.0 reset\r\n"}
+
+    def __init__(self):
+        self.replies: dict[str, deque[bytes]] = {verb: deque() for verb in self.DEFAULT}
+        self.messages: list[tuple[list[str], bytes]] = []
+        self.connections = 0
+        self.reset = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = self._listener.getsockname()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def stop(self) -> None:
+        self._listener.close()
+
+    def message_ids(self) -> list[str]:
+        return [email.message_from_bytes(data)["Message-ID"] for _, data in self.messages]
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._converse, args=(sock,), daemon=True).start()
+
+    def _answer(self, verb: str) -> bytes:
+        return self.replies[verb].popleft() if self.replies[verb] else self.DEFAULT[verb]
+
+    def _converse(self, sock) -> None:
+        file = sock.makefile("rb")
+        sock.sendall(b"220 raw relay\r\n")
+        recipients: list[str] = []
+        try:
+            while line := file.readline():
+                verb = line[:4].upper().decode("ascii", "replace")
+                if verb in ("EHLO", "HELO"):
+                    sock.sendall(b"250-raw relay\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                elif verb == "QUIT":
+                    sock.sendall(b"221 bye\r\n")
+                    return
+                elif verb == "NOOP":
+                    sock.sendall(b"250 ok\r\n")
+                elif verb in ("MAIL", "RSET"):
+                    recipients = []
+                    sock.sendall(self._answer(verb))
+                elif verb == "RCPT":
+                    recipients.append(line.split(b"<", 1)[1].split(b">", 1)[0].decode())
+                    sock.sendall(self._answer(verb))
+                elif verb == "DATA":
+                    answer = self._answer(verb)
+                    sock.sendall(answer)
+                    if b"354" not in answer:
+                        continue
+                    data = b""
+                    while (chunk := file.readline()) != b".\r\n":
+                        if not chunk:
+                            return  # dropped before the final dot: no message
+                        data += chunk[1:] if chunk.startswith(b"..") else chunk
+                    self.messages.append((recipients, data))
+                    answer = self._answer("END")
+                    if answer == self.RESET:
+                        sock.sendall(self.DEFAULT["END"])
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        sock.close()
+                        self.reset.set()
+                        return
+                    sock.sendall(answer)
+                else:
+                    sock.sendall(b"500 unknown command\r\n")
+        except OSError:
+            pass
+        finally:
+            sock.close()

@@ -1,0 +1,135 @@
+"""Cross-message PIPELINING against relays that misbehave: a raw-socket relay
+(tests/servers.py RawRelay) gives replies aiosmtpd never would. Whatever the
+relay does, every message reaches only the reader whose Message-ID it carries,
+and every receipt says what its own message's answer was."""
+
+import re
+import sys
+
+import pytest
+
+from dispatch.adapters.smtp import Receipt, SmtpAdapter
+from dispatch.errors import PermanentError, TransientError
+from dispatch.render import EmailContent
+
+from .servers import RawRelay
+
+CONTENT = EmailContent(subject="Ports reopen", text="Ships are moving.\n", html="<p>Ships are moving.</p>",
+                       preferences_url="https://x.example/preferences/t", unsubscribe_url="https://x.example/unsubscribe/t")
+
+
+@pytest.fixture
+def relay():
+    relay = RawRelay()
+    yield relay
+    relay.stop()
+
+
+def adapter_for(relay, **kwargs):
+    return SmtpAdapter(host=relay.host, port=relay.port, mail_from="Briefings <news@example.org>", timeout=3, **kwargs)
+
+
+def each_to_its_own_reader(relay) -> bool:
+    """Every message the relay took holds one Message-ID, that of the reader it was addressed to."""
+    for recipients, data in relay.messages:
+        ids = re.findall(rb"Message-ID: <delivery-(\d+)@", data)
+        if len(ids) != 1 or recipients != [f"r{int(ids[0])}@example.org"] or b"MAIL FROM:" in data:
+            return False
+    return True
+
+
+# The replies of the second message's transaction (or the first's data
+# answer) out of step with its commands. An in-step relay answers MAIL with
+# 250, RCPT with 250/251, DATA with 354 and the final dot with 250, or any of
+# them with 4xx/5xx; anything else means the replies no longer match the
+# commands, and going on (RSET, the next message) would hand one reader's
+# commands and data to another reader's transaction.
+OUT_OF_STEP = {
+    # Four lines too many: with an RSET answered by one of them, the next
+    # message's commands meet the three replies they expect while the relay
+    # takes them as the body of a message to the reader before.
+    "the data answer repeated": ({"END": [b"250 queued\r\n" * 5]}, None),
+    "an extra line after the data answer": ({"END": [b"250 queued\r\n250 queued again\r\n"]}, None),
+    "a line with no code for the data answer": ({"END": [b"hello there\r\n250 queued\r\n"]}, TransientError),
+    "354 before the recipient's answer": ({"RCPT": [RawRelay.DEFAULT["RCPT"], b""],
+                                            "DATA": [RawRelay.DEFAULT["DATA"], b"354 go ahead\r\n250 2.1.5 ok\r\n"]},
+                                           None),
+}
+
+
+@pytest.mark.parametrize("script, first_error", OUT_OF_STEP.values(), ids=OUT_OF_STEP.keys())
+def test_replies_out_of_step_end_the_connection(relay, script, first_error):
+    for verb, answers in script.items():
+        relay.replies[verb].extend(answers)
+    adapter = adapter_for(relay)
+    first = adapter.send_later("r1@example.org", CONTENT, delivery_id=1)
+    with pytest.raises(TransientError):  # its commands met replies that were not theirs: not sent
+        adapter.send_later("r2@example.org", CONTENT, delivery_id=2).result()
+    try:
+        third = adapter.send("r3@example.org", CONTENT, delivery_id=3)
+    except TransientError as exc:
+        third = exc
+    adapter.close()
+    assert each_to_its_own_reader(relay), relay.messages
+    assert third == "<delivery-3@example.org>"
+    if first_error:
+        with pytest.raises(first_error):
+            first.result()
+    else:
+        assert first.result() == "<delivery-1@example.org>"
+    assert relay.message_ids()[-1] == "<delivery-3@example.org>"
+    assert relay.connections == 2  # the one out of step was given up, not reset and used again
+
+
+def test_a_connection_reset_before_the_next_message_is_written(relay):
+    """The relay accepts the first message and resets the connection before
+    the second one's commands go out: the first message's answer can no
+    longer be read, which is a lost connection (retry), not an internal error."""
+    relay.replies["END"].append(RawRelay.RESET)
+    adapter = adapter_for(relay)
+    first = adapter.send_later("r1@example.org", CONTENT, delivery_id=1)
+    assert relay.reset.wait(5)
+    with pytest.raises(TransientError):
+        adapter.send_later("r2@example.org", CONTENT, delivery_id=2).result()
+    with pytest.raises(TransientError, match="lost"):
+        first.result()
+    assert adapter.send("r3@example.org", CONTENT, delivery_id=3) == "<delivery-3@example.org>"
+    adapter.close()
+    assert relay.message_ids() == ["<delivery-1@example.org>", "<delivery-3@example.org>"]
+
+
+def test_a_receipt_seen_settled_gives_its_own_outcome_at_every_step_of_settling(relay):
+    """Receipt.result() reads a settled receipt without the connection's lock;
+    another thread may be settling it at that moment. At every bytecode step
+    of settle(), a receipt that says it is settled must give the final
+    outcome (a refusal never read as an acceptance)."""
+    adapter = adapter_for(relay)
+    refusal = PermanentError("server answered 554 5.7.1 refused")
+    receipt = Receipt(adapter, None, "<delivery-1@example.org>")
+    seen = []
+
+    def look():
+        if receipt.settled:
+            try:
+                seen.append(receipt.result())
+            except PermanentError as exc:
+                seen.append(exc)
+
+    def trace(frame, event, arg):
+        if frame.f_code is Receipt.settle.__code__:
+            frame.f_trace_opcodes = True
+            return step
+        return None
+
+    def step(frame, event, arg):
+        if event == "opcode":
+            look()
+        return step
+
+    sys.settrace(trace)
+    try:
+        receipt.settle(refusal)
+    finally:
+        sys.settrace(None)
+    look()
+    assert seen and all(s is refusal for s in seen), seen
