@@ -324,7 +324,7 @@ class SmtpAdapter:
         transaction is over either way (no RSET needed)."""
         if code == 250:
             return None
-        if code == 421:
+        if code == 421 or not 400 <= code < 600:  # closing, or out of step (no answer to a final dot)
             self._discard(conn)
         return self._refusal(code, text)
 
@@ -338,13 +338,21 @@ class SmtpAdapter:
 
     def _reset(self, conn: _Connection) -> None:
         try:
-            conn.smtp.rset()
+            if conn.smtp.rset()[0] == 250:
+                return
         except (OSError, smtplib.SMTPException):
-            self._discard(conn)
+            pass
+        self._discard(conn)  # refused or out of step: the transaction may still be open
 
     def _discard(self, conn: _Connection) -> None:
+        """Close a connection for good. An answer it still owed can never be
+        read now: that message may or may not have arrived."""
         conn.dead = True
         _quietly_close(conn.smtp)
+        owed, conn.owed = conn.owed, None
+        if owed is not None:
+            owed.settle(TransientError(f"connection to {self.host}:{self.port} lost before the answer to "
+                                       f"{owed.msg_id} was read"))
 
 
 class _Connection:
@@ -366,29 +374,34 @@ class Receipt:
     the server accepted it, or the error the answer (or a lost connection)
     means. Settled by whoever reads the answer, under the connection's lock."""
 
-    __slots__ = ("_adapter", "_conn", "msg_id", "_settled", "_error")
+    __slots__ = ("_adapter", "_conn", "msg_id", "_outcome")
 
     def __init__(self, adapter: SmtpAdapter, conn: _Connection, msg_id: str):
         self._adapter, self._conn, self.msg_id = adapter, conn, msg_id
-        self._settled = False
-        self._error: Exception | None = None
+        # (error or None,) once settled: one attribute, written at once, so a
+        # thread that reads it without the lock sees all of the outcome or none.
+        self._outcome: tuple[Exception | None] | None = None
 
     def settle(self, error: Exception | None) -> None:
-        self._settled, self._error = True, error
+        self._outcome = (error,)
 
     @property
     def settled(self) -> bool:
         """Whether the server's answer has been read."""
-        return self._settled
+        return self._outcome is not None
 
     def result(self) -> str:
         """The Message-ID, or the TransientError / PermanentError the answer meant."""
-        if not self._settled:
+        outcome = self._outcome
+        if outcome is None:
             with self._conn.lock:
-                if not self._settled:
+                if self._outcome is None:
                     self._adapter._settle_owed(self._conn)
-        if self._error is not None:
-            raise self._error
+                if self._outcome is None:  # owed by no connection, so never to be read: not accepted
+                    self.settle(self._adapter._lost(RuntimeError("its answer was never read")))
+            outcome = self._outcome
+        if outcome[0] is not None:
+            raise outcome[0]
         return self.msg_id
 
 
@@ -416,6 +429,10 @@ def _open_transaction(conn: smtplib.SMTP, sender: str, recipient: str, *, eight_
             replies.append(conn.getreply())
             if replies[-1][0] >= 400:
                 break
+    if _out_of_step(replies):
+        conn.close()  # the next reply read would answer some other command: nothing on it can be trusted
+        raise smtplib.SMTPServerDisconnected(
+            "the server's replies are out of step with the commands: " + ", ".join(str(c) for c, _ in replies))
     mail_reply, rcpt_reply, data_reply = (replies + [(0, b"")] * 3)[:3]
     if (mail_reply[0] != 250 or rcpt_reply[0] not in (250, 251)) and data_reply[0] == 354:
         conn.close()  # a server that opens DATA without a recipient cannot be trusted with more
@@ -425,6 +442,20 @@ def _open_transaction(conn: smtplib.SMTP, sender: str, recipient: str, *, eight_
         raise smtplib.SMTPRecipientsRefused({recipient: rcpt_reply})
     if data_reply[0] != 354:
         raise smtplib.SMTPDataError(data_reply[0], data_reply[1])
+
+
+# What an in-step server answers MAIL, RCPT and DATA with, besides 4xx and 5xx.
+_IN_STEP = ((250,), (250, 251), (354,))
+
+
+def _out_of_step(replies: list[tuple[int, bytes]]) -> bool:
+    """Whether a reply cannot be the answer to its command (a repeated line,
+    one with no code, 354 for RCPT): the replies have come apart from the
+    commands, and RSET or another message on this connection would be read
+    against the wrong reply, or go out as the body of some other reader's
+    message."""
+    return any(code not in expected and not 400 <= code < 600
+               for (code, _), expected in zip(replies, _IN_STEP))
 
 
 def _still_open(conn: smtplib.SMTP) -> None:
