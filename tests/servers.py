@@ -91,7 +91,8 @@ class RawRelay:
     for answers aiosmtpd will not give: a test scripts the raw bytes written
     for a command (``replies["MAIL" | "RCPT" | "DATA" | "END" | "RSET"]``,
     "END" being the answer to a message's final dot), so a reply can come
-    with extra lines, out of order, or not at all (b""). ``RESET`` as an END
+    with extra lines, out of order, or not at all (b""); after a 421 the relay
+    closes the connection, as RFC 5321 has it. ``RESET`` as an END
     answer writes 250 and resets the connection (SO_LINGER 0), setting
     ``reset``. Every message it took is kept with its envelope recipients."""
 
@@ -126,6 +127,12 @@ class RawRelay:
     def _answer(self, verb: str) -> bytes:
         return self.replies[verb].popleft() if self.replies[verb] else self.DEFAULT[verb]
 
+    @staticmethod
+    def _say(sock, answer: bytes) -> None:
+        sock.sendall(answer)
+        if answer.startswith(b"421"):
+            raise ConnectionAbortedError("421: closing")  # ends the conversation; the socket is closed
+
     def _converse(self, sock) -> None:
         file = sock.makefile("rb")
         sock.sendall(b"220 raw relay\r\n")
@@ -134,40 +141,47 @@ class RawRelay:
             while line := file.readline():
                 verb = line[:4].upper().decode("ascii", "replace")
                 if verb in ("EHLO", "HELO"):
-                    sock.sendall(b"250-raw relay\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                    answer = b"250-raw relay\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
                 elif verb == "QUIT":
                     sock.sendall(b"221 bye\r\n")
                     return
                 elif verb == "NOOP":
-                    sock.sendall(b"250 ok\r\n")
+                    answer = b"250 ok\r\n"
                 elif verb in ("MAIL", "RSET"):
                     recipients = []
-                    sock.sendall(self._answer(verb))
+                    answer = self._answer(verb)
                 elif verb == "RCPT":
                     recipients.append(line.split(b"<", 1)[1].split(b">", 1)[0].decode())
-                    sock.sendall(self._answer(verb))
+                    answer = self._answer(verb)
                 elif verb == "DATA":
                     answer = self._answer(verb)
-                    sock.sendall(answer)
-                    if b"354" not in answer:
-                        continue
-                    data = b""
-                    while (chunk := file.readline()) != b".\r\n":
-                        if not chunk:
-                            return  # dropped before the final dot: no message
-                        data += chunk[1:] if chunk.startswith(b"..") else chunk
-                    self.messages.append((recipients, data))
-                    answer = self._answer("END")
-                    if answer == self.RESET:
-                        sock.sendall(self.DEFAULT["END"])
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                        sock.close()
-                        self.reset.set()
-                        return
-                    sock.sendall(answer)
+                    if b"354" in answer:
+                        sock.sendall(answer)
+                        answer = self._take_message(sock, file, recipients)
+                        if answer is None:
+                            return
                 else:
-                    sock.sendall(b"500 unknown command\r\n")
+                    answer = b"500 unknown command\r\n"
+                self._say(sock, answer)
         except OSError:
             pass
         finally:
             sock.close()
+
+    def _take_message(self, sock, file, recipients: list[str]) -> bytes | None:
+        """The data up to the final dot, kept; the answer to give, or None
+        when the connection ended (dropped by the client, or reset here)."""
+        data = b""
+        while (chunk := file.readline()) != b".\r\n":
+            if not chunk:
+                return None  # dropped before the final dot: no message
+            data += chunk[1:] if chunk.startswith(b"..") else chunk
+        self.messages.append((recipients, data))
+        answer = self._answer("END")
+        if answer != self.RESET:
+            return answer
+        sock.sendall(self.DEFAULT["END"])
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        self.reset.set()
+        return None

@@ -133,3 +133,31 @@ def test_a_receipt_seen_settled_gives_its_own_outcome_at_every_step_of_settling(
         sys.settrace(None)
     look()
     assert seen and all(s is refusal for s in seen), seen
+
+
+def test_multi_line_replies_stay_in_step(relay):
+    for verb in ("MAIL", "RCPT", "DATA", "END"):
+        code = RawRelay.DEFAULT[verb][:3]
+        relay.replies[verb].extend([code + b"-first line\r\n" + code + b"-second\r\n" + RawRelay.DEFAULT[verb]] * 3)
+    adapter = adapter_for(relay)
+    receipts = [adapter.send_later(f"r{n}@example.org", CONTENT, delivery_id=n) for n in (1, 2, 3)]
+    assert [r.result() for r in receipts] == [f"<delivery-{n}@example.org>" for n in (1, 2, 3)]
+    adapter.close()
+    assert each_to_its_own_reader(relay) and len(relay.messages) == 3 and relay.connections == 1
+
+
+@pytest.mark.parametrize("verb", ["MAIL", "RCPT", "DATA", "END"])
+def test_a_421_for_the_second_message(relay, verb):
+    """The relay closes after a 421 to any of the second message's commands:
+    the first message's answer was read before it, the second is not sent
+    (or its answer was a 421: retry), the third goes on a new connection."""
+    relay.replies[verb].extend([RawRelay.DEFAULT[verb], b"421 4.3.2 shutting down\r\n"])
+    adapter = adapter_for(relay)
+    first = adapter.send_later("r1@example.org", CONTENT, delivery_id=1)
+    with pytest.raises(TransientError):
+        adapter.send_later("r2@example.org", CONTENT, delivery_id=2).result()
+    assert first.result() == "<delivery-1@example.org>"
+    assert adapter.send("r3@example.org", CONTENT, delivery_id=3) == "<delivery-3@example.org>"
+    adapter.close()
+    assert each_to_its_own_reader(relay) and relay.connections == 2
+    assert relay.message_ids()[0] == "<delivery-1@example.org>" and relay.message_ids()[-1] == "<delivery-3@example.org>"
