@@ -94,9 +94,11 @@ class RawRelay:
     with extra lines, out of order, or not at all (b""); after a 421 the relay
     closes the connection, as RFC 5321 has it. ``RESET`` as an END
     answer writes 250 and resets the connection (SO_LINGER 0), setting
-    ``reset``. Every message it took is kept with its envelope recipients."""
+    ``reset``; ``HANG`` takes the message and never answers anything again
+    (a relay stuck scanning it). Every message it took is kept with its envelope recipients."""
 
     RESET = b"reset"
+    HANG = b"hang"
     DEFAULT = {"MAIL": b"250 2.1.0 ok\r\n", "RCPT": b"250 2.1.5 ok\r\n", "DATA": b"354 go ahead\r\n",
                "END": b"250 2.0.0 queued\r\n", "RSET": b"250 2.0.0 reset\r\n"}
 
@@ -178,6 +180,10 @@ class RawRelay:
             data += chunk[1:] if chunk.startswith(b"..") else chunk
         self.messages.append((recipients, data))
         answer = self._answer("END")
+        if answer == self.HANG:
+            while file.readline():  # alive, reading, never answering again
+                pass
+            return None
         if answer != self.RESET:
             return answer
         sock.sendall(self.DEFAULT["END"])

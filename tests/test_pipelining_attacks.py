@@ -5,6 +5,7 @@ and every receipt says what its own message's answer was."""
 
 import re
 import sys
+from collections import Counter
 
 import pytest
 
@@ -161,3 +162,46 @@ def test_a_421_for_the_second_message(relay, verb):
     adapter.close()
     assert each_to_its_own_reader(relay) and relay.connections == 2
     assert relay.message_ids()[0] == "<delivery-1@example.org>" and relay.message_ids()[-1] == "<delivery-3@example.org>"
+
+
+def test_a_relay_that_never_answers_a_message_keeps_the_claims_and_records_no_send(engine, database_url):
+    """A pipelined message's answer never comes: the sender waits for it to
+    its SMTP timeout (past the lease) when the next message's replies are
+    read or when the run is recorded. Its claims stay its own meanwhile (no
+    other sender takes them over and sends them again), and what was not
+    answered is recorded as a retry, never as sent."""
+    from pydantic import SecretStr
+
+    from sqlmodel import select
+
+    from dispatch import db
+    from dispatch.config import Settings
+    from dispatch.models import DeliveryAttempt, DeliveryStatus
+    from dispatch.scheduler import Runner
+
+    from .deliverytools import outcomes, rows, seed
+    from .test_leases import run_until
+
+    relay = RawRelay()
+    relay.replies["END"].extend([RawRelay.DEFAULT["END"]] * 2 + [RawRelay.HANG])  # the third message hangs
+    seed(engine, [f"reader{n}@example.org" for n in range(6)], approved_at=None)
+    settings = Settings(database_url=database_url, smtp_host=relay.host, smtp_port=relay.port,
+                        mail_from="news@example.org", secret_key=SecretStr("k"), lease_seconds=2,
+                        smtp_timeout=4, plan_interval=0.5, sender_threads=1, batch_size=50, smtp_pool_size=1)
+    runner = Runner(settings, engine)
+    try:
+        run_until(runner, lambda: len(outcomes(engine)) >= 6, timeout=40)  # every delivery tried once
+    finally:
+        runner.close()
+        relay.stop()
+    with db.session_scope(engine) as session:
+        first_outcome = {}  # of each delivery, by its Message-ID
+        for a in session.exec(select(DeliveryAttempt).order_by(DeliveryAttempt.id)).all():
+            first_outcome.setdefault(a.delivery_id, a.outcome)
+    hung = relay.message_ids()[2]
+    hung_id = int(re.match(r"<delivery-(\d+)\.", hung)[1])
+    assert first_outcome[hung_id] == "retry"  # taken by the relay, never answered: not recorded as sent
+    assert {d.receipt for d in rows(engine) if d.status == DeliveryStatus.sent} <= set(relay.message_ids())
+    arrived = Counter(relay.message_ids())
+    assert set(arrived.values()) <= {1} | ({2} if arrived[hung] == 2 else set())  # only the unanswered one again
+    assert "reclaimed" not in outcomes(engine)  # the lease keeper held the claims while the sender waited
