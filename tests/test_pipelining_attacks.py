@@ -55,6 +55,10 @@ OUT_OF_STEP = {
     "354 before the recipient's answer": ({"RCPT": [RawRelay.DEFAULT["RCPT"], b""],
                                             "DATA": [RawRelay.DEFAULT["DATA"], b"354 go ahead\r\n250 2.1.5 ok\r\n"]},
                                            None),
+    # smtplib stops reading a line at 8 KB and says the server answered 500:
+    # the rest of the line would be read as the next reply.
+    "a reply line too long to read": ({"MAIL": [RawRelay.DEFAULT["MAIL"], b"250 " + b"x" * 9000 + b"\r\n"]},
+                                      None),
 }
 
 

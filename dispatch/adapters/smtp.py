@@ -279,7 +279,7 @@ class SmtpAdapter:
             if smtp.has_extn("pipelining"):
                 conn.owed = receipt  # its answer comes with the next message's replies, or on result()
                 return receipt
-            code, text = smtp.getreply()
+            code, text = _getreply(smtp)
         except smtplib.SMTPRecipientsRefused as exc:
             self._answered()
             code, text = exc.recipients.get(address, (0, b""))
@@ -311,7 +311,7 @@ class SmtpAdapter:
         if owed is None:
             return
         try:
-            code, text = conn.smtp.getreply()
+            code, text = _getreply(conn.smtp)
         except (OSError, smtplib.SMTPException) as exc:
             self._discard(conn)
             owed.settle(self._lost(exc))
@@ -419,14 +419,14 @@ def _open_transaction(conn: smtplib.SMTP, sender: str, recipient: str, *, eight_
         conn.send(mail + rcpt + b"DATA\r\n")
         before_replies()
         _still_open(conn)
-        replies = [conn.getreply() for _ in range(3)]
+        replies = [_getreply(conn) for _ in range(3)]
     else:
         before_replies()
         _still_open(conn)
         replies = []
         for command in (mail, rcpt, b"DATA\r\n"):
             conn.send(command)
-            replies.append(conn.getreply())
+            replies.append(_getreply(conn))
             if replies[-1][0] >= 400:
                 break
     if _out_of_step(replies):
@@ -442,6 +442,17 @@ def _open_transaction(conn: smtplib.SMTP, sender: str, recipient: str, *, eight_
         raise smtplib.SMTPRecipientsRefused({recipient: rcpt_reply})
     if data_reply[0] != 354:
         raise smtplib.SMTPDataError(data_reply[0], data_reply[1])
+
+
+def _getreply(conn: smtplib.SMTP) -> tuple[int, bytes]:
+    """smtplib's getreply, except that a line too long for it to read is a
+    broken stream, not the server's 500 (which smtplib says it is): the rest
+    of that line would be read as the next reply."""
+    try:
+        return conn.getreply()
+    except smtplib.SMTPResponseException as exc:  # only ever smtplib's own "Line too long"
+        conn.close()
+        raise smtplib.SMTPServerDisconnected(f"a reply could not be read: {_reply(exc)}") from exc
 
 
 # What an in-step server answers MAIL, RCPT and DATA with, besides 4xx and 5xx.
