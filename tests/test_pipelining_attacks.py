@@ -209,3 +209,50 @@ def test_a_relay_that_never_answers_a_message_keeps_the_claims_and_records_no_se
     arrived = Counter(relay.message_ids())
     assert set(arrived.values()) <= {1} | ({2} if arrived[hung] == 2 else set())  # only the unanswered one again
     assert "reclaimed" not in outcomes(engine)  # the lease keeper held the claims while the sender waited
+
+
+def test_notices_sent_with_send_share_the_pool_with_pipelined_digests(tmp_path):
+    """Confirmations and revision notices call send() on the adapter the
+    digests pipeline on: on one shared connection, each message, waited for
+    or not, gets its own answer, refusals included."""
+    import threading
+
+    from .servers import scripted_smtp
+
+    sink, handler = scripted_smtp(tmp_path / "mail")
+    refused = {n for n in range(90) if n % 4 == 1}
+    for n in refused:
+        handler.refuse_data[f"r{n}@example.org"] = "554 5.7.1 refused"
+    adapter = SmtpAdapter(host=sink.host, port=sink.port, mail_from="Briefings <news@example.org>", timeout=5,
+                          pool_size=1)
+    outcomes = {}
+
+    def outcome(get):
+        try:
+            return get()
+        except PermanentError:
+            return "refused"
+
+    def digests(numbers):
+        waiting = {n: adapter.send_later(f"r{n}@example.org", CONTENT, delivery_id=n) for n in numbers}
+        outcomes.update({n: outcome(r.result) for n, r in waiting.items()})
+
+    def notices(numbers):
+        for n in numbers:
+            outcomes[n] = outcome(lambda n=n: adapter.send(f"r{n}@example.org", CONTENT, delivery_id=n))
+
+    threads = [threading.Thread(target=digests, args=(range(0, 90, 3),)),
+               threading.Thread(target=digests, args=(range(1, 90, 3),)),
+               threading.Thread(target=notices, args=(range(2, 90, 3),))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        adapter.close()
+    finally:
+        sink.stop()
+    assert outcomes == {n: "refused" if n in refused else f"<delivery-{n}@example.org>" for n in range(90)}
+    assert sorted(mid for _, mid in handler.received) == sorted(
+        f"<delivery-{n}@example.org>" for n in range(90) if n not in refused)
+    assert handler.connections == 1
