@@ -256,3 +256,16 @@ def test_notices_sent_with_send_share_the_pool_with_pipelined_digests(tmp_path):
     assert sorted(mid for _, mid in handler.received) == sorted(
         f"<delivery-{n}@example.org>" for n in range(90) if n not in refused)
     assert handler.connections == 1
+
+
+def test_a_failed_connect_gives_its_permit_back():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    adapter = SmtpAdapter(host="127.0.0.1", port=dead_port, mail_from="news@example.org", timeout=2, pool_size=1)
+    for n in range(3):
+        with pytest.raises(TransientError, match="cannot connect"):
+            adapter.send_later(f"r{n}@example.org", CONTENT, delivery_id=n)
+        assert adapter.connections_in_use == 0  # else the next send would wait for ever for the one permit
