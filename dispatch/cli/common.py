@@ -119,10 +119,17 @@ class AppContext:
         return self.engine
 
     def close(self) -> None:
-        """At the end of the invocation: the actor does not outlive it (one process may run several)."""
+        """At the end of the invocation: the actor does not outlive it (one
+        process may run several), and the database connections it opened are
+        closed now, in order (SQLite checkpoints its WAL), not left to the
+        interpreter's exit (see dispatch.cli.entry)."""
         audit = sys.modules.get("dispatch.desk.audit")
         if audit is not None:
             audit.set_actor(audit.SYSTEM)
+        for name in ("read_engine", "engine"):
+            engine = self.__dict__.pop(name, None)
+            if engine is not None:
+                engine.dispose()
 
     def act_as(self, name: str | None) -> str:
         """A command's own --as, over the root one."""
