@@ -107,9 +107,12 @@ def init(ctx: typer.Context) -> None:
 
     settings = app_context(ctx).settings
     engine = db.create_engine(settings.database_url)
-    before = db.current_revision(engine)
-    added = bootstrap.init_database(engine)
-    after = db.current_revision(engine)
+    try:
+        before = db.current_revision(engine)
+        added = bootstrap.init_database(engine)
+        after = db.current_revision(engine)
+    finally:
+        engine.dispose()
     where = mask_url_password(settings.database_url)
     if before == after:
         console.print(f"{where}: schema {after} is current; {added} region(s) added", highlight=False)
