@@ -103,3 +103,20 @@ def test_the_flash_index_is_partial_on_both_backends(database_url):
     where = [str(getattr(x, "text", x)) for x in (migrated["dialect_options"][option],
                                                   expected["dialect_options"][option])]
     assert where[0] == where[1] and "flash:%" in where[0]
+
+
+def test_a_forked_helper_sends_with_its_parents_renderers_and_its_own_channels(engine, database_url):
+    """Its templates were compiled before the fork: a helper that built them
+    again spent 0.18 × 10⁹ instructions on them before its first message."""
+    from dispatch.config import Settings
+    from dispatch.scheduler import Runner
+
+    parent = Runner(Settings(database_url=database_url, secret_key="k" * 32), engine)
+    helper = parent._helper()
+    try:
+        assert helper.role == "sender" and helper.composer is parent.composer
+        assert helper.sender.composer is parent.composer
+        assert helper.channels["email"] is not parent.channels["email"]  # connections are per process
+    finally:
+        helper.close()
+        parent.close()
