@@ -51,7 +51,7 @@ def test_a_command_loads_without_collections_then_collects_with_start_up_frozen(
     assert seen["frozen_at_exit"] >= seen["frozen"]  # nothing of it walked at exit
 
 
-def test_help_and_a_refused_command_line_leave_as_a_command_does(tmp_path):
+def test_help_and_a_refused_command_line_end_with_start_up_frozen_too(tmp_path):
     done, seen = probe("--help")
     assert done.returncode == 0 and "Commands" in done.stdout
     done, seen = probe("run", "--no-such-option")
