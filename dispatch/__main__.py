@@ -1,3 +1,3 @@
-from dispatch.cli import app
+from dispatch.cli.entry import main
 
-app(prog_name="dispatch")
+main()

@@ -122,7 +122,9 @@ ROLES = ("all", "planner", "sender")
 
 class Runner:
     def __init__(self, settings: Settings, engine: Engine, *, clock: Callable[[], datetime] = utcnow,
-                 channels: dict | None = None, role: str = "all"):
+                 channels: dict | None = None, role: str = "all", composer: Composer | None = None):
+        """``composer``: renderers already built (a forked helper's are its parent's:
+        its templates compiled there, before the fork)."""
         if role not in ROLES:
             raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
         self.settings = settings
@@ -133,7 +135,7 @@ class Runner:
         self.lock = coordination.PlannerLock(engine)
         self.worker_id: int | None = None
         self.channels = channels or build_channels(settings, installation=bootstrap.installation_id(engine))
-        composer = Composer(settings, engine)
+        self.composer = composer = composer or Composer(settings, engine)
         # Confirmations and reminders that a web process planned: sent here too,
         # so none waits for a web process to come back.
         self.notices = notices.NoticeSender(
@@ -319,7 +321,7 @@ class Runner:
         self.engine.dispose(close=False)
 
     def _helper(self) -> Runner:
-        return Runner(self.settings, self.engine, clock=self.clock, role="sender")
+        return Runner(self.settings, self.engine, clock=self.clock, role="sender", composer=self.composer)
 
     def _helper_pass(self) -> RunSummary:
         helper = self._helper()

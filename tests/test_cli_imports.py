@@ -1,7 +1,8 @@
 """The CLI's import graph: `dispatch --help` and a command's own --help load
 typer and rich, not the database, web, Slack or SMTP libraries; the simple
 read commands (`sitrep list`, `regions`, `analysts`) load SQLAlchemy's Core
-but not its ORM, SQLModel or the models (issue 14)."""
+but not its ORM, SQLModel or the models (issue 14); `dispatch run` on SQLite
+loads no PostgreSQL dialect, web or migration module (issue 19)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,25 @@ def test_a_simple_read_needs_no_orm_models_web_slack_smtp_or_alembic(tmp_path, c
     assert result["exit"] == 0, result["output"]
     assert "sqlalchemy" in result["modules"] and "pydantic_settings" in result["modules"]  # its own needs
     assert [m for m in NOT_FOR_A_READ if m in result["modules"]] == []
+
+
+# What `dispatch run --once --json` on SQLite does without (issue 19): a
+# PostgreSQL dialect option in the models imported SQLAlchemy's PostgreSQL
+# dialect (with its asyncpg, psycopg and pg8000 modules) on every start, and
+# the CLI's consoles imported rich's 40 modules for output that is JSON.
+NOT_FOR_A_RUN = ["sqlalchemy.dialects.postgresql", "psycopg", "alembic", "apscheduler", "fastapi", "starlette",
+                 "uvicorn", "aiosmtpd", "argon2", "zxcvbn", "dispatch.web", "dispatch.inbound", "dispatch.csv_import",
+                 "rich"]
+
+
+def test_a_run_on_sqlite_loads_no_postgresql_web_or_migration_module(tmp_path):
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    assert loaded_after("--database-url", url, "init")["exit"] == 0
+    result = loaded_after("--database-url", url, "run", "--once", "--json")
+    assert result["exit"] == 0, result["output"]
+    assert json.loads(result["output"])["outcomes"] == {}
+    assert "sqlalchemy.dialects.sqlite" in result["modules"]  # its own needs
+    assert [m for m in NOT_FOR_A_RUN if m in result["modules"]] == []
 
 
 def test_a_read_of_a_database_behind_the_schema_upgrades_it_first(tmp_path):

@@ -12,6 +12,7 @@ import typer
 
 from dispatch import __version__
 from dispatch.cli.common import AppContext, app_context, console, print_json
+from dispatch.cli.entry import resume_collector
 from dispatch.cli.lazy import LazyCommand, LazyGroup
 
 
@@ -92,6 +93,7 @@ def main(
 ) -> None:
     """Settings come from DISPATCH_* environment variables and ./dispatch.toml;
     see `dispatch config`."""
+    resume_collector()  # the command is loaded: start-up is over (dispatch.cli.entry)
     ctx.obj = AppContext({"database_url": database_url}, actor=acting_as)
     ctx.call_on_close(ctx.obj.close)
 
@@ -105,9 +107,12 @@ def init(ctx: typer.Context) -> None:
 
     settings = app_context(ctx).settings
     engine = db.create_engine(settings.database_url)
-    before = db.current_revision(engine)
-    added = bootstrap.init_database(engine)
-    after = db.current_revision(engine)
+    try:
+        before = db.current_revision(engine)
+        added = bootstrap.init_database(engine)
+        after = db.current_revision(engine)
+    finally:
+        engine.dispose()
     where = mask_url_password(settings.database_url)
     if before == after:
         console.print(f"{where}: schema {after} is current; {added} region(s) added", highlight=False)

@@ -11,7 +11,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 from dispatch.errors import DispatchError, InputError
@@ -22,10 +21,35 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
     from sqlmodel import Session
 
+    from rich.console import Console
+
     from dispatch.config import Settings
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+
+class LazyConsole:
+    """A rich Console made on first use: rich is some 40 modules, and a
+    command whose output is JSON (`dispatch run --once --json`) may print
+    nothing through it. ``real`` is the Console itself (for rich's own
+    widgets, which take one)."""
+
+    def __init__(self, **options: Any):
+        self._options = options
+        self._console: Console | None = None
+
+    @property
+    def real(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+console = LazyConsole(soft_wrap=True)
+err_console = LazyConsole(stderr=True, soft_wrap=True)
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -119,10 +143,17 @@ class AppContext:
         return self.engine
 
     def close(self) -> None:
-        """At the end of the invocation: the actor does not outlive it (one process may run several)."""
+        """At the end of the invocation: the actor does not outlive it (one
+        process may run several), and the database connections it opened are
+        closed now, in order (SQLite checkpoints its WAL), not left to the
+        interpreter's exit (see dispatch.cli.entry)."""
         audit = sys.modules.get("dispatch.desk.audit")
         if audit is not None:
             audit.set_actor(audit.SYSTEM)
+        for name in ("read_engine", "engine"):
+            engine = self.__dict__.pop(name, None)
+            if engine is not None:
+                engine.dispose()
 
     def act_as(self, name: str | None) -> str:
         """A command's own --as, over the root one."""

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from dispatch import fields, ledger, logsafe, paging
 from dispatch.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, app_context, console, err_console, fail, print_json
@@ -73,6 +72,13 @@ def start_servers(ctx: typer.Context, runner, *, web: bool, host: str, port: int
                              metrics="metrics" in what)
         servers.append(BackgroundServer(build_server(ctx, host, on, app=ops)).start())
     return servers
+
+
+def escape(text: str) -> str:
+    """As rich.markup.escape: rich only when something is printed through it."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def print_summary(summary) -> None:
@@ -163,7 +169,7 @@ def run(
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console, transient=True) as bar:
+                          console=console.real, transient=True) as bar:
                 task = bar.add_task("send", total=None)
                 summary = runner.run_once(on_planned=lambda due: bar.update(task, total=due),
                                           on_outcome=lambda _o: bar.advance(task), senders=senders)

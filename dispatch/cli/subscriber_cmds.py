@@ -217,7 +217,7 @@ def _import_progress(stream):
 
     size = os.fstat(stream.fileno()).st_size
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as progress:
+                  console=err_console.real, transient=True) as progress:
         checking = progress.add_task("checking rows (bytes)", total=size)
         adding = progress.add_task("adding rows", total=None, visible=False)
 
