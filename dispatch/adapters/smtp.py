@@ -98,7 +98,10 @@ class SmtpAdapter:
         self.reply_to = reply_to
         self.list_id = list_id or f"<briefings.{self.domain}>"
         self.unsubscribe_mailto = unsubscribe_mailto or address
-        self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        # Made (and a bad CA file refused) at start-up, but only for TLS: loading
+        # the system's CA store costs some 0.1 s in every sender process.
+        self._tls = (ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+                     if self.security != SmtpSecurity.none else None)
         # The pool: permits to hold a connection (as many as pool_size) in a
         # queue.SimpleQueue, and the idle connections on a stack, the last one
         # used on top. SimpleQueue is C code and list.append/pop are atomic:
