@@ -96,8 +96,15 @@ def test_a_connection_reset_before_the_next_message_is_written(relay):
     assert relay.reset.wait(5)
     with pytest.raises(TransientError):
         adapter.send_later("r2@example.org", CONTENT, delivery_id=2).result()
-    with pytest.raises(TransientError, match="lost"):
-        first.result()
+    # The relay's 250 went out just before the reset: whether the kernel still
+    # hands it over after the RST is a race. Either it was read (accepted), or
+    # the answer is lost (retry); never an internal error.
+    try:
+        outcome = first.result()
+    except TransientError as exc:
+        assert "lost" in str(exc)
+    else:
+        assert outcome == "<delivery-1@example.org>"
     assert adapter.send("r3@example.org", CONTENT, delivery_id=3) == "<delivery-3@example.org>"
     adapter.close()
     assert relay.message_ids() == ["<delivery-1@example.org>", "<delivery-3@example.org>"]
