@@ -85,11 +85,28 @@ def subject_for(digest: Digest) -> str:
 
 
 def reason_for(recipient: Recipient, *, short: bool = False) -> str:
-    regions = ", ".join(recipient.region_names) if recipient.region_names else "all regions"
-    analysts = ", ".join(recipient.analyst_names) if recipient.analyst_names else "all analysts"
+    return _reason(recipient.region_names, recipient.analyst_names, short)
+
+
+@lru_cache(maxsize=1024)  # many readers follow the same regions and analysts
+def _reason(region_names: tuple[str, ...], analyst_names: tuple[str, ...], short: bool) -> str:
+    regions = ", ".join(region_names) if region_names else "all regions"
+    analysts = ", ".join(analyst_names) if analyst_names else "all analysts"
     if short:  # the plain-text line: most readers' fits in 76 columns unwrapped
         return f"You follow {regions}, from {analysts}."
     return f"You receive this because you follow {regions}, from {analysts}."
+
+
+@lru_cache(maxsize=1024)
+def _reasons(region_names: tuple[str, ...], analyst_names: tuple[str, ...]) -> tuple[str, str]:
+    """The HTML reason and the plain-text one, wrapped: the same for every reader of the same choices."""
+    return _reason(region_names, analyst_names, False), wrap(_reason(region_names, analyst_names, True), 76)
+
+
+@lru_cache(maxsize=4096)
+def _greeting(name: str) -> str:
+    name = email_shape.shorten(name, MAX_GREETING_NAME)
+    return f"Hello {name}," if name else "Hello,"
 
 
 @dataclass(frozen=True)
@@ -108,9 +125,8 @@ class Personal:
     @classmethod
     def for_recipient(cls, recipient: Recipient, *, preferences_url: str, unsubscribe_url: str,
                       view_url: str = "") -> Personal:
-        name = email_shape.shorten(recipient.name, MAX_GREETING_NAME)
-        return cls(greeting=f"Hello {name}," if name else "Hello,", reason=reason_for(recipient),
-                   reason_text=wrap(reason_for(recipient, short=True), 76),
+        reason, reason_text = _reasons(recipient.region_names, recipient.analyst_names)
+        return cls(greeting=_greeting(recipient.name), reason=reason, reason_text=reason_text,
                    preferences_url=preferences_url, unsubscribe_url=unsubscribe_url, view_url=view_url)
 
 
