@@ -76,38 +76,49 @@ _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
+class KeyedHmac:
+    """``hmac.digest(key, message, digest)`` for one key, made from the two
+    keyed hash states of RFC 2104, copied for each message. The one-shot
+    call asks OpenSSL 3 to look its digest up every time, which costs twice
+    this; a message is signed several times on its way out."""
+
+    def __init__(self, key: bytes, digest):
+        """``digest``: a hashlib constructor (``hashlib.sha256``, or itsdangerous's lazy sha1)."""
+        block = digest().block_size
+        if len(key) > block:
+            key = digest(key).digest()
+        key = key.ljust(block, b"\0")
+        self._inner, self._outer = digest(key.translate(_IPAD)), digest(key.translate(_OPAD))
+
+    def digest(self, message: bytes) -> bytes:
+        inner, outer = self._inner.copy(), self._outer.copy()
+        inner.update(message)
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 class _FastSign:
     """Signing as itsdangerous's signers do it, byte for byte, with the key
-    derived once and the HMAC (RFC 2104) made from its two keyed hash
-    states, copied for each signature. itsdangerous names sha1 through a
-    Python function, which sends ``hmac`` down its pure-Python path, and
-    three links are made for every reader of every digest. Reading stays
-    itsdangerous's own (``unsign``)."""
+    derived once and the HMAC made by KeyedHmac: itsdangerous names sha1
+    through a Python function, which sends ``hmac`` down its pure-Python
+    path, and three links are made for every reader of every digest.
+    Reading stays itsdangerous's own (``unsign``)."""
 
     @cached_property
-    def _keyed(self) -> tuple:
-        """The inner and outer hash states, keyed, and the separator as text."""
-        key = super().derive_key()
-        block = self.digest_method().block_size
-        if len(key) > block:
-            key = self.digest_method(key).digest()
-        key = key.ljust(block, b"\0")
-        return self.digest_method(key.translate(_IPAD)), self.digest_method(key.translate(_OPAD)), \
-            self.sep.decode("ascii")
+    def _keyed(self) -> tuple[KeyedHmac, str]:
+        """The keyed HMAC and the separator as text."""
+        return KeyedHmac(super().derive_key(), self.digest_method), self.sep.decode("ascii")
 
     def signed(self, value: str) -> str:
         """``sign(value)`` (an ASCII value), as text."""
-        inner, outer, sep = self._keyed
-        inner, outer = inner.copy(), outer.copy()
-        inner.update(value.encode("ascii"))
-        outer.update(inner.digest())
-        return f"{value}{sep}{_b64(outer.digest())}"
+        mac, sep = self._keyed
+        return f"{value}{sep}{_b64(mac.digest(value.encode('ascii')))}"
 
 
 class _Signer(_FastSign, TimestampSigner):
     def signed_at(self, value: str, timestamp: int) -> str:
         """``sign(value)`` as issued at ``timestamp`` (an int, as ``get_timestamp`` gives)."""
-        return self.signed(f"{value}{self._keyed[2]}{_timestamp_part(timestamp)}")
+        return self.signed(f"{value}{self._keyed[1]}{_timestamp_part(timestamp)}")
 
 
 class _StaticSigner(_FastSign, Signer):
