@@ -167,7 +167,11 @@ class SubscriberLinks:
 
 def link_path(secret: str, *, subscriber_id: int, address: str, purpose: str) -> str:
     """The site-relative path of a signed link: ``/<purpose>/<token>`` (the web pages' routes)."""
-    return f"/{purpose}/{make_token(secret, subscriber_id=subscriber_id, address=address, purpose=purpose)}"
+    return _route(purpose, make_token(secret, subscriber_id=subscriber_id, address=address, purpose=purpose))
+
+
+def _route(purpose: str, token: str) -> str:
+    return f"/{purpose}/{token}"
 
 
 def link_url(public_url: str, secret: str, *, subscriber_id: int, address: str, purpose: str) -> str:
@@ -175,12 +179,12 @@ def link_url(public_url: str, secret: str, *, subscriber_id: int, address: str, 
 
 
 def subscriber_links(public_url: str, secret: str, *, subscriber_id: int, address: str) -> SubscriberLinks:
-    return SubscriberLinks(
-        preferences_url=link_url(public_url, secret, subscriber_id=subscriber_id, address=address,
-                                 purpose="preferences"),
-        unsubscribe_url=link_url(public_url, secret, subscriber_id=subscriber_id, address=address,
-                                 purpose="unsubscribe"),
-    )
+    """Both links of a digest's footer, issued at the same second (as
+    ``link_url`` makes each): the claim and the moment worked out once."""
+    base, value, issued = public_url.rstrip("/"), f"{subscriber_id}-{address_tag(address)}", int(time.time())
+    preferences, unsubscribe = (base + _route(purpose, _signer(secret, purpose).signed_at(value, issued))
+                                for purpose in ("preferences", "unsubscribe"))
+    return SubscriberLinks(preferences_url=preferences, unsubscribe_url=unsubscribe)
 
 
 @lru_cache(maxsize=16)
