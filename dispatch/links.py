@@ -10,7 +10,7 @@ that happens to get the same id.
 from __future__ import annotations
 
 import base64
-import copy
+import binascii
 import hashlib
 import hmac
 import time
@@ -19,7 +19,7 @@ from datetime import timedelta
 from functools import cached_property, lru_cache
 
 from itsdangerous import BadSignature, Signer, TimestampSigner
-from itsdangerous.encoding import base64_encode, want_bytes
+from itsdangerous.encoding import int_to_bytes
 
 
 from dispatch.errors import DispatchError
@@ -58,30 +58,75 @@ def address_tag(address: str) -> str:
     return hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()[:10]
 
 
-class _Signer(TimestampSigner):
-    """itsdangerous's timestamp signer, deriving its key and keying its HMAC
-    once instead of for every signature: two links are made for every reader
-    of every digest. The signatures are itsdangerous's own, byte for byte."""
+def _b64(data: bytes) -> str:
+    """itsdangerous's ``base64_encode``: URL-safe base64 without padding, as text."""
+    return binascii.b2a_base64(data, newline=False).translate(_URL_SAFE).rstrip(b"=").decode("ascii")
+
+
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+
+
+@lru_cache(maxsize=4)  # every link made in one second carries the same timestamp
+def _timestamp_part(timestamp: int) -> str:
+    return _b64(int_to_bytes(timestamp))
+
+
+# RFC 2104's pads, as translation tables (as the stdlib's hmac module keeps them).
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+class KeyedHmac:
+    """``hmac.digest(key, message, digest)`` for one key, made from the two
+    keyed hash states of RFC 2104, copied for each message. The one-shot
+    call asks OpenSSL 3 to look its digest up every time, which costs twice
+    this; a message is signed several times on its way out."""
+
+    def __init__(self, key: bytes, digest):
+        """``digest``: a hashlib constructor (``hashlib.sha256``, or itsdangerous's lazy sha1)."""
+        block = digest().block_size
+        if len(key) > block:
+            key = digest(key).digest()
+        key = key.ljust(block, b"\0")
+        self._inner, self._outer = digest(key.translate(_IPAD)), digest(key.translate(_OPAD))
+
+    def digest(self, message: bytes) -> bytes:
+        inner, outer = self._inner.copy(), self._outer.copy()
+        inner.update(message)
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+class _FastSign:
+    """Signing as itsdangerous's signers do it, byte for byte, with the key
+    derived once and the HMAC made by KeyedHmac: itsdangerous names sha1
+    through a Python function, which sends ``hmac`` down its pure-Python
+    path, and three links are made for every reader of every digest.
+    Reading stays itsdangerous's own (``unsign``)."""
 
     @cached_property
-    def _key(self) -> bytes:
-        return super().derive_key()
+    def _keyed(self) -> tuple[KeyedHmac, str]:
+        """The keyed HMAC and the separator as text."""
+        return KeyedHmac(super().derive_key(), self.digest_method), self.sep.decode("ascii")
 
-    @cached_property
-    def _keyed_mac(self):
-        return hmac.new(self._key, digestmod=self.digest_method)
+    def signed(self, value: str) -> str:
+        """``sign(value)`` (an ASCII value), as text."""
+        mac, sep = self._keyed
+        return f"{value}{sep}{_b64(mac.digest(value.encode('ascii')))}"
 
-    def derive_key(self, secret_key=None) -> bytes:
-        return self._key if secret_key is None else super().derive_key(secret_key)
 
-    def get_signature(self, value) -> bytes:
-        mac = self._keyed_mac.copy()  # a keyed copy: no key schedule per signature
-        mac.update(want_bytes(value))
-        return base64_encode(mac.digest())
+class _Signer(_FastSign, TimestampSigner):
+    def signed_at(self, value: str, timestamp: int) -> str:
+        """``sign(value)`` as issued at ``timestamp`` (an int, as ``get_timestamp`` gives)."""
+        return self.signed(f"{value}{self._keyed[1]}{_timestamp_part(timestamp)}")
+
+
+class _StaticSigner(_FastSign, Signer):
+    pass
 
 
 @lru_cache(maxsize=64)
-def _signer(secret: str, purpose: str) -> TimestampSigner:
+def _signer(secret: str, purpose: str) -> _Signer:
     if purpose not in MAX_AGE:
         raise ValueError(f"unknown link purpose {purpose!r}")
     # A salt per purpose: a token made for one purpose fails for another.
@@ -89,12 +134,9 @@ def _signer(secret: str, purpose: str) -> TimestampSigner:
 
 
 def make_token(secret: str, *, subscriber_id: int, address: str, purpose: str, now: float | None = None) -> str:
-    """``<id>-<address tag>.<timestamp>.<signature>``"""
-    signer = _signer(secret, purpose)
-    if now is not None:  # issued at a given moment (tests of expiry)
-        signer = copy.copy(signer)
-        signer.get_timestamp = lambda: int(now)
-    return signer.sign(f"{subscriber_id}-{address_tag(address)}".encode("ascii")).decode("ascii")
+    """``<id>-<address tag>.<timestamp>.<signature>``; ``now``: issued at that moment (tests of expiry)."""
+    return _signer(secret, purpose).signed_at(f"{subscriber_id}-{address_tag(address)}",
+                                               int(time.time() if now is None else now))
 
 
 MAX_TOKEN = 200  # no link of ours is this long
@@ -125,7 +167,11 @@ class SubscriberLinks:
 
 def link_path(secret: str, *, subscriber_id: int, address: str, purpose: str) -> str:
     """The site-relative path of a signed link: ``/<purpose>/<token>`` (the web pages' routes)."""
-    return f"/{purpose}/{make_token(secret, subscriber_id=subscriber_id, address=address, purpose=purpose)}"
+    return _route(purpose, make_token(secret, subscriber_id=subscriber_id, address=address, purpose=purpose))
+
+
+def _route(purpose: str, token: str) -> str:
+    return f"/{purpose}/{token}"
 
 
 def link_url(public_url: str, secret: str, *, subscriber_id: int, address: str, purpose: str) -> str:
@@ -133,24 +179,24 @@ def link_url(public_url: str, secret: str, *, subscriber_id: int, address: str, 
 
 
 def subscriber_links(public_url: str, secret: str, *, subscriber_id: int, address: str) -> SubscriberLinks:
-    return SubscriberLinks(
-        preferences_url=link_url(public_url, secret, subscriber_id=subscriber_id, address=address,
-                                 purpose="preferences"),
-        unsubscribe_url=link_url(public_url, secret, subscriber_id=subscriber_id, address=address,
-                                 purpose="unsubscribe"),
-    )
+    """Both links of a digest's footer, issued at the same second (as
+    ``link_url`` makes each): the claim and the moment worked out once."""
+    base, value, issued = public_url.rstrip("/"), f"{subscriber_id}-{address_tag(address)}", int(time.time())
+    preferences, unsubscribe = (base + _route(purpose, _signer(secret, purpose).signed_at(value, issued))
+                                for purpose in ("preferences", "unsubscribe"))
+    return SubscriberLinks(preferences_url=preferences, unsubscribe_url=unsubscribe)
 
 
 @lru_cache(maxsize=16)
-def _static_signer(secret: str, purpose: str) -> Signer:
+def _static_signer(secret: str, purpose: str) -> _StaticSigner:
     if purpose not in STATIC_PURPOSES:
         raise ValueError(f"unknown link purpose {purpose!r}")
-    return Signer(secret, salt=f"dispatch-static-{purpose}")
+    return _StaticSigner(secret, salt=f"dispatch-static-{purpose}")
 
 
 def sign_static(secret: str, value: str, *, purpose: str) -> str:
     """``<value>.<signature>``: deterministic, for ``STATIC_PURPOSES``."""
-    return _static_signer(secret, purpose).sign(value.encode("ascii")).decode("ascii")
+    return _static_signer(secret, purpose).signed(value)
 
 
 def read_static(secret: str, token: str, *, purpose: str) -> str:

@@ -50,10 +50,6 @@ _SLACK_TOKEN = re.compile(r"(?<![\w-])xox[a-z]-([\w-]{6,})")
 # links.verp_token in a return path: bounces+d<delivery>-<signature>@…
 _VERP = re.compile(r"(?<=\+)[dD]\d{1,19}-([A-Za-z2-7]{6,})")
 _BEARER = re.compile(r"(?i:\b(?:bearer|basic))[ \t]+([\w.~+/=-]{6,})")
-# (expression, the group that is the secret), in this order: the specific
-# forms first, so a token has the same stand-in wherever it appears.
-_RULES = ((_LINK_PATH, 1), (_ARCHIVE_TOKEN, 1), (_SIGNED_TOKEN, 0), (_API_TOKEN, 1), (_SLACK_TOKEN, 1), (_VERP, 1),
-          (_BEARER, 1))
 # What each expression cannot match without: a rule whose guard finds
 # nothing in the line cannot change it, so it is skipped. The look-behind
 # that starts most expressions keeps the regex engine from searching for a
@@ -73,6 +69,13 @@ _GUARDS = {
     # only its "ba" is asked for.
     _BEARER: lambda text, lower: "bearer" in lower or "ba" in lower,
 }
+# (expression, the group that is the secret, its guard), in this order: the
+# specific forms first, so a token has the same stand-in wherever it appears.
+# The guard is taken along rather than looked up by pattern: a compiled
+# pattern's hash is worked out afresh from its text on every lookup.
+_RULES = tuple((expression, group, _GUARDS[expression]) for expression, group in (
+    (_LINK_PATH, 1), (_ARCHIVE_TOKEN, 1), (_SIGNED_TOKEN, 0), (_API_TOKEN, 1), (_SLACK_TOKEN, 1), (_VERP, 1),
+    (_BEARER, 1)))
 
 
 def mask(secret: str) -> str:
@@ -108,10 +111,10 @@ class Redactor:
         if "://" in text:
             text = _URL.sub(self._url, text)
         lower = None
-        for expression, group in _RULES:
+        for expression, group, guard in _RULES:
             if expression is _BEARER:
                 lower = text.lower()
-            if _GUARDS[expression](text, lower):
+            if guard(text, lower):
                 text = expression.sub(lambda m, g=group: _masked(m, g), text)
         return text
 
@@ -217,6 +220,10 @@ def configure(*, webhook_hosts: Collection[str] = (), level: int = logging.INFO,
     ``json_lines``, one JSON object a line."""
     global _json_lines
     _json_lines = json_lines
+    # Neither format names the calling function, file or line, and finding
+    # them walks the stack on every record, one record per delivery: the
+    # logging HOWTO's "Optimization" switch turns that off.
+    logging._srcfile = None
     logging.basicConfig(level=level, stream=sys.stderr, format=LINE_FORMAT)
     install([logging.getLogger()], webhook_hosts=webhook_hosts, json_lines=json_lines)
 

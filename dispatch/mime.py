@@ -19,20 +19,19 @@ never start a new header.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
-import hmac
 import secrets
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from urllib.parse import quote
 
-from dispatch.render import EmailContent, PersonalisedEmail, fill, one_line
+from dispatch import links
+from dispatch.render import EmailContent, PersonalisedEmail, one_line
 
 CRLF = "\r\n"
 
@@ -55,11 +54,20 @@ DELIVERY_TAG_CHARS = 16  # 80 bits of HMAC, lower-case base32 (some systems fold
 
 @lru_cache(maxsize=4096)
 def delivery_tag(installation: str, delivery_id: int) -> str:
-    mac = hmac.digest(installation.encode("ascii"), b"dispatch message-id %d" % int(delivery_id), "sha256")
+    mac = _installation_mac(installation).digest(b"dispatch message-id %d" % int(delivery_id))
     # Base32 turns each 5 bytes into 8 characters on their own: the first 10
-    # bytes are the first 16 characters, and the pure-Python encoder does a
-    # third of the work.
-    return base64.b32encode(mac[:DELIVERY_TAG_CHARS * 5 // 8]).decode("ascii").lower()
+    # bytes (80 bits) are the first 16 characters, two at a time from a table.
+    bits = int.from_bytes(mac[:DELIVERY_TAG_CHARS * 5 // 8], "big")
+    return "".join([_BASE32_PAIRS[(bits >> shift) & 0x3FF] for shift in range(70, -1, -10)])
+
+
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648's alphabet, lower case
+_BASE32_PAIRS = [a + b for a in _BASE32 for b in _BASE32]
+
+
+@lru_cache(maxsize=4)
+def _installation_mac(installation: str) -> links.KeyedHmac:
+    return links.KeyedHmac(installation.encode("ascii"), hashlib.sha256)
 
 
 @lru_cache(maxsize=4)
@@ -172,17 +180,30 @@ class _SharedPart:
         return cls(tuple(joined), longest, tuple(value_lines))
 
     def fits(self, values: dict[str, bytes]) -> bool:
-        return self.longest_fixed_line <= MAX_8BIT_LINE and all(
-            fixed + sum(len(values[name]) for name in names) <= MAX_8BIT_LINE for fixed, names in self.value_lines)
+        if self.longest_fixed_line > MAX_8BIT_LINE:
+            return False
+        # Most values are short: bounded by the longest one, every line fits, and none is added up.
+        if self.widest_value_line + self.most_values_on_a_line * max(map(len, values.values())) <= MAX_8BIT_LINE:
+            return True
+        return all(fixed + sum(len(values[name]) for name in names) <= MAX_8BIT_LINE
+                   for fixed, names in self.value_lines)
+
+    @cached_property
+    def widest_value_line(self) -> int:
+        return max((fixed for fixed, _ in self.value_lines), default=0)
+
+    @cached_property
+    def most_values_on_a_line(self) -> int:
+        return max((len(names) for _, names in self.value_lines), default=0)
 
 
 _shared_parts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # lives as long as the shared body
 
 
-def _eight_bit_parts(content: PersonalisedEmail) -> tuple[bytes, bytes | None] | None:
-    """The parts' 8bit bodies, spliced from bytes encoded once per shared
-    body; None when only the general path gives the right bytes (a value
-    that is empty or holds a line end, or a line too long for 8bit)."""
+def _eight_bit_parts(content: PersonalisedEmail) -> tuple[list[bytes], list[bytes] | None] | None:
+    """The parts' 8bit bodies as pieces to join, spliced from bytes encoded
+    once per shared body; None when only the general path gives the right
+    bytes (a value that is empty or holds a line end, or a line too long for 8bit)."""
     shared = content.shared
     parts = _shared_parts.get(shared)
     if parts is None:
@@ -190,30 +211,46 @@ def _eight_bit_parts(content: PersonalisedEmail) -> tuple[bytes, bytes | None] |
             _SharedPart.of(shared.text_pieces),
             _SharedPart.of(shared.html_pieces) if shared.html_pieces is not None else None))
     text_part, html_part = parts
+    # Checked on the text values alone: escaping them for HTML never empties
+    # one nor adds a line end. (On str: ``b"\n" in some_bytes`` first tries
+    # the needle as an integer, and raising that TypeError costs more than the search.)
+    for value in content.text_values.values():
+        if not value or "\n" in value or "\r" in value:
+            return None
     bodies = []
     for part, values in ((text_part, content.text_values), (html_part, content.html_values)):
         if part is None:
             bodies.append(None)
             continue
         encoded = {name: value.encode("utf-8") for name, value in values.items()}
-        if not all(encoded.values()) or any(b"\n" in v or b"\r" in v for v in encoded.values()) \
-                or not part.fits(encoded):
+        if not part.fits(encoded):
             return None
-        bodies.append(fill(part.pieces, encoded))
+        bodies.append(_filled(part.pieces, encoded))
     return bodies[0], bodies[1]
 
 
-def _bodies(content, *, eight_bit: bool) -> tuple[bytes, bytes | None]:
+def _filled(pieces: tuple, values: dict) -> list:
+    """``fill`` not yet joined: the message is joined once, whole."""
+    joined = list(pieces)
+    joined[1::2] = [values[name] for name in pieces[1::2]]
+    return joined
+
+
+_PART_HEADS = {(subtype, encoding): _part_head(subtype, encoding)
+               for subtype in ("plain", "html") for encoding in ("8bit", "quoted-printable")}
+
+
+def _bodies(content, *, eight_bit: bool) -> tuple[list[bytes], list[bytes] | None]:
     """The text part and the HTML part (None for a plain-text reader), each
-    with its part headers."""
+    with its part headers, as pieces to join."""
     if eight_bit and isinstance(content, PersonalisedEmail):
         spliced = _eight_bit_parts(content)
         if spliced is not None:
             text, html = spliced
-            return (_part_head("plain", "8bit") + text,
-                    _part_head("html", "8bit") + html if html is not None else None)
-    return (_part("plain", content.text, eight_bit=eight_bit),
-            _part("html", content.html, eight_bit=eight_bit) if content.html is not None else None)
+            return ([_PART_HEADS["plain", "8bit"], *text],
+                    [_PART_HEADS["html", "8bit"], *html] if html is not None else None)
+    return ([_part("plain", content.text, eight_bit=eight_bit)],
+            [_part("html", content.html, eight_bit=eight_bit)] if content.html is not None else None)
 
 
 def build_message(
@@ -228,32 +265,23 @@ def build_message(
     reply_to: str | None = None,
     eight_bit: bool = False,
 ) -> bytes:
-    if any(ch in to for ch in "\r\n") or not msg_id.startswith("<"):
+    if "\r" in to or "\n" in to or not msg_id.startswith("<"):
         raise ValueError(f"refusing to build a header from {to!r}")
     mailto = f"mailto:{unsubscribe_mailto}?subject={_quoted_subject(content.unsubscribe_url)}"
-    headers = [
-        ("From", encode_address(sender)),
-        ("To", to),
-        *([("Reply-To", encode_address(reply_to))] if reply_to else []),
-        ("Subject", encode_subject(content.subject)),
-        ("Date", date_header(date)),
-        ("Message-ID", msg_id),
-        ("List-Id", list_id),
-        ("List-Unsubscribe", f"<{content.unsubscribe_url}>,{CRLF} <{mailto}>"),
-        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-        ("MIME-Version", "1.0"),
-    ]
+    reply = f"Reply-To: {encode_address(reply_to)}{CRLF}" if reply_to else ""
+    head = (f"From: {encode_address(sender)}{CRLF}To: {to}{CRLF}{reply}"
+            f"Subject: {encode_subject(content.subject)}{CRLF}Date: {date_header(date)}{CRLF}"
+            f"Message-ID: {msg_id}{CRLF}List-Id: {list_id}{CRLF}"
+            f"List-Unsubscribe: <{content.unsubscribe_url}>,{CRLF} <{mailto}>{CRLF}"
+            f"List-Unsubscribe-Post: List-Unsubscribe=One-Click{CRLF}MIME-Version: 1.0{CRLF}")
     text, html = _bodies(content, eight_bit=eight_bit)
     if html is None:
-        head = CRLF.join(f"{k}: {v}" for k, v in headers).encode("utf-8") + CRLF.encode()
-        return head + text
+        return b"".join([head.encode("utf-8"), *text])
     # "=_" never starts a line of quoted-printable text ("=" is encoded), and
     # 8bit text cannot hold a boundary keyed with a secret it never saw.
     boundary = boundary_for(msg_id)
-    headers.append(("Content-Type", f'multipart/alternative;{CRLF} boundary="{boundary}"'))
-    head = CRLF.join(f"{k}: {v}" for k, v in headers).encode("utf-8")
+    head += (f'Content-Type: multipart/alternative;{CRLF} boundary="{boundary}"{CRLF}{CRLF}'
+             f"This is a multi-part message in MIME format.")
     delimiter = f"{CRLF}--{boundary}{CRLF}".encode("ascii")
-    return b"".join([
-        head, CRLF.encode(), CRLF.encode(), b"This is a multi-part message in MIME format.",
-        delimiter, text, delimiter, html, f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
-    ])
+    return b"".join([head.encode("utf-8"), delimiter, *text, delimiter, *html,
+                     f"{CRLF}--{boundary}--{CRLF}".encode("ascii")])

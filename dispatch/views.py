@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from functools import lru_cache
 
+import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
@@ -27,7 +29,11 @@ from dispatch.models import (
 
 
 def region_names(session: Session) -> dict[str, str]:
-    return {r.slug: r.name for r in session.exec(select(Region)).all()}
+    """Every region's name by slug: two plain columns, no ORM objects (it runs for every batch sent)."""
+    return dict(session.connection().execute(_REGION_NAMES).all())
+
+
+_REGION_NAMES = sa.select(Region.__table__.c.slug, Region.__table__.c.name)
 
 
 def recipient(subscriber: Subscriber, names: dict[str, str]) -> Recipient:
@@ -56,33 +62,69 @@ def preference_sets(session: Session, condition) -> tuple[dict[int, list[str]], 
     """Region slugs, and (slug, name) of followed analysts, for the subscribers
     whose id meets ``condition`` (a clause on a subscriber-id column), in two
     plain queries; both lists sorted (regions by slug, analysts by name)."""
-    connection = session.connection()  # plain columns: Core rows, without the ORM's loading
-    regions: dict[int, list[str]] = {}
-    for subscriber_id, slug in connection.execute(
-            select(SubscriberRegion.subscriber_id, SubscriberRegion.region_slug)
-            .where(condition(col(SubscriberRegion.subscriber_id))).order_by(col(SubscriberRegion.region_slug))).all():
-        regions.setdefault(subscriber_id, []).append(slug)
-    analysts: dict[int, list[tuple[str, str]]] = {}
-    for subscriber_id, slug, name in connection.execute(
+    return _preferences(session.connection(), *_preference_selects(condition))
+
+
+def _preference_selects(condition) -> tuple:
+    return (select(SubscriberRegion.subscriber_id, SubscriberRegion.region_slug)
+            .where(condition(col(SubscriberRegion.subscriber_id))).order_by(col(SubscriberRegion.region_slug)),
             select(SubscriberAnalyst.subscriber_id, Analyst.slug, Analyst.name)
             .join(Analyst, col(Analyst.id) == col(SubscriberAnalyst.analyst_id))
-            .where(condition(col(SubscriberAnalyst.subscriber_id))).order_by(col(Analyst.name))).all():
+            .where(condition(col(SubscriberAnalyst.subscriber_id))).order_by(col(Analyst.name)))
+
+
+def _preferences(connection, regions_select, analysts_select, parameters: dict | None = None) -> tuple[dict, dict]:
+    # Plain columns: Core rows, without the ORM's loading.
+    regions: dict[int, list[str]] = {}
+    for subscriber_id, slug in connection.execute(regions_select, parameters).all():
+        regions.setdefault(subscriber_id, []).append(slug)
+    analysts: dict[int, list[tuple[str, str]]] = {}
+    for subscriber_id, slug, name in connection.execute(analysts_select, parameters).all():
         analysts.setdefault(subscriber_id, []).append((slug, name))
     return regions, analysts
 
 
-_RECIPIENT_COLUMNS = (Subscriber.id, Subscriber.status, Subscriber.kind, Subscriber.address, Subscriber.name,
-                      Subscriber.timezone, Subscriber.send_at, Subscriber.cadence, Subscriber.weekday,
-                      Subscriber.format, Subscriber.created_at, Subscriber.planned_through)
+_subscriber = Subscriber.__table__
+# The enumerations read as the strings stored (their values): a Recipient
+# holds those, and the Enum type's conversion to members and back costs more
+# than the rest of the row. The status is made a member by a dict lookup.
+_RECIPIENT_COLUMNS = (_subscriber.c.id, *(sa.type_coerce(_subscriber.c[name], sa.String).label(name) for name in (
+    "status", "kind")), _subscriber.c.address, _subscriber.c.name, _subscriber.c.timezone, _subscriber.c.send_at,
+    sa.type_coerce(_subscriber.c.cadence, sa.String).label("cadence"), _subscriber.c.weekday,
+    sa.type_coerce(_subscriber.c.format, sa.String).label("format"), _subscriber.c.created_at,
+    _subscriber.c.planned_through)
+_STATUSES = {status.value: status for status in SubscriberStatus}
+
+
+def _listed(dialect: str):
+    """The ids of the parameter ``ids`` (one JSON array) as a subquery. An
+    ``IN`` of a batch's 200 ids bound one by one is rendered and bound afresh
+    for every query, and its SQL changes with the count, so SQLite prepares
+    it again each time."""
+    ids = sa.bindparam("ids", type_=sa.JSON)
+    if dialect == "postgresql":
+        values = sa.func.json_array_elements_text(ids).table_valued("value")
+        return sa.select(sa.cast(values.c.value, sa.Integer)).scalar_subquery()
+    values = sa.func.json_each(ids).table_valued("value")
+    return sa.select(values.c.value).scalar_subquery()
+
+
+@lru_cache(maxsize=4)
+def _reader_selects(dialect: str) -> tuple:
+    """The readers' three queries, built once: a batch runs them with its ids."""
+    listed = _listed(dialect)
+    return (select(*_RECIPIENT_COLUMNS).where(_subscriber.c.id.in_(listed)),
+            *_preference_selects(lambda column: column.in_(listed)))
 
 
 def readers(session: Session, ids: Iterable[int]) -> dict[int, tuple[SubscriberStatus, Recipient]]:
     """Each subscriber's status and Recipient (the same values as
     ``recipient`` gives), by id, in plain queries: sending reads every reader,
     and ORM objects with their relationships cost several times more."""
-    ids = list(ids)
-    rows = session.connection().execute(select(*_RECIPIENT_COLUMNS).where(col(Subscriber.id).in_(ids))).all()
-    regions, analysts = preference_sets(session, lambda column: column.in_(ids))
+    recipients, *preferences = _reader_selects(session.get_bind().dialect.name)
+    connection, parameters = session.connection(), {"ids": sorted(ids)}
+    rows = connection.execute(recipients, parameters).all()
+    regions, analysts = _preferences(connection, *preferences, parameters)
     names = region_names(session)
     found = {}
     none: list = []
@@ -91,9 +133,9 @@ def readers(session: Session, ids: Iterable[int]) -> dict[int, tuple[SubscriberS
          planned_through) in rows:
         slugs = regions.get(id_, none)
         followed = analysts.get(id_, none)
-        found[id_] = (status, Recipient(
-            id=id_, kind=kind.value, address=address, name=name, timezone=zone, send_at=send_at,
-            cadence=cadence.value, weekday=weekday, format=format_.value, created_at=created_at,
+        found[id_] = (_STATUSES[status], Recipient(
+            id=id_, kind=kind, address=address, name=name, timezone=zone, send_at=send_at,
+            cadence=cadence, weekday=weekday, format=format_, created_at=created_at,
             planned_through=planned_through, regions=frozenset(slugs),
             analysts=frozenset(slug for slug, _ in followed),
             region_names=tuple(names.get(slug, slug) for slug in slugs),

@@ -150,3 +150,51 @@ def test_concurrent_claims_never_share_a_row(engine, subscriber_id):
     for t in threads:
         t.join()
     assert len(taken) == len(set(taken)) == 200
+
+
+def test_prepared_executemany_sends_what_sqlalchemy_sends(engine, subscriber_id):
+    """ledger._Prepared hands the driver the same SQL and the same parameter
+    rows as SQLAlchemy's own executemany of the statement: values through
+    their types (aware instants as each backend stores them, None, enums'
+    strings) and the statement's literals in place."""
+    import sqlalchemy as sa
+
+    later = T0 + timedelta(hours=3, microseconds=17)
+    params = [{"b_id": 1, "b_claim": 1, "b_status": "sent", "b_receipt": "<m@x>", "b_error": None, "b_next": T0,
+               "b_sent_at": T0, "b_attempts": 1},
+              {"b_id": 2, "b_claim": 2, "b_status": "pending", "b_receipt": None, "b_error": "é" * 3,
+               "b_next": later.astimezone(timezone(timedelta(hours=5))), "b_sent_at": None, "b_attempts": 1}]
+    sent = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE"):  # not SQLite's BEGIN IMMEDIATE
+            sent.append((statement, [tuple(p) if isinstance(p, (list, tuple)) else dict(p) for p in parameters]))
+
+    with engine.connect() as connection:
+        sa.event.listen(connection, "before_cursor_execute", capture)
+        try:
+            with connection.begin() as transaction:
+                connection.execute(ledger._FINISH, params)
+                ledger._prepared(ledger._FINISH, connection.dialect).executemany(connection, params)
+                transaction.rollback()
+        finally:
+            sa.event.remove(connection, "before_cursor_execute", capture)
+    (theirs_sql, theirs), (ours_sql, ours) = sent
+    assert ours_sql == theirs_sql
+    assert ours == theirs
+
+
+def test_attempt_rows_written_as_sqlalchemy_writes_them(engine, subscriber_id):
+    with db.session_scope(engine) as session:
+        ledger.plan(session, subscriber_id, [window("a")], now=T0)
+        delivery_id = session.exec(select(Delivery.id)).one()
+    rows = [{"delivery_id": delivery_id, "at": T0 + timedelta(microseconds=n), "outcome": "sent", "detail": d}
+            for n, d in enumerate(["", "x" * 2000, "déjà"])]
+    with db.session_scope(engine) as session:
+        session.connection().execute(ledger._ATTEMPT, rows)
+        ledger._prepared(ledger._ATTEMPT, session.connection().dialect).executemany(session.connection(), rows)
+    with db.session_scope(engine) as session:
+        written = [(a.delivery_id, a.at, a.outcome, a.detail)
+                   for a in session.exec(select(DeliveryAttempt).order_by(DeliveryAttempt.id)).all()]
+    assert written[:3] == written[3:]
+    assert [w[1] for w in written[:3]] == [r["at"] for r in rows]

@@ -223,7 +223,7 @@ def _unguarded(redactor: logsafe.Redactor, text: str) -> str:
     if not text:
         return text
     text = logsafe._URL.sub(redactor._url, text)
-    for expression, group in logsafe._RULES:
+    for expression, group, _guard in logsafe._RULES:
         text = expression.sub(lambda m, g=group: logsafe._masked(m, g), text)
     return text
 
