@@ -135,7 +135,7 @@ class Sender:
             return _Result(c, person, skip, lambda: (ledger.skipped(c, reason=skip, now=now()), None))
         _, recipient = person
         scope = pauses.scope_of(recipient.kind, recipient.address)
-        pause = self.pauses.active(scope, now())
+        pause = self.pauses.active(scope, now()) if scope is not None else None  # email has no installation credential
         if pause is not None:  # its credentials were refused: wait, without asking the server again
             return _Result(c, person, pause.reason, lambda: (ledger.paused(
                 c, reason=f"paused: {pause.reason}", until=pause.until, now=now()), None))
@@ -291,7 +291,7 @@ def _why_skip(person, c: ledger.Claimed, current) -> str | None:
     status, recipient = person
     if status != SubscriberStatus.active:
         return f"the subscriber is {status.value}"
-    problem = subscribers.quick_address_problem(SubscriberKind(recipient.kind), recipient.address)
+    problem = subscribers.quick_address_problem(recipient.kind, recipient.address)
     if problem:
         return f"the address is not valid any more: {problem}"
     if not any(i in current for i in c.sitrep_ids):

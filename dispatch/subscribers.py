@@ -206,9 +206,9 @@ def check_address(kind: SubscriberKind, address: str, *, webhook_hosts: Collecti
 _PLAUSIBLE_EMAIL = re.compile(r"[^@\s<>()\[\],;:\\\"]+@[A-Za-z0-9\u0080-\uffff-]+(\.[A-Za-z0-9\u0080-\uffff-]+)+")
 
 
-def quick_address_problem(kind: SubscriberKind, address: str) -> str | None:
+def quick_address_problem(kind: SubscriberKind | str, address: str) -> str | None:
     """What makes a stored address unusable now, checked cheaply on every
-    send. Addresses were fully validated when stored; this catches one that
+    send (``kind`` as the enum or its stored string: they compare equal). Addresses were fully validated when stored; this catches one that
     was changed behind our back (and any line break, which could forge a header)."""
     if kind == SubscriberKind.slack:
         # Which webhook hosts are allowed is the Slack adapter's to check, before it posts.
