@@ -143,8 +143,10 @@ def test_a_pipelined_answer_is_read_with_the_next_message(pipelining_server):
     adapter = adapter_for(sink)
     first = adapter.send_later("a@example.org", CONTENT, delivery_id=1)
     assert not first.settled  # nothing of the answer has been read yet
+    assert received(handler) == []  # its final dot goes with the next message's commands
     second = adapter.send_later("b@example.org", CONTENT, delivery_id=2)
     assert first.settled and not second.settled  # read before the second message's replies
+    assert [m["Message-ID"] for m in received(handler)] == ["<delivery-1@example.org>"]
     assert first.result() == "<delivery-1@example.org>"
     assert second.result() == "<delivery-2@example.org>"  # read now, on its own
     adapter.close()

@@ -151,6 +151,10 @@ class SmtpAdapter:
                 conn = smtplib.SMTP(self.host, self.port, timeout=timeout)
                 if self.security == SmtpSecurity.starttls:
                     conn.starttls(context=self._tls)
+            # Every write is a whole group of commands or a whole message: Nagle's
+            # algorithm would only hold the small ones back (with pipelining, for
+            # the relay's delayed ACK of a message's data, up to 40 ms).
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.ehlo_or_helo_if_needed()  # learn PIPELINING / 8BITMIME before the first message
             if self.username:
                 conn.login(self.username, self.password)
@@ -275,12 +279,19 @@ class SmtpAdapter:
         trusted any more is closed (and marked dead)."""
         smtp = conn.smtp
         receipt = Receipt(self, conn, msg_id)
+        pipelining = smtp.has_extn("pipelining")
         try:
+            # The previous message's final dot, if it is still to be written, goes in
+            # the same write as this message's commands: the relay reads them together
+            # and answers all four at once (RFC 2920: the next MAIL right after the dot).
+            finish, conn.unfinished = conn.unfinished, b""
             _open_transaction(smtp, envelope_from or self.envelope_from, address, eight_bit=eight_bit,
-                              before_replies=lambda: self._settle_owed(conn))
-            _write_data(smtp, data)
-            if smtp.has_extn("pipelining"):
-                conn.owed = receipt  # its answer comes with the next message's replies, or on result()
+                              before=finish, before_replies=lambda: self._settle_owed(conn))
+            terminator = _write_data(smtp, data, finished=not pipelining)
+            if pipelining:
+                # Its final dot goes with the next message's commands, or when the
+                # answer is asked for (Receipt.result, idle checks, close).
+                conn.unfinished, conn.owed = terminator, receipt
                 return receipt
             code, text = _getreply(smtp)
         except smtplib.SMTPRecipientsRefused as exc:
@@ -314,6 +325,9 @@ class SmtpAdapter:
         if owed is None:
             return
         try:
+            finish, conn.unfinished = conn.unfinished, b""
+            if finish:  # no next message came: the final dot goes alone
+                conn.smtp.send(finish)
             code, text = _getreply(conn.smtp)
         except (OSError, smtplib.SMTPException) as exc:
             self._discard(conn)
@@ -351,6 +365,7 @@ class SmtpAdapter:
         """Close a connection for good. An answer it still owed can never be
         read now: that message may or may not have arrived."""
         conn.dead = True
+        conn.unfinished = b""
         _quietly_close(conn.smtp)
         owed, conn.owed = conn.owed, None
         if owed is not None:
@@ -363,12 +378,13 @@ class _Connection:
     whose data answer it still owes (with PIPELINING, that answer is read
     just before the next message's replies)."""
 
-    __slots__ = ("smtp", "lock", "owed", "dead")
+    __slots__ = ("smtp", "lock", "owed", "unfinished", "dead")
 
     def __init__(self, smtp: smtplib.SMTP):
         self.smtp = smtp
         self.lock = threading.Lock()
         self.owed: Receipt | None = None
+        self.unfinished = b""  # the owed message's final dot, when not written yet
         self.dead = False
 
 
@@ -409,7 +425,7 @@ class Receipt:
 
 
 def _open_transaction(conn: smtplib.SMTP, sender: str, recipient: str, *, eight_bit: bool,
-                      before_replies) -> None:
+                      before: bytes = b"", before_replies) -> None:
     """MAIL, RCPT and DATA, up to the server's 354, raising smtplib's own
     exceptions. Where the server offers PIPELINING (RFC 2920) the three go
     in one write; ``before_replies`` then reads whatever the connection still
@@ -419,11 +435,13 @@ def _open_transaction(conn: smtplib.SMTP, sender: str, recipient: str, *, eight_
     mail = b"MAIL FROM:<%s>%s\r\n" % (sender.encode(), body)
     rcpt = b"RCPT TO:<%s>\r\n" % recipient.encode()
     if conn.has_extn("pipelining"):
-        conn.send(mail + rcpt + b"DATA\r\n")
+        conn.send(before + mail + rcpt + b"DATA\r\n")
         before_replies()
         _still_open(conn)
         replies = [_getreply(conn) for _ in range(3)]
     else:
+        if before:
+            conn.send(before)
         before_replies()
         _still_open(conn)
         replies = []
@@ -477,14 +495,20 @@ def _still_open(conn: smtplib.SMTP) -> None:
         raise smtplib.SMTPServerDisconnected("the server closed the connection after the previous message")
 
 
-def _write_data(conn: smtplib.SMTP, data: bytes) -> None:
+def _write_data(conn: smtplib.SMTP, data: bytes, *, finished: bool = True) -> bytes:
     """The message, dot-stuffed with one bytes.replace instead of smtplib's
-    regex, and its final dot in the same write (two writes would meet Nagle
-    and delayed ACK). ``data`` has CRLF line ends."""
+    regex, with its final dot in the same write (two writes would meet Nagle
+    and delayed ACK), or, when not ``finished``, without it: the final dot
+    (returned) is then the caller's to write. ``data`` has CRLF line ends."""
     if data.startswith(b"."):
         data = b"." + data
     data = data.replace(b"\r\n.", b"\r\n..")
-    conn.send(data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"))
+    terminator = b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"
+    if finished:
+        conn.send(data + terminator)
+        return b""
+    conn.send(data)
+    return terminator
 
 
 def _envelope_from(content) -> str | None:
