@@ -33,7 +33,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 SENDS = Counter("dispatch_sends", "Deliveries finished by this process, by channel and outcome "
                 "(sent, pending = retry later, failed, skipped, released, held, taken over).",
                 ["kind", "channel", "outcome"])
-SEND_SECONDS = Histogram("dispatch_send_seconds", "Time to hand one message to its channel (over SMTP with PIPELINING, until its data is written: the answer is read with the next message's replies).",
+SEND_SECONDS = Histogram("dispatch_send_seconds", "Time to hand one message to its channel (over SMTP with PIPELINING: writing it, and reading the previous message's answer; its own answer comes with the next message's replies).",
                          ["channel"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 RECLAIMS = Counter("dispatch_lease_reclaims", "Claimed deliveries whose lease ran out and that went back "
                    "to the queue (a sender died or stalled).")
