@@ -28,6 +28,8 @@ from sqlmodel import Session, col, select
 from dispatch import db, digest, ledger, views
 from dispatch.models import (
     Cadence,
+    Delivery,
+    DeliveryStatus,
     Sitrep,
     SitrepStatus,
     Subscriber,
@@ -36,6 +38,18 @@ from dispatch.models import (
 
 SETTLE = timedelta(seconds=60)
 BATCH = 5000
+FIRST_BATCH = 250  # the first batches are small, so sending (in other processes) starts soon
+
+
+def batch_sizes(batch: int):
+    """Readers read per batch: ``FIRST_BATCH`` doubling up to ``batch``.
+    Senders take each batch as soon as it is written, and a big first one
+    would keep them waiting for all of it; later ones are big, so a long
+    list costs few queries."""
+    size = min(batch, FIRST_BATCH)
+    while True:
+        yield size
+        size = min(batch, size * 2)
 
 
 @dataclass
@@ -89,6 +103,27 @@ class _Row(NamedTuple):
                                 regions=frozenset(self.regions), analysts=frozenset(self.analysts))
 
 
+def due_estimate(session: Session, *, now: datetime, settle: timedelta = SETTLE) -> int:
+    """Before planning: about how many deliveries a pass at ``now`` will
+    send — those already due, one for every reader whose digest is due, and
+    every active reader while a SITREP waits to be fanned out (at most one
+    FLASH or immediate delivery each, for the pass's scale). It decides how
+    many sender processes to start, so a rough count does: each of the
+    three is one count on an index."""
+    pending = session.exec(select(sa.func.count()).select_from(Delivery).where(
+        Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= now)).one()
+    cutoff = now - settle
+    digests = session.exec(select(sa.func.count()).select_from(Subscriber).where(
+        Subscriber.status == SubscriberStatus.active, Subscriber.cadence != Cadence.immediate,
+        sa.or_(col(Subscriber.next_due_at).is_(None), col(Subscriber.next_due_at) <= cutoff))).one()
+    fanning = session.exec(select(Sitrep.id).where(
+        Sitrep.status == SitrepStatus.approved, col(Sitrep.immediate_planned_at).is_(None),
+        col(Sitrep.approved_at) <= now).limit(1)).first()
+    readers = session.exec(select(sa.func.count()).select_from(Subscriber).where(
+        Subscriber.status == SubscriberStatus.active)).one() if fanning is not None else 0
+    return pending + digests + readers
+
+
 def _active_rows(session, *conditions, after_id: int, batch: int, either: tuple = ()) -> list[_Row]:
     """The next batch (by id) of active subscribers meeting the conditions,
     and one of ``either`` if given, read with plain Core queries: planning
@@ -140,13 +175,13 @@ def _plan_digests(engine: Engine, *, cutoff: datetime, now: datetime, batch: int
     plans: dict[tuple, digest.Plan] = {}
     with ThreadPoolExecutor(1, thread_name_prefix="planner-writer") as writer:
         writing: Future | None = None
-        while True:
+        for size in batch_sizes(batch):
             # A read-only session: on SQLite it does not wait for the batch being written.
             with db.read_scope(engine) as session:
                 due = _active_rows(
                     session, Subscriber.cadence != Cadence.immediate,
                     either=(col(Subscriber.next_due_at).is_(None), col(Subscriber.next_due_at) <= cutoff),
-                    after_id=last_id, batch=batch)
+                    after_id=last_id, batch=size)
                 starts = [digest.planning_start(r.cadence, r.weekday, r.timezone, r.send_at,
                                                 created_at=r.created_at, planned_through=r.planned_through)
                           for r in due]
@@ -216,7 +251,7 @@ def flashed_for(session: Session, readers: Iterable[int], flashes: dict[int, str
 
 def _write_batch(engine: Engine, planned: list[tuple[int, digest.Window]],
                  cursors: dict[tuple[datetime, datetime], list[int]], *, now: datetime) -> int:
-    """A batch's deliveries and its readers' new cursors, in one transaction."""
+    """A batch's deliveries and its readers' new cursors (digests), in one transaction."""
     with db.session_scope(engine) as session:
         count = ledger.plan_many(session, planned, now=now)
         # Readers in one time zone share their cursors: one UPDATE per pair, not per reader.
@@ -242,19 +277,25 @@ def _plan_immediate(engine: Engine, *, now: datetime, batch: int, report: PlanRe
     if not pending_ids:
         return
     last_id = 0
-    while True:
-        with db.session_scope(engine) as session:
+    for size in batch_sizes(batch):
+        # Read outside the write: on SQLite senders can claim what is written meanwhile.
+        with db.read_scope(engine) as session:
             current = views.approved_sitreps(session, ids=pending_ids)  # a SITREP withdrawn meanwhile drops out
-            readers = _active_rows(session, Subscriber.cadence == Cadence.immediate, after_id=last_id, batch=batch)
-            if not readers:
-                for sitrep in current:
-                    session.get(Sitrep, sitrep.id).immediate_planned_at = now
-                report.sitreps_fanned_out += len(current)
-                return
-            last_id = readers[-1].id
-            planned = [(r.id, window) for r in readers for window in digest.immediate_windows(r.recipient(), current)]
-            report.deliveries_planned += ledger.plan_many(session, planned, now=now)
-            report.subscribers_checked += len(readers)
+            readers = _active_rows(session, Subscriber.cadence == Cadence.immediate, after_id=last_id, batch=size)
+        if not readers:
+            _mark_fanned_out(engine, current, now=now)
+            report.sitreps_fanned_out += len(current)
+            return
+        last_id = readers[-1].id
+        planned = [(r.id, window) for r in readers for window in digest.immediate_windows(r.recipient(), current)]
+        report.deliveries_planned += _write_batch(engine, planned, {}, now=now)
+        report.subscribers_checked += len(readers)
+
+
+def _mark_fanned_out(engine: Engine, sitreps: list, *, now: datetime) -> None:
+    with db.session_scope(engine) as session:
+        for sitrep in sitreps:
+            session.get(Sitrep, sitrep.id).immediate_planned_at = now
 
 
 def plan_flash(engine: Engine, *, now: datetime, batch: int = BATCH, report: PlanReport | None = None) -> PlanReport:
@@ -280,23 +321,22 @@ def plan_flash(engine: Engine, *, now: datetime, batch: int = BATCH, report: Pla
     last_id = 0
     # Readers with the same preferences want the same FLASHes: worked out once per shape.
     shapes: dict[tuple, tuple[digest.Window, ...]] = {}
-    while True:
-        with db.session_scope(engine) as session:
+    for size in batch_sizes(batch):
+        with db.read_scope(engine) as session:  # as in _plan_immediate
             current = views.approved_sitreps(session, ids=pending_ids)  # a SITREP withdrawn meanwhile drops out
-            if not current:
-                return report
-            readers = _active_rows(session, after_id=last_id, batch=batch)
-            if not readers:
-                for sitrep in current:
-                    session.get(Sitrep, sitrep.id).immediate_planned_at = now
-                report.flashes_fanned_out += len(current)
-                return report
-            last_id = readers[-1].id
-            planned = []
-            for row in readers:
-                windows = shapes.get((row.regions, row.analysts))
-                if windows is None:
-                    windows = shapes[(row.regions, row.analysts)] = digest.flash_windows(row.recipient(), current)
-                planned += [(row.id, window) for window in windows]
-            report.deliveries_planned += ledger.plan_many(session, planned, now=now)
-            report.subscribers_checked += len(readers)
+            readers = _active_rows(session, after_id=last_id, batch=size) if current else []
+        if not current:
+            return report
+        if not readers:
+            _mark_fanned_out(engine, current, now=now)
+            report.flashes_fanned_out += len(current)
+            return report
+        last_id = readers[-1].id
+        planned = []
+        for row in readers:
+            windows = shapes.get((row.regions, row.analysts))
+            if windows is None:
+                windows = shapes[(row.regions, row.analysts)] = digest.flash_windows(row.recipient(), current)
+            planned += [(row.id, window) for window in windows]
+        report.deliveries_planned += _write_batch(engine, planned, {}, now=now)
+        report.subscribers_checked += len(readers)

@@ -23,6 +23,7 @@ claimed rows leased; they return to the queue when the lease runs out.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -50,6 +51,7 @@ from dispatch.sender import Outcome, Sender
 log = logging.getLogger("dispatch.run")
 SEND_INTERVAL_SECONDS = 2.0
 IDLE_RECHECK_SECONDS = 0.5  # an idle sender thread looks again this often while others work
+PLANNING_RECHECK_SECONDS = 0.02  # ... and this often while its pass's planner, in another process, writes batches
 
 
 def utcnow() -> datetime:
@@ -159,6 +161,8 @@ class Runner:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.pace = leases.SendPace()
         self.planning = threading.Event()  # set while a planning run is under way
+        # In a helper forked by a single pass: set while the parent plans (see run_once).
+        self.planned_elsewhere: sender_processes.PlanningFlag | None = None
         self._flashing = threading.Lock()  # one FLASH fan-out at a time (the plan job's or the flash job's)
         self._leading = threading.Lock()  # the planner lock's connection serves one thread at a time
         self._work = threading.Condition()  # idle sender threads wait on it
@@ -256,11 +260,13 @@ class Runner:
             False when this thread is done."""
             with self._work:
                 looking["threads"] -= 1
-                if looking["done"] or (looking["threads"] == 0 and not self.planning.is_set()):
+                # A forked helper of a pass whose parent still plans: more is coming, and soon.
+                elsewhere = self.planned_elsewhere is not None and self.planned_elsewhere.is_set()
+                if looking["done"] or (looking["threads"] == 0 and not self.planning.is_set() and not elsewhere):
                     looking["done"] = True  # every thread idle and nothing due: the pool ends
                     self._work.notify_all()
                     return False
-                self._work.wait(IDLE_RECHECK_SECONDS)
+                self._work.wait(PLANNING_RECHECK_SECONDS if elsewhere else IDLE_RECHECK_SECONDS)
                 if looking["done"]:
                     return False
                 looking["threads"] += 1
@@ -316,15 +322,18 @@ class Runner:
 
     # --- more sender processes (dispatch/sender_processes.py) ------------------------
 
-    def _forked(self) -> None:
+    def _forked(self, planning: sender_processes.PlanningFlag | None = None) -> None:
         """First thing in a forked helper: the parent's pooled connections are not ours."""
         self.engine.dispose(close=False)
+        if planning is not None:
+            planning.forked()
 
     def _helper(self) -> Runner:
         return Runner(self.settings, self.engine, clock=self.clock, role="sender", composer=self.composer)
 
-    def _helper_pass(self) -> RunSummary:
+    def _helper_pass(self, planning: sender_processes.PlanningFlag | None = None) -> RunSummary:
         helper = self._helper()
+        helper.planned_elsewhere = planning
         try:
             return helper.run_once()
         finally:
@@ -346,26 +355,37 @@ class Runner:
                  on_planned: Callable[[int], None] | None = None, *, senders: int = 1) -> RunSummary:
         """One pass: plan, then send everything due, with up to ``senders``
         processes (this one and forked helpers, each given at least a
-        whole claim's worth of work)."""
+        whole claim's worth of work). The helpers are forked first and send
+        while this process plans, each batch as soon as it is written."""
         self.heartbeat()
         started = time.perf_counter()
-        planned, reclaimed = self.plan()
-        planned_at = time.perf_counter()
-        due = self.due_count() if on_planned or (senders > 1 and self.role != "planner") else 0
-        if on_planned:
-            on_planned(due)
-        summary = RunSummary(planned=planned, reclaimed=reclaimed, plan_seconds=planned_at - started)
-        helpers = sender_processes.Helpers()
+        helpers, planning = sender_processes.Helpers(), None
         if self.role != "planner" and senders > 1:
-            count = sender_processes.helpers_for(senders=senders, due=due, batch_size=self.settings.batch_size)
-            helpers = sender_processes.fork_once(count, self._helper_pass, before=self._forked)
+            with db.read_scope(self.engine) as session:
+                expected = planner.due_estimate(session, now=self.clock())
+            count = sender_processes.helpers_for(senders=senders, due=expected, batch_size=self.settings.batch_size)
+            if count:
+                planning = sender_processes.PlanningFlag()
+                helpers = sender_processes.fork_once(count, functools.partial(self._helper_pass, planning),
+                                                     before=functools.partial(self._forked, planning))
+        summary = RunSummary()
 
         def count(outcome: Outcome) -> None:
             summary.add(outcome)
             if on_outcome:
                 on_outcome(outcome)
 
+        planned_at = started
         try:
+            try:
+                summary.planned, summary.reclaimed = self.plan()
+            finally:
+                if planning is not None:
+                    planning.finished()  # the helpers finish once nothing is left
+            planned_at = time.perf_counter()
+            summary.plan_seconds = planned_at - started
+            if on_planned:
+                on_planned(self.due_count())
             if self.role != "planner":
                 self.drain(count, collect=False)
                 self.send_notices()

@@ -13,6 +13,10 @@ back in the queue (``ledger.reclaim_expired``), as for any killed sender.
 
 The helpers are forked after start-up, so they do not import anything
 again, and before the parent starts any thread, so no lock is copied held.
+In a single pass (`--once`) they are forked before the parent plans, and
+send each batch of deliveries as soon as the planner has written it: until
+the parent's planning ends (``PlanningFlag``), a helper that finds nothing
+due looks again shortly instead of finishing.
 On SQLite they share the parent's run lock (the inherited open file), so a
 second `dispatch run` stays refused while any of them lives; on Linux each
 asks for SIGTERM when its parent dies, so none outlives a killed parent.
@@ -24,6 +28,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import select
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +56,33 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: a killed parent may leave helpers to finish their pass
         pass
+
+
+class PlanningFlag:
+    """Whether the parent of a single pass is still planning, as its forked
+    helpers see it: a pipe whose only write end the parent holds, never
+    writes to, and closes when its planning ends — or when it dies, so a
+    helper cannot wait for a planner that is gone."""
+
+    def __init__(self):
+        self._read, self._write = os.pipe()
+
+    def forked(self) -> None:
+        """In a helper, first: its inherited copy of the write end would keep the pipe open."""
+        os.close(self._write)
+        self._write = None
+
+    def finished(self) -> None:
+        """In the parent, when its planning has ended (whether it succeeded or not)."""
+        for fd in (self._write, self._read):
+            if fd is not None:
+                os.close(fd)
+        self._write = self._read = None
+
+    def is_set(self) -> bool:
+        """In a helper: True while the parent still plans (the pipe shows no end yet)."""
+        readable, _, _ = select.select([self._read], [], [], 0)
+        return not readable
 
 
 @dataclass
@@ -95,7 +127,8 @@ def _context():
 
 def fork_once(count: int, work: Callable[[], object], *, before: Callable[[], None]) -> Helpers:
     """Fork ``count`` helpers that each run ``work()`` once and send its
-    result back. ``before`` runs first in each (drop inherited connections)."""
+    result back. ``before`` runs first in each (drop inherited connections,
+    a ``PlanningFlag``'s write end)."""
     helpers = Helpers()
     for _ in range(count):
         reader, writer = _context().Pipe(duplex=False)

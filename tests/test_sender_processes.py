@@ -69,6 +69,56 @@ def test_several_sender_processes_send_every_delivery_exactly_once(engine, datab
     assert done.stderr.count("planned ") == 1
 
 
+# `dispatch run` with a slow planner: its first batches small (10, 20, 40
+# readers) and each written only after a pause, so a pass plans for well
+# over a second. Real parts otherwise: the CLI, the database, the SMTP server.
+SLOW_PLANNER = """
+import sys, time
+from dispatch import planner
+planner.FIRST_BATCH = 10
+write_batch = planner._write_batch
+def slowly(*args, **kwargs):
+    time.sleep(0.4)
+    return write_batch(*args, **kwargs)
+planner._write_batch = slowly
+sys.argv[0] = "dispatch"
+from dispatch.cli.entry import main
+main()
+"""
+
+
+def log_times(stderr: str, marker: str) -> list[datetime]:
+    return [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f") for line in stderr.splitlines() if marker in line]
+
+
+def test_helpers_send_each_batch_while_the_parent_still_plans(engine, database_url, tmp_path):
+    readers = 70  # planned in batches of 10, 20 and 40, each after a pause
+    sink, handler = scripted_smtp(tmp_path / "mail")
+    seed(engine, [f"reader{n}@example.org" for n in range(readers)], approved_at=None)
+    try:
+        done = subprocess.run([sys.executable, "-c", SLOW_PLANNER, "run", "--once", "--json", "--senders", "2"],
+                              env=run_env(database_url, sink), cwd=tmp_path, capture_output=True, text=True,
+                              timeout=180)
+    finally:
+        sink.stop()
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["senders"] == 2 and summary["outcomes"] == {"sent": readers}
+    (planned,) = log_times(done.stderr, "planned 70 deliveries")
+    sent = log_times(done.stderr, "outcome=sent")
+    assert len(sent) == readers
+    # The helper found nothing for its first looks (nothing was written yet)
+    # and waited for the planner instead of finishing: it sent a share.
+    with engine.connect() as conn:
+        claimers = conn.execute(sa.text("SELECT count(DISTINCT claimed_by) FROM delivery")).scalar()
+    assert claimers == 2
+    # And it sent while the parent was still planning (the last batch is written
+    # 0.4 s after the one before): its first messages were recorded before the plan ended.
+    assert min(sent) < planned
+    got = received(handler)
+    assert len(got) == readers and set(got.values()) == {1}
+
+
 def test_a_killed_sender_process_leaves_its_claims_to_the_next_run(engine, database_url, tmp_path):
     readers = 60
     sink, handler = scripted_smtp(tmp_path / "mail")
