@@ -129,7 +129,7 @@ def installation_id(engine: Engine) -> str:
 
 
 def _stored_once(engine: Engine, key: str, make) -> str:
-    with db.session_scope(engine) as session:
+    with db.read_scope(engine) as session:  # almost always there: no write lock to wait for
         stored = session.get(StoredSetting, key)
         if stored is not None:
             return stored.value

@@ -76,7 +76,9 @@ class Sender:
             keeper.drop(c.id for c in claimed)
 
     def _process(self, claimed: list[ledger.Claimed], keeper) -> list[Outcome]:
-        with db.session_scope(self.engine) as session:
+        # Only reads: on SQLite a read-only session does not take the write
+        # lock, which the other sender processes' claims and records wait for.
+        with db.read_scope(self.engine) as session:
             people = views.readers(session, {c.subscriber_id for c in claimed})
             current = self._sitreps.current(session, {i for c in claimed for i in c.sitrep_ids})
         self.pauses.refresh()
