@@ -233,19 +233,52 @@ _FLASH_DUE = sa.and_(_table.c.status == sa.literal_column("'pending'"),
 
 def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE,
           worker_id: int | None = None, notices: bool = False, events: bool = False,
-          revisions: bool = False) -> list[Claimed]:
+          revisions: bool = False, share_tail: bool = False) -> list[Claimed]:
     """Due digests, or (``notices``) due notices, or (``events``) due event
     webhook posts, or (``revisions``) due correction and retraction notices:
     each has senders of its own, so a slow webhook endpoint never holds up an
     email. Due FLASH deliveries are digests claimed first, ahead of any
-    backlog: a FLASH is sent at once."""
+    backlog: a FLASH is sent at once. ``share_tail``: digests claimed in
+    smaller runs as the queue runs out (``tail_limit``)."""
     kind = "notices" if notices else "events" if events else "revisions" if revisions else "digests"
     values = {"b_now": now, "b_limit": limit, "b_lease_until": now + lease, "b_worker": worker_id}
     if kind == "digests":
         flashes = _claim(session, _claim_statement("flashes"), values)
         if flashes:
             return flashes
+        if share_tail and limit > TAIL_FLOOR:
+            due = session.execute(_due_count_statement(), {"b_now": now, "b_cap": limit * TAIL_SHARE}).scalar_one()
+            values["b_limit"] = tail_limit(due, limit)
     return _claim(session, _claim_statement(kind), values)
+
+
+TAIL_SHARE = 8  # the last deliveries of a pass are shared among about this many sender threads
+TAIL_FLOOR = 20  # ... in claims no smaller than this
+
+
+def tail_limit(due: int, limit: int) -> int:
+    """A claim's size once fewer than ``limit × TAIL_SHARE`` deliveries are
+    due: a share of what is left, so that the pass's last claims are small
+    and every sender thread ends at about the same time, instead of one
+    sending a whole claim while the others have nothing left."""
+    return max(min(limit, TAIL_FLOOR), min(limit, -(-due // TAIL_SHARE)))
+
+
+@lru_cache(maxsize=1)
+def _due_count_statement():
+    """How many digests are due, counted up to ``b_cap`` (a bounded look at the index)."""
+    now = sa.bindparam("b_now", type_=_table.c.next_attempt_at.type)
+    due = select(_table.c.id).where(*_due_where("digests", now)).limit(sa.bindparam("b_cap", type_=sa.Integer))
+    return select(sa.func.count()).select_from(due.subquery())
+
+
+def _due_where(kind: str, now) -> tuple:
+    keys = _table.c.window_key
+    revision_keys = sa.or_(*(keys.startswith(prefix) for prefix in REVISION_PREFIXES))
+    which = {"notices": keys.startswith(NOTICE_PREFIX), "events": keys.startswith(EVENT_PREFIX),
+             "revisions": revision_keys,
+             "digests": sa.not_(keys.startswith(NOTICE_PREFIX) | keys.startswith(EVENT_PREFIX) | revision_keys)}
+    return _table.c.status == DeliveryStatus.pending.value, _table.c.next_attempt_at <= now, which[kind]
 
 
 @lru_cache(maxsize=8)
@@ -254,17 +287,11 @@ def _claim_statement(kind: str):
     batch, and building a statement costs more than running it): an UPDATE
     of the first ``b_limit`` due rows, oldest due first, to `sending`, with
     the lease, the claim's number and the claimer, RETURNING the rows."""
-    keys = _table.c.window_key
-    revision_keys = sa.or_(*(keys.startswith(prefix) for prefix in REVISION_PREFIXES))
     now = sa.bindparam("b_now", type_=_table.c.next_attempt_at.type)
     if kind == "flashes":
         due = select(_table.c.id).where(_FLASH_DUE, _table.c.next_attempt_at <= now)
     else:
-        which = {"notices": keys.startswith(NOTICE_PREFIX), "events": keys.startswith(EVENT_PREFIX),
-                 "revisions": revision_keys,
-                 "digests": sa.not_(keys.startswith(NOTICE_PREFIX) | keys.startswith(EVENT_PREFIX) | revision_keys)}
-        due = select(_table.c.id).where(_table.c.status == DeliveryStatus.pending.value,
-                                        _table.c.next_attempt_at <= now, which[kind])
+        due = select(_table.c.id).where(*_due_where(kind, now))
     due = (due.order_by(_table.c.next_attempt_at, _table.c.id).limit(sa.bindparam("b_limit", type_=sa.Integer))
            .with_for_update(skip_locked=True))
     return (

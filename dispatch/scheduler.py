@@ -282,7 +282,7 @@ class Runner:
                                               rate_limit=self.settings.smtp_rate_limit, threads=threads)
                     with db.session_scope(self.engine) as session:
                         claimed = ledger.claim(session, now=self.clock(), limit=limit, lease=self.lease,
-                                               worker_id=self.worker_id)
+                                               worker_id=self.worker_id, share_tail=True)
                     if not claimed:
                         if not idle_wait():
                             counted = False

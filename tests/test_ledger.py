@@ -5,6 +5,8 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlmodel import select
 
 from dispatch import db, ledger
@@ -198,3 +200,37 @@ def test_attempt_rows_written_as_sqlalchemy_writes_them(engine, subscriber_id):
                    for a in session.exec(select(DeliveryAttempt).order_by(DeliveryAttempt.id)).all()]
     assert written[:3] == written[3:]
     assert [w[1] for w in written[:3]] == [r["at"] for r in rows]
+
+
+@given(due=st.integers(0, 100_000), limit=st.integers(1, 1000))
+def test_a_tail_claim_is_a_share_of_what_is_left_within_its_limit(due, limit):
+    size = ledger.tail_limit(due, limit)
+    assert min(limit, ledger.TAIL_FLOOR) <= size <= limit
+    if due >= limit * ledger.TAIL_SHARE:
+        assert size == limit  # far from the end: whole claims
+    elif limit >= ledger.TAIL_FLOOR:
+        assert size == max(ledger.TAIL_FLOOR, -(-due // ledger.TAIL_SHARE))
+
+
+def test_claims_shrink_as_the_queue_runs_out(engine, subscriber_id):
+    total = 30 * ledger.TAIL_SHARE * 2
+    with db.session_scope(engine) as session:
+        ledger.plan(session, subscriber_id, [window(f"daily:{n}") for n in range(total)], now=T0)
+        # Notices are not digests: they neither count towards the tail nor are claimed here.
+        ledger.plan(session, subscriber_id, [window(f"{ledger.NOTICE_PREFIX}{n}") for n in range(50)], now=T0)
+    sizes = []
+    while True:
+        with db.session_scope(engine) as session:
+            claimed = ledger.claim(session, now=T0, limit=30, share_tail=True)
+        if not claimed:
+            break
+        assert all(c.window_key.startswith("daily:") for c in claimed)
+        sizes.append(len(claimed))
+    assert sum(sizes) == total
+    assert sizes[:ledger.TAIL_SHARE] == [30] * ledger.TAIL_SHARE  # whole claims while plenty is due
+    assert sizes[-1] < 30 and min(sizes) >= min(ledger.TAIL_FLOOR, sizes[-1])
+    assert sizes == sorted(sizes, reverse=True)
+    with db.session_scope(engine) as session:  # without share_tail a claim takes what it asks for
+        ledger.plan(session, subscriber_id, [window(f"weekly:{n}") for n in range(40)], now=T0)
+    with db.session_scope(engine) as session:
+        assert len(ledger.claim(session, now=T0, limit=40)) == 40
