@@ -112,7 +112,15 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         if connection.get_execution_options().get(READ_ONLY_OPTION):
             connection.exec_driver_sql("BEGIN")
         else:
-            begin_immediate(connection.connection.driver_connection)
+            dbapi = connection.dialect.loaded_dbapi
+            try:
+                begin_immediate(connection.connection.driver_connection)
+            except dbapi.Error as exc:
+                # Raised from this hook, sqlite3's error would reach the caller bare: every
+                # caller (recorder retries, lease keeper, pauses, heartbeats) catches
+                # SQLAlchemy's errors, as BEGIN IMMEDIATE through exec_driver_sql raised them.
+                raise sa.exc.DBAPIError.instance("BEGIN IMMEDIATE", (), exc, dbapi.Error,
+                                                 dialect=connection.dialect) from exc
 
     return engine
 
@@ -120,7 +128,7 @@ def _sqlite_engine(url: sa.URL) -> Engine:
 WRITE_LOCK_STEPS_S = (0.0002, 0.0005, 0.001, 0.002)  # then every 2 ms
 
 
-def begin_immediate(dbapi_connection, *, timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
+def begin_immediate(dbapi_connection, *, timeout_ms: int | None = None) -> None:
     """BEGIN IMMEDIATE, waiting for the write lock in short steps of our own.
 
     SQLite's own busy handler sleeps 1, 2, 5, 10 … up to 100 ms between
@@ -134,6 +142,8 @@ def begin_immediate(dbapi_connection, *, timeout_ms: int = SQLITE_BUSY_TIMEOUT_M
     import sqlite3
     import time
 
+    if timeout_ms is None:  # the busy timeout every connection is given (read now, as _on_connect does)
+        timeout_ms = SQLITE_BUSY_TIMEOUT_MS
     dbapi_connection.execute("PRAGMA busy_timeout=0")
     try:
         deadline = time.monotonic() + timeout_ms / 1000

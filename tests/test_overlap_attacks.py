@@ -1,0 +1,288 @@
+"""Outsider attacks on `run --once --senders N` sending while its parent
+still plans (helpers forked first, a pipe saying when planning ends), on
+the SQLite write lock's own short polling (db.begin_immediate), and on
+claims that shrink at the end of a pass. Real parts: the CLI in a
+subprocess, the database (SQLite and PostgreSQL), an SMTP server on
+loopback. The only thing injected is a slow planner (each batch written
+after a pause, as tests/test_sender_processes.py does), so that signals
+and failures land while planning is under way."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from dispatch import bootstrap, db, leases, mime
+from dispatch.ledger import Claimed
+from dispatch.models import DeliveryStatus
+
+from .deliverytools import received, rows, seed
+from .servers import scripted_smtp
+from .test_sender_processes import SLOW_PLANNER, run_env
+
+
+def cli(*args):
+    return [sys.executable, "-c", SLOW_PLANNER, "run", "--once", "--json", *args]
+
+
+def helper_pids(engine, parent: int) -> list[int]:
+    with engine.connect() as conn:
+        names = conn.execute(sa.text("SELECT name FROM worker WHERE role = 'sender'")).scalars().all()
+    return [pid for pid in (int(n.rsplit(":", 1)[1]) for n in names) if pid != parent]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (not reaped yet) is gone for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(condition, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def message_ids(engine, ids) -> set[str]:
+    installation = bootstrap.installation_id(engine)
+    return {f"<delivery-{i}.{mime.delivery_tag(installation, i)}@example.org>" for i in ids}
+
+
+# --- exactly once, several helpers, a slow planner ---------------------------------
+
+
+@pytest.mark.parametrize("senders", [3, 4])
+def test_every_delivery_once_with_several_helpers_sending_while_planning(engine, database_url, tmp_path, senders):
+    readers = 150  # batches of 10, 20, 40, 80: four writes, 0.4 s apart
+    sink, handler = scripted_smtp(tmp_path / "mail")
+    handler.delay = 0.005
+    seed(engine, [f"reader{n}@example.org" for n in range(readers)], approved_at=None)
+    try:
+        done = subprocess.run(cli("--senders", str(senders)), env=run_env(database_url, sink, DISPATCH_SENDER_THREADS="2"),
+                              cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    finally:
+        sink.stop()
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["senders"] == senders and summary["senders_lost"] == 0
+    assert summary["outcomes"] == {"sent": readers}
+    final = rows(engine)
+    assert len(final) == readers and {d.status for d in final} == {DeliveryStatus.sent}
+    got = received(handler)
+    assert set(got) == {d.receipt for d in final} and set(got.values()) == {1}
+
+
+# --- the parent killed, stopped or interrupted while it plans -------------------------
+
+
+def _start_and_wait_for_sending(engine, database_url, tmp_path, *, readers=150, senders=3, delay=0.02):
+    sink, handler = scripted_smtp(tmp_path / "mail")
+    handler.delay = delay
+    seed(engine, [f"reader{n}@example.org" for n in range(readers)], approved_at=None)
+    env = run_env(database_url, sink)
+    run = subprocess.Popen(cli("--senders", str(senders)), env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: len(helper_pids(engine, run.pid)) == senders - 1), "the helpers never registered"
+    helpers = helper_pids(engine, run.pid)
+    # Something sent (the first batch written) and planning still under way (not every batch written).
+    assert wait_for(lambda: len(handler.received) >= 3)
+    with engine.connect() as conn:
+        planned = conn.execute(sa.text("SELECT count(*) FROM delivery")).scalar()
+    assert planned < readers, "planning ended before the test could interrupt it"
+    return sink, handler, env, run, helpers
+
+
+def _resume_and_check(engine, sink, handler, env, tmp_path, *, readers, left_sending):
+    later = (datetime.now(timezone.utc) + timedelta(minutes=6)).isoformat()  # every lease run out
+    resumed = subprocess.run([sys.executable, "-m", "dispatch", "run", "--once", "--json", "--now", later,
+                              "--senders", "3"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    time.sleep(0.3)
+    sink.stop()
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = rows(engine)
+    assert len(final) == readers and {d.status for d in final} == {DeliveryStatus.sent}
+    got = received(handler)
+    assert set(got) == {d.receipt for d in final}  # none lost
+    doubled = {mid for mid, n in got.items() if n > 1}
+    # Only what a killed process had sent and not yet recorded may arrive twice.
+    assert doubled <= message_ids(engine, left_sending)
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_parent_killed_while_planning_takes_its_helpers_and_a_later_run_finishes(engine, database_url, tmp_path,
+                                                                                  how):
+    readers = 150
+    sink, handler, env, run, helpers = _start_and_wait_for_sending(engine, database_url, tmp_path, readers=readers)
+    try:
+        os.kill(run.pid, how)
+        run.communicate(timeout=60)
+        assert wait_for(lambda: not any(alive(p) for p in helpers), timeout=20), "a helper outlived its parent"
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == -how
+    left = {d.id for d in rows(engine) if d.status == DeliveryStatus.sending}
+    assert {d.status for d in rows(engine)} <= {DeliveryStatus.sent, DeliveryStatus.sending, DeliveryStatus.pending}
+    _resume_and_check(engine, sink, handler, env, tmp_path, readers=readers, left_sending=left)
+
+
+def test_a_helper_killed_while_the_parent_plans(engine, database_url, tmp_path):
+    readers = 150
+    sink, handler, env, run, helpers = _start_and_wait_for_sending(engine, database_url, tmp_path, readers=readers)
+    try:
+        os.kill(helpers[0], signal.SIGKILL)
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 1, stderr[-3000:]
+    summary = json.loads(stdout)
+    assert summary["senders_lost"] == 1 and f"sender process {helpers[0]} ended" in stderr
+    left = {d.id for d in rows(engine) if d.status == DeliveryStatus.sending}
+    assert len(left) <= 5  # its one claim (DISPATCH_BATCH_SIZE 5)
+    assert {d.status for d in rows(engine) if d.id not in left} == {DeliveryStatus.sent}
+    _resume_and_check(engine, sink, handler, env, tmp_path, readers=readers, left_sending=left)
+
+
+# --- planning fails half-way ------------------------------------------------------------
+
+
+def _refuse_deliveries_for(engine, subscriber_id: int) -> None:
+    """A real write failure in the planner's batch: the database refuses one row."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"CREATE TRIGGER refuse BEFORE INSERT ON delivery WHEN NEW.subscriber_id = "
+                                 f"{subscriber_id} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+        else:
+            conn.exec_driver_sql("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                                 f"IF NEW.subscriber_id = {subscriber_id} THEN "
+                                 "RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql")
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON delivery FOR EACH ROW EXECUTE FUNCTION refuse()")
+
+
+def _allow_deliveries(engine) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse" if engine.dialect.name == "sqlite" else "DROP TRIGGER refuse ON delivery")
+
+
+def test_planning_that_fails_half_way_ends_the_pass_with_its_helpers(engine, database_url, tmp_path):
+    readers = 150
+    sink, handler = scripted_smtp(tmp_path / "mail")
+    seed(engine, [f"reader{n}@example.org" for n in range(readers)], approved_at=None)
+    with engine.connect() as conn:
+        ids = conn.execute(sa.text("SELECT id FROM subscriber ORDER BY id")).scalars().all()
+    _refuse_deliveries_for(engine, ids[100])  # in the fourth batch (10, 20, 40, then 80)
+    env = run_env(database_url, sink)
+    failed = subprocess.run(cli("--senders", "3"), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert failed.returncode != 0
+    assert "refused by the test" in failed.stderr
+    # What was planned before the failure was sent, once; the failed batch left nothing behind.
+    first = rows(engine)
+    assert len(first) == 70 and {d.status for d in first} == {DeliveryStatus.sent}
+    _allow_deliveries(engine)
+    resumed = subprocess.run([sys.executable, "-m", "dispatch", "run", "--once", "--json", "--senders", "3"], env=env,
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    sink.stop()
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = rows(engine)
+    assert len(final) == readers and {d.status for d in final} == {DeliveryStatus.sent}
+    got = received(handler)
+    assert set(got) == {d.receipt for d in final} and set(got.values()) == {1}
+
+
+def test_ctrl_c_while_planning_stops_the_pass_and_its_helpers(engine, database_url, tmp_path):
+    """Ctrl-C reaches the whole process group: the helpers ignore it, the
+    parent stops planning; nothing is left claimed, and a later run sends the rest."""
+    readers = 150
+    sink, handler = scripted_smtp(tmp_path / "mail")
+    handler.delay = 0.02
+    seed(engine, [f"reader{n}@example.org" for n in range(readers)], approved_at=None)
+    env = run_env(database_url, sink)
+    run = subprocess.Popen(cli("--senders", "3"), env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert wait_for(lambda: len(helper_pids(engine, run.pid)) == 2)
+        helpers = helper_pids(engine, run.pid)
+        assert wait_for(lambda: len(handler.received) >= 3)
+        os.killpg(run.pid, signal.SIGINT)
+        run.communicate(timeout=60)
+        assert wait_for(lambda: not any(alive(p) for p in helpers), timeout=20)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode != 0
+    left = {d.id for d in rows(engine) if d.status == DeliveryStatus.sending}
+    assert len(rows(engine)) < readers  # planning was stopped
+    _resume_and_check(engine, sink, handler, env, tmp_path, readers=readers, left_sending=left)
+
+
+# --- SQLite: BEGIN IMMEDIATE with our own polling (db.begin_immediate) ----------------
+
+
+@pytest.fixture
+def sqlite_file(tmp_path):
+    engine = db.create_engine(f"sqlite:///{tmp_path / 'lock.db'}")
+    bootstrap.init_database(engine)
+    yield tmp_path / "lock.db", engine
+    engine.dispose()
+
+
+def hold_write_lock(path):
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def test_ctrl_c_while_waiting_for_the_write_lock_leaves_the_busy_timeout_as_it_was(sqlite_file):
+    path, engine = sqlite_file
+    holder = hold_write_lock(path)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        with pytest.raises(KeyboardInterrupt):
+            db.begin_immediate(raw)
+        assert not raw.in_transaction
+        assert raw.execute("PRAGMA busy_timeout").fetchone() == (db.SQLITE_BUSY_TIMEOUT_MS,)
+    timer.join()
+    holder.execute("ROLLBACK")
+    # The pooled connection waits as before: a write after the lock is released goes through.
+    with db.session_scope(engine) as session:
+        session.execute(sa.text("SELECT 1"))
+
+
+def test_a_write_lock_held_past_the_timeout_fails_as_a_database_error(sqlite_file, monkeypatch):
+    """Every caller of a session (the recorder's retries, the lease keeper,
+    pauses, heartbeats) catches SQLAlchemy's errors: "database is locked"
+    from BEGIN IMMEDIATE must be one, as it was when SQLite's own busy
+    handler waited, not a bare sqlite3 error that slips past all of them."""
+    path, engine = sqlite_file
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)  # not 30 s in a test
+    holder = hold_write_lock(path)
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+            with db.session_scope(engine) as session:
+                session.execute(sa.text("SELECT 1"))
+        # The lease keeper, for one, says so and tries again at its next round.
+        keeper = leases.LeaseKeeper(engine, lease=timedelta(seconds=60), clock=lambda: datetime.now(timezone.utc))
+        keeper.hold([Claimed(id=1, subscriber_id=1, window_key="k", sitrep_ids=(1,), attempts=1, receipt=None)])
+        assert keeper.renew() == set()
+    finally:
+        holder.execute("ROLLBACK")
