@@ -153,7 +153,9 @@ def begin_immediate(dbapi_connection, *, timeout_ms: int | None = None) -> None:
                 dbapi_connection.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) != sqlite3.SQLITE_BUSY \
+                # The primary code: SQLITE_BUSY_RECOVERY (another connection rebuilding the
+                # WAL index after a crash) is one of SQLite's BUSY codes, and its handler waits too.
+                if getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) & 0xFF != sqlite3.SQLITE_BUSY \
                         or time.monotonic() >= deadline:
                     raise
             time.sleep(WRITE_LOCK_STEPS_S[min(tries, len(WRITE_LOCK_STEPS_S) - 1)])

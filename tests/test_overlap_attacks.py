@@ -20,11 +20,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from dispatch import bootstrap, db, leases, mime
+from dispatch import bootstrap, db, digest, leases, mime, sitreps, subscribers
 from dispatch.ledger import Claimed
-from dispatch.models import DeliveryStatus
+from dispatch.models import DeliveryStatus, SubscriberKind
+from dispatch.sitrep_text import parse
+from dispatch.subscribers import Preferences
 
-from .deliverytools import received, rows, seed
+from .conftest import FIXTURES
+from .deliverytools import APPROVED, received, rows, seed
 from .servers import scripted_smtp
 from .test_sender_processes import SLOW_PLANNER, run_env
 
@@ -286,3 +289,89 @@ def test_a_write_lock_held_past_the_timeout_fails_as_a_database_error(sqlite_fil
         assert keeper.renew() == set()
     finally:
         holder.execute("ROLLBACK")
+
+
+# --- digests (the planner's writer thread) and a FLASH, with helpers sending meanwhile ------
+
+DIGEST_NOW = "2026-11-27T09:00:00+00:00"  # a day after APPROVED: every daily reader's 08:00 window is due
+
+
+def seed_digests_and_flash(engine, readers: int) -> tuple[int, int]:
+    """``readers`` daily (08:00 UTC) readers of everything; one SITREP approved
+    as usual, then one as a FLASH: each reader should get the FLASH once and
+    a digest of the other one only."""
+    with db.session_scope(engine) as session:
+        usual = sitreps.import_parsed(session, parse((FIXTURES / "standard.txt").read_text()), actor="ed").sitrep
+        flash = sitreps.import_parsed(session, parse((FIXTURES / "star_bullets_wrapped.txt").read_text()),
+                                      actor="ed").sitrep
+        for n in range(readers):
+            s = subscribers.add_subscriber(session, f"reader{n}@example.org", kind=SubscriberKind.email,
+                                           prefs=Preferences(cadence="daily", send_at="08:00", timezone="UTC"))
+            s.created_at = APPROVED - timedelta(days=3)
+        sitreps.approve_sitrep(session, usual.id, by="chief", at=APPROVED)
+        sitreps.approve_sitrep(session, flash.id, by="chief", at=APPROVED + timedelta(minutes=1), flash=True)
+        return usual.id, flash.id
+
+
+def test_digests_and_a_flash_planned_while_helpers_send_reach_each_reader_once(engine, database_url, tmp_path):
+    readers = 150
+    usual, flash = seed_digests_and_flash(engine, readers)
+    sink, handler = scripted_smtp(tmp_path / "mail")
+    handler.delay = 0.005
+    try:
+        done = subprocess.run(cli("--senders", "4", "--now", DIGEST_NOW), env=run_env(database_url, sink),
+                              cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    finally:
+        sink.stop()
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["senders"] == 4 and summary["outcomes"] == {"sent": 2 * readers}
+    final = rows(engine)
+    flashes = [d for d in final if digest.is_flash(d.window_key)]
+    digests = [d for d in final if not digest.is_flash(d.window_key)]
+    assert len({d.subscriber_id for d in flashes}) == len(flashes) == readers
+    assert len({d.subscriber_id for d in digests}) == len(digests) == readers
+    assert {tuple(d.sitrep_ids) for d in digests} == {(usual,)}  # the FLASH left out of every digest
+    got = received(handler)
+    assert set(got) == {d.receipt for d in final} and set(got.values()) == {1}
+
+
+CRASH_WITH_A_BIG_WAL = """
+import os, sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA journal_mode=WAL"); c.execute("PRAGMA wal_autocheckpoint=0")
+c.execute("CREATE TABLE t (x BLOB)")
+for _ in range(12):
+    c.execute("BEGIN"); c.executemany("INSERT INTO t VALUES (randomblob(4000))", [()] * 2000); c.execute("COMMIT")
+os.kill(os.getpid(), 9)  # no checkpoint, no clean close: the next connection recovers the WAL
+"""
+
+
+def test_writers_wait_while_another_connection_recovers_the_wal(tmp_path):
+    """After a crash, the first connection rebuilds the WAL index and the
+    others get SQLITE_BUSY_RECOVERY, an extended code of SQLITE_BUSY:
+    SQLite's own busy handler waits it out, and so must ours."""
+    path = tmp_path / "crashed.db"
+    subprocess.run([sys.executable, "-c", CRASH_WITH_A_BIG_WAL, str(path)], timeout=120)
+    assert (tmp_path / "crashed.db-wal").stat().st_size > 50_000_000
+    (tmp_path / "crashed.db-shm").unlink(missing_ok=True)
+    go, results = threading.Barrier(4), []
+
+    def write():
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        go.wait()
+        try:
+            db.begin_immediate(connection)
+            connection.execute("ROLLBACK")
+            results.append("began")
+        except sqlite3.OperationalError as exc:
+            results.append(f"{exc} ({exc.sqlite_errorname})")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == ["began"] * 4
