@@ -20,9 +20,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from dispatch import bootstrap, db, digest, leases, mime, sitreps, subscribers
+from dispatch import bootstrap, db, digest, leases, ledger, mime, sitreps, subscribers
+from dispatch.digest import Window
 from dispatch.ledger import Claimed
-from dispatch.models import DeliveryStatus, SubscriberKind
+from dispatch.models import DeliveryStatus, Subscriber, SubscriberKind
 from dispatch.sitrep_text import parse
 from dispatch.subscribers import Preferences
 
@@ -167,15 +168,17 @@ def test_a_helper_killed_while_the_parent_plans(engine, database_url, tmp_path):
 # --- planning fails half-way ------------------------------------------------------------
 
 
-def _refuse_deliveries_for(engine, subscriber_id: int) -> None:
-    """A real write failure in the planner's batch: the database refuses one row."""
+def _refuse_deliveries_for(engine, subscriber_id: int, *, flash_too: bool = True) -> None:
+    """A real write failure in the planner's batch: the database refuses one
+    row (``flash_too`` False: only a digest's, not a FLASH's)."""
+    which = f"NEW.subscriber_id = {subscriber_id}" + ("" if flash_too else " AND substr(NEW.window_key, 1, 6) <> 'flash:'")
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
-            conn.exec_driver_sql(f"CREATE TRIGGER refuse BEFORE INSERT ON delivery WHEN NEW.subscriber_id = "
-                                 f"{subscriber_id} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+            conn.exec_driver_sql(f"CREATE TRIGGER refuse BEFORE INSERT ON delivery WHEN {which} "
+                                 "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
         else:
             conn.exec_driver_sql("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
-                                 f"IF NEW.subscriber_id = {subscriber_id} THEN "
+                                 f"IF {which} THEN "
                                  "RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql")
             conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON delivery FOR EACH ROW EXECUTE FUNCTION refuse()")
 
@@ -375,3 +378,76 @@ def test_writers_wait_while_another_connection_recovers_the_wal(tmp_path):
     for thread in threads:
         thread.join(60)
     assert results == ["began"] * 4
+
+
+# --- claims that shrink at the end of a pass (ledger.claim share_tail) ---------------------
+
+
+@pytest.mark.parametrize("limit", [7, 25, 200])
+def test_tail_claims_by_many_threads_take_every_digest_and_flash_once_and_nothing_else(engine, limit):
+    t0 = datetime(2026, 11, 26, 15, tzinfo=timezone.utc)
+    with db.session_scope(engine) as session:
+        reader = Subscriber(address="r@example.org")
+        session.add(reader)
+        session.flush()
+        reader = reader.id
+
+    def windows(prefix, n):
+        return [Window(key=f"{prefix}{i}", start=t0, end=t0, sitrep_ids=(1,)) for i in range(n)]
+
+    with db.session_scope(engine) as session:
+        ledger.plan(session, reader, windows("daily:", 333) + windows(digest.FLASH_PREFIX, 41), now=t0)
+        ledger.plan(session, reader, windows(ledger.NOTICE_PREFIX, 20) + windows(ledger.REVISION_PREFIXES[0], 20),
+                    now=t0)
+        # Due later (a retry's backoff): not due now, in the count or the claims.
+        ledger.plan(session, reader, windows("weekly:", 15), now=t0 + timedelta(hours=1))
+    taken, sizes, lock = [], [], threading.Lock()
+
+    def worker():
+        while True:
+            with db.session_scope(engine) as session:
+                claimed = ledger.claim(session, now=t0, limit=limit, share_tail=True)
+            if not claimed:
+                return
+            with lock:
+                taken.extend(c.window_key for c in claimed)
+                sizes.append(len(claimed))
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(taken) == len(set(taken)) == 333 + 41
+    assert all(k.startswith(("daily:", digest.FLASH_PREFIX)) for k in taken)
+    assert 0 < min(sizes) and max(sizes) <= limit
+
+
+def test_digest_planning_that_fails_half_way_keeps_what_was_written_and_a_later_run_finishes(engine, database_url,
+                                                                                             tmp_path):
+    """As above, in the digest planner, whose batches are written by a thread of their own."""
+    readers = 150
+    usual, flash = seed_digests_and_flash(engine, readers)
+    with engine.connect() as conn:
+        ids = conn.execute(sa.text("SELECT id FROM subscriber ORDER BY id")).scalars().all()
+    _refuse_deliveries_for(engine, ids[100], flash_too=False)
+    sink, handler = scripted_smtp(tmp_path / "mail")
+    env = run_env(database_url, sink)
+    failed = subprocess.run(cli("--senders", "3", "--now", DIGEST_NOW), env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert failed.returncode != 0 and "refused by the test" in failed.stderr
+    first = rows(engine)
+    assert {d.status for d in first} == {DeliveryStatus.sent}
+    assert len([d for d in first if digest.is_flash(d.window_key)]) == readers
+    assert len([d for d in first if not digest.is_flash(d.window_key)]) == 70  # three batches: 10, 20, 40
+    _allow_deliveries(engine)
+    resumed = subprocess.run([sys.executable, "-m", "dispatch", "run", "--once", "--json", "--senders", "3",
+                              "--now", DIGEST_NOW], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    sink.stop()
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = rows(engine)
+    digests = [d for d in final if not digest.is_flash(d.window_key)]
+    assert len(final) == 2 * readers and {d.status for d in final} == {DeliveryStatus.sent}
+    assert len({d.subscriber_id for d in digests}) == readers and {tuple(d.sitrep_ids) for d in digests} == {(usual,)}
+    got = received(handler)
+    assert set(got) == {d.receipt for d in final} and set(got.values()) == {1}
