@@ -451,3 +451,33 @@ def test_digest_planning_that_fails_half_way_keeps_what_was_written_and_a_later_
     assert len({d.subscriber_id for d in digests}) == readers and {tuple(d.sitrep_ids) for d in digests} == {(usual,)}
     got = received(handler)
     assert set(got) == {d.receipt for d in final} and set(got.values()) == {1}
+
+
+def test_two_passes_at_once_on_postgresql_send_each_delivery_once(postgres_url, tmp_path):
+    """Scale-out: two `run --once --senders 3` at the same time; one plans
+    (the advisory lock), the other's helpers only send. Each delivery once."""
+    engine = db.create_engine(postgres_url)
+    bootstrap.init_database(engine)
+    readers = 150
+    sink, handler = scripted_smtp(tmp_path / "mail")
+    handler.delay = 0.005
+    seed(engine, [f"reader{n}@example.org" for n in range(readers)], approved_at=None)
+    env = run_env(postgres_url, sink)
+    try:
+        runs = [subprocess.Popen(cli("--senders", "3"), env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        ended = [run.communicate(timeout=180) for run in runs]
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+        sink.stop()
+    for run, (_, stderr) in zip(runs, ended):
+        assert run.returncode == 0, stderr[-3000:]
+    assert sum(json.loads(out)["planned"] for out, _ in ended) == readers
+    assert sum(json.loads(out)["outcomes"].get("sent", 0) for out, _ in ended) == readers
+    final = rows(engine)
+    assert len(final) == readers and {d.status for d in final} == {DeliveryStatus.sent}
+    got = received(handler)
+    assert set(got) == {d.receipt for d in final} and set(got.values()) == {1}
+    engine.dispose()
