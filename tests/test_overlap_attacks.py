@@ -79,8 +79,9 @@ def test_every_delivery_once_with_several_helpers_sending_while_planning(engine,
     handler.delay = 0.005
     seed(engine, [f"reader{n}@example.org" for n in range(readers)], approved_at=None)
     try:
-        done = subprocess.run(cli("--senders", str(senders)), env=run_env(database_url, sink, DISPATCH_SENDER_THREADS="2"),
-                              cwd=tmp_path, capture_output=True, text=True, timeout=180)
+        env = run_env(database_url, sink, DISPATCH_SENDER_THREADS="2")
+        done = subprocess.run(cli("--senders", str(senders)), env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=180)
     finally:
         sink.stop()
     assert done.returncode == 0, done.stderr[-3000:]
@@ -171,7 +172,9 @@ def test_a_helper_killed_while_the_parent_plans(engine, database_url, tmp_path):
 def _refuse_deliveries_for(engine, subscriber_id: int, *, flash_too: bool = True) -> None:
     """A real write failure in the planner's batch: the database refuses one
     row (``flash_too`` False: only a digest's, not a FLASH's)."""
-    which = f"NEW.subscriber_id = {subscriber_id}" + ("" if flash_too else " AND substr(NEW.window_key, 1, 6) <> 'flash:'")
+    which = f"NEW.subscriber_id = {subscriber_id}"
+    if not flash_too:
+        which += " AND substr(NEW.window_key, 1, 6) <> 'flash:'"
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
             conn.exec_driver_sql(f"CREATE TRIGGER refuse BEFORE INSERT ON delivery WHEN {which} "
@@ -180,12 +183,14 @@ def _refuse_deliveries_for(engine, subscriber_id: int, *, flash_too: bool = True
             conn.exec_driver_sql("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
                                  f"IF {which} THEN "
                                  "RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql")
-            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON delivery FOR EACH ROW EXECUTE FUNCTION refuse()")
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON delivery FOR EACH ROW "
+                                 "EXECUTE FUNCTION refuse()")
 
 
 def _allow_deliveries(engine) -> None:
     with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TRIGGER refuse" if engine.dialect.name == "sqlite" else "DROP TRIGGER refuse ON delivery")
+        conn.exec_driver_sql("DROP TRIGGER refuse" if engine.dialect.name == "sqlite"
+                             else "DROP TRIGGER refuse ON delivery")
 
 
 def test_planning_that_fails_half_way_ends_the_pass_with_its_helpers(engine, database_url, tmp_path):
