@@ -144,8 +144,8 @@ def begin_immediate(dbapi_connection, *, timeout_ms: int | None = None) -> None:
 
     if timeout_ms is None:  # the busy timeout every connection is given (read now, as _on_connect does)
         timeout_ms = SQLITE_BUSY_TIMEOUT_MS
-    dbapi_connection.execute("PRAGMA busy_timeout=0")
-    try:
+    try:  # the PRAGMA inside: an interrupt right after it still restores the timeout
+        dbapi_connection.execute("PRAGMA busy_timeout=0")
         deadline = time.monotonic() + timeout_ms / 1000
         tries = 0
         while True:

@@ -252,6 +252,18 @@ def claim(session: Session, *, now: datetime, limit: int, lease: timedelta = DEF
     return _claim(session, _claim_statement(kind), values)
 
 
+def any_due(session: Session, *, now: datetime) -> bool:
+    """Whether any digest (FLASHes included) is due: what a claim would look
+    for, read without claiming (on SQLite, without the write lock)."""
+    return session.execute(_any_due_statement(), {"b_now": now}).first() is not None
+
+
+@lru_cache(maxsize=1)
+def _any_due_statement():
+    now = sa.bindparam("b_now", type_=_table.c.next_attempt_at.type)
+    return select(_table.c.id).where(*_due_where("digests", now)).limit(1)
+
+
 TAIL_SHARE = 8  # the last deliveries of a pass are shared among about this many sender threads
 TAIL_FLOOR = 20  # ... in claims no smaller than this
 

@@ -274,16 +274,22 @@ class Runner:
 
         def worker(keeper: leases.LeaseKeeper) -> None:
             counted = True  # among the looking threads
+            found_nothing = False
             try:
                 while not self.stop.is_set():
-                    limit = leases.claim_size(batch_size=self.settings.batch_size,
-                                              lease_seconds=self.lease.total_seconds(),
-                                              seconds_each=self.pace.seconds_each,
-                                              rate_limit=self.settings.smtp_rate_limit, threads=threads)
-                    with db.session_scope(self.engine) as session:
-                        claimed = ledger.claim(session, now=self.clock(), limit=limit, lease=self.lease,
-                                               worker_id=self.worker_id, share_tail=True)
-                    if not claimed:
+                    if found_nothing:  # looking again: first without the write lock, which the planner wants
+                        with db.read_scope(self.engine) as session:
+                            found_nothing = not ledger.any_due(session, now=self.clock())
+                    if not found_nothing:
+                        limit = leases.claim_size(batch_size=self.settings.batch_size,
+                                                  lease_seconds=self.lease.total_seconds(),
+                                                  seconds_each=self.pace.seconds_each,
+                                                  rate_limit=self.settings.smtp_rate_limit, threads=threads)
+                        with db.session_scope(self.engine) as session:
+                            claimed = ledger.claim(session, now=self.clock(), limit=limit, lease=self.lease,
+                                                   worker_id=self.worker_id, share_tail=True)
+                        found_nothing = not claimed
+                    if found_nothing:
                         if not idle_wait():
                             counted = False
                             return
@@ -366,8 +372,12 @@ class Runner:
             count = sender_processes.helpers_for(senders=senders, due=expected, batch_size=self.settings.batch_size)
             if count:
                 planning = sender_processes.PlanningFlag()
-                helpers = sender_processes.fork_once(count, functools.partial(self._helper_pass, planning),
-                                                     before=functools.partial(self._forked, planning))
+                try:
+                    helpers = sender_processes.fork_once(count, functools.partial(self._helper_pass, planning),
+                                                         before=functools.partial(self._forked, planning))
+                except BaseException:
+                    planning.finished()  # helpers forked before the failure finish what is due, then end
+                    raise
         summary = RunSummary()
 
         def count(outcome: Outcome) -> None:

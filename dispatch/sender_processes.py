@@ -81,8 +81,9 @@ class PlanningFlag:
 
     def is_set(self) -> bool:
         """In a helper: True while the parent still plans (the pipe shows no end yet)."""
-        readable, _, _ = select.select([self._read], [], [], 0)
-        return not readable
+        watch = select.poll()  # not select(): any descriptor number
+        watch.register(self._read, select.POLLIN | select.POLLHUP)
+        return not watch.poll(0)
 
 
 @dataclass
