@@ -7,6 +7,7 @@ loads no PostgreSQL dialect, web or migration module (issue 19)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -33,9 +34,10 @@ NOT_FOR_A_READ = ["sqlalchemy.orm", "sqlmodel", "dispatch.models", "dispatch.sit
                   "slack_sdk", "aiosmtpd", "argon2", "css_inline"]
 
 
-def loaded_after(*args: str) -> dict:
+def loaded_after(*args: str, env: dict[str, str] | None = None) -> dict:
     # A fresh interpreter: this process has imported everything already.
-    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True,
+                          env=None if env is None else {**os.environ, **env})
     return json.loads(done.stdout)
 
 
@@ -65,16 +67,19 @@ def test_a_simple_read_needs_no_orm_models_web_slack_smtp_or_alembic(tmp_path, c
 # What `dispatch run --once --json` on SQLite does without (issue 19): a
 # PostgreSQL dialect option in the models imported SQLAlchemy's PostgreSQL
 # dialect (with its asyncpg, psycopg and pg8000 modules) on every start, and
-# the CLI's consoles imported rich's 40 modules for output that is JSON.
+# the CLI's consoles imported rich's 40 modules for output that is JSON;
+# slack-sdk was imported (and its client made) with a bot token configured,
+# whether or not anything was posted to a channel.
 NOT_FOR_A_RUN = ["sqlalchemy.dialects.postgresql", "psycopg", "alembic", "apscheduler", "fastapi", "starlette",
                  "uvicorn", "aiosmtpd", "argon2", "zxcvbn", "dispatch.web", "dispatch.inbound", "dispatch.csv_import",
-                 "rich"]
+                 "rich", "slack_sdk", "dispatch.adapters.slack_client"]
 
 
 def test_a_run_on_sqlite_loads_no_postgresql_web_or_migration_module(tmp_path):
     url = f"sqlite:///{tmp_path / 'd.db'}"
     assert loaded_after("--database-url", url, "init")["exit"] == 0
-    result = loaded_after("--database-url", url, "run", "--once", "--json")
+    result = loaded_after("--database-url", url, "run", "--once", "--json",
+                          env={"DISPATCH_SLACK_BOT_TOKEN": "xoxb-configured-but-unused"})
     assert result["exit"] == 0, result["output"]
     assert json.loads(result["output"])["outcomes"] == {}
     assert "sqlalchemy.dialects.sqlite" in result["modules"]  # its own needs
