@@ -6,6 +6,7 @@ the FLASH index keeps its predicate without the PostgreSQL dialect."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ from dispatch import db
 from dispatch.models import Delivery
 
 PROBE = """
-import gc, json, sys
+import gc, json, os, sys
 from dispatch.cli import common, entry
 
 seen = {"collections_before_command": 0}
@@ -33,12 +34,16 @@ try:
     entry.main()
 finally:
     seen["frozen_at_exit"] = gc.get_freeze_count()
+    loader = sys.modules.get("pydantic.plugin._loader")
+    seen["plugins_scanned"] = loader is not None and loader._plugins is not None
+    seen["plugins_setting"] = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
     sys.stderr.write("SEEN " + json.dumps(seen) + "\\n")
 """
 
 
-def probe(*args: str) -> tuple[subprocess.CompletedProcess, dict]:
-    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120)
+def probe(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120,
+                          env=env)
     line = next(x for x in done.stderr.splitlines() if x.startswith("SEEN "))
     return done, json.loads(line.removeprefix("SEEN "))
 
@@ -57,6 +62,20 @@ def test_help_and_a_refused_command_line_end_with_start_up_frozen_too(tmp_path):
     done, seen = probe("run", "--no-such-option")
     assert done.returncode == 2 and "No such option" in done.stderr
     assert seen["frozen_at_exit"] > 0
+
+
+def test_pydantic_plugins_are_not_looked_for_unless_the_environment_asks(tmp_path):
+    """Dispatch uses no pydantic plugin: the entry-point scan of every installed
+    distribution is skipped through pydantic's own switch, which the
+    environment can still set (empty: plugins load)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    args = ("--database-url", f"sqlite:///{tmp_path / 'd.db'}", "regions", "--json")
+    done, seen = probe(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    assert seen["plugins_setting"] == "__all__" and seen["plugins_scanned"] is False
+    done, seen = probe(*args, env={**env, "PYDANTIC_DISABLE_PLUGINS": ""})
+    assert done.returncode == 0, done.stderr
+    assert seen["plugins_setting"] == "" and seen["plugins_scanned"] is True
 
 
 def test_a_run_closes_its_connections_before_the_process_exits(tmp_path):

@@ -1,8 +1,11 @@
 """Slack: channel IDs through the Web API with a bot token (slack-sdk's
-WebClient), incoming-webhook URLs with a small POST of our own.
+WebClient, made in dispatch.adapters.slack_client when the first call is
+made: slack-sdk is not imported for a run that posts nothing to a channel),
+incoming-webhook URLs with a small POST of our own.
 
 slack-sdk retries only connection errors by default; rate limits (429, with
-Retry-After) and server errors (5xx) get one retry handler each here. What
+Retry-After) and server errors (5xx) get one retry handler each (in
+slack_client). What
 is still failing after those becomes a TransientError carrying Retry-After.
 A digest may be several messages: the receipt lists the ``ts`` of each one
 posted, and a retry starts after the last one that went out, so no message
@@ -29,14 +32,6 @@ import threading
 import time
 from collections.abc import Collection
 
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    ServerErrorRetryHandler,
-)
-
 from dispatch import metrics, outbound, slack_webhooks
 from dispatch.desk import corrections
 from dispatch.errors import CredentialError, PermanentError, TransientError
@@ -54,21 +49,6 @@ RECEIPT_ROOM = 500  # characters a delivery's receipt may take (the ledger's rec
 # A short Retry-After is waited out in place; a longer one goes back to the
 # ledger, so a sender thread is never parked for minutes.
 MAX_INLINE_WAIT = 5.0
-
-
-class ShortRateLimitRetryHandler(RateLimitErrorRetryHandler):
-    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
-        if response is not None and response.status_code == 429:
-            metrics.SLACK_RATE_LIMITED.inc()
-        if not super()._can_retry(state=state, request=request, response=response, error=error):
-            return False
-        wait = _retry_after(response.headers)
-        return wait is None or wait <= MAX_INLINE_WAIT
-
-
-def _retry_handlers():
-    return [ConnectionErrorRetryHandler(max_retry_count=2), ShortRateLimitRetryHandler(max_retry_count=1),
-            ServerErrorRetryHandler(max_retry_count=2)]
 
 
 def _retry_after(headers) -> float | None:
@@ -110,8 +90,9 @@ class SlackAdapter:
             raise ValueError(f"slack_base_url {base_url!r} is not an http(s) URL")
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.timeout = timeout
-        self._client = WebClient(token=token, base_url=self.base_url, timeout=timeout,
-                                 retry_handlers=_retry_handlers()) if token else None
+        self._token = token
+        self._client = None  # slack-sdk's WebClient, made for the first Web API call (slack_client)
+        self._client_lock = threading.Lock()
         self._pacer = Pacer(min_interval)
         self.webhook_hosts = tuple(webhook_hosts)
         self._webhook = _WebhookPoster(timeout=timeout, allowed=outbound.networks(private_networks))
@@ -164,20 +145,28 @@ class SlackAdapter:
 
     def _call(self, method: str, address: str, **arguments) -> str:
         """A Web API call with the bot token, its errors mapped as for a post."""
-        if self._client is None:
+        if not self._token:
             raise TransientError("no Slack bot token configured (DISPATCH_SLACK_BOT_TOKEN)")
+        from dispatch.adapters import slack_client as api
+
         try:
-            response = getattr(self._client, method)(**arguments)
-        except SlackApiError as exc:
+            response = getattr(self._web_client(api), method)(**arguments)
+        except api.SlackApiError as exc:
             error = exc.response.get("error", "") if exc.response is not None else ""
             status = exc.response.status_code if exc.response is not None else 0
             if error in CREDENTIAL_ERRORS:
                 raise CredentialError(f"Slack refused the bot token: {error}") from exc
             raise _classify(status, error, _retry_after(exc.response.headers if exc.response else None),
                             where=address) from exc
-        except (SlackClientError, OSError) as exc:
+        except (api.SlackClientError, OSError) as exc:
             raise TransientError(f"cannot reach Slack at {self.base_url}: {exc}") from exc
         return str(response.get("ts", ""))
+
+    def _web_client(self, api):
+        with self._client_lock:  # sender threads share one client
+            if self._client is None:
+                self._client = api.web_client(token=self._token, base_url=self.base_url, timeout=self.timeout)
+            return self._client
 
     def _post_webhook(self, url: str, message: SlackMessage) -> str:
         problem = slack_webhooks.webhook_problem(url, extra_hosts=self.webhook_hosts)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-import click
 import typer
 import typer.main
+from typer.core import TyperCommand, TyperGroup
 
 from dispatch.cli.common import DispatchGroup
 
@@ -27,13 +27,13 @@ class LazyCommand:
     help: str  # the one line `dispatch --help` shows; must match the command's own
 
 
-def load_command(name: str, entry: LazyCommand) -> click.Command:
+def load_command(name: str, entry: LazyCommand) -> TyperCommand | TyperGroup:
     module_name, _, attribute = entry.target.partition(":")
     obj = getattr(importlib.import_module(module_name), attribute)
     if isinstance(obj, typer.Typer):
         # As add_typer would: plain help text, no rich markup, like the parent.
         obj.rich_markup_mode = None
-        command: click.Command = typer.main.get_group(obj)
+        command: TyperCommand | TyperGroup = typer.main.get_group(obj)
     else:
         single = typer.Typer(rich_markup_mode=None, add_completion=False)
         single.command(name)(obj)
@@ -48,22 +48,24 @@ class LazyGroup(DispatchGroup):
 
     lazy_commands: dict[str, LazyCommand] = {}
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: typer.Context) -> list[str]:
         eager = list(super().list_commands(ctx))
         return eager + [name for name in self.lazy_commands if name not in eager]
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: typer.Context, cmd_name: str):
         command = super().get_command(ctx, cmd_name)
         if command is None and cmd_name in self.lazy_commands:
             command = load_command(cmd_name, self.lazy_commands[cmd_name])
             self.add_command(command, cmd_name)  # loaded once per process
         return command
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_commands(self, ctx: typer.Context, formatter) -> None:
         # click's own listing, but from the table: no command module is imported.
+        # The stand-ins are typer's own command class (the real commands' class,
+        # whichever click typer is built on), so their short help is cut alike.
         rows = []
         for name in self.list_commands(ctx):
-            command = self.commands.get(name) or click.Command(name, help=self.lazy_commands[name].help)
+            command = self.commands.get(name) or TyperCommand(name, help=self.lazy_commands[name].help)
             if not command.hidden:
                 rows.append((name, command))
         if rows:
