@@ -231,12 +231,13 @@ class SmtpAdapter:
     # --- sending --------------------------------------------------------------
 
     def build(self, address: str, content: EmailContent, *, delivery_id: int,
-              eight_bit: bool = False, message_id: str | None = None) -> tuple[str, bytes]:
-        """The Message-ID and the bytes of the message for one reader."""
+              eight_bit: bool = False, message_id: str | None = None, stuffed: bool = False) -> tuple[str, bytes]:
+        """The Message-ID and the bytes of the message for one reader
+        (``stuffed``: dot-stuffed, as DATA carries them)."""
         msg_id = message_id or mime.message_id(delivery_id, self.domain, installation=self.installation)
         data = mime.build_message(content, sender=self.sender, to=address, msg_id=msg_id, list_id=self.list_id,
                                   unsubscribe_mailto=self.unsubscribe_mailto, reply_to=self.reply_to,
-                                  date=datetime.now(timezone.utc), eight_bit=eight_bit)
+                                  date=datetime.now(timezone.utc), eight_bit=eight_bit, stuffed=stuffed)
         return msg_id, data
 
     def send(self, address: str, content: EmailContent, *, delivery_id: int = 0, progress: str | None = None,
@@ -262,21 +263,21 @@ class SmtpAdapter:
         # connection on the wire; rebuilt in the rare case this one differs.
         eight_bit = self._eight_bit
         msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
-                                  message_id=message_id)
+                                  message_id=message_id, stuffed=True)
         conn = self._acquire()
         try:
             if conn.smtp.has_extn("8bitmime") != eight_bit:
                 eight_bit = self._eight_bit = conn.smtp.has_extn("8bitmime")
                 msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
-                                          message_id=message_id)
+                                          message_id=message_id, stuffed=True)
             return self._transact(conn, address, msg_id, data, eight_bit=eight_bit, envelope_from=envelope_from)
         finally:
             self._release(conn)
 
     def _transact(self, conn: _Connection, address: str, msg_id: str, data: bytes, *, eight_bit: bool,
                   envelope_from: str | None = None) -> Receipt:
-        """One message on a held connection. A connection that cannot be
-        trusted any more is closed (and marked dead)."""
+        """One message (``data`` dot-stuffed) on a held connection. A connection
+        that cannot be trusted any more is closed (and marked dead)."""
         smtp = conn.smtp
         receipt = Receipt(self, conn, msg_id)
         pipelining = smtp.has_extn("pipelining")
@@ -496,13 +497,11 @@ def _still_open(conn: smtplib.SMTP) -> None:
 
 
 def _write_data(conn: smtplib.SMTP, data: bytes, *, finished: bool = True) -> bytes:
-    """The message, dot-stuffed with one bytes.replace instead of smtplib's
-    regex, with its final dot in the same write (two writes would meet Nagle
-    and delayed ACK), or, when not ``finished``, without it: the final dot
-    (returned) is then the caller's to write. ``data`` has CRLF line ends."""
-    if data.startswith(b"."):
-        data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")
+    """The message, with its final dot in the same write (two writes would
+    meet Nagle and delayed ACK), or, when not ``finished``, without it: the
+    final dot (returned) is then the caller's to write. ``data`` has CRLF
+    line ends and is dot-stuffed already (``mime.build_message(stuffed=True)``,
+    which stuffs a digest's shared parts once per body, not per reader)."""
     terminator = b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"
     if finished:
         conn.send(data + terminator)
