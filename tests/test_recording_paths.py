@@ -77,7 +77,8 @@ def test_a_subscriber_effect_is_written_in_the_same_run(engine):
         effects.append(session)
         session.get(Subscriber, claimed[0].subscriber_id).status_reason = "bounced here"
 
-    run = [(ledger.failed(claimed[0], error="550", now=T0), effect), (ledger.sent(claimed[1], receipt="<m>", now=T0), None)]
+    run = [(ledger.failed(claimed[0], error="550", now=T0), effect),
+           (ledger.sent(claimed[1], receipt="<m>", now=T0), None)]
     assert recording.Recorder(engine, clock=lambda: T0).record(run) == ["failed", "sent"]
     assert len(effects) == 1
     with db.session_scope(engine) as session:
