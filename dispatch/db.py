@@ -208,6 +208,15 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
+@contextmanager
+def write_scope(engine: Engine) -> Iterator[Connection]:
+    """``session_scope`` without the ORM: a Core connection in a transaction
+    (on SQLite BEGIN IMMEDIATE, as every write), committed on success and
+    rolled back on any error."""
+    with engine.begin() as connection:
+        yield connection
+
+
 # --- migrations -------------------------------------------------------------
 
 # alembic is imported only where a migration is run or inspected: importing it

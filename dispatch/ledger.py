@@ -426,9 +426,10 @@ _UNLINK = sa.delete(_links).where(_links.c.delivery_id == sa.bindparam("b_delive
                                   _links.c.sitrep_id == sa.bindparam("b_sitrep"))
 
 
-def record(session: Session, finishes: Sequence[Finish]) -> int:
-    """Write the finishes and their log rows; returns how many rows this
-    worker still owned (the others' claims had been taken over)."""
+def record(session: Session | sa.Connection, finishes: Sequence[Finish]) -> int:
+    """Write the finishes and their log rows (on a session, or a Core
+    connection in a transaction); returns how many rows this worker still
+    owned (the others' claims had been taken over)."""
     if not finishes:
         return 0
     params = [
@@ -440,7 +441,7 @@ def record(session: Session, finishes: Sequence[Finish]) -> int:
     # On the session's connection, as prepared executemanys (_Prepared): this
     # runs every 20 messages, and SQLAlchemy's own executemany costs more per
     # row than the database's work.
-    connection = session.connection()
+    connection = session if isinstance(session, sa.Connection) else session.connection()
     owned = _prepared(_FINISH, connection.dialect).executemany(connection, params)
     stale = ""
     if owned != len(finishes):  # rare: a claim in this run was taken over

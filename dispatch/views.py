@@ -128,18 +128,25 @@ def readers(session: Session, ids: Iterable[int]) -> dict[int, tuple[SubscriberS
     names = region_names(session)
     found = {}
     none: list = []
+    # Most readers of a batch follow what some other reader of it follows: the
+    # sets and names made once per choice, and shared (digest groups hash them).
+    chosen: dict[tuple, tuple] = {}
     # Rows unpacked as tuples: reading a Row's columns by name costs about a microsecond each.
     for (id_, status, kind, address, name, zone, send_at, cadence, weekday, format_, created_at,
          planned_through) in rows:
-        slugs = regions.get(id_, none)
-        followed = analysts.get(id_, none)
+        choice = (tuple(regions.get(id_, none)), tuple(analysts.get(id_, none)))
+        made = chosen.get(choice)
+        if made is None:
+            slugs, followed = choice
+            made = chosen[choice] = (frozenset(slugs), frozenset(slug for slug, _ in followed),
+                                     tuple(names.get(slug, slug) for slug in slugs),
+                                     tuple(analyst for _, analyst in followed))
+        followed_regions, followed_analysts, followed_region_names, followed_analyst_names = made
         found[id_] = (_STATUSES[status], Recipient(
             id=id_, kind=kind, address=address, name=name, timezone=zone, send_at=send_at,
             cadence=cadence, weekday=weekday, format=format_, created_at=created_at,
-            planned_through=planned_through, regions=frozenset(slugs),
-            analysts=frozenset(slug for slug, _ in followed),
-            region_names=tuple(names.get(slug, slug) for slug in slugs),
-            analyst_names=tuple(analyst for _, analyst in followed)))
+            planned_through=planned_through, regions=followed_regions, analysts=followed_analysts,
+            region_names=followed_region_names, analyst_names=followed_analyst_names))
     return found
 
 

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 from sqlmodel import select
 
-from dispatch import db, digest, revisions, sitreps, subscribers, views
+from dispatch import db, digest, ledger, revisions, sitreps, subscribers, views
 from dispatch.compose import Composer
 from dispatch.config import Settings
 from dispatch.render import Personal
@@ -230,6 +230,29 @@ def test_each_pipelined_answer_is_recorded_against_its_own_delivery(engine, runn
             assert row.status.value == "sent", (address, row.last_error)
     received = {m["To"]: m["Message-ID"] for m in messages(handler)}
     assert received == {a: rows[a].receipt for a in readers if a not in refused}
+
+
+def test_a_batch_is_sent_without_a_session_that_takes_the_write_lock(engine, runner, smtp, clock, monkeypatch):
+    """The batch's readers and SITREPs are read in a read-only transaction
+    (on SQLite a deferred one, which neither takes nor waits for the write
+    lock other senders' claims and records need), and its outcomes written
+    without a session."""
+    _, handler = smtp
+    setup_readers(engine, [email_reader(f"r{n}@example.org") for n in range(5)])
+    runner.plan()
+    with db.session_scope(engine) as session:
+        claimed = ledger.claim(session, now=clock(), limit=10)
+    assert len(claimed) == 5
+
+    def no_session(_engine):
+        raise AssertionError("a batch opened a read-write session")
+
+    monkeypatch.setattr(db, "session_scope", no_session)
+    outcomes = runner.sender.process(claimed)
+    monkeypatch.undo()
+    assert [o.status for o in outcomes] == ["sent"] * 5
+    assert {d.status.value for d in deliveries(engine).values()} == {"sent"}
+    assert len(messages(handler)) == 5
 
 
 def test_slack_rate_limit_server_error_and_missing_channel(engine, runner, slack, clock):

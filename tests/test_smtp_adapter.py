@@ -2,6 +2,7 @@
 
 import email
 import email.policy
+import smtplib
 import socket
 
 import pytest
@@ -117,6 +118,32 @@ def test_refused_recipient_is_permanent_and_blames_the_address(server):
     assert handler.connections == 1 and len(received(handler)) == 1
 
 
+def test_a_pipelined_messages_data_goes_in_one_write_with_the_next_messages_commands(pipelining_server,
+                                                                                      monkeypatch):
+    sink, handler = pipelining_server
+    writes = []
+    original = smtplib.SMTP.send
+
+    def send(self, data):
+        if isinstance(data, bytes):  # smtplib's own commands (EHLO) go as text
+            writes.append(data)
+        return original(self, data)
+
+    monkeypatch.setattr(smtplib.SMTP, "send", send)
+    adapter = adapter_for(sink)
+    first = adapter.send_later("a@example.org", CONTENT, delivery_id=1)
+    commands = [w for w in writes if b"MAIL FROM" in w]
+    assert len(commands) == 1 and not any(b"Message-ID: <delivery-1@" in w for w in writes)  # held back
+    adapter.send_later("b@example.org", CONTENT, delivery_id=2)
+    together = writes[-1]  # the first message's data and final dot, then the second's MAIL, RCPT, DATA
+    assert together.startswith(b"From: ") and b"Message-ID: <delivery-1@" in together
+    assert together.endswith(b"\r\n.\r\nMAIL FROM:<news@example.org> BODY=8BITMIME\r\nRCPT TO:<b@example.org>\r\n"
+                             b"DATA\r\n")
+    assert first.result() == "<delivery-1@example.org>"
+    adapter.close()
+    assert [m["Message-ID"] for m in received(handler)] == ["<delivery-1@example.org>", "<delivery-2@example.org>"]
+
+
 @pytest.mark.parametrize("reply, error", [
     ("451 4.3.0 try again later", TransientError),
     ("421 4.3.2 shutting down", TransientError),
@@ -143,7 +170,7 @@ def test_a_pipelined_answer_is_read_with_the_next_message(pipelining_server):
     adapter = adapter_for(sink)
     first = adapter.send_later("a@example.org", CONTENT, delivery_id=1)
     assert not first.settled  # nothing of the answer has been read yet
-    assert received(handler) == []  # its final dot goes with the next message's commands
+    assert received(handler) == []  # its data and final dot go with the next message's commands
     second = adapter.send_later("b@example.org", CONTENT, delivery_id=2)
     assert first.settled and not second.settled  # read before the second message's replies
     assert [m["Message-ID"] for m in received(handler)] == ["<delivery-1@example.org>"]

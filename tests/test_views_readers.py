@@ -24,6 +24,11 @@ def test_readers_are_the_recipients_the_orm_rows_make(engine):
                                        prefs=Preferences(regions=["americas"])),
             subscribers.add_subscriber(session, "gone@example.org", status=SubscriberStatus.unsubscribed,
                                        prefs=Preferences(cadence="immediate", analysts=["Dana Whitfield"])),
+            # the same choices as readers above, and nearly the same
+            subscribers.add_subscriber(session, "americas@example.org", prefs=Preferences(regions=["americas"])),
+            subscribers.add_subscriber(session, "plain2@example.org"),
+            subscribers.add_subscriber(session, "americas-dana@example.org", prefs=Preferences(
+                regions=["americas"], analysts=["Dana Whitfield"])),
         ]
         ids = [s.id for s in made]
     with db.session_scope(engine) as session:
@@ -34,6 +39,10 @@ def test_readers_are_the_recipients_the_orm_rows_make(engine):
     assert found == expected
     assert {status for status, _ in found.values()} == {SubscriberStatus.active, SubscriberStatus.unsubscribed}
     assert all(type(status) is SubscriberStatus for status, _ in found.values())
+    # Readers with the same choices share their sets and names (made once a batch).
+    assert found[ids[4]][1].regions is found[ids[2]][1].regions
+    assert found[ids[5]][1].region_names is found[ids[0]][1].region_names
+    assert found[ids[6]][1].regions == found[ids[2]][1].regions and found[ids[6]][1].analysts != frozenset()
     chooses = found[ids[1]][1]
     assert (chooses.kind, chooses.cadence, chooses.format, chooses.weekday) == ("email", "weekly", "text", 4)
     assert chooses.analyst_names == ("Dana Whitfield", "Samir Haddad")

@@ -231,12 +231,13 @@ class SmtpAdapter:
     # --- sending --------------------------------------------------------------
 
     def build(self, address: str, content: EmailContent, *, delivery_id: int,
-              eight_bit: bool = False, message_id: str | None = None) -> tuple[str, bytes]:
-        """The Message-ID and the bytes of the message for one reader."""
+              eight_bit: bool = False, message_id: str | None = None, stuffed: bool = False) -> tuple[str, bytes]:
+        """The Message-ID and the bytes of the message for one reader
+        (``stuffed``: dot-stuffed, as DATA carries them)."""
         msg_id = message_id or mime.message_id(delivery_id, self.domain, installation=self.installation)
         data = mime.build_message(content, sender=self.sender, to=address, msg_id=msg_id, list_id=self.list_id,
                                   unsubscribe_mailto=self.unsubscribe_mailto, reply_to=self.reply_to,
-                                  date=datetime.now(timezone.utc), eight_bit=eight_bit)
+                                  date=datetime.now(timezone.utc), eight_bit=eight_bit, stuffed=stuffed)
         return msg_id, data
 
     def send(self, address: str, content: EmailContent, *, delivery_id: int = 0, progress: str | None = None,
@@ -262,37 +263,38 @@ class SmtpAdapter:
         # connection on the wire; rebuilt in the rare case this one differs.
         eight_bit = self._eight_bit
         msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
-                                  message_id=message_id)
+                                  message_id=message_id, stuffed=True)
         conn = self._acquire()
         try:
             if conn.smtp.has_extn("8bitmime") != eight_bit:
                 eight_bit = self._eight_bit = conn.smtp.has_extn("8bitmime")
                 msg_id, data = self.build(address, content, delivery_id=delivery_id, eight_bit=eight_bit,
-                                          message_id=message_id)
+                                          message_id=message_id, stuffed=True)
             return self._transact(conn, address, msg_id, data, eight_bit=eight_bit, envelope_from=envelope_from)
         finally:
             self._release(conn)
 
     def _transact(self, conn: _Connection, address: str, msg_id: str, data: bytes, *, eight_bit: bool,
                   envelope_from: str | None = None) -> Receipt:
-        """One message on a held connection. A connection that cannot be
-        trusted any more is closed (and marked dead)."""
+        """One message (``data`` dot-stuffed) on a held connection. A connection
+        that cannot be trusted any more is closed (and marked dead)."""
         smtp = conn.smtp
         receipt = Receipt(self, conn, msg_id)
         pipelining = smtp.has_extn("pipelining")
         try:
-            # The previous message's final dot, if it is still to be written, goes in
+            # The previous message's data and final dot, if still to be written, go in
             # the same write as this message's commands: the relay reads them together
             # and answers all four at once (RFC 2920: the next MAIL right after the dot).
-            finish, conn.unfinished = conn.unfinished, b""
+            finish, conn.unfinished = conn.unfinished, ()
             _open_transaction(smtp, envelope_from or self.envelope_from, address, eight_bit=eight_bit,
                               before=finish, before_replies=lambda: self._settle_owed(conn))
-            terminator = _write_data(smtp, data, finished=not pipelining)
             if pipelining:
-                # Its final dot goes with the next message's commands, or when the
-                # answer is asked for (Receipt.result, idle checks, close).
-                conn.unfinished, conn.owed = terminator, receipt
+                # The relay said 354: its data and final dot go with the next message's
+                # commands, one write for both (a write less per message, for us and the
+                # relay), or when the answer is asked for (Receipt.result, idle checks, close).
+                conn.unfinished, conn.owed = (data, _terminator(data)), receipt
                 return receipt
+            smtp.send(data + _terminator(data))  # one write: two would meet Nagle and delayed ACK
             code, text = _getreply(smtp)
         except smtplib.SMTPRecipientsRefused as exc:
             self._answered()
@@ -325,9 +327,9 @@ class SmtpAdapter:
         if owed is None:
             return
         try:
-            finish, conn.unfinished = conn.unfinished, b""
-            if finish:  # no next message came: the final dot goes alone
-                conn.smtp.send(finish)
+            finish, conn.unfinished = conn.unfinished, ()
+            if finish:  # no next message came: its data and final dot go alone
+                conn.smtp.send(b"".join(finish))
             code, text = _getreply(conn.smtp)
         except (OSError, smtplib.SMTPException) as exc:
             self._discard(conn)
@@ -365,7 +367,7 @@ class SmtpAdapter:
         """Close a connection for good. An answer it still owed can never be
         read now: that message may or may not have arrived."""
         conn.dead = True
-        conn.unfinished = b""
+        conn.unfinished = ()
         _quietly_close(conn.smtp)
         owed, conn.owed = conn.owed, None
         if owed is not None:
@@ -384,7 +386,7 @@ class _Connection:
         self.smtp = smtp
         self.lock = threading.Lock()
         self.owed: Receipt | None = None
-        self.unfinished = b""  # the owed message's final dot, when not written yet
+        self.unfinished: tuple[bytes, ...] = ()  # the owed message's data and final dot, when not written yet
         self.dead = False
 
 
@@ -425,23 +427,24 @@ class Receipt:
 
 
 def _open_transaction(conn: smtplib.SMTP, sender: str, recipient: str, *, eight_bit: bool,
-                      before: bytes = b"", before_replies) -> None:
+                      before: tuple[bytes, ...] = (), before_replies) -> None:
     """MAIL, RCPT and DATA, up to the server's 354, raising smtplib's own
-    exceptions. Where the server offers PIPELINING (RFC 2920) the three go
-    in one write; ``before_replies`` then reads whatever the connection still
-    owed from the previous message (its data's answer comes first)."""
+    exceptions, after ``before`` (the previous message's data and final dot,
+    when still to be written). Where the server offers PIPELINING (RFC 2920)
+    all go in one write; ``before_replies`` then reads whatever the
+    connection still owed from the previous message (its data's answer comes first)."""
     conn.ehlo_or_helo_if_needed()
     body = b" BODY=8BITMIME" if eight_bit else b""
     mail = b"MAIL FROM:<%s>%s\r\n" % (sender.encode(), body)
     rcpt = b"RCPT TO:<%s>\r\n" % recipient.encode()
     if conn.has_extn("pipelining"):
-        conn.send(before + mail + rcpt + b"DATA\r\n")
+        conn.send(b"".join((*before, mail, rcpt, b"DATA\r\n")))
         before_replies()
         _still_open(conn)
         replies = [_getreply(conn) for _ in range(3)]
     else:
         if before:
-            conn.send(before)
+            conn.send(b"".join(before))
         before_replies()
         _still_open(conn)
         replies = []
@@ -495,20 +498,11 @@ def _still_open(conn: smtplib.SMTP) -> None:
         raise smtplib.SMTPServerDisconnected("the server closed the connection after the previous message")
 
 
-def _write_data(conn: smtplib.SMTP, data: bytes, *, finished: bool = True) -> bytes:
-    """The message, dot-stuffed with one bytes.replace instead of smtplib's
-    regex, with its final dot in the same write (two writes would meet Nagle
-    and delayed ACK), or, when not ``finished``, without it: the final dot
-    (returned) is then the caller's to write. ``data`` has CRLF line ends."""
-    if data.startswith(b"."):
-        data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")
-    terminator = b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"
-    if finished:
-        conn.send(data + terminator)
-        return b""
-    conn.send(data)
-    return terminator
+def _terminator(data: bytes) -> bytes:
+    """The final dot after the message ``data`` (CRLF line ends, dot-stuffed
+    already by ``mime.build_message(stuffed=True)``, which stuffs a digest's
+    shared parts once per body)."""
+    return b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"
 
 
 def _envelope_from(content) -> str | None:

@@ -58,7 +58,12 @@ def _hooks(session: Session) -> list:
     the session's connection (a fifth of the ORM select's cost): it runs
     with every run of recorded outcomes."""
     with session.no_autoflush:
-        return session.connection().execute(_HOOKS).all()
+        return webhooks(session.connection())
+
+
+def webhooks(connection: sa.Connection) -> list:
+    """``_hooks`` on a Core connection (a sender records its outcomes without a session)."""
+    return connection.execute(_HOOKS).all()
 
 
 def emit_many(session: Session, events: Iterable[tuple[str, dict]], *, now: datetime | None = None,
@@ -116,6 +121,12 @@ def deliveries_finished(session: Session, finishes: Iterable[ledger.Finish]) -> 
     Their payloads are made only for the types some webhook wants: a run of
     outcomes is recorded every 20 messages, and most installations want none."""
     hooks = _hooks(session)
+    return emit_many(session, delivery_events(finishes, hooks), hooks=hooks)
+
+
+def delivery_events(finishes: Iterable[ledger.Finish], hooks: list) -> list[tuple[str, dict]]:
+    """The delivery.sent / delivery.failed events of these finishes that
+    some webhook of ``hooks`` wants (none when no webhook wants either)."""
     wanted = {t for _, types in hooks for t in (types or ())}
     events = []
     for f in finishes:
@@ -127,7 +138,7 @@ def deliveries_finished(session: Session, finishes: Iterable[ledger.Finish]) -> 
             "sitrep_ids": list(c.sitrep_ids), "attempt": c.attempts, "at": f.at.isoformat(),
             ("receipt" if f.status.value == "sent" else "error"): f.receipt if f.status.value == "sent"
             else f.last_error}))
-    return emit_many(session, events, hooks=hooks)
+    return events
 
 
 # --- status changes, from the ORM session -------------------------------------------
