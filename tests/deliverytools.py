@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from sqlmodel import select
 
 from dispatch import db, sitreps, subscribers
-from dispatch.models import Delivery, DeliveryAttempt, SubscriberKind
+from dispatch.models import Delivery, DeliveryAttempt, DeliveryStatus, SubscriberKind
 from dispatch.sitrep_text import parse
 from dispatch.subscribers import Preferences
 
@@ -56,3 +56,13 @@ def outcomes(engine) -> list[str]:
 def received(handler) -> Counter:
     """How many times each Message-ID reached the SMTP server."""
     return Counter(message_id for _, message_id in handler.received)
+
+
+def assert_each_sent_once(engine, handler, readers: int) -> None:
+    """Every one of ``readers`` deliveries recorded as sent, and each reached
+    the SMTP server exactly once (by Message-ID): none lost, none twice."""
+    final = rows(engine)
+    assert len(final) == readers and {d.status for d in final} == {DeliveryStatus.sent}
+    got = received(handler)
+    assert set(got) == {d.receipt for d in final}  # none lost
+    assert set(got.values()) == {1}  # none twice

@@ -28,7 +28,7 @@ from dispatch.sitrep_text import parse
 from dispatch.subscribers import Preferences
 
 from .conftest import FIXTURES
-from .deliverytools import APPROVED, received, rows, seed
+from .deliverytools import APPROVED, assert_each_sent_once, received, rows, seed
 from .servers import scripted_smtp
 from .test_sender_processes import SLOW_PLANNER, run_env
 
@@ -88,10 +88,7 @@ def test_every_delivery_once_with_several_helpers_sending_while_planning(engine,
     summary = json.loads(done.stdout)
     assert summary["senders"] == senders and summary["senders_lost"] == 0
     assert summary["outcomes"] == {"sent": readers}
-    final = rows(engine)
-    assert len(final) == readers and {d.status for d in final} == {DeliveryStatus.sent}
-    got = received(handler)
-    assert set(got) == {d.receipt for d in final} and set(got.values()) == {1}
+    assert_each_sent_once(engine, handler, readers)
 
 
 # --- the parent killed, stopped or interrupted while it plans -------------------------

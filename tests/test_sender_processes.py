@@ -20,7 +20,7 @@ from dispatch.models import DeliveryStatus
 from dispatch.sender import RECORD_EVERY
 from dispatch.sender_processes import helpers_for
 
-from .deliverytools import outcomes, received, rows, seed
+from .deliverytools import assert_each_sent_once, outcomes, received, rows, seed
 from .servers import scripted_smtp
 
 
@@ -54,11 +54,7 @@ def test_several_sender_processes_send_every_delivery_exactly_once(engine, datab
     summary = json.loads(done.stdout)
     assert summary["senders"] == senders and summary["senders_lost"] == 0
     assert summary["outcomes"] == {"sent": readers}
-    final = rows(engine)
-    assert len(final) == readers and {d.status for d in final} == {DeliveryStatus.sent}
-    got = received(handler)
-    assert set(got) == {d.receipt for d in final}  # none lost
-    assert set(got.values()) == {1}  # none twice
+    assert_each_sent_once(engine, handler, readers)
     assert "reclaimed" not in outcomes(engine)  # no lease ran out while its process was alive
     # Each process claimed under a worker of its own; the planner was one.
     with engine.connect() as conn:
