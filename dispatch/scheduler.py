@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.engine import Engine
+from sqlalchemy import and_, or_
 from sqlmodel import col, func, select
 
 from dispatch import (bootstrap, coordination, db, leases, ledger, metrics, notices, planner, revision_notices,
@@ -44,7 +45,7 @@ from dispatch.adapters.smtp import SmtpAdapter
 from dispatch.compose import Composer
 from dispatch.events import sender as event_sender
 from dispatch.config import Settings
-from dispatch.models import Delivery, DeliveryStatus
+from dispatch.models import Delivery, DeliveryAttempt, DeliveryStatus
 from dispatch.retry import RetryPolicy
 from dispatch.sender import Outcome, Sender
 
@@ -243,9 +244,27 @@ class Runner:
         self.drain()
 
     def due_count(self) -> int:
-        with db.session_scope(self.engine) as session:
+        with db.read_scope(self.engine) as session:
             return session.exec(select(func.count()).select_from(Delivery).where(
                 Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= self.clock())).one()
+
+    def attempts_mark(self) -> int:
+        """The newest attempt row's id: attempts after it are this pass's (``attempts_since``)."""
+        with db.read_scope(self.engine) as session:
+            return session.exec(select(func.max(DeliveryAttempt.id))).one() or 0
+
+    def attempts_since(self, mark: int) -> int:
+        """Outcomes recorded after ``mark``, by this process or another (one attempt row each)."""
+        with db.read_scope(self.engine) as session:
+            return session.exec(select(func.count()).select_from(DeliveryAttempt).where(
+                col(DeliveryAttempt.id) > mark)).one()
+
+    def unfinished_count(self) -> int:
+        """Deliveries due or being sent, by this process or another: what a pass has still to do."""
+        with db.read_scope(self.engine) as session:
+            return session.exec(select(func.count()).select_from(Delivery).where(or_(
+                Delivery.status == DeliveryStatus.sending,
+                and_(Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= self.clock())))).one()
 
     def drain(self, on_outcome: Callable[[Outcome], None] | None = None, *, collect: bool = True) -> list[Outcome]:
         """Send everything due, with the configured number of sender threads.

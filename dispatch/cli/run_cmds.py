@@ -74,6 +74,44 @@ def start_servers(ctx: typer.Context, runner, *, web: bool, host: str, port: int
     return servers
 
 
+class LedgerProgress:
+    """A pass's progress as the ledger tells it, for the bar: each sender
+    process hears only its own outcomes, and the helpers send while the
+    parent still plans. Done: the outcomes recorded since the pass began
+    (an attempt row each); the whole: those when planning ended and what was
+    then still due or being sent. Looked up twice a second by a thread of
+    its own (counts on indexes)."""
+
+    def __init__(self, done, unfinished, show, *, every: float = 0.5):
+        self._done, self._unfinished, self._show, self._every = done, unfinished, show, every
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.total = 0
+
+    def planned(self, _due: int) -> None:
+        done = self._done()
+        self.total = done + self._unfinished()
+        self._show(done, self.total)
+        self._thread = threading.Thread(target=self._watch, name="progress", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self._every):
+            self._look()
+
+    def _look(self) -> None:
+        try:
+            self._show(min(self._done(), self.total), self.total)
+        except Exception:  # noqa: BLE001 — a bar is not worth a failed pass; the summary follows
+            self._stopping.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._look()  # the last look, before the bar closes
+
+
 def escape(text: str) -> str:
     """As rich.markup.escape: rich only when something is printed through it."""
     from rich.markup import escape as rich_escape
@@ -171,8 +209,13 @@ def run(
             with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=console.real, transient=True) as bar:
                 task = bar.add_task("send", total=None)
-                summary = runner.run_once(on_planned=lambda due: bar.update(task, total=due),
-                                          on_outcome=lambda _o: bar.advance(task), senders=senders)
+                mark = runner.attempts_mark()
+                progress = LedgerProgress(lambda: runner.attempts_since(mark), runner.unfinished_count,
+                                          lambda done, total: bar.update(task, completed=done, total=total))
+                try:
+                    summary = runner.run_once(on_planned=progress.planned, senders=senders)
+                finally:
+                    progress.stop()
         else:
             summary = runner.run_once(senders=senders)
     finally:
