@@ -276,3 +276,20 @@ def test_a_database_that_cannot_be_reached_is_one_line(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "cannot use the database" in done.stderr and "s3cret" not in done.stderr + done.stdout
+
+
+def test_a_database_locked_past_the_busy_timeout_is_one_line(run, tmp_path, monkeypatch):
+    import sqlite3
+
+    ok(run("init"))
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)  # instead of 30 s
+    holder = sqlite3.connect(tmp_path / "subscribers.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing, for longer than the timeout
+    try:
+        result = run("subscriber", "add", "late@example.org")
+    finally:
+        holder.execute("ROLLBACK")
+    assert result.exit_code == 1, result.output
+    assert "the database is busy" in result.stderr and "0.3 s" in result.stderr
+    assert isinstance(result.exception, SystemExit)  # a clean exit, not a traceback
+    assert "late@example.org" not in ok(run("subscriber", "list")).stdout  # nothing was written

@@ -67,19 +67,26 @@ class DispatchGroup(TyperGroup):
         except DispatchError as exc:
             fail(str(exc), code=EXIT_FAILED)
         except Exception as exc:
-            problem = _database_unreachable(exc)
+            problem = _database_problem(exc)
             if problem is None:
                 raise
             fail(problem, code=EXIT_FAILED)
 
 
-def _database_unreachable(exc: Exception) -> str | None:
+def _database_problem(exc: Exception) -> str | None:
     """One line for a database that cannot be reached (down, wrong host,
-    refused login), instead of a traceback; None for anything else."""
+    refused login) or whose write lock another process holds past the busy
+    timeout (SQLite), instead of a traceback; None for anything else."""
     if not type(exc).__module__.startswith("sqlalchemy"):
         return None  # only then is SQLAlchemy (already) imported: nothing loaded for this check
     from sqlalchemy.exc import InterfaceError, OperationalError
 
+    if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
+        from dispatch.db import SQLITE_BUSY_TIMEOUT_MS
+
+        return (f"the database is busy: another process has held its write lock for over "
+                f"{SQLITE_BUSY_TIMEOUT_MS / 1000:g} s (a long import, a backup, a stuck process?); nothing was "
+                "changed by this command: try again when it is done")
     if not isinstance(exc, (OperationalError, InterfaceError)) or not exc.connection_invalidated and \
             "connect" not in str(exc.orig).lower():
         return None
