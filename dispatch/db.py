@@ -253,7 +253,7 @@ def known_revision(revision: str) -> bool:
 def current_revision(engine: Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    with engine.connect() as connection:
+    with read_connection(engine) as connection:  # a read: on SQLite no write lock to wait for
         return MigrationContext.configure(connection).get_current_revision()
 
 
@@ -303,8 +303,8 @@ def scanned_head() -> str | None:
 
 
 def _stored_revisions(engine: Engine) -> set[str] | None:
-    try:
-        with engine.connect() as connection:
+    try:  # every command checks the schema: a read, which on SQLite waits for no writer
+        with read_connection(engine) as connection:
             return {row[0] for row in connection.exec_driver_sql("SELECT version_num FROM alembic_version")}
     except sa.exc.DBAPIError:  # no such table yet: let alembic say what is there
         return None

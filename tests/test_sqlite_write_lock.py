@@ -89,3 +89,20 @@ def test_engine_sessions_write_through_it(path, tmp_path):
     assert done.is_set()
     assert [n for (n,) in holder.execute("SELECT n FROM t")] == [3]
     engine.dispose()
+
+
+def test_the_schema_check_every_command_makes_takes_no_write_lock(tmp_path, monkeypatch):
+    path = tmp_path / "schema.db"
+    engine = db.create_engine(f"sqlite:///{path}")
+    db.upgrade(engine)
+    engine.dispose()
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    engine = db.create_engine(f"sqlite:///{path}")
+    holder = connect(path)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing
+    try:
+        assert db.is_current(engine)  # read without waiting for the writer
+        assert db.current_revision(engine) == db.head_revision(engine)
+    finally:
+        holder.execute("ROLLBACK")
+        engine.dispose()
