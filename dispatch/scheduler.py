@@ -243,11 +243,6 @@ class Runner:
             self.plan_flash()
         self.drain()
 
-    def due_count(self) -> int:
-        with db.read_scope(self.engine) as session:
-            return session.exec(select(func.count()).select_from(Delivery).where(
-                Delivery.status == DeliveryStatus.pending, col(Delivery.next_attempt_at) <= self.clock())).one()
-
     def attempts_mark(self) -> int:
         """The newest attempt row's id: attempts after it are this pass's (``attempts_since``)."""
         with db.read_scope(self.engine) as session:
@@ -377,7 +372,7 @@ class Runner:
     # --- the two ways to run ------------------------------------------------------
 
     def run_once(self, on_outcome: Callable[[Outcome], None] | None = None,
-                 on_planned: Callable[[int], None] | None = None, *, senders: int = 1) -> RunSummary:
+                 on_planned: Callable[[], None] | None = None, *, senders: int = 1) -> RunSummary:
         """One pass: plan, then send everything due, with up to ``senders``
         processes (this one and forked helpers, each given at least a
         whole claim's worth of work). The helpers are forked first and send
@@ -413,8 +408,8 @@ class Runner:
                     planning.finished()  # the helpers finish once nothing is left
             planned_at = time.perf_counter()
             summary.plan_seconds = planned_at - started
-            if on_planned:
-                on_planned(self.due_count())
+            if on_planned:  # planning has ended (a progress bar takes its total now)
+                on_planned()
             if self.role != "planner":
                 self.drain(count, collect=False)
                 self.send_notices()

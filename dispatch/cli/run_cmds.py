@@ -88,7 +88,7 @@ class LedgerProgress:
         self._thread: threading.Thread | None = None
         self.total = 0
 
-    def planned(self, _due: int) -> None:
+    def planned(self) -> None:
         done = self._done()
         self.total = done + self._unfinished()
         self._show(done, self.total)
