@@ -383,11 +383,11 @@ class Runner:
         if self.role != "planner" and senders > 1:
             with db.read_scope(self.engine) as session:
                 expected = planner.due_estimate(session, now=self.clock())
-            count = sender_processes.helpers_for(senders=senders, due=expected, batch_size=self.settings.batch_size)
-            if count:
+            forks = sender_processes.helpers_for(senders=senders, due=expected, batch_size=self.settings.batch_size)
+            if forks:
                 planning = sender_processes.PlanningFlag()
                 try:
-                    helpers = sender_processes.fork_once(count, functools.partial(self._helper_pass, planning),
+                    helpers = sender_processes.fork_once(forks, functools.partial(self._helper_pass, planning),
                                                          before=functools.partial(self._forked, planning))
                 except BaseException:
                     planning.finished()  # helpers forked before the failure finish what is due, then end
